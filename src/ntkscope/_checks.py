@@ -1,0 +1,92 @@
+"""Argument checks shared by the public functions: clear errors at the boundary."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import TypeVar
+
+import torch
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def choice(enum: type[E], value: str | E, argument: str) -> E:
+    """Parse a string option into its enum, naming the argument on failure."""
+    try:
+        return enum(value)
+    except ValueError:
+        known = ", ".join(repr(member.value) for member in enum)
+        raise ValueError(f"{argument}: expected one of {known}, got {value!r}") from None
+
+
+def positive_int(value: object, argument: str) -> int:
+    """An int > 0 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument}: expected a positive int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{argument}: expected a positive int, got {value}")
+    return value
+
+
+def nonnegative_int(value: object, argument: str) -> int:
+    """An int >= 0 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument}: expected an int >= 0, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{argument}: expected an int >= 0, got {value}")
+    return value
+
+
+def finite_batch(x: object, argument: str, *, min_dim: int = 2) -> torch.Tensor:
+    """A floating tensor of shape (N, ...) with N >= 1, at least `min_dim` dims, no NaN/inf."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{argument}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < min_dim:
+        raise ValueError(
+            f"{argument}: expected a batch with at least {min_dim} dimensions "
+            f"(N, features...), got shape {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{argument}: the batch is empty (shape {tuple(x.shape)})")
+    if not x.is_floating_point():
+        raise TypeError(f"{argument}: expected a floating-point tensor, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{argument}: contains NaN or infinite values")
+    return x
+
+
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+
+
+def memory_bytes(value: int | float | str, argument: str) -> int:
+    """Parse a memory size: a number of bytes or a string such as "2GB", "512MiB"."""
+    if isinstance(value, bool):
+        raise TypeError(f"{argument}: expected bytes or a string such as '2GB', got a bool")
+    if isinstance(value, int | float):
+        size = int(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
+        unit = match.group(2).upper() if match else None
+        if match is None or unit not in _UNITS:
+            raise ValueError(
+                f"{argument}: expected a size such as '2GB', '512MiB' or a number of bytes, "
+                f"got {value!r}"
+            )
+        size = int(float(match.group(1)) * _UNITS[unit])
+    else:
+        raise TypeError(f"{argument}: expected bytes or a string such as '2GB', got {value!r}")
+    if size <= 0:
+        raise ValueError(f"{argument}: expected a positive size, got {value!r}")
+    return size

@@ -1,0 +1,5 @@
+"""Empirical and infinite-width neural tangent kernels."""
+
+from ntkscope.kernels.empirical import Method, Mode, empirical_ntk
+
+__all__ = ["Method", "Mode", "empirical_ntk"]

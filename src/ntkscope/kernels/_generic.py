@@ -1,0 +1,75 @@
+"""The two torch.func eNTK methods, valid for any model (PyTorch's NTK tutorial).
+
+Jacobian contraction: per-example Jacobians ``J(x) = ∂f(x)/∂θ`` (O × P) by
+``vmap(jacrev)``, then ``Θ̂(x, x') = J(x) J(x')ᵀ`` — one GEMM over all parameters.
+Costs N·O backward passes plus N1·N2·O²·P multiply-adds (N1·N2·O·P in trace mode), and
+O·P numbers of memory per example.
+
+NTK-vector products (Novak et al. 2022): for each (example n, output o) of a block of x1,
+a vector-Jacobian product gives the row ``J_{n,o}(x1)`` and a Jacobian-vector product
+through f(x2) gives ``J(x2) J_{n,o}(x1)ᵀ``, a column of Θ̂. Never stores more than one
+block's Jacobian rows; costs about N1·N2·O forward-and-backward passes of one example, so
+it wins when O is large in full mode, or when per-example Jacobians do not fit in memory.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.func import jacrev, jvp, vjp, vmap
+
+from ntkscope.kernels._functional import FunctionalModel
+from ntkscope.kernels._structured import _gram, _gram_diagonal
+
+
+class JacobianStrategy:
+    """Tiling strategy: features are the flattened per-example Jacobians (n, O, P)."""
+
+    def __init__(self, fm: FunctionalModel, n_out: int, full: bool):
+        self.fm, self.full = fm, full
+        item = torch.empty((), dtype=fm.dtype).element_size()
+        self.feature_bytes = 2 * n_out * fm.n_params * item  # Jacobian and its flat copy
+        self.pair_bytes = item * (2 * n_out**2 if full else 2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        def single(theta, example):
+            return self.fm(theta, example.unsqueeze(0))[0]
+
+        jac = vmap(jacrev(single), (None, 0))(self.fm.theta, x)  # name -> (n, O, *shape)
+        return torch.cat([j.flatten(2) for j in jac.values()], dim=2)
+
+    def pair(self, j1: torch.Tensor, j2: torch.Tensor) -> torch.Tensor:
+        return _gram(j1, j2, self.full)
+
+    def diagonal(self, j: torch.Tensor) -> torch.Tensor:
+        return _gram_diagonal(j, self.full)
+
+
+class NTVPStrategy:
+    """Tiling strategy: features are the inputs; each tile is O·b vjp/jvp pairs."""
+
+    def __init__(self, fm: FunctionalModel, n_out: int, full: bool, activation_numel: int):
+        self.fm, self.n_out, self.full = fm, n_out, full
+        item = torch.empty((), dtype=fm.dtype).element_size()
+        # per row of a tile: one parameter-sized tangent per output
+        self.feature_bytes = 2 * n_out * fm.n_params * item
+        # per pair: the jvp's activations for every (row, output) and the O×O block
+        self.pair_bytes = item * n_out * (2 * activation_numel + n_out)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def pair(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        theta, n1, n_out = self.fm.theta, x1.shape[0], self.n_out
+        _, pullback = vjp(lambda t: self.fm(t, x1), theta)
+
+        def column(cotangent):
+            (tangent,) = pullback(cotangent)
+            return jvp(lambda t: self.fm(t, x2), (theta,), (tangent,))[1]
+
+        basis = torch.eye(n1 * n_out, dtype=x1.dtype, device=x1.device)
+        block = vmap(column)(basis.view(n1 * n_out, n1, n_out))  # (n1·O, n2, O)
+        block = block.view(n1, n_out, -1, n_out).permute(0, 2, 1, 3)  # (n1, n2, O, O)
+        return block if self.full else block.diagonal(dim1=2, dim2=3).sum(-1)
+
+    def diagonal(self, x: torch.Tensor) -> torch.Tensor:
+        return vmap(lambda example: self.pair(example[None], example[None])[0, 0])(x)

@@ -1,0 +1,187 @@
+"""The empirical neural tangent kernel of any PyTorch model.
+
+    Θ̂(x, x') = Σ_p ∂f(x)/∂θ_p ⊗ ∂f(x')/∂θ_p        (CONVENTIONS.md, "Empirical NTK")
+
+One public function, `empirical_ntk`, with interchangeable methods that agree to float
+tolerance (the tests prove it against a brute-force autograd reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ntkscope._checks import choice, finite_batch
+from ntkscope.kernels._functional import FunctionalModel
+from ntkscope.kernels._generic import JacobianStrategy, NTVPStrategy
+from ntkscope.kernels._structured import (
+    StructuredStrategy,
+    UnsupportedModel,
+    check_against_autograd,
+)
+from ntkscope.kernels._tiling import Progress, resolve_budget, tiled_diagonal, tiled_kernel
+
+
+class Mode(StrEnum):
+    """Output shape of `empirical_ntk`.
+
+    FULL: every output pair, (N1, N2, O, O).
+    TRACE: the mean over outputs (1/O)·tr Θ̂(x, x'), (N1, N2); converges to the scalar
+        infinite-width NTK.
+    """
+
+    FULL = "full"
+    TRACE = "trace"
+
+
+class Method(StrEnum):
+    """How `empirical_ntk` computes the kernel.
+
+    STRUCTURED: per-layer Gram products for Linear, Conv2d, `ntkscope.models.Dense` and
+        `ntkscope.models.Conv`, with any parameter-free layers between them. Fastest by far
+        for dense layers (no per-example Jacobian is formed); fails, naming the layer, on
+        anything else.
+    JACOBIAN: per-example Jacobians by ``vmap(jacrev)`` contracted in one GEMM. Any model;
+        fastest generic method when O·P numbers per example fit in memory and O is small.
+    NTVP: NTK-vector products (vjp then jvp). Any model; needs the least memory; wins for
+        many outputs in full mode.
+    AUTO: STRUCTURED when every trainable layer is supported and a probe example agrees with
+        autograd, otherwise whichever generic method a FLOP and memory estimate says is cheaper.
+    """
+
+    AUTO = "auto"
+    STRUCTURED = "structured"
+    JACOBIAN = "jacobian"
+    NTVP = "ntvp"
+
+
+def _profile(fm: FunctionalModel, x: torch.Tensor) -> tuple[int, int]:
+    """Forward FLOPs and activation numbers of one example (counted by torch)."""
+    sizes: list[int] = []
+
+    def count(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            sizes.append(output.numel())
+
+    leaves = [m for m in fm.module.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            fm(fm.theta, x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counter.get_total_flops(), sum(sizes) + x[:1].numel()
+
+
+def _generic_strategy(fm, x1, n1, n2, n_out, full, budget):
+    """The cheaper of JACOBIAN and NTVP by estimated FLOPs, JACOBIAN only if it fits."""
+    flops, activations = _profile(fm, x1)
+    forward = max(flops, 2 * fm.n_params)
+    jacobian = JacobianStrategy(fm, n_out, full)
+    ntvp = NTVPStrategy(fm, n_out, full, activations)
+    jacobian_flops = (n1 + n2) * n_out * 3 * forward + n1 * n2 * 2 * fm.n_params * (
+        n_out**2 if full else n_out
+    )
+    ntvp_flops = n1 * n2 * n_out * 5 * forward
+    fits = 2 * jacobian.feature_bytes + jacobian.pair_bytes <= budget
+    return jacobian if fits and jacobian_flops <= ntvp_flops else ntvp
+
+
+def _strategy(method, fm, x1, n1, n2, n_out, full, budget):
+    if method is Method.JACOBIAN:
+        return JacobianStrategy(fm, n_out, full)
+    if method is Method.NTVP:
+        return NTVPStrategy(fm, n_out, full, _profile(fm, x1)[1])
+    try:
+        strategy = StructuredStrategy(fm, n_out, full)
+        check_against_autograd(strategy, x1)
+    except UnsupportedModel as why:
+        if method is Method.STRUCTURED:
+            raise ValueError(
+                f"method='structured': {why}; use method='auto', 'jacobian' or 'ntvp'"
+            ) from None
+        return _generic_strategy(fm, x1, n1, n2, n_out, full, budget)
+    strategy.measure(x1)
+    return strategy
+
+
+def empirical_ntk(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    mode: str | Mode = Mode.TRACE,
+    diagonal: bool = False,
+    method: str | Method = Method.AUTO,
+    memory_budget: int | float | str | None = None,
+    params: Mapping[str, torch.Tensor] | None = None,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Empirical NTK ``Θ̂(x, x') = J(x) J(x')ᵀ`` of ``model`` w.r.t. its trainable parameters.
+
+    Jacot, Gabriel & Hongler (2018); methods after Novak, Sohl-Dickstein & Schoenholz,
+    "Fast finite width neural tangent kernel" (ICML 2022). The model must treat the
+    examples of a batch independently (BatchNorm in eval mode is fine; in training mode
+    it is refused).
+
+    Args:
+        model: any ``nn.Module`` mapping a batch (N, ...) to outputs (N, ...) (flattened to
+            O outputs). Parameters with ``requires_grad=False`` are excluded from θ.
+        x1: inputs (N1, ...), same dtype and device as the model's parameters.
+        x2: inputs (N2, ...) with x1's feature shape; None means x1 (and half the work).
+        mode: "trace" (mean over outputs, (N1, N2)) or "full" ((N1, N2, O, O)).
+        diagonal: only Θ̂(x_n, x_n): (N1,) or (N1, O, O); requires x2=None.
+        method: "auto", "structured", "jacobian" or "ntvp" (see `Method`).
+        memory_budget: bound on working memory beyond the returned kernel, bytes or a
+            string such as "2GB"; default half of free GPU memory or a quarter of free RAM.
+            The kernel is computed in tiles that fit it.
+        params: replacement values for some trainable parameters, by name as in
+            ``model.named_parameters()`` (e.g. a trajectory's checkpoints); the module
+            itself is not changed.
+        progress: called as ``progress(tiles_done, tiles_total)`` after each tile.
+
+    Returns:
+        The kernel in the parameters' dtype and on their device.
+
+    Raises:
+        ValueError, TypeError: for bad arguments, naming the argument; ValueError if the
+        model's outputs or gradients are not finite on these inputs.
+    """
+    kind = choice(Mode, mode, "mode")
+    method = choice(Method, method, "method")
+    fm = FunctionalModel(model, params)
+    x1 = finite_batch(x1, "x1")
+    if x2 is not None:
+        x2 = finite_batch(x2, "x2")
+        if x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(
+                f"x2: feature shape {tuple(x2.shape[1:])} differs from x1's {tuple(x1.shape[1:])}"
+            )
+        if diagonal:
+            raise ValueError("x2: diagonal=True computes Θ̂(x, x) over x1 only; pass x2=None")
+    n_out = fm.check_inputs(x1, "x1")
+    if x2 is not None:
+        fm.check_inputs(x2, "x2")
+    budget = resolve_budget(memory_budget, fm.device)
+    full = kind is Mode.FULL
+    n1, n2 = len(x1), (len(x1) if diagonal else 0) if x2 is None else len(x2)
+    strategy = _strategy(method, fm, x1, n1, max(n2, 1), n_out, full, budget)
+    rows = (n1,) if diagonal else (n1, n1 if x2 is None else n2)
+    out = torch.empty(rows + ((n_out, n_out) if full else ()), dtype=fm.dtype, device=fm.device)
+    if diagonal:
+        tiled_diagonal(strategy, x1, out, budget, progress)
+    else:
+        tiled_kernel(strategy, x1, x2, out, budget, progress)
+    if not full:
+        out /= n_out
+    if not torch.isfinite(out).all():
+        raise ValueError(
+            "x1: the eNTK has NaN or infinite entries; the model's outputs or gradients are "
+            "not finite on these inputs"
+        )
+    return out

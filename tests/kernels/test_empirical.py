@@ -1,0 +1,200 @@
+"""Every eNTK method against the brute-force reference, in float64.
+
+Tolerance: 1e-10 relative Frobenius error. Every method computes the same sums of
+products as the reference in a different order; in float64 the rounding error of such
+sums is ~1e-16 · (number of terms), far below 1e-10 for these sizes, while any wrong
+term (a missing scale, bias, output pair or position) changes the result by O(1).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+import ntkscope as ns
+from reference import brute_force_ntk, relative_error
+
+TOL = 1e-10
+METHODS = ["structured", "jacobian", "ntvp", "auto"]
+
+
+def assert_matches_reference(model, x1, x2=None, *, mode, diagonal=False, methods=METHODS):
+    expected = brute_force_ntk(model, x1, x2, mode=mode, diagonal=diagonal)
+    for method in methods:
+        got = ns.empirical_ntk(model, x1, x2, mode=mode, diagonal=diagonal, method=method)
+        assert got.dtype == torch.float64
+        assert relative_error(got, expected) <= TOL, method
+
+
+@st.composite
+def mlp_cases(draw):
+    depth = draw(st.integers(0, 3))
+    widths = draw(st.lists(st.integers(1, 9), min_size=depth, max_size=depth))
+    model = ns.models.mlp(
+        d_in=draw(st.integers(1, 6)),
+        width=widths,
+        depth=depth,
+        d_out=draw(st.integers(1, 5)),
+        activation=draw(st.sampled_from(["relu", "erf", "tanh", "sigmoid", "gelu", "identity"])),
+        parameterization=draw(st.sampled_from(["ntk", "standard"])),
+        sigma_w=draw(st.floats(0.5, 2.0)),
+        sigma_b=draw(st.sampled_from([0.0, 0.1, 1.0])),
+        bias=draw(st.sampled_from([None, True, False])),
+        seed=draw(st.integers(0, 2**16)),
+    ).double()
+    return model, draw(st.booleans()), draw(st.sampled_from(["full", "trace"]))
+
+
+@given(case=mlp_cases(), n1=st.integers(1, 5), n2=st.integers(1, 4), diagonal=st.booleans())
+def test_mlp_every_method_equals_brute_force(case, n1, n2, diagonal):
+    model, with_x2, mode = case
+    d_in = model[0].weight.shape[1]
+    x1 = torch.randn(n1, d_in, dtype=torch.float64)
+    x2 = torch.randn(n2, d_in, dtype=torch.float64) if with_x2 and not diagonal else None
+    assert_matches_reference(model, x1, x2, mode=mode, diagonal=diagonal)
+
+
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+@pytest.mark.parametrize("mode", ["full", "trace"])
+def test_cnn_every_method_equals_brute_force(parameterization, mode):
+    model = ns.models.cnn(2, 4, 2, 3, parameterization=parameterization, sigma_b=0.3, seed=1)
+    x1, x2 = torch.randn(3, 2, 4, 4), torch.randn(2, 2, 4, 4)
+    assert_matches_reference(model.double(), x1.double(), x2.double(), mode=mode)
+    assert_matches_reference(model, x1.double(), mode=mode, diagonal=True)
+
+
+class TorchLayers(nn.Module):
+    """Plain torch layers: strided, dilated and 'same'-padded convs, a sequence Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 3, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(3, 4, 3, padding="same", dilation=2, bias=False)
+        self.seq = nn.Linear(4, 5)  # applied at every position of a (N, P, 4) sequence
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.conv2(torch.relu(self.conv1(x))))
+        h = self.seq(h.flatten(2).transpose(1, 2))  # (N, P, 5)
+        return self.head(torch.nn.functional.gelu(h).mean(1))
+
+
+@pytest.mark.parametrize("mode", ["full", "trace"])
+def test_torch_layers_equal_brute_force(mode):
+    torch.manual_seed(0)
+    model = TorchLayers().double()
+    x1, x2 = torch.randn(3, 2, 6, 6).double(), torch.randn(2, 2, 6, 6).double()
+    assert_matches_reference(model, x1, x2, mode=mode)
+
+
+def test_unsupported_layer_falls_back_under_auto_and_is_named_under_structured():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x = torch.randn(4, 4, dtype=torch.float64)
+    for mode in ("full", "trace"):
+        assert_matches_reference(model, x, mode=mode, methods=["auto", "jacobian", "ntvp"])
+    with pytest.raises(ValueError, match=r"'1' \(LayerNorm\)"):
+        ns.empirical_ntk(model, x, method="structured")
+
+
+class SharedWeights(nn.Module):
+    """The same Linear twice: the per-layer Gram form does not apply."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer, self.head = nn.Linear(3, 3), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.layer(torch.tanh(self.layer(x)))))
+
+
+class ParameterOutsideLayer(nn.Module):
+    """A Linear whose weight is also used directly: only autograd can see it."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.layer(x) + x @ self.layer.weight
+
+
+@pytest.mark.parametrize("model_type", [SharedWeights, ParameterOutsideLayer])
+def test_models_the_structured_path_cannot_see_fall_back(model_type):
+    torch.manual_seed(0)
+    model = model_type().double()
+    x = torch.randn(3, 3, dtype=torch.float64)
+    assert_matches_reference(model, x, mode="full", methods=["auto", "jacobian", "ntvp"])
+    with pytest.raises(ValueError, match="method='structured'"):
+        ns.empirical_ntk(model, x, method="structured")
+
+
+def test_frozen_parameters_and_eval_batchnorm():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2))
+    model = model.double()
+    model(torch.randn(8, 3, dtype=torch.float64))  # update running statistics
+    model.eval()
+    model[0].bias.requires_grad_(False)
+    model[1].weight.requires_grad_(False)
+    model[1].bias.requires_grad_(False)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert_matches_reference(model, x, mode="full")
+    model.train()
+    with pytest.raises(ValueError, match="training mode"):
+        ns.empirical_ntk(model, x)
+
+
+def test_params_replace_the_modules_parameters():
+    model = ns.models.mlp(3, 6, 2, 2, seed=0).double()
+    other = ns.models.mlp(3, 6, 2, 2, seed=1).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    expected = brute_force_ntk(other, x, mode="full")
+    for method in ("structured", "jacobian", "ntvp"):
+        got = ns.empirical_ntk(
+            model, x, mode="full", method=method, params=dict(other.named_parameters())
+        )
+        assert relative_error(got, expected) <= TOL, method
+
+
+@pytest.mark.parametrize("method", ["structured", "jacobian", "ntvp"])
+@pytest.mark.parametrize("mode", ["full", "trace"])
+def test_tiny_memory_budget_tiles_and_agrees(method, mode):
+    model = ns.models.mlp(4, 8, 2, 3, seed=0).double()
+    x1, x2 = torch.randn(9, 4).double(), torch.randn(7, 4).double()
+    for second in (None, x2):
+        whole = ns.empirical_ntk(model, x1, second, mode=mode, method=method)
+        tiles: list[int] = []
+        budget = 2_000 if method == "structured" else 30_000  # a few examples per tile
+        tiled = ns.empirical_ntk(
+            model,
+            x1,
+            second,
+            mode=mode,
+            method=method,
+            memory_budget=budget,
+            progress=lambda done, total, tiles=tiles: tiles.append(total),
+        )
+        assert tiles and tiles[-1] > 4, "the budget should force several tiles"
+        assert relative_error(tiled, whole) <= TOL
+    diag = ns.empirical_ntk(
+        model, x1, mode=mode, method=method, diagonal=True, memory_budget=budget
+    )
+    expected = ns.empirical_ntk(model, x1, mode=mode, method=method).diagonal(0, 0, 1)
+    expected = expected.permute(2, 0, 1) if mode == "full" else expected
+    assert relative_error(diag, expected) <= TOL
+
+
+def test_float32_agrees_with_float64():
+    """float32 kernels carry ~1e-7 relative rounding per term; 1e-5 leaves room for sums."""
+    model = ns.models.mlp(5, 32, 2, 3, seed=0)
+    x = torch.randn(6, 5)
+    expected = brute_force_ntk(model.double(), x.double(), mode="full")
+    model.float()
+    for method in ("structured", "jacobian", "ntvp"):
+        got = ns.empirical_ntk(model, x, mode="full", method=method)
+        assert got.dtype == torch.float32
+        assert relative_error(got.double(), expected) <= 1e-5, method
