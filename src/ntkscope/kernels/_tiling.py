@@ -50,8 +50,13 @@ class TilePlan:
     cache_columns: bool
 
 
-def plan_tiles(n1: int, n2: int, feature_bytes: int, pair_bytes: int, budget: int) -> TilePlan:
+def plan_tiles(
+    n1: int, n2: int, feature_bytes: int, pair_bytes: int, budget: int, symmetric: bool = False
+) -> TilePlan:
     """Largest tile ``b`` with ``(b + b') · feature_bytes + b² · pair_bytes <= budget``.
+
+    For a symmetric kernel with cached features, tiles are at most N/4 wide so that only
+    10 of 16 tiles (the upper triangle) are computed, the rest mirrored.
 
     Raises:
         ValueError: when not even one example fits the budget.
@@ -71,7 +76,8 @@ def plan_tiles(n1: int, n2: int, feature_bytes: int, pair_bytes: int, budget: in
 
     cached = largest(n2 * feature_bytes, feature_bytes)
     if cached >= 1 and n2 * feature_bytes <= budget / 2:
-        return TilePlan(min(cached, max(n1, n2)), cache_columns=True)
+        widest = -(-n1 // 4) if symmetric else max(n1, n2)
+        return TilePlan(min(cached, widest), cache_columns=True)
     block = largest(0, 2 * feature_bytes)
     if block < 1:
         need = 2 * feature_bytes + pair_bytes
@@ -120,7 +126,9 @@ def tiled_kernel(
     """
     symmetric = x2 is None
     x2 = x1 if x2 is None else x2
-    plan = plan_tiles(len(x1), len(x2), strategy.feature_bytes, strategy.pair_bytes, budget)
+    plan = plan_tiles(
+        len(x1), len(x2), strategy.feature_bytes, strategy.pair_bytes, budget, symmetric
+    )
     rows, cols = _blocks(len(x1), plan.block), _blocks(len(x2), plan.block)
     cache = [strategy.features(x2[c]) for c in cols] if plan.cache_columns else None
     pairs = list(_tile_pairs(rows, cols, symmetric))

@@ -153,6 +153,8 @@ def empirical_ntk(
         model's outputs or gradients are not finite on these inputs.
     """
     kind = choice(Mode, mode, "mode")
+    if x2 is x1:
+        x2 = None  # the same batch: compute the upper triangle only
     method = choice(Method, method, "method")
     fm = FunctionalModel(model, params)
     x1 = finite_batch(x1, "x1")
