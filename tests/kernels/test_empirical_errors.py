@@ -1,0 +1,68 @@
+"""Bad input to `empirical_ntk` gives a clear error naming the argument."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import ntkscope as ns
+
+
+@pytest.fixture
+def model():
+    return ns.models.mlp(4, 8, 1, 2, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(x1=torch.randn(4)), ValueError, r"x1: expected a batch with at least 2 dim"),
+        (dict(x1=torch.randn(0, 4)), ValueError, r"x1: the batch is empty"),
+        (dict(x1=torch.tensor([[0.0, float("nan"), 1.0, 2.0]])), ValueError, r"x1: .*NaN"),
+        (dict(x2=torch.full((2, 4), float("inf"))), ValueError, r"x2: .*NaN or infinite"),
+        (dict(x1=torch.randn(3, 5)), ValueError, r"x1: the model cannot be applied"),
+        (dict(x2=torch.randn(3, 5)), ValueError, r"x2: feature shape \(5,\) differs"),
+        (dict(x1=[[1.0, 2.0, 3.0, 4.0]]), TypeError, r"x1: expected a torch.Tensor"),
+        (dict(x1=torch.ones(3, 4, dtype=torch.int64)), TypeError, r"x1: expected a floating"),
+        (dict(x1=torch.randn(3, 4, dtype=torch.float64)), TypeError, r"x1: dtype/device"),
+        (dict(method="fast"), ValueError, r"method: expected one of 'auto', 'structured'"),
+        (dict(mode="diag"), ValueError, r"mode: expected one of 'full', 'trace'"),
+        (dict(x2=torch.randn(2, 4), diagonal=True), ValueError, r"x2: diagonal=True"),
+        (dict(memory_budget="lots"), ValueError, r"memory_budget: expected a size"),
+        (dict(memory_budget=-5), ValueError, r"memory_budget: expected a positive size"),
+        (dict(memory_budget=10), ValueError, r"memory_budget: 10 bytes is too small"),
+        (dict(params={"9.weight": torch.zeros(2)}), ValueError, r"params: '9.weight' is not"),
+        (dict(params={"0.weight": torch.zeros(2)}), ValueError, r"params: '0.weight' must be"),
+    ],
+)
+def test_bad_arguments_are_named(model, kwargs, error, match):
+    arguments = dict(x1=torch.randn(3, 4), x2=None) | kwargs
+    with pytest.raises(error, match=match):
+        ns.empirical_ntk(model, **arguments)
+
+
+def test_model_errors():
+    x = torch.randn(3, 4)
+    with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module"):
+        ns.empirical_ntk(lambda t: t, x)
+    frozen = ns.models.mlp(4, 8, 1, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="model: has no trainable parameters"):
+        ns.empirical_ntk(frozen, x)
+
+    class TupleOutput(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 2)
+
+        def forward(self, t):
+            return self.layer(t), t
+
+    with pytest.raises(TypeError, match="model: expected the forward pass to return one tensor"):
+        ns.empirical_ntk(TupleOutput(), x)
+
+
+def test_non_finite_kernel_is_refused():
+    model = ns.models.mlp(4, 8, 1, 2, activation=torch.sqrt, seed=0)  # sqrt of negatives: NaN
+    with pytest.raises(ValueError, match="NaN or infinite entries"):
+        ns.empirical_ntk(model, torch.randn(5, 4), method="jacobian")
