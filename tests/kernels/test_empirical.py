@@ -98,6 +98,8 @@ def test_unsupported_layer_falls_back_under_auto_and_is_named_under_structured()
         assert_matches_reference(model, x, mode=mode, methods=["auto", "jacobian", "ntvp"])
     with pytest.raises(ValueError, match=r"'1' \(LayerNorm\)"):
         ns.empirical_ntk(model, x, method="structured")
+    assert ns.kernels.resolve_method(model, x) in ("jacobian", "ntvp")
+    assert ns.kernels.resolve_method(ns.models.mlp(4, 6, 1, 3), x.float()) == "structured"
 
 
 class SharedWeights(nn.Module):

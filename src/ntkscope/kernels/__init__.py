@@ -1,5 +1,5 @@
 """Empirical and infinite-width neural tangent kernels."""
 
-from ntkscope.kernels.empirical import Method, Mode, empirical_ntk
+from ntkscope.kernels.empirical import Method, Mode, empirical_ntk, resolve_method
 
-__all__ = ["Method", "Mode", "empirical_ntk"]
+__all__ = ["Method", "Mode", "empirical_ntk", "resolve_method"]

@@ -9,6 +9,7 @@ tolerance (the tests prove it against a brute-force autograd reference).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
@@ -23,7 +24,13 @@ from ntkscope.kernels._structured import (
     UnsupportedModel,
     check_against_autograd,
 )
-from ntkscope.kernels._tiling import Progress, resolve_budget, tiled_diagonal, tiled_kernel
+from ntkscope.kernels._tiling import (
+    Progress,
+    Strategy,
+    resolve_budget,
+    tiled_diagonal,
+    tiled_kernel,
+)
 
 
 class Mode(StrEnum):
@@ -92,11 +99,12 @@ def _generic_strategy(fm, x1, n1, n2, n_out, full, budget):
     return jacobian if fits and jacobian_flops <= ntvp_flops else ntvp
 
 
-def _strategy(method, fm, x1, n1, n2, n_out, full, budget):
+def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Strategy]:
+    """The method that runs (never AUTO) and its tiling strategy."""
     if method is Method.JACOBIAN:
-        return JacobianStrategy(fm, n_out, full)
+        return method, JacobianStrategy(fm, n_out, full)
     if method is Method.NTVP:
-        return NTVPStrategy(fm, n_out, full, _profile(fm, x1)[1])
+        return method, NTVPStrategy(fm, n_out, full, _profile(fm, x1)[1])
     try:
         strategy = StructuredStrategy(fm, n_out, full)
         check_against_autograd(strategy, x1)
@@ -105,9 +113,88 @@ def _strategy(method, fm, x1, n1, n2, n_out, full, budget):
             raise ValueError(
                 f"method='structured': {why}; use method='auto', 'jacobian' or 'ntvp'"
             ) from None
-        return _generic_strategy(fm, x1, n1, n2, n_out, full, budget)
+        generic = _generic_strategy(fm, x1, n1, n2, n_out, full, budget)
+        return (Method.JACOBIAN if isinstance(generic, JacobianStrategy) else Method.NTVP), generic
     strategy.measure(x1)
-    return strategy
+    return Method.STRUCTURED, strategy
+
+
+@dataclass
+class _Plan:
+    """A validated eNTK request, ready to run."""
+
+    fm: FunctionalModel
+    x1: torch.Tensor
+    x2: torch.Tensor | None
+    n_out: int
+    full: bool
+    diagonal: bool
+    budget: int
+    method: Method
+    strategy: Strategy
+
+    def run(self, progress: Progress | None) -> torch.Tensor:
+        n1 = len(self.x1)
+        rows = (n1,) if self.diagonal else (n1, n1 if self.x2 is None else len(self.x2))
+        shape = rows + ((self.n_out, self.n_out) if self.full else ())
+        out = torch.empty(shape, dtype=self.fm.dtype, device=self.fm.device)
+        if self.diagonal:
+            tiled_diagonal(self.strategy, self.x1, out, self.budget, progress)
+        else:
+            tiled_kernel(self.strategy, self.x1, self.x2, out, self.budget, progress)
+        if not self.full:
+            out /= self.n_out
+        if not torch.isfinite(out).all():
+            raise ValueError(
+                "x1: the eNTK has NaN or infinite entries; the model's outputs or gradients "
+                "are not finite on these inputs"
+            )
+        return out
+
+
+def _plan(model, x1, x2, mode, diagonal, method, memory_budget, params) -> _Plan:
+    """Check every argument (errors name it) and choose the method."""
+    kind = choice(Mode, mode, "mode")
+    method = choice(Method, method, "method")
+    if x2 is x1:
+        x2 = None  # the same batch: compute the upper triangle only
+    fm = FunctionalModel(model, params)
+    x1 = finite_batch(x1, "x1")
+    if x2 is not None:
+        x2 = finite_batch(x2, "x2")
+        if x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(
+                f"x2: feature shape {tuple(x2.shape[1:])} differs from x1's {tuple(x1.shape[1:])}"
+            )
+        if diagonal:
+            raise ValueError("x2: diagonal=True computes Θ̂(x, x) over x1 only; pass x2=None")
+    n_out = fm.check_inputs(x1, "x1")
+    if x2 is not None:
+        fm.check_inputs(x2, "x2")
+    budget = resolve_budget(memory_budget, fm.device)
+    full = kind is Mode.FULL
+    n1 = len(x1)
+    n2 = 1 if diagonal else (n1 if x2 is None else len(x2))
+    used, strategy = _strategy(method, fm, x1, n1, n2, n_out, full, budget)
+    return _Plan(fm, x1, x2, n_out, full, diagonal, budget, used, strategy)
+
+
+def resolve_method(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    mode: str | Mode = Mode.TRACE,
+    diagonal: bool = False,
+    method: str | Method = Method.AUTO,
+    memory_budget: int | float | str | None = None,
+    params: Mapping[str, torch.Tensor] | None = None,
+) -> Method:
+    """The method `empirical_ntk` would run with these arguments (AUTO resolved).
+
+    Costs one forward and backward pass of one example. Arguments as in `empirical_ntk`.
+    """
+    return _plan(model, x1, x2, mode, diagonal, method, memory_budget, params).method
 
 
 def empirical_ntk(
@@ -152,38 +239,5 @@ def empirical_ntk(
         ValueError, TypeError: for bad arguments, naming the argument; ValueError if the
         model's outputs or gradients are not finite on these inputs.
     """
-    kind = choice(Mode, mode, "mode")
-    if x2 is x1:
-        x2 = None  # the same batch: compute the upper triangle only
-    method = choice(Method, method, "method")
-    fm = FunctionalModel(model, params)
-    x1 = finite_batch(x1, "x1")
-    if x2 is not None:
-        x2 = finite_batch(x2, "x2")
-        if x2.shape[1:] != x1.shape[1:]:
-            raise ValueError(
-                f"x2: feature shape {tuple(x2.shape[1:])} differs from x1's {tuple(x1.shape[1:])}"
-            )
-        if diagonal:
-            raise ValueError("x2: diagonal=True computes Θ̂(x, x) over x1 only; pass x2=None")
-    n_out = fm.check_inputs(x1, "x1")
-    if x2 is not None:
-        fm.check_inputs(x2, "x2")
-    budget = resolve_budget(memory_budget, fm.device)
-    full = kind is Mode.FULL
-    n1, n2 = len(x1), (len(x1) if diagonal else 0) if x2 is None else len(x2)
-    strategy = _strategy(method, fm, x1, n1, max(n2, 1), n_out, full, budget)
-    rows = (n1,) if diagonal else (n1, n1 if x2 is None else n2)
-    out = torch.empty(rows + ((n_out, n_out) if full else ()), dtype=fm.dtype, device=fm.device)
-    if diagonal:
-        tiled_diagonal(strategy, x1, out, budget, progress)
-    else:
-        tiled_kernel(strategy, x1, x2, out, budget, progress)
-    if not full:
-        out /= n_out
-    if not torch.isfinite(out).all():
-        raise ValueError(
-            "x1: the eNTK has NaN or infinite entries; the model's outputs or gradients are "
-            "not finite on these inputs"
-        )
-    return out
+    plan = _plan(model, x1, x2, mode, diagonal, method, memory_budget, params)
+    return plan.run(progress)
