@@ -93,7 +93,7 @@ def test_regression_data_without_infinite_kernel(tmp_path):
         (["--data", "mnist"], "data: expected one of"),
         (["--n", "0"], "n: expected a positive int"),
         (["--n", "5000"], "n: 'digits' has 1797 examples"),
-        (["--sigma-w", "-1"], "sigma_w: expected a finite number >= 0"),
+        (["--sigma-w", "-1"], "sigma_w: expected a finite real number >= 0"),
         (["--method", "magic"], "method: expected one of"),
         (["--mode", "diag"], "mode: expected one of"),
         (["--dtype", "float16"], "dtype: expected one of"),

@@ -1,7 +1,15 @@
 """ntkscope: can NTK theory be trusted for this network?"""
 
-from ntkscope import models
-from ntkscope.kernels import Method, Mode, empirical_ntk
+from ntkscope import data, kernels, models
+from ntkscope.kernels import (
+    Method,
+    Mode,
+    OrderChaos,
+    Phase,
+    empirical_ntk,
+    infinite_kernels,
+    order_chaos,
+)
 
 __version__ = "0.1.0"
 
@@ -10,6 +18,13 @@ __all__ = [
     "Method",
     "Mode",
     "empirical_ntk",
+    "infinite_kernels",
+    # order and chaos
+    "OrderChaos",
+    "Phase",
+    "order_chaos",
     # sub-packages
+    "data",
+    "kernels",
     "models",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from enum import StrEnum
 from typing import TypeVar
@@ -36,6 +38,15 @@ def nonnegative_int(value: object, argument: str) -> int:
     if value < 0:
         raise ValueError(f"{argument}: expected an int >= 0, got {value}")
     return value
+
+
+def nonnegative_real(value: object, argument: str) -> float:
+    """A finite real number >= 0 (bools refused), as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{argument}: expected a real number >= 0, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{argument}: expected a finite real number >= 0, got {value}")
+    return float(value)
 
 
 def finite_batch(x: object, argument: str, *, min_dim: int = 2) -> torch.Tensor:

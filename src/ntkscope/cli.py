@@ -26,7 +26,7 @@ from torch import nn
 from ntkscope import __version__, models
 from ntkscope._checks import choice
 from ntkscope.data import Dataset, DatasetName, load
-from ntkscope.kernels import Method, Mode, empirical_ntk, resolve_method
+from ntkscope.kernels import Method, Mode, empirical_ntk, infinite_kernels, resolve_method
 from ntkscope.models import Parameterization
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
@@ -130,8 +130,6 @@ def _infinite_ntk(s: KernelSettings, x: torch.Tensor) -> tuple[torch.Tensor, tor
         return "n/a (infinite NTK computed for MLPs only)"
     if s.parameterization != Parameterization.NTK:
         return "n/a (standard parameterization)"
-    from ntkscope.kernels.infinite import infinite_kernels
-
     return infinite_kernels(
         x,
         depth=s.depth,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ntkscope as ns
-from ntkscope.kernels.infinite import infinite_kernels
+from ntkscope import infinite_kernels
 from reference import relative_error
 
 DEPTH, D_IN, N = 2, 8, 6
@@ -46,6 +46,7 @@ def test_mean_entk_of_wide_networks_is_the_infinite_ntk(activation, sigma_b):
     assert relative_error(second_moment, nngp.diagonal()) <= 0.35
 
 
+@pytest.mark.slow
 def test_seed_to_seed_spread_shrinks_as_one_over_sqrt_width():
     """Std over seeds of Θ̂ ∝ width^{-1/2} (Hanin & Nica 2019 at fixed depth). With 100 seeds
     each std has ~7% relative error; across a 16× width range the fitted slope's error is

@@ -82,8 +82,8 @@ def test_cnn_shapes_and_pooling():
         (dict(activation="swish"), ValueError, "activation: unknown name 'swish'"),
         (dict(activation=3), TypeError, "activation: expected a name or a callable"),
         (dict(parameterization="mup"), ValueError, "parameterization: expected one of"),
-        (dict(sigma_w=-1.0), ValueError, "sigma_w: expected a finite number >= 0"),
-        (dict(sigma_b=float("nan")), ValueError, "sigma_b: expected a finite number >= 0"),
+        (dict(sigma_w=-1.0), ValueError, "sigma_w: expected a finite real number >= 0"),
+        (dict(sigma_b=float("nan")), ValueError, "sigma_b: expected a finite real number >= 0"),
     ],
 )
 def test_mlp_bad_arguments(kwargs, error, match):

@@ -1,5 +1,22 @@
 """Empirical and infinite-width neural tangent kernels."""
 
+from ntkscope.kernels.dual import dual, dual_diagonal
 from ntkscope.kernels.empirical import Method, Mode, empirical_ntk, resolve_method
+from ntkscope.kernels.infinite import infinite_kernels
+from ntkscope.kernels.order_chaos import OrderChaos, Phase, order_chaos
 
-__all__ = ["Method", "Mode", "empirical_ntk", "resolve_method"]
+__all__ = [
+    # empirical
+    "Method",
+    "Mode",
+    "empirical_ntk",
+    "resolve_method",
+    # infinite width
+    "dual",
+    "dual_diagonal",
+    "infinite_kernels",
+    # order and chaos
+    "OrderChaos",
+    "Phase",
+    "order_chaos",
+]

@@ -19,6 +19,9 @@ import torch
 
 from ntkscope._checks import memory_bytes
 
+_MIN_SPLIT = 128
+"""Symmetric kernels are not split into tiles narrower than this (GEMM efficiency)."""
+
 Progress = Callable[[int, int], None]
 """Called as ``progress(tiles_done, tiles_total)`` after each tile."""
 
@@ -55,8 +58,9 @@ def plan_tiles(
 ) -> TilePlan:
     """Largest tile ``b`` with ``(b + b') · feature_bytes + b² · pair_bytes <= budget``.
 
-    For a symmetric kernel with cached features, tiles are at most N/4 wide so that only
-    10 of 16 tiles (the upper triangle) are computed, the rest mirrored.
+    For a symmetric kernel with cached features, tiles are at most max(N/4, 128) wide so
+    that only 10 of 16 tiles (the upper triangle) are computed, the rest mirrored, while
+    each tile stays large enough for an efficient GEMM.
 
     Raises:
         ValueError: when not even one example fits the budget.
@@ -76,7 +80,7 @@ def plan_tiles(
 
     cached = largest(n2 * feature_bytes, feature_bytes)
     if cached >= 1 and n2 * feature_bytes <= budget / 2:
-        widest = -(-n1 // 4) if symmetric else max(n1, n2)
+        widest = max(-(-n1 // 4), _MIN_SPLIT) if symmetric else max(n1, n2)
         return TilePlan(min(cached, widest), cache_columns=True)
     block = largest(0, 2 * feature_bytes)
     if block < 1:

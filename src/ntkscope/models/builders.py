@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ntkscope._checks import choice, nonnegative_int, positive_int
+from ntkscope._checks import choice, nonnegative_int, nonnegative_real, positive_int
 from ntkscope.models.activations import Activation, Elementwise, resolve_activation
 from ntkscope.models.layers import ActivationLayer, Conv, Dense, Parameterization
 
@@ -28,10 +28,7 @@ def _widths(width: int | Sequence[int], depth: int) -> list[int]:
 
 
 def _check_sigmas(sigma_w: float, sigma_b: float) -> tuple[float, float]:
-    for name, value in (("sigma_w", sigma_w), ("sigma_b", sigma_b)):
-        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    return float(sigma_w), float(sigma_b)
+    return nonnegative_real(sigma_w, "sigma_w"), nonnegative_real(sigma_b, "sigma_b")
 
 
 def _generator(seed: int | None) -> torch.Generator | None:
