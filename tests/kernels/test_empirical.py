@@ -60,7 +60,7 @@ def test_mlp_every_method_equals_brute_force(case, n1, n2, diagonal):
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 @pytest.mark.parametrize("mode", ["full", "trace"])
 def test_cnn_every_method_equals_brute_force(parameterization, mode):
-    model = ns.models.cnn(2, 4, 2, 3, parameterization=parameterization, sigma_b=0.3, seed=1)
+    model = ns.models.cnn(2, 8, 2, 3, parameterization=parameterization, sigma_b=0.3, seed=1)
     x1, x2 = torch.randn(3, 2, 4, 4), torch.randn(2, 2, 4, 4)
     assert_matches_reference(model.double(), x1.double(), x2.double(), mode=mode)
     assert_matches_reference(model, x1.double(), mode=mode, diagonal=True)

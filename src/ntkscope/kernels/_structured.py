@@ -108,12 +108,16 @@ def _positions(layer: _Layer, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.T
 
 @dataclass
 class Features:
-    """Per-example factors: ``outer`` [(A (n, d_in+1), G (n, O, d_out))], Jacobians [J (n, O, D)].
+    """Per-example factors of Θ̂, one entry per layer in the cheapest of three forms.
 
-    Θ̂ = Σ_outer (A Aᵀ) ⊙ (G Gᵀ) + Σ_J J Jᵀ.
+    ``outer``: [(A (n, d_in'), G (n, O, d_out))], one position: (A Aᵀ) ⊙ (G Gᵀ).
+    ``positional``: [(A (n, P, d_in'), G (n, O, P, d_out))]: Σ_{p,q} (a_p·a'_q)(g_p·g'_q).
+    ``jacobians``: [J (n, O, d_in'·d_out)], per-example Jacobians: J Jᵀ.
+    A carries the bias as a constant column s_b (d_in' = d_in + 1), the weight part as s_w·a.
     """
 
     outer: list[tuple[torch.Tensor, torch.Tensor]]
+    positional: list[tuple[torch.Tensor, torch.Tensor]]
     jacobians: list[torch.Tensor]
 
 
@@ -129,12 +133,42 @@ def _gram_diagonal(g: torch.Tensor, full: bool) -> torch.Tensor:
     return g @ g.transpose(1, 2) if full else (g * g).sum((1, 2))
 
 
+def _positional_pair(a1, g1, a2, g2, full: bool) -> torch.Tensor:
+    """Σ_{p,q} (a1_p · a2_q)(g1_{o,p} · g2_{o',q}) for every pair: three GEMM-shaped steps."""
+    (n, p1, _), (m, p2, _) = a1.shape, a2.shape
+    aa = (a1.flatten(0, 1) @ a2.flatten(0, 1).T).view(n, p1, m, p2)
+    if not full:
+        g1t, g2t = g1.transpose(1, 2).flatten(2), g2.transpose(1, 2).flatten(2)  # (n, P, O·D)
+        gg = (g1t.flatten(0, 1) @ g2t.flatten(0, 1).T).view(n, p1, m, p2)
+        return (aa * gg).sum((1, 3))
+    n_out, d_out = g2.shape[1], g2.shape[3]
+    # b[m, (n, p), (d, o')] = Σ_q (a1_p · a2_q) g2[m, o', q, d]: one GEMM per column example
+    g2t = g2.permute(0, 2, 3, 1).reshape(m, p2, d_out * n_out)
+    b = aa.permute(2, 0, 1, 3).reshape(m, n * p1, p2) @ g2t
+    # Θ[n, m, o, o'] = Σ_{p,d} g1[n, o, p, d] b[m, n, (p, d), o']: per row example n, a
+    # batch over m of contiguous blocks (no permuted copy of b, which is the largest array)
+    b = b.view(m, n, p1 * d_out, n_out)
+    g1 = g1.reshape(n, n_out, p1 * d_out)
+    return torch.stack([g1[i] @ b[:, i] for i in range(n)])
+
+
+def _positional_diagonal(a, g, full: bool) -> torch.Tensor:
+    """`_positional_pair` of each example with itself."""
+    aa = a @ a.transpose(1, 2)  # (n, P, P)
+    if not full:
+        gt = g.transpose(1, 2).flatten(2)
+        return (aa * (gt @ gt.transpose(1, 2))).sum((1, 2))
+    return torch.einsum("nopd,npqd->noq", g, torch.einsum("npq,noqd->npod", aa, g))
+
+
 def _diagonal(f: Features, full: bool) -> torch.Tensor:
     """Θ̂(x_n, x_n) from one block's features: (n, O, O) if full, else (n,) summed over o."""
     total = 0
     for a, g in f.outer:
         aa = (a * a).sum(1)
         total = total + (aa[:, None, None] if full else aa) * _gram_diagonal(g, full)
+    for a, g in f.positional:
+        total = total + _positional_diagonal(a, g, full)
     for j in f.jacobians:
         total = total + _gram_diagonal(j, full)
     return total
@@ -175,10 +209,16 @@ class StructuredStrategy:
         self.feature_bytes, self.pair_bytes = 0, item * (3 * n_out**2 if full else 3)
 
     def measure(self, x: torch.Tensor) -> None:
-        """Set ``feature_bytes`` from one example's features."""
+        """Set ``feature_bytes`` and ``pair_bytes`` from one example's features."""
         f = self.features(x[:1])
-        sizes = [a.numel() + g.numel() for a, g in f.outer] + [j.numel() for j in f.jacobians]
-        self.feature_bytes = sum(sizes) * torch.empty((), dtype=self.fm.dtype).element_size()
+        pieces = [*f.outer, *f.positional]
+        item = torch.empty((), dtype=self.fm.dtype).element_size()
+        sizes = [a.numel() + g.numel() for a, g in pieces] + [j.numel() for j in f.jacobians]
+        self.feature_bytes = sum(sizes) * item
+        # positional temporaries per pair: a·a' (P²) and g·g' (P²), or b and its copy (P·O·d_out)
+        for a, g in f.positional:
+            self.pair_bytes += item * (a.shape[1] ** 2 + (2 * g[0].numel() if self.full else 0))
+            self.pair_bytes += item * (0 if self.full else a.shape[1] ** 2)
 
     def _record(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Forward with hooks; returns [(input a, output gradients g (n, O, *h.shape[1:]))]."""
@@ -206,28 +246,32 @@ class StructuredStrategy:
         return [(records[layer.name][0], g) for layer, g in zip(self.layers, grads, strict=True)]
 
     def features(self, x: torch.Tensor) -> Features:
-        outer, jacobians = [], []
+        f = Features([], [], [])
         for layer, (a, g) in zip(self.layers, self._record(x), strict=True):
             a, g = _positions(layer, a, g)  # (n, P, d_in), (n, O, P, d_out)
-            n, positions = a.shape[0], a.shape[1]
-            if positions == 1:
-                columns = [layer.weight_scale * a[:, 0]] if layer.has_weight else []
-                if layer.has_bias:
-                    columns.append(a.new_full((n, 1), layer.bias_scale))
-                outer.append((torch.cat(columns, dim=1), g[:, :, 0]))
-                continue
-            if layer.has_weight:
-                scaled = layer.weight_scale * a
-                jacobians.append(torch.einsum("nopd,npe->node", g, scaled).flatten(2))
+            columns = [layer.weight_scale * a] if layer.has_weight else []
             if layer.has_bias:
-                jacobians.append(layer.bias_scale * g.sum(2))
-        return Features(outer, jacobians)
+                columns.append(a.new_full((*a.shape[:2], 1), layer.bias_scale))
+            a = torch.cat(columns, dim=2)
+            (_, positions, d_in), (_, n_out, _, d_out) = a.shape, g.shape
+            outputs = n_out**2 if self.full else n_out
+            per_example = outputs * d_in * d_out
+            factorized = positions**2 * (d_in + n_out * d_out) + positions * d_out * outputs
+            if positions == 1:
+                f.outer.append((a[:, 0], g[:, :, 0]))
+            elif factorized < per_example:
+                f.positional.append((a, g))
+            else:
+                f.jacobians.append(torch.einsum("nopd,npe->node", g, a).flatten(2))
+        return f
 
     def pair(self, f1: Features, f2: Features) -> torch.Tensor:
         total = 0
         for (a1, g1), (a2, g2) in zip(f1.outer, f2.outer, strict=True):
             aa = a1 @ a2.T
             total = total + (aa[:, :, None, None] if self.full else aa) * _gram(g1, g2, self.full)
+        for (a1, g1), (a2, g2) in zip(f1.positional, f2.positional, strict=True):
+            total = total + _positional_pair(a1, g1, a2, g2, self.full)
         for j1, j2 in zip(f1.jacobians, f2.jacobians, strict=True):
             total = total + _gram(j1, j2, self.full)
         return total
