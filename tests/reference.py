@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -46,3 +48,26 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     assert a.shape == b.shape, (a.shape, b.shape)
     difference, scale = torch.linalg.norm((a - b).flatten()), torch.linalg.norm(b.flatten())
     return float(difference / scale if scale > 0 else difference)
+
+
+def _sigmoid(x: float) -> float:
+    return 0.5 * (1.0 + math.tanh(x / 2))
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+SCALAR = {  # φ and φ' written out by hand, for the quadrature references only
+    "relu": (lambda x: max(x, 0.0), lambda x: float(x > 0)),
+    "erf": (math.erf, lambda x: 2 / math.sqrt(math.pi) * math.exp(-x * x)),
+    "identity": (lambda x: x, lambda x: 1.0),
+    "tanh": (math.tanh, lambda x: 1 - math.tanh(x) ** 2),
+    "sigmoid": (_sigmoid, lambda x: _sigmoid(x) * _sigmoid(-x)),
+    "gelu": (
+        lambda x: x * _normal_cdf(x),
+        lambda x: _normal_cdf(x) + x * math.exp(-x * x / 2) / math.sqrt(2 * math.pi),
+    ),
+    "sin": (math.sin, math.cos),
+}
+TORCH = {"sin": lambda x: torch.sin(x)}  # a user callable (derivative by autograd)

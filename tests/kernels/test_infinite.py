@@ -22,7 +22,7 @@ from scipy.integrate import nquad, quad
 from ntkscope.kernels import infinite
 from ntkscope.kernels.dual import dual, dual_diagonal
 from ntkscope.kernels.infinite import infinite_kernels
-from reference import relative_error
+from reference import SCALAR, TORCH, relative_error
 
 # Reference integrals on [−12, 12] (Gaussian tail beyond: 2e-33): kernels to ~1e-10
 # relative (QUAD, 100× below the tightest kernel tolerance), single duals to ~1e-13 (TIGHT).
@@ -32,29 +32,6 @@ TIGHT = {"epsabs": 1e-15, "epsrel": 1e-13, "limit": 200}
 # Closed forms (ReLU, erf, identity) differ from the reference only by rounding and the
 # reference's quadrature error: 1e-8 relative leaves a wide margin over both (~1e-10).
 EXACT_TOL = 1e-8
-
-
-def _sigmoid(x: float) -> float:
-    return 0.5 * (1.0 + math.tanh(x / 2))
-
-
-def _normal_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2))
-
-
-SCALAR = {  # φ and φ' written out by hand, for the reference only
-    "relu": (lambda x: max(x, 0.0), lambda x: float(x > 0)),
-    "erf": (math.erf, lambda x: 2 / math.sqrt(math.pi) * math.exp(-x * x)),
-    "identity": (lambda x: x, lambda x: 1.0),
-    "tanh": (math.tanh, lambda x: 1 - math.tanh(x) ** 2),
-    "sigmoid": (_sigmoid, lambda x: _sigmoid(x) * _sigmoid(-x)),
-    "gelu": (
-        lambda x: x * _normal_cdf(x),
-        lambda x: _normal_cdf(x) + x * math.exp(-x * x / 2) / math.sqrt(2 * math.pi),
-    ),
-    "sin": (math.sin, math.cos),
-}
-TORCH = {"sin": lambda x: torch.sin(x)}  # a user callable (derivative by autograd)
 
 
 def _pdf(z: float) -> float:

@@ -19,27 +19,7 @@ from scipy.optimize import brentq
 
 from ntkscope.kernels.infinite import infinite_kernels
 from ntkscope.kernels.order_chaos import EDGE_TOLERANCE, OrderChaos, Phase, order_chaos
-
-
-def _sigmoid(x: float) -> float:
-    return 0.5 * (1.0 + math.tanh(x / 2))
-
-
-def _normal_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2))
-
-
-SCALAR = {  # φ and φ' written out by hand, for the reference only
-    "tanh": (math.tanh, lambda x: 1 - math.tanh(x) ** 2),
-    "erf": (math.erf, lambda x: 2 / math.sqrt(math.pi) * math.exp(-x * x)),
-    "sigmoid": (_sigmoid, lambda x: _sigmoid(x) * _sigmoid(-x)),
-    "gelu": (
-        lambda x: x * _normal_cdf(x),
-        lambda x: _normal_cdf(x) + x * math.exp(-x * x / 2) / math.sqrt(2 * math.pi),
-    ),
-    "sin": (math.sin, math.cos),
-}
-TORCH = {"sin": lambda x: torch.sin(x)}  # a user callable (derivative by autograd)
+from reference import SCALAR, TORCH
 
 
 def gaussian_square(f, q: float) -> float:
