@@ -18,7 +18,7 @@ import torch
 from torch.func import jacrev, jvp, vjp, vmap
 
 from ntkscope.kernels._functional import FunctionalModel
-from ntkscope.kernels._structured import _gram, _gram_diagonal
+from ntkscope.kernels._gram import gram, gram_diagonal
 
 
 class JacobianStrategy:
@@ -38,10 +38,10 @@ class JacobianStrategy:
         return torch.cat([j.flatten(2) for j in jac.values()], dim=2)
 
     def pair(self, j1: torch.Tensor, j2: torch.Tensor) -> torch.Tensor:
-        return _gram(j1, j2, self.full)
+        return gram(j1, j2, self.full)
 
     def diagonal(self, j: torch.Tensor) -> torch.Tensor:
-        return _gram_diagonal(j, self.full)
+        return gram_diagonal(j, self.full)
 
 
 class NTVPStrategy:

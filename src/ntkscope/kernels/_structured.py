@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ntkscope.kernels._functional import FunctionalModel
+from ntkscope.kernels._gram import gram, gram_diagonal
 from ntkscope.models.layers import Conv, Dense
 
 SUPPORTED = (nn.Linear, nn.Conv2d, Dense, Conv)
@@ -121,18 +122,6 @@ class Features:
     jacobians: list[torch.Tensor]
 
 
-def _gram(g1: torch.Tensor, g2: torch.Tensor, full: bool) -> torch.Tensor:
-    """Σ_d g1[n,o,d] g2[m,o',d]: (n, m, O, O) if full, else summed over o = o' (n, m)."""
-    if not full:
-        return g1.flatten(1) @ g2.flatten(1).T
-    (n, o, d), m = g1.shape, g2.shape[0]
-    return (g1.reshape(n * o, d) @ g2.reshape(m * o, d).T).view(n, o, m, o).permute(0, 2, 1, 3)
-
-
-def _gram_diagonal(g: torch.Tensor, full: bool) -> torch.Tensor:
-    return g @ g.transpose(1, 2) if full else (g * g).sum((1, 2))
-
-
 def _positional_pair(a1, g1, a2, g2, full: bool) -> torch.Tensor:
     """Σ_{p,q} (a1_p · a2_q)(g1_{o,p} · g2_{o',q}) for every pair: three GEMM-shaped steps."""
     (n, p1, _), (m, p2, _) = a1.shape, a2.shape
@@ -166,11 +155,11 @@ def _diagonal(f: Features, full: bool) -> torch.Tensor:
     total = 0
     for a, g in f.outer:
         aa = (a * a).sum(1)
-        total = total + (aa[:, None, None] if full else aa) * _gram_diagonal(g, full)
+        total = total + (aa[:, None, None] if full else aa) * gram_diagonal(g, full)
     for a, g in f.positional:
         total = total + _positional_diagonal(a, g, full)
     for j in f.jacobians:
-        total = total + _gram_diagonal(j, full)
+        total = total + gram_diagonal(j, full)
     return total
 
 
@@ -269,11 +258,11 @@ class StructuredStrategy:
         total = 0
         for (a1, g1), (a2, g2) in zip(f1.outer, f2.outer, strict=True):
             aa = a1 @ a2.T
-            total = total + (aa[:, :, None, None] if self.full else aa) * _gram(g1, g2, self.full)
+            total = total + (aa[:, :, None, None] if self.full else aa) * gram(g1, g2, self.full)
         for (a1, g1), (a2, g2) in zip(f1.positional, f2.positional, strict=True):
             total = total + _positional_pair(a1, g1, a2, g2, self.full)
         for j1, j2 in zip(f1.jacobians, f2.jacobians, strict=True):
-            total = total + _gram(j1, j2, self.full)
+            total = total + gram(j1, j2, self.full)
         return total
 
     def diagonal(self, f: Features) -> torch.Tensor:
