@@ -1,6 +1,7 @@
 """ntkscope: can NTK theory be trusted for this network?"""
 
-from ntkscope import data, kernels, models
+from ntkscope import data, dynamics, kernels, models
+from ntkscope.dynamics import kernel_regression, predict_mse
 from ntkscope.kernels import (
     Method,
     Mode,
@@ -19,12 +20,16 @@ __all__ = [
     "Mode",
     "empirical_ntk",
     "infinite_kernels",
+    # dynamics
+    "kernel_regression",
+    "predict_mse",
     # order and chaos
     "OrderChaos",
     "Phase",
     "order_chaos",
     # sub-packages
     "data",
+    "dynamics",
     "kernels",
     "models",
 ]
