@@ -1,7 +1,7 @@
 """ntkscope: can NTK theory be trusted for this network?"""
 
 from ntkscope import data, dynamics, kernels, models
-from ntkscope.dynamics import kernel_regression, predict_mse
+from ntkscope.dynamics import kernel_regression, linearize, predict_mse
 from ntkscope.kernels import (
     Method,
     Mode,
@@ -22,6 +22,7 @@ __all__ = [
     "infinite_kernels",
     # dynamics
     "kernel_regression",
+    "linearize",
     "predict_mse",
     # order and chaos
     "OrderChaos",
