@@ -200,3 +200,26 @@ def test_float32_agrees_with_float64():
         got = ns.empirical_ntk(model, x, mode="full", method=method)
         assert got.dtype == torch.float32
         assert relative_error(got.double(), expected) <= 1e-5, method
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode, torch.enable_grad])
+def test_any_autograd_context_and_inputs_that_require_grad(context):
+    """Users call eNTKs inside no_grad/inference_mode blocks, on inputs tracked by autograd;
+    a model returning (N,) has O = 1."""
+
+    class Squeezed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(3, 1)
+
+        def forward(self, x):
+            return torch.tanh(self.layer(x)).squeeze(-1)
+
+    torch.manual_seed(0)
+    model = Squeezed().double()
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    expected = brute_force_ntk(model, x.detach(), mode="full")
+    with context():
+        for method in METHODS:
+            got = ns.empirical_ntk(model, x, mode="full", method=method)
+            assert relative_error(got, expected) <= TOL, method

@@ -152,6 +152,11 @@ class _Plan:
         return out
 
 
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """Inputs outside any autograd graph (and not inference tensors, which autograd refuses)."""
+    return x.detach().clone() if x.is_inference() else x.detach()
+
+
 def _plan(model, x1, x2, mode, diagonal, method, memory_budget, params) -> _Plan:
     """Check every argument (errors name it) and choose the method."""
     kind = choice(Mode, mode, "mode")
@@ -159,9 +164,9 @@ def _plan(model, x1, x2, mode, diagonal, method, memory_budget, params) -> _Plan
     if x2 is x1:
         x2 = None  # the same batch: compute the upper triangle only
     fm = FunctionalModel(model, params)
-    x1 = finite_batch(x1, "x1")
+    x1 = _plain(finite_batch(x1, "x1"))
     if x2 is not None:
-        x2 = finite_batch(x2, "x2")
+        x2 = _plain(finite_batch(x2, "x2"))
         if x2.shape[1:] != x1.shape[1:]:
             raise ValueError(
                 f"x2: feature shape {tuple(x2.shape[1:])} differs from x1's {tuple(x1.shape[1:])}"
@@ -194,7 +199,8 @@ def resolve_method(
 
     Costs one forward and backward pass of one example. Arguments as in `empirical_ntk`.
     """
-    return _plan(model, x1, x2, mode, diagonal, method, memory_budget, params).method
+    with torch.inference_mode(False), torch.enable_grad():
+        return _plan(model, x1, x2, mode, diagonal, method, memory_budget, params).method
 
 
 def empirical_ntk(
@@ -239,5 +245,6 @@ def empirical_ntk(
         ValueError, TypeError: for bad arguments, naming the argument; ValueError if the
         model's outputs or gradients are not finite on these inputs.
     """
-    plan = _plan(model, x1, x2, mode, diagonal, method, memory_budget, params)
-    return plan.run(progress)
+    with torch.inference_mode(False), torch.enable_grad():  # autograd works in any context
+        plan = _plan(model, x1, x2, mode, diagonal, method, memory_budget, params)
+        return plan.run(progress)
