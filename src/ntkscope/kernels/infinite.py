@@ -204,4 +204,4 @@ def _inputs(x: object, argument: str) -> torch.Tensor:
         raise ValueError(f"{argument}: expected shape (N, features), got {tuple(x.shape)}")
     if x.shape[1] == 0:
         raise ValueError(f"{argument}: has no features (shape {tuple(x.shape)})")
-    return x.to(torch.float64)
+    return x.detach().to(torch.float64)
