@@ -190,6 +190,21 @@ def test_tiny_memory_budget_tiles_and_agrees(method, mode):
     assert relative_error(diag, expected) <= TOL
 
 
+@given(case=mlp_cases(), n=st.integers(1, 4))
+def test_float32_on_random_architectures(case, n):
+    """Every method in float32 against the float64 reference. Each entry is a sum of
+    products of O(1) terms computed in float32 (unit roundoff 6e-8) through ≤ 4 layers;
+    1e-4 relative leaves a 100× margin for cancellation, while any wrong term is O(1)."""
+    model, _, mode = case
+    x = torch.randn(n, model[0].weight.shape[1], dtype=torch.float64)
+    expected = brute_force_ntk(model, x, mode=mode)
+    model32 = model.float()
+    for method in METHODS:
+        got = ns.empirical_ntk(model32, x.float(), mode=mode, method=method)
+        assert got.dtype == torch.float32
+        assert relative_error(got.double(), expected) <= 1e-4, method
+
+
 def test_float32_agrees_with_float64():
     """float32 kernels carry ~1e-7 relative rounding per term; 1e-5 leaves room for sums."""
     model = ns.models.mlp(5, 32, 2, 3, seed=0)
