@@ -197,17 +197,17 @@ class StructuredStrategy:
         item = torch.empty((), dtype=fm.dtype).element_size()
         self.feature_bytes, self.pair_bytes = 0, item * (3 * n_out**2 if full else 3)
 
-    def measure(self, x: torch.Tensor) -> None:
-        """Set ``feature_bytes`` and ``pair_bytes`` from one example's features."""
-        f = self.features(x[:1])
+    def measure(self, f: Features) -> None:
+        """Set ``feature_bytes`` and ``pair_bytes`` from one example's features ``f``."""
         pieces = [*f.outer, *f.positional]
         item = torch.empty((), dtype=self.fm.dtype).element_size()
         sizes = [a.numel() + g.numel() for a, g in pieces] + [j.numel() for j in f.jacobians]
         self.feature_bytes = sum(sizes) * item
         # positional temporaries per pair: a·a' (P²) and g·g' (P²), or b and its copy (P·O·d_out)
         for a, g in f.positional:
-            self.pair_bytes += item * (a.shape[1] ** 2 + (2 * g[0].numel() if self.full else 0))
-            self.pair_bytes += item * (0 if self.full else a.shape[1] ** 2)
+            self.pair_bytes += item * (
+                a.shape[1] ** 2 + (2 * g[0].numel() if self.full else a.shape[1] ** 2)
+            )
 
     def _record(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Forward with hooks; returns [(input a, output gradients g (n, O, *h.shape[1:]))]."""
@@ -269,11 +269,13 @@ class StructuredStrategy:
         return _diagonal(f, self.full)
 
 
-def check_against_autograd(strategy: StructuredStrategy, x: torch.Tensor) -> None:
+def check_against_autograd(strategy: StructuredStrategy, f: Features, x: torch.Tensor) -> None:
     """Compare ``vᵀ Θ̂(x₀, x₀) v`` with ``‖∇_θ (v · f(x₀))‖²`` from one plain backward pass.
 
     Catches what the layer inspection cannot see (a parameter used outside its layer's
     forward, a layer whose forward is not ``s_w W a + s_b b``) at the cost of one example.
+    ``f`` are the structured features of x₀ = ``x[:1]``, computed once and reused by
+    `StructuredStrategy.measure`.
 
     Raises:
         UnsupportedModel: when the two differ by more than the dtype's tolerance.
@@ -282,7 +284,7 @@ def check_against_autograd(strategy: StructuredStrategy, x: torch.Tensor) -> Non
     generator = torch.Generator().manual_seed(0)
     v = torch.randn(strategy.n_out, generator=generator, dtype=torch.float64).to(fm.dtype)
     v = v.to(fm.device)
-    structured = v @ _diagonal(strategy.features(x[:1]), full=True)[0] @ v
+    structured = v @ _diagonal(f, full=True)[0] @ v
     theta = {name: t.clone().requires_grad_(True) for name, t in fm.theta.items()}
     with torch.enable_grad():
         grads = torch.autograd.grad(

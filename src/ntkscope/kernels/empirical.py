@@ -85,7 +85,7 @@ def _profile(fm: FunctionalModel, x: torch.Tensor) -> tuple[int, int]:
     return counter.get_total_flops(), sum(sizes) + x[:1].numel()
 
 
-def _generic_strategy(fm, x1, n1, n2, n_out, full, budget):
+def _generic_strategy(fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Strategy]:
     """The cheaper of JACOBIAN and NTVP by estimated FLOPs, JACOBIAN only if it fits."""
     flops, activations = _profile(fm, x1)
     forward = max(flops, 2 * fm.n_params)
@@ -96,7 +96,9 @@ def _generic_strategy(fm, x1, n1, n2, n_out, full, budget):
     )
     ntvp_flops = n1 * n2 * n_out * 5 * forward
     fits = 2 * jacobian.feature_bytes + jacobian.pair_bytes <= budget
-    return jacobian if fits and jacobian_flops <= ntvp_flops else ntvp
+    if fits and jacobian_flops <= ntvp_flops:
+        return Method.JACOBIAN, jacobian
+    return Method.NTVP, ntvp
 
 
 def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Strategy]:
@@ -107,15 +109,15 @@ def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Stra
         return method, NTVPStrategy(fm, n_out, full, _profile(fm, x1)[1])
     try:
         strategy = StructuredStrategy(fm, n_out, full)
-        check_against_autograd(strategy, x1)
+        probe = strategy.features(x1[:1])
+        check_against_autograd(strategy, probe, x1)
     except UnsupportedModel as why:
         if method is Method.STRUCTURED:
             raise ValueError(
                 f"method='structured': {why}; use method='auto', 'jacobian' or 'ntvp'"
             ) from None
-        generic = _generic_strategy(fm, x1, n1, n2, n_out, full, budget)
-        return (Method.JACOBIAN if isinstance(generic, JacobianStrategy) else Method.NTVP), generic
-    strategy.measure(x1)
+        return _generic_strategy(fm, x1, n1, n2, n_out, full, budget)
+    strategy.measure(probe)
     return Method.STRUCTURED, strategy
 
 
