@@ -49,10 +49,23 @@ def nonnegative_real(value: object, argument: str) -> float:
     return float(value)
 
 
-def finite_batch(x: object, argument: str, *, min_dim: int = 2) -> torch.Tensor:
-    """A floating tensor of shape (N, ...) with N >= 1, at least `min_dim` dims, no NaN/inf."""
+def tensor(x: object, argument: str) -> torch.Tensor:
+    """``x`` itself if it is a tensor."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{argument}: expected a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def finite(x: torch.Tensor, argument: str) -> torch.Tensor:
+    """``x`` itself if it has no NaN or infinite entries."""
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{argument}: contains NaN or infinite values")
+    return x
+
+
+def finite_batch(x: object, argument: str, *, min_dim: int = 2) -> torch.Tensor:
+    """A floating tensor of shape (N, ...) with N >= 1, at least `min_dim` dims, no NaN/inf."""
+    x = tensor(x, argument)
     if x.dim() < min_dim:
         raise ValueError(
             f"{argument}: expected a batch with at least {min_dim} dimensions "
@@ -62,9 +75,7 @@ def finite_batch(x: object, argument: str, *, min_dim: int = 2) -> torch.Tensor:
         raise ValueError(f"{argument}: the batch is empty (shape {tuple(x.shape)})")
     if not x.is_floating_point():
         raise TypeError(f"{argument}: expected a floating-point tensor, got {x.dtype}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{argument}: contains NaN or infinite values")
-    return x
+    return finite(x, argument)
 
 
 _UNITS = {

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from ntkscope._checks import nonnegative_real
+from ntkscope._checks import finite, nonnegative_real, tensor
 
 
 class MSEPrediction(NamedTuple):
@@ -57,15 +57,7 @@ def _system(kernel_train, kernel_test_train, y):
 
 def _as_float64(**tensors: torch.Tensor) -> list[torch.Tensor]:
     """The tensors in float64, each checked to be a finite tensor (errors name it)."""
-    out = []
-    for name, value in tensors.items():
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
-        value = value.to(torch.float64)
-        if not torch.isfinite(value).all():
-            raise ValueError(f"{name}: contains NaN or infinite values")
-        out.append(value)
-    return out
+    return [finite(tensor(v, name).to(torch.float64), name) for name, v in tensors.items()]
 
 
 def _nonzero(eigenvalues: torch.Tensor) -> torch.Tensor:
