@@ -1,7 +1,20 @@
 """ntkscope: can NTK theory be trusted for this network?"""
 
-from ntkscope import data, dynamics, kernels, models
-from ntkscope.dynamics import kernel_regression, linearize, predict_mse
+from ntkscope import data, diagnosis, dynamics, kernels, metrics, models
+from ntkscope.diagnosis import Diagnosis, Verdict, diagnose
+from ntkscope.dynamics import (
+    KernelRecorder,
+    LinearizedRecorder,
+    LossRecorder,
+    ParameterRecorder,
+    PredictionRecorder,
+    Recorder,
+    Trajectory,
+    kernel_regression,
+    linearize,
+    predict_mse,
+    train,
+)
 from ntkscope.kernels import (
     Method,
     Mode,
@@ -24,13 +37,28 @@ __all__ = [
     "kernel_regression",
     "linearize",
     "predict_mse",
+    # diagnosis
+    "Diagnosis",
+    "Verdict",
+    "diagnose",
+    # training with recorders
+    "train",
+    "Trajectory",
+    "Recorder",
+    "KernelRecorder",
+    "LinearizedRecorder",
+    "LossRecorder",
+    "ParameterRecorder",
+    "PredictionRecorder",
     # order and chaos
     "OrderChaos",
     "Phase",
     "order_chaos",
     # sub-packages
     "data",
+    "diagnosis",
     "dynamics",
     "kernels",
+    "metrics",
     "models",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``ntkscope kernel`` (later: diagnose, study, sweep, report).
+"""Command line: ``ntkscope kernel`` and ``ntkscope diagnose`` (`ntkscope.cli_diagnose`).
 
 Every command turns the library's ValueError and TypeError (which name the offending
 argument) into one line ``error: ...`` on stderr and exit status 2, never a traceback.
@@ -12,19 +12,21 @@ import time
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import numpy as np
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 from torch import nn
 
 from ntkscope import __version__, models
 from ntkscope._checks import choice
+from ntkscope._cli_common import fail as _fail
+from ntkscope._cli_common import progress_bar
+from ntkscope.cli_diagnose import diagnose_command
 from ntkscope.data import Dataset, DatasetName, load
 from ntkscope.kernels import Method, Mode, empirical_ntk, infinite_kernels, resolve_method
 from ntkscope.models import Parameterization
@@ -90,12 +92,6 @@ class _Outcome:
     seconds: float
     infinite: tuple[torch.Tensor, torch.Tensor] | str
     infinite_seconds: float
-
-
-def _fail(message: str) -> NoReturn:
-    """Print one line ``error: message`` on stderr and exit with status 2."""
-    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), message))
-    raise typer.Exit(2)
 
 
 def _network(s: KernelSettings, data: Dataset) -> tuple[nn.Module, torch.Tensor]:
@@ -230,8 +226,7 @@ def _compute(s: KernelSettings, network: nn.Module, data: Dataset, x: torch.Tens
     """The eNTK (with a progress bar on a terminal) and the infinite kernels, timed."""
     kind, method = choice(Mode, s.mode, "mode"), choice(Method, s.method, "method")
     console = Console()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    bar = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+    bar = progress_bar(console)
     with bar:
         used = resolve_method(network, x, mode=kind, method=method, memory_budget=s.memory_budget)
         used = f"auto → {used.value}" if method is Method.AUTO else used.value
@@ -285,3 +280,6 @@ def _kernel(s: KernelSettings, out: Path | None) -> None:
     if out is not None:
         _save(out, s, outcome, data)
         console.print(Text(f"saved {out}"))
+
+
+app.command("diagnose")(diagnose_command)

@@ -1,6 +1,37 @@
-"""Training dynamics: the linearized network and closed-form MSE predictions."""
+"""Training dynamics: the training loop and its recorders, the linearized network, and
+closed-form MSE predictions."""
 
 from ntkscope.dynamics.linearize import LinearizedModel, linearize
 from ntkscope.dynamics.mse import MSEPrediction, kernel_regression, predict_mse
+from ntkscope.dynamics.recorders import (
+    KernelRecorder,
+    LinearizedRecorder,
+    LossRecorder,
+    ParameterRecorder,
+    PredictionRecorder,
+    spectrum,
+)
+from ntkscope.dynamics.train import Loss, Optimizer, Recorder, TrainState, Trajectory, train
 
-__all__ = ["LinearizedModel", "MSEPrediction", "kernel_regression", "linearize", "predict_mse"]
+__all__ = [
+    # training
+    "Loss",
+    "Optimizer",
+    "Trajectory",
+    "TrainState",
+    "train",
+    # recorders
+    "KernelRecorder",
+    "LinearizedRecorder",
+    "LossRecorder",
+    "ParameterRecorder",
+    "PredictionRecorder",
+    "Recorder",
+    "spectrum",
+    # linearized network and MSE predictions
+    "LinearizedModel",
+    "MSEPrediction",
+    "kernel_regression",
+    "linearize",
+    "predict_mse",
+]

@@ -121,7 +121,7 @@ def predict_mse(
     # Θ⁻¹(I − e^{−ηΘt/N})(Y − f0) for every time, in the eigenbasis of Θ
     weights = vectors @ (gain[:, :, None] * (vectors.T @ (target - f0)))
     train, test = f0 + k @ weights, f0s + ks @ weights
-    return MSEPrediction(train.reshape(-1, n, n_out), test.reshape(-1, m, n_out))
+    return MSEPrediction(train.reshape(len(times), n, n_out), test.reshape(len(times), m, n_out))
 
 
 def kernel_regression(

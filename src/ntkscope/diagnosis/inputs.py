@@ -1,0 +1,151 @@
+"""What `ntkscope.diagnose` is given: a model factory and data, checked with clear errors.
+
+A factory is a callable returning a fresh ``nn.Module``; it takes the seed as its one
+argument (``make_model(seed)``) or no argument, in which case the seed goes to
+``torch.manual_seed`` before the call. From the command line it is named
+``path/to/file.py:function``. Data are a built-in name (`ntkscope.data.load`), a
+`Dataset`, or a ``.npz`` file with arrays ``x`` and ``y`` (optionally ``x_test`` and
+``y_test``; integer ``y`` are class labels).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ntkscope.data import Dataset, DatasetName, load
+
+Factory = Callable[..., nn.Module]
+
+
+def load_factory(spec: str) -> Factory:
+    """The function named by ``"path/to/file.py:function"``, imported from that file."""
+    path, sep, name = str(spec).rpartition(":")
+    if not sep or not path or not name:
+        raise ValueError(f"model: expected 'path/to/file.py:function', got {spec!r}")
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"model: no such file {path!r}")
+    module_spec = importlib.util.spec_from_file_location(f"_ntkscope_user_{file.stem}", file)
+    if module_spec is None or module_spec.loader is None:
+        raise ValueError(f"model: {path!r} is not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module  # dataclasses and pickling look modules up here
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:  # the user's file failed: say where, without our traceback
+        raise ValueError(
+            f"model: importing {path!r} failed: {type(error).__name__}: {error}"
+        ) from error
+    factory = getattr(module, name, None)
+    if factory is None:
+        raise ValueError(f"model: {path!r} has no function {name!r}")
+    if not callable(factory):
+        raise ValueError(f"model: {path}:{name} is not callable")
+    return factory
+
+
+def build(factory: Factory, seed: int) -> nn.Module:
+    """``factory(seed)``, or ``factory()`` after ``torch.manual_seed(seed)``; checked."""
+    if not callable(factory):
+        raise TypeError(f"model_factory: expected a callable, got {type(factory).__name__}")
+    try:
+        takes_seed = len(inspect.signature(factory).parameters) > 0
+    except (TypeError, ValueError):  # builtins without a signature
+        takes_seed = False
+    torch.manual_seed(seed)
+    try:
+        model = factory(seed) if takes_seed else factory()
+    except Exception as error:  # the user's code failed
+        raise ValueError(f"model_factory: raised {type(error).__name__}: {error}") from error
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model_factory: expected it to return a torch.nn.Module, got {type(model).__name__}"
+        )
+    return model
+
+
+def _from_npz(path: Path) -> tuple[Dataset, Dataset | None]:
+    try:
+        arrays = np.load(path)
+    except Exception as error:  # unreadable file
+        raise ValueError(f"data: cannot read {str(path)!r} as .npz: {error}") from error
+    missing = {"x", "y"} - set(arrays.files)
+    if missing:
+        raise ValueError(f"data: {str(path)!r} lacks arrays {sorted(missing)} (needs x and y)")
+
+    def dataset(x: np.ndarray, y: np.ndarray) -> Dataset:
+        labels = np.issubdtype(y.dtype, np.integer)
+        yt = torch.as_tensor(y, dtype=torch.int64 if labels else torch.float32)
+        n_classes = int(y.max()) + 1 if labels else None
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        shape = tuple(xt.shape[1:]) if xt.dim() == 4 else None
+        return Dataset(xt.reshape(len(xt), -1), yt, path.stem, n_classes, shape)
+
+    test = None
+    if "x_test" in arrays.files and "y_test" in arrays.files:
+        test = dataset(arrays["x_test"], arrays["y_test"])
+    return dataset(arrays["x"], arrays["y"]), test
+
+
+def _subset(pool: Dataset, index: torch.Tensor) -> Dataset:
+    return Dataset(pool.x[index], pool.y[index], pool.name, pool.n_classes, pool.image_shape)
+
+
+def split(
+    data: str | Path | Dataset, n_train: int, n_test: int, seed: int
+) -> tuple[Dataset, Dataset]:
+    """Disjoint training and test sets of the requested sizes, drawn with ``seed``."""
+    test: Dataset | None = None
+    if isinstance(data, Dataset):
+        pool = data
+    elif isinstance(data, str) and data in {n.value for n in DatasetName}:
+        pool = load(data, None if data == DatasetName.DIGITS else n_train + n_test, seed=seed)
+    elif isinstance(data, str | Path):
+        path = Path(data)
+        if not path.is_file():
+            known = ", ".join(n.value for n in DatasetName)
+            raise ValueError(
+                f"data: expected a built-in name ({known}) or a .npz file, got {str(data)!r}"
+            )
+        pool, test = _from_npz(path)
+    else:
+        raise TypeError(f"data: expected a name, a path or a Dataset, got {type(data).__name__}")
+    need = n_train + (0 if test is not None else n_test)
+    if len(pool) < need:
+        raise ValueError(
+            f"data: {pool.name!r} has {len(pool)} examples, {need} needed (n_train + n_test)"
+        )
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
+    if test is None:
+        test = _subset(pool, order[n_train : n_train + n_test])
+    return _subset(pool, order[:n_train]), test
+
+
+def fit_inputs(model: nn.Module, data: Dataset) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How to feed ``data.x`` to ``model``: flat, or as images (N, C, H, W) if only that
+    works. Raises a ValueError quoting the model's own error when neither does."""
+    like = next(iter(model.parameters()), torch.empty(0))
+    flat = data.x[:2].to(like.dtype)
+    tries: list[tuple[str, Callable]] = [("flat", lambda x: x)]
+    if data.image_shape is not None:
+        tries.append(("images", lambda x: x.reshape(len(x), *data.image_shape)))
+    errors = []
+    for name, shape in tries:
+        try:
+            with torch.no_grad():
+                out = model(shape(flat).to(like.device))
+        except Exception as error:  # the model rejects this layout; try the next
+            errors.append(f"as {name} {tuple(shape(flat).shape)}: {type(error).__name__}: {error}")
+            continue
+        if isinstance(out, torch.Tensor) and out.dim() == 2:
+            return shape
+        errors.append(f"as {name}: expected outputs (N, O), got {tuple(getattr(out, 'shape', ()))}")
+    raise ValueError(f"data: the model does not accept {data.name!r} inputs: " + "; ".join(errors))

@@ -1,0 +1,273 @@
+"""`diagnose`: does NTK theory describe how this network trains?
+
+Three measurements (thresholds and verdict in `ntkscope.diagnosis.verdict`):
+
+1. the seed-to-seed dispersion of the eNTK at initialization, over ``seeds`` models built
+   by the factory (Hanin & Nica 2019);
+2. one training run of the seed-0 model with every recorder: loss, kernel change and
+   velocity (Fort et al. 2020), parameter change, the linearized network trained alongside
+   (Lee et al. 2019) and, for MSE trained by SGD, the NTK-predicted loss curve;
+3. for an NTK-parameterized ntkscope MLP, the distance of the eNTK to the infinite NTK.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ntkscope import metrics
+from ntkscope._checks import choice, nonnegative_real, positive_int
+from ntkscope.data import Dataset
+from ntkscope.diagnosis.inputs import Factory, build, fit_inputs, split
+from ntkscope.diagnosis.verdict import Criterion, Verdict, criteria, decide
+from ntkscope.dynamics import (
+    KernelRecorder,
+    LinearizedRecorder,
+    LossRecorder,
+    ParameterRecorder,
+    PredictionRecorder,
+    Trajectory,
+    train,
+)
+from ntkscope.dynamics.recorders import spectrum
+from ntkscope.dynamics.train import Loss, Optimizer
+from ntkscope.kernels import empirical_ntk, infinite_kernels
+from ntkscope.models.spec import mlp_spec
+
+ADAM_LR = 1e-3
+"""Default learning rate of Adam."""
+
+
+@dataclass
+class Diagnosis:
+    """What `diagnose` measured and concluded.
+
+    Attributes:
+        verdict: the `Verdict`.
+        criteria: the measured `Criterion` list behind it.
+        numbers: every scalar measured (JSON-ready; None where not applicable).
+        settings: the run's settings (data, sizes, optimizer, lr, steps, seeds).
+        trajectory: the training run's `Trajectory`.
+        spectra: eNTK eigenvalues on the probe set at initialization and at the end.
+        notes: plain-language remarks (divergence, a run that barely trained, ...).
+    """
+
+    verdict: Verdict
+    criteria: list[Criterion]
+    numbers: dict[str, float | None]
+    settings: dict[str, object]
+    trajectory: Trajectory
+    spectra: dict[str, torch.Tensor]
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        """Everything but the arrays, as a JSON-ready dict."""
+        return {
+            "verdict": self.verdict.value,
+            "criteria": [
+                {
+                    "name": c.name,
+                    "value": _json(c.value),
+                    "kernel_regime_below": c.lazy_below,
+                    "feature_learning_above": _json(c.rich_above),
+                    "status": c.status,
+                    "meaning": c.meaning,
+                }
+                for c in self.criteria
+            ],
+            "numbers": {k: _json(v) for k, v in self.numbers.items()},
+            "settings": self.settings,
+            "notes": self.notes,
+        }
+
+
+def _json(value: float | None) -> float | str | None:
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)
+
+
+def _sgd_lr(model, x: torch.Tensor) -> float:
+    """N / λ_max(Θ̂_0): half the largest stable step of gradient descent on the MSE
+    ``½‖f − Y‖²/N`` of the linearized network (stable below 2N/λ_max)."""
+    kernel = empirical_ntk(model, x).double()
+    return len(x) / float(torch.linalg.eigvalsh(kernel)[-1])
+
+
+def _dispersion(factory: Factory, seeds: int, probe: torch.Tensor, shape) -> tuple[float, list]:
+    kernels = [empirical_ntk(build(factory, s), shape(probe)).double() for s in range(seeds)]
+    return metrics.seed_dispersion(kernels), kernels
+
+
+def _infinite_distance(model, probe: torch.Tensor, kernels: list) -> dict[str, float | None]:
+    spec = mlp_spec(model)
+    if spec is None:
+        return {"infinite_distance_single": None, "infinite_distance_mean": None}
+    _, ntk = infinite_kernels(
+        probe.flatten(1),
+        depth=spec.depth,
+        activation=spec.activation,
+        sigma_w=spec.sigma_w,
+        sigma_b=spec.sigma_b,
+    )
+    return {
+        "infinite_distance_single": metrics.relative_distance(kernels[0], ntk),
+        "infinite_distance_mean": metrics.relative_distance(torch.stack(kernels).mean(0), ntk),
+    }
+
+
+def diagnose(
+    model_factory: Factory,
+    data: str | Path | Dataset = "digits",
+    *,
+    loss: str | Loss = "mse",
+    optimizer: str | Optimizer = "sgd",
+    lr: float | None = None,
+    steps: int = 300,
+    batch_size: int | None = None,
+    momentum: float = 0.0,
+    n_train: int = 256,
+    n_test: int = 256,
+    probe: int = 128,
+    seeds: int = 4,
+    records: int = 20,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Diagnosis:
+    """Measure whether NTK theory describes ``model_factory``'s network on ``data``.
+
+    Args:
+        model_factory: callable returning a fresh model, given the seed or not (see
+            `ntkscope.diagnosis.inputs`).
+        data: a built-in name, a `Dataset` or a ``.npz`` path.
+        loss, optimizer, lr, steps, batch_size, momentum: the training run (see
+            `ntkscope.train`). ``lr=None`` picks N/λ_max(Θ̂_0) for SGD (half the stability
+            limit of gradient descent in the kernel regime) and 1e-3 for Adam.
+        n_train, n_test: sizes of the disjoint training and test sets.
+        probe: size of the probe set (the first training inputs) for kernels.
+        seeds: initializations for the dispersion (>= 2).
+        records: number of records along the run.
+        seed: seed of the data split and of the trained model (the factory's seed 0 + seed).
+        progress: optional callback ``(phase, done, total)``.
+
+    Returns:
+        The `Diagnosis`.
+    """
+    loss, optimizer = choice(Loss, loss, "loss"), choice(Optimizer, optimizer, "optimizer")
+    sizes = [
+        positive_int(v, k)
+        for k, v in {"steps": steps, "n_train": n_train, "n_test": n_test, "probe": probe}.items()
+    ]
+    steps, n_train, n_test, probe = sizes
+    if positive_int(seeds, "seeds") < 2:
+        raise ValueError(f"seeds: expected at least 2 initializations, got {seeds}")
+    train_set, test_set = split(data, n_train, n_test, seed)
+    model = build(model_factory, seed)
+    shape = fit_inputs(model, train_set)
+    like = next(iter(model.parameters()))
+    x_train, x_test = (shape(d.x.to(like)) for d in (train_set, test_set))
+    report = progress or (lambda *_: None)
+    report("dispersion at initialization", 0, 1)
+    probe_x = train_set.x[: min(probe, n_train)].to(like)
+    dispersion, kernels = _dispersion(model_factory, seeds, probe_x, shape)
+    if lr is None:
+        lr = ADAM_LR if optimizer is Optimizer.ADAM else _sgd_lr(model, x_train)
+    every = max(steps // positive_int(records, "records"), 1)
+    recorders = [
+        LossRecorder(every),
+        KernelRecorder(shape(probe_x), every, probe_y=train_set.y[: len(probe_x)]),
+        ParameterRecorder(every),
+        LinearizedRecorder(x_test, every),
+    ]
+    if loss is Loss.MSE and optimizer is Optimizer.SGD:
+        recorders.append(PredictionRecorder(every))
+    trajectory = train(
+        model,
+        (x_train, train_set.y),
+        test=(x_test, test_set.y),
+        loss=loss,
+        optimizer=optimizer,
+        lr=nonnegative_real(lr, "lr"),
+        steps=steps,
+        batch_size=batch_size,
+        momentum=momentum,
+        recorders=recorders,
+        seed=seed,
+        progress=lambda done, total: report("training", done, total),
+    )
+    return _conclude(
+        trajectory,
+        recorders[1],
+        dispersion,
+        kernels,
+        probe_x,
+        {
+            "data": train_set.name,
+            "n_train": n_train,
+            "n_test": n_test,
+            "probe": len(probe_x),
+            "loss": loss.value,
+            "optimizer": optimizer.value,
+            "lr": float(lr),
+            "steps": steps,
+            "batch_size": batch_size,
+            "momentum": momentum,
+            "seeds": seeds,
+            "seed": seed,
+        },
+    )
+
+
+def _final(trajectory: Trajectory, name: str) -> float:
+    try:
+        return trajectory.last(name)
+    except KeyError:
+        return math.nan
+
+
+def _conclude(trajectory, kernel_recorder, dispersion, kernels, probe_x, settings) -> Diagnosis:
+    numbers: dict[str, float | None] = {
+        name: _final(trajectory, name)
+        for name in (
+            "kernel_change",
+            "kernel_distance",
+            "kernel_alignment",
+            "param_change",
+            "linear_rmse",
+            "linear_gap",
+            "train_loss",
+            "test_loss",
+            "train_accuracy",
+            "test_accuracy",
+            "linear_train_loss",
+            "predicted_loss",
+            "predicted_loss_infinite",
+        )
+    }
+    numbers["init_dispersion"] = dispersion
+    numbers["steps_taken"] = len(trajectory.losses)
+    numbers.update(_infinite_distance(trajectory.model, probe_x, kernels))
+    measured = criteria(numbers["kernel_change"], numbers["linear_gap"], dispersion)
+    diverged = trajectory.stopped == "diverged"
+    notes = []
+    if diverged:
+        notes.append(
+            f"training diverged at step {len(trajectory.losses) + 1} (NaN, inf or a "
+            "loss 1e6 times its initial value); lower the learning rate"
+        )
+    elif trajectory.stopped == "interrupted":
+        notes.append(f"interrupted after {len(trajectory.losses)} steps; numbers so far")
+    start, end = trajectory.series("train_loss")[1][0], _final(trajectory, "train_loss")
+    if not diverged and end > 0.9 * start:
+        notes.append(
+            f"the training loss fell only from {start:.3g} to {end:.3g}: a run that "
+            "barely trains looks lazy whatever the network"
+        )
+    spectra = {"init": spectrum(kernel_recorder.initial), "end": spectrum(kernel_recorder.latest)}
+    return Diagnosis(
+        decide(measured, diverged), measured, numbers, settings, trajectory, spectra, notes
+    )

@@ -1,0 +1,80 @@
+"""Finite-width diagnostics (CONVENTIONS.md, "Finite-width diagnostics"), in float64.
+
+Kernels here are matrices: an (N, N) scalar kernel or any tensor compared entrywise
+(a full (N, N, O, O) kernel is compared as a whole).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ntkscope._checks import tensor
+
+
+def _pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> tuple:
+    a, b = tensor(a, names[0]), tensor(b, names[1])
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{names[0]}, {names[1]}: expected equal shapes, got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
+        )
+    return a.detach().to(torch.float64), b.detach().to(torch.float64)
+
+
+def relative_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``‖A − B‖_F / ‖B‖_F``: e.g. the kernel change ‖Θ̂_t − Θ̂_0‖ / ‖Θ̂_0‖, or the relative
+    parameter change ‖θ_t − θ_0‖ / ‖θ_0‖ (Lee et al. 2019)."""
+    a, b = _pair(a, b, ("a", "b"))
+    return float((a - b).norm() / b.norm())
+
+
+def kernel_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fort et al. 2020: ``S(K, K') = 1 − ⟨K, K'⟩_F / (‖K‖_F ‖K'‖_F)``, in [0, 2]; 0 when one
+    kernel is a positive multiple of the other."""
+    a, b = _pair(a, b, ("a", "b"))
+    return float(1.0 - (a * b).sum() / (a.norm() * b.norm()))
+
+
+def _centered(k: torch.Tensor) -> torch.Tensor:
+    """``H K H`` with ``H = I − 11ᵀ/N``."""
+    return k - k.mean(dim=0, keepdim=True) - k.mean(dim=1, keepdim=True) + k.mean()
+
+
+def centered_alignment(kernel: torch.Tensor, y: torch.Tensor) -> float:
+    """Centered kernel-target alignment CKA(K, yyᵀ) (Cortes et al. 2012):
+
+        ⟨HKH, H yyᵀ H⟩_F / (‖HKH‖_F ‖H yyᵀ H‖_F),  H = I − 11ᵀ/N,
+
+    for a scalar kernel (N, N) and targets y (N,) or (N, O) (one-hot labels for classes).
+    In [0, 1]; 1 when the centered kernel is a multiple of the centered target Gram matrix.
+    """
+    kernel, y = tensor(kernel, "kernel"), tensor(y, "y")
+    n = kernel.shape[0]
+    if kernel.shape != (n, n) or y.shape[0] != n:
+        raise ValueError(
+            f"kernel, y: expected (N, N) and (N,) or (N, O), got {tuple(kernel.shape)} and "
+            f"{tuple(y.shape)}"
+        )
+    y = y.detach().to(torch.float64).reshape(n, -1)
+    k, t = _centered(kernel.detach().to(torch.float64)), _centered(y @ y.T)
+    return float((k * t).sum() / (k.norm() * t.norm()))
+
+
+def seed_dispersion(kernels: Sequence[torch.Tensor]) -> float:
+    """Seed-to-seed spread of kernels drawn at independent initializations:
+    ``mean_s ‖K_s − K̄‖_F / ‖K̄‖_F`` with K̄ the mean over seeds. Of order
+    ``√(Var_θ[Θ̂]/E_θ[Θ̂]²)`` (CONVENTIONS' dispersion) averaged over the entries; it shrinks as
+    1/√width in NTK parameterization (Hanin & Nica 2019)."""
+    if len(kernels) < 2:
+        raise ValueError(f"kernels: expected at least 2 seeds, got {len(kernels)}")
+    stack = torch.stack([tensor(k, "kernels").detach().to(torch.float64) for k in kernels])
+    mean = stack.mean(dim=0)
+    return float(((stack - mean).flatten(1).norm(dim=1) / mean.norm()).mean())
+
+
+def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Root mean square difference ``√(mean (a − b)²)``, e.g. between f_t and f_lin,t."""
+    a, b = _pair(a, b, ("a", "b"))
+    return float((a - b).pow(2).mean().sqrt())

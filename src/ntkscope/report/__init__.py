@@ -1,0 +1,1 @@
+"""Reports: figures, HTML pages and JSON summaries drawn from stored results."""
