@@ -7,6 +7,7 @@ diverged (the report is still written), 2 for bad input (one ``error:`` line).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -44,8 +45,9 @@ def _facts(diagnosis: Diagnosis) -> list[str]:
         f"test loss {n['test_loss']:.4g}",
         f"relative parameter change {n['param_change']:.4g}",
     ]
-    if n.get("predicted_loss") is not None and n["predicted_loss"] == n["predicted_loss"]:
-        lines.append(f"NTK-predicted final train loss {n['predicted_loss']:.4g} (eNTK at t = 0)")
+    predicted = n.get("predicted_train_loss")
+    if predicted is not None and math.isfinite(predicted):
+        lines.append(f"NTK-predicted final train loss {predicted:.4g} (eNTK at t = 0)")
     if n.get("infinite_distance_single") is not None:
         lines.append(
             f"distance to the infinite NTK at init: one seed {n['infinite_distance_single']:.4g}, "

@@ -244,8 +244,8 @@ def _conclude(trajectory, kernel_recorder, dispersion, kernels, probe_x, setting
             "train_accuracy",
             "test_accuracy",
             "linear_train_loss",
-            "predicted_loss",
-            "predicted_loss_infinite",
+            "predicted_train_loss",
+            "predicted_train_loss_infinite",
         )
     }
     numbers["init_dispersion"] = dispersion

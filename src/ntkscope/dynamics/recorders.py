@@ -225,8 +225,8 @@ class PredictionRecorder(Recorder):
     """The loss curve NTK theory predicts for this run (`ntkscope.predict_mse`).
 
     With Θ the eNTK at t = 0 on the training set and, for an NTK-parameterized ntkscope
-    MLP, the infinite NTK Θ_∞ ⊗ I_O, records ``predicted_loss`` and
-    ``predicted_loss_infinite`` on the training set (``predicted_test_loss*`` on the test
+    MLP, the infinite NTK Θ_∞ ⊗ I_O, records ``predicted_train_loss`` and
+    ``predicted_train_loss_infinite`` on the training set (``predicted_test_loss*`` on the test
     set), both started from the network's own f_0. Full-batch SGD without momentum is
     predicted step by step (discrete gradient descent: exact for the linearized network
     when Θ is the full eNTK); mini-batches and momentum μ by gradient flow with rate
@@ -294,7 +294,7 @@ class PredictionRecorder(Recorder):
                 discrete=state.full_batch and state.momentum == 0,
             )
             for prefix, split, outputs in (
-                ("", state.train, prediction.train),
+                ("train_", state.train, prediction.train),
                 ("test_", test, prediction.test),
             ):
                 if len(split):

@@ -7,7 +7,7 @@ full-batch SGD on it is the gradient descent that `predict_mse` describes.
 
 A run stops early, keeping every record taken so far, on Ctrl-C (``stopped="interrupted"``)
 and when the loss becomes NaN/inf or exceeds ``DIVERGENCE_FACTOR`` times its initial value
-or a step makes a parameter NaN/inf (``stopped="diverged"``); the model is left as it is.
+or a parameter is NaN/inf when a record is due (``stopped="diverged"``); the model is left as it is.
 """
 
 from __future__ import annotations
@@ -312,13 +312,16 @@ def train(
     return trajectory
 
 
+def _due(recorder: Recorder, state: TrainState) -> bool:
+    return state.step % recorder.every == 0 or state.step == state.steps
+
+
 def _record(state: TrainState, trajectory: Trajectory, first: bool = False) -> None:
     row: dict[str, float] = {"step": state.step}
     for recorder in trajectory.recorders:
-        due = state.step % recorder.every == 0 or state.step == state.steps
         if first:
             row.update(recorder.start(state))
-        elif due:
+        elif _due(recorder, state):
             row.update(recorder.record(state))
     if len(row) > 1:
         trajectory.rows.append(row)
@@ -347,13 +350,14 @@ def _run(state, trajectory, batch_size, seed, progress) -> None:
             value.backward()
             step_optimizer.step()
             trajectory.losses.append(value.item())
-            if not all(torch.isfinite(p).all() for p in params):
-                trajectory.stopped = "diverged"
-                return
             state.step, state.batch = step, (xb, yb)
             for recorder in trajectory.recorders:
                 recorder.after_step(state)
-            _record(state, trajectory)
+            if any(_due(r, state) for r in trajectory.recorders):
+                if not all(torch.isfinite(p).all() for p in params):  # never record NaNs
+                    trajectory.stopped = "diverged"
+                    return
+                _record(state, trajectory)
             if progress is not None:
                 progress(step, state.steps)
     except KeyboardInterrupt:

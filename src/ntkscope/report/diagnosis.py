@@ -23,9 +23,9 @@ _LOSS_CURVES = {
     "test_loss": ("network, test", "C1", "-"),
     "linear_train_loss": ("linearized, train", "C0", ":"),
     "linear_test_loss": ("linearized, test", "C1", ":"),
-    "predicted_loss": ("NTK prediction (eNTK at t=0), train", "C2", "--"),
+    "predicted_train_loss": ("NTK prediction (eNTK at t=0), train", "C2", "--"),
     "predicted_test_loss": ("NTK prediction (eNTK at t=0), test", "C3", "--"),
-    "predicted_loss_infinite": ("NTK prediction (infinite NTK), train", "C4", "-."),
+    "predicted_train_loss_infinite": ("NTK prediction (infinite NTK), train", "C4", "-."),
     "predicted_test_loss_infinite": ("NTK prediction (infinite NTK), test", "C5", "-."),
 }
 
