@@ -1,0 +1,118 @@
+"""`ntkscope.diagnose` end to end on small settings, its report, and its errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import ntkscope as ns
+from ntkscope.diagnosis import load_factory
+from ntkscope.report.diagnosis import write_report
+
+SMALL = dict(steps=20, n_train=48, n_test=32, probe=24, seeds=2, records=4)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def mlp_factory(seed: int) -> nn.Module:
+    return ns.models.mlp(64, 64, 1, 10, seed=seed)
+
+
+def check_report(page: Path) -> None:
+    """Every image the page references exists and is a PNG; summary.json parses."""
+    sources = re.findall(r'<img src="([^"]+)"', page.read_text())
+    assert len(sources) == 4
+    for source in sources:
+        assert (page.parent / source).read_bytes()[:8] == PNG, source
+    summary = json.loads((page.parent / "summary.json").read_text())
+    assert summary["verdict"] in {v.value for v in ns.Verdict}
+
+
+def test_diagnose_an_mlp_and_write_its_report(tmp_path):
+    diagnosis = ns.diagnose(mlp_factory, "digits", **SMALL)
+    numbers = diagnosis.numbers
+    for name in ("kernel_change", "linear_gap", "init_dispersion", "param_change",
+                 "predicted_train_loss", "predicted_train_loss_infinite",
+                 "infinite_distance_single", "infinite_distance_mean"):  # fmt: skip
+        assert np.isfinite(numbers[name]), name
+    assert numbers["steps_taken"] == 20
+    # the seed mean is closer to the infinite NTK than one seed (fluctuations average out)
+    assert numbers["infinite_distance_mean"] < numbers["infinite_distance_single"]
+    check_report(write_report(diagnosis, tmp_path / "report"))
+
+
+def test_a_user_model_on_images_with_an_unsupported_layer(tmp_path):
+    """A CNN with LayerNorm (generic eNTK path), given digits it must see as images, with
+    cross-entropy and Adam (no NTK prediction then)."""
+
+    def factory():
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LayerNorm(144),
+                             nn.Linear(144, 10))  # fmt: skip
+
+    diagnosis = ns.diagnose(factory, "digits", loss="cross_entropy", optimizer="adam", **SMALL)
+    assert diagnosis.numbers["infinite_distance_single"] is None
+    assert np.isnan(diagnosis.numbers["predicted_train_loss"])
+    check_report(write_report(diagnosis, tmp_path))
+
+
+def test_divergence_is_a_verdict_not_a_crash(tmp_path):
+    diagnosis = ns.diagnose(mlp_factory, "digits", lr=1e4, **SMALL)
+    assert diagnosis.verdict is ns.Verdict.DIVERGED
+    assert "diverged at step" in diagnosis.notes[0]
+    check_report(write_report(diagnosis, tmp_path))
+
+
+def test_npz_data_with_its_own_test_split(tmp_path):
+    g = np.random.default_rng(0)
+    path = tmp_path / "task.npz"
+    np.savez(path, x=g.normal(size=(60, 5)), y=g.normal(size=60),
+             x_test=g.normal(size=(10, 5)), y_test=g.normal(size=10))  # fmt: skip
+    diagnosis = ns.diagnose(lambda s: ns.models.mlp(5, 32, 1, 1, seed=s), path, **SMALL)
+    assert diagnosis.settings["data"] == "task"
+    assert diagnosis.trajectory.frame()["test_loss"].notna().all()
+
+
+@pytest.mark.parametrize(
+    ("factory", "data", "message"),
+    [
+        (lambda: "not a model", "digits", "model_factory: expected it to return a torch.nn.Module"),
+        (lambda: nn.Linear(3, 10), "digits", "data: the model does not accept 'digits' inputs"),
+        (lambda: nn.Linear(64, 10), "mnist", "data: expected a built-in name"),
+        (lambda: 1 / 0, "digits", "model_factory: raised ZeroDivisionError"),
+    ],
+)
+def test_bad_input_is_named(factory, data, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        ns.diagnose(factory, data, **SMALL)
+
+
+def test_non_finite_outputs_at_initialization_are_an_error():
+    def factory():
+        model = nn.Linear(64, 10)
+        torch.nn.init.constant_(model.weight, float("nan"))
+        return model
+
+    with pytest.raises(ValueError, match="model: the loss at initialization is nan"):
+        ns.diagnose(factory, "digits", **SMALL)
+
+
+def test_load_factory_errors(tmp_path):
+    file = tmp_path / "models.py"
+    file.write_text("import torch\nVALUE = 3\ndef make():\n    return torch.nn.Linear(64, 10)\n")
+    assert isinstance(load_factory(f"{file}:make")(), nn.Linear)
+    broken = tmp_path / "broken.py"
+    broken.write_text("import not_a_module_anywhere\n")
+    for spec, message in [
+        ("models.py", "expected 'path/to/file.py:function'"),
+        (f"{tmp_path}/missing.py:make", "no such file"),
+        (f"{file}:other", "has no function 'other'"),
+        (f"{file}:VALUE", "is not callable"),
+        (f"{broken}:make", "importing .* failed: ModuleNotFoundError"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_factory(spec)
