@@ -112,7 +112,7 @@ class KernelRecorder(Recorder):
             self.probe_y = self.probe_y[: self.probe_size]
         self.probe_x = self.probe_x.to(state.train.x)
         self.initial = self.latest = self._kernel(state)
-        return self._alignment(self.initial)
+        return {"kernel_change": 0.0, "kernel_distance": 0.0, **self._alignment(self.initial)}
 
     def _alignment(self, kernel: torch.Tensor) -> dict[str, float]:
         if self.probe_y is None:

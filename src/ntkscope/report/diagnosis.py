@@ -30,40 +30,45 @@ _LOSS_CURVES = {
 }
 
 
-def _curves(ax, trajectory: Trajectory, curves: dict) -> None:
+def _curves(ax, trajectory: Trajectory, curves: dict, log: bool = False) -> None:
+    """Draw the recorded ``curves`` ({name: (label, color, style)}) against the step."""
     recorded = {k for row in trajectory.rows for k in row}
-    for name, (label, color, style) in curves.items():
-        if name in recorded:
-            steps, values = trajectory.series(name)
-            ax.plot(steps, values, style, color=color, label=label)
+    drawn = [name for name in curves if name in recorded]
+    positive = False
+    for name in drawn:
+        label, color, style = curves[name]
+        steps, values = trajectory.series(name)
+        ax.plot(steps, values, style, color=color, label=label)
+        positive |= max(values) > 0  # log axes mask the zeros at step 0
     ax.set_xlabel("step")
-    ax.legend(fontsize=7)
+    if log and drawn and positive:
+        ax.set_yscale("log")
+    if drawn:
+        ax.legend(fontsize=7)
 
 
 def loss_figure(diagnosis: Diagnosis) -> Figure:
     """Loss of the network, of its linearization and as NTK theory predicts it."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    _curves(ax, diagnosis.trajectory, _LOSS_CURVES)
-    ax.set_yscale("log")
+    _curves(ax, diagnosis.trajectory, _LOSS_CURVES, log=True)
     ax.set_ylabel(f"{diagnosis.settings['loss']} loss")
     ax.set_title("Loss: network vs linearized vs NTK prediction")
     return fig
 
 
 def kernel_figure(diagnosis: Diagnosis) -> Figure:
-    """Kernel change and distance to Θ̂_0, and kernel velocity, over training."""
-    fig = Figure(figsize=(10, 4))
-    left, right = fig.subplots(1, 2)
-    _curves(left, diagnosis.trajectory, {
-        "kernel_change": ("‖Θ̂_t − Θ̂_0‖ / ‖Θ̂_0‖", "C0", "-"),
-        "kernel_distance": ("S(Θ̂_t, Θ̂_0) (Fort et al.)", "C1", "--"),
-    })  # fmt: skip
-    left.axhline(0.1, color="grey", lw=0.8, ls=":")
-    left.set_title("Kernel change (dotted: kernel-regime threshold)")
-    _curves(right, diagnosis.trajectory, {"kernel_velocity": ("S(Θ̂_t, Θ̂_t') / Δt", "C2", "-")})
-    right.set_yscale("log")
-    right.set_title("Kernel velocity")
+    """Kernel change, distance to Θ̂_0 and kernel velocity over training."""
+    fig = Figure(figsize=(13, 4))
+    change, distance, velocity = fig.subplots(1, 3)
+    trajectory = diagnosis.trajectory
+    _curves(change, trajectory, {"kernel_change": ("‖Θ̂_t − Θ̂_0‖ / ‖Θ̂_0‖", "C0", "-")})
+    change.axhline(0.1, color="grey", lw=0.8, ls=":")
+    change.set_title("Kernel change (dotted: kernel-regime threshold)")
+    _curves(distance, trajectory, {"kernel_distance": ("S(Θ̂_t, Θ̂_0)", "C1", "-")}, log=True)
+    distance.set_title("Kernel distance to Θ̂_0 (Fort et al. 2020)")
+    _curves(velocity, trajectory, {"kernel_velocity": ("S(Θ̂_t, Θ̂_t') / Δt", "C2", "-")}, log=True)
+    velocity.set_title("Kernel velocity")
     fig.tight_layout()
     return fig
 
