@@ -1,4 +1,4 @@
-"""Command line: ``ntkscope kernel`` (later: diagnose, study, sweep, report).
+"""Command line: ``ntkscope kernel``, and ``study``, ``sweep``, ``report``, ``reproduce``.
 
 Every command turns the library's ValueError and TypeError (which name the offending
 argument) into one line ``error: ...`` on stderr and exit status 2, never a traceback.
@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ from torch import nn
 
 from ntkscope import __version__, models
 from ntkscope._checks import choice
+from ntkscope._cli_runs import report, reproduce, study_app, sweep
+from ntkscope._console import fail as _fail
 from ntkscope.data import Dataset, DatasetName, load
 from ntkscope.kernels import Method, Mode, empirical_ntk, infinite_kernels, resolve_method
 from ntkscope.models import Parameterization
@@ -90,12 +92,6 @@ class _Outcome:
     seconds: float
     infinite: tuple[torch.Tensor, torch.Tensor] | str
     infinite_seconds: float
-
-
-def _fail(message: str) -> NoReturn:
-    """Print one line ``error: message`` on stderr and exit with status 2."""
-    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), message))
-    raise typer.Exit(2)
 
 
 def _network(s: KernelSettings, data: Dataset) -> tuple[nn.Module, torch.Tensor]:
@@ -285,3 +281,11 @@ def _kernel(s: KernelSettings, out: Path | None) -> None:
     if out is not None:
         _save(out, s, outcome, data)
         console.print(Text(f"saved {out}"))
+
+
+app.add_typer(study_app, name="study")
+for _command in (sweep, report, reproduce):
+    app.command()(_command)
+
+if __name__ == "__main__":
+    app()
