@@ -33,7 +33,7 @@ from ntkscope.runner import (
     run_sweep,
 )
 from ntkscope.runner.sweep import canonical_json, config_hash, validate
-from ntkscope.runner.task import Task, execute
+from ntkscope.runner.task import Task
 from ntkscope.studies import Preset
 
 study_app = typer.Typer(no_args_is_help=True, help="Studies: list them, run one config.")
@@ -124,9 +124,8 @@ def study_run(
             summary = run_sweep(Sweep(study, (config,)), out, InlineExecutor(), threads=threads)
             outcome = summary.outcomes[0] if summary.outcomes else None
         else:
-            outcome = execute(
-                Task(name, config_hash(name, config), canonical_json(config), threads)
-            )
+            task = Task(name, config_hash(name, config), canonical_json(config), threads)
+            [outcome] = InlineExecutor().run([task])
         if outcome is None:
             Console().print(f"{name}: already done in {out}")
         elif outcome.ok:

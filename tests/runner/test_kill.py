@@ -6,11 +6,18 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from conftest import python_env
+import ntkscope
 from ntkscope import store
 
 RUNS = 24
+
+
+def python_env() -> dict[str, str]:
+    """Environment of a subprocess that imports this ntkscope and the toy study."""
+    src = str(Path(ntkscope.__file__).resolve().parents[1])
+    return os.environ | {"PYTHONPATH": os.pathsep.join([os.environ["PYTHONPATH"], src])}
 
 
 def start(sweep, out):

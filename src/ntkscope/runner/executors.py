@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Protocol
 
+import torch
+
 from ntkscope._checks import positive_int
 from ntkscope.runner.task import Outcome, Task, execute
 
@@ -52,11 +54,18 @@ class _Releasing:
 
 
 class InlineExecutor(_Releasing):
-    """Runs the tasks one after another in this process (``ntkscope study run``)."""
+    """Runs the tasks one after another in this process (``ntkscope study run``).
+
+    Each task seeds the global generators; torch's thread count is restored afterwards.
+    """
 
     def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
         """Execute every task in order."""
-        return map(execute, tasks)
+        threads = torch.get_num_threads()
+        try:
+            yield from map(execute, tasks)
+        finally:
+            torch.set_num_threads(threads)
 
 
 class LocalExecutor(_Releasing):
