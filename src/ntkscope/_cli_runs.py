@@ -75,6 +75,14 @@ def _executor(
         yield executor
 
 
+def _run(
+    plans: list[Sweep], out: Path, where: tuple[int | None, str | None, int | None], threads: int
+) -> list[Summary]:
+    """Run the sweeps on the executor that ``where`` = (workers, scheduler, dask_local) picks."""
+    with _executor(*where) as executor:
+        return [run_sweep(plan, out, executor, threads=threads) for plan in plans]
+
+
 def _report_failures(summaries: list[Summary]) -> None:
     """Print each summary; exit 1 when a run failed (its error is in the store)."""
     console = Console()
@@ -149,9 +157,7 @@ def sweep(
 
     def action() -> None:
         plan = load_sweep(file)
-        with _executor(workers, scheduler, dask_local) as executor:
-            summaries = [run_sweep(plan, out, executor, threads=threads)]
-        _report_failures(summaries)
+        _report_failures(_run([plan], out, (workers, scheduler, dask_local), threads))
 
     _guarded(action)
 
@@ -181,8 +187,7 @@ def reproduce(
     def action() -> None:
         chosen = choice(Preset, preset, "preset")
         plans = [expand(studies.get(n).presets[chosen], n) for n in studies.names()]
-        with _executor(workers, scheduler, dask_local) as executor:
-            summaries = [run_sweep(p, out, executor, threads=threads) for p in plans]
+        summaries = _run(plans, out, (workers, scheduler, dask_local), threads)
         Console().print(f"wrote {write_report(out)}")
         _report_failures(summaries)
 

@@ -1,4 +1,7 @@
 import hashlib
+import re
+import tomllib
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -104,3 +107,11 @@ def test_assignments_parse_toml_values():
     assert parsed == {"depth": 3, "activation": "erf", "widths": [8, 16], "sigma_b": 0.5}
     with pytest.raises(ValueError, match="set: expected field=value"):
         parse_assignments(["depth"])
+
+
+def test_readme_and_example_sweeps_expand():
+    root = Path(__file__).resolve().parents[2]
+    [block] = re.findall(r"```toml\n(.*?)```", (root / "README.md").read_text(), flags=re.S)
+    from_readme = expand(tomllib.loads(block))
+    from_file = load_sweep(root / "examples" / "width_convergence.toml")
+    assert len(from_readme.configs) == len(from_file.configs) == 4
