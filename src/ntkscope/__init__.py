@@ -1,6 +1,6 @@
 """ntkscope: can NTK theory be trusted for this network?"""
 
-from ntkscope import data, dynamics, kernels, models
+from ntkscope import data, dynamics, kernels, models, store, studies
 from ntkscope.dynamics import kernel_regression, linearize, predict_mse
 from ntkscope.kernels import (
     Method,
@@ -33,4 +33,6 @@ __all__ = [
     "dynamics",
     "kernels",
     "models",
+    "store",
+    "studies",
 ]

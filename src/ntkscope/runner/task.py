@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ntkscope import __version__, studies
+import ntkscope
+from ntkscope import studies
 from ntkscope.studies import Result
 
 
@@ -56,7 +57,7 @@ def versions() -> dict[str, str]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "ntkscope": __version__,
+        "ntkscope": ntkscope.__version__,
     }
 
 
