@@ -1,6 +1,6 @@
 """ntkscope: can NTK theory be trusted for this network?"""
 
-from ntkscope import data, diagnosis, dynamics, kernels, metrics, models
+from ntkscope import data, diagnosis, dynamics, kernels, metrics, models, store, studies
 from ntkscope.diagnosis import Diagnosis, Verdict, diagnose
 from ntkscope.dynamics import (
     KernelRecorder,
@@ -61,4 +61,6 @@ __all__ = [
     "kernels",
     "metrics",
     "models",
+    "store",
+    "studies",
 ]

@@ -1,4 +1,5 @@
-"""Command line: ``ntkscope kernel`` and ``ntkscope diagnose`` (`ntkscope.cli_diagnose`).
+"""Command line: ``ntkscope kernel``; ``diagnose`` (`ntkscope._cli_diagnose`); ``study``,
+``sweep``, ``report``, ``reproduce`` (`ntkscope._cli_runs`).
 
 Every command turns the library's ValueError and TypeError (which name the offending
 argument) into one line ``error: ...`` on stderr and exit status 2, never a traceback.
@@ -24,9 +25,10 @@ from torch import nn
 
 from ntkscope import __version__, models
 from ntkscope._checks import choice
-from ntkscope._cli_common import fail as _fail
-from ntkscope._cli_common import progress_bar
-from ntkscope.cli_diagnose import diagnose_command
+from ntkscope._cli_diagnose import diagnose_command
+from ntkscope._cli_runs import report, reproduce, study_app, sweep
+from ntkscope._console import fail as _fail
+from ntkscope._console import progress_bar
 from ntkscope.data import Dataset, DatasetName, load
 from ntkscope.kernels import Method, Mode, empirical_ntk, infinite_kernels, resolve_method
 from ntkscope.models import Parameterization
@@ -283,3 +285,10 @@ def _kernel(s: KernelSettings, out: Path | None) -> None:
 
 
 app.command("diagnose")(diagnose_command)
+
+app.add_typer(study_app, name="study")
+for _command in (sweep, report, reproduce):
+    app.command()(_command)
+
+if __name__ == "__main__":
+    app()

@@ -1,22 +1,23 @@
 """The report of `ntkscope.diagnose`: ``summary.json``, PNG figures and ``index.html``.
 
 Figures (drawn from the `Diagnosis` alone, on matplotlib `Figure` objects (no pyplot state)):
-``loss.png`` (training/test loss of the network, its linearization and the NTK-predicted
-curves), ``kernel.png`` (kernel change, distance and velocity over training),
-``linearized.png`` (network vs linearized outputs), ``spectrum.png`` (eNTK eigenvalues at
-initialization and at the end).
+``loss`` (training/test loss of the network, its linearization and the NTK-predicted
+curves), ``kernel`` (kernel change, distance and velocity over training), ``linearized``
+(network vs linearized outputs), ``spectrum`` (eNTK eigenvalues at initialization and at
+the end); saved as PNG files in ``images/`` by `ntkscope.report.html.write_page`.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from ntkscope.diagnosis import Diagnosis
 from ntkscope.dynamics import Trajectory
+from ntkscope.report.html import Section, write_page
 
 _LOSS_CURVES = {
     "train_loss": ("network, train", "C0", "-"),
@@ -107,46 +108,44 @@ FIGURES = {
 }
 
 
-def _page(diagnosis: Diagnosis) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(c.name)}</td><td>{c.value:.4g}</td><td>&lt; {c.lazy_below:g}</td>"
-        f"<td>&gt; {c.rich_above:g}</td><td>{html.escape(c.status)}</td>"
-        f"<td>{html.escape(c.meaning)}</td></tr>"
+def _criteria_table(diagnosis: Diagnosis) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "criterion": c.name,
+            "value": c.value,
+            "kernel regime below": c.lazy_below,
+            "feature learning above": c.rich_above,
+            "status": c.status,
+            "meaning": c.meaning,
+        }
         for c in diagnosis.criteria
     )
-    numbers = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{'n/a' if v is None else f'{v:.4g}'}</td></tr>"
-        for k, v in diagnosis.numbers.items()
-    )
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in diagnosis.notes)
-    images = "".join(
-        f'<figure><img src="{name}.png" alt="{name}"><figcaption>{html.escape(f.__doc__)}'
-        "</figcaption></figure>"
-        for name, f in FIGURES.items()
-    )
-    settings = html.escape(json.dumps(diagnosis.settings, indent=1))
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>ntkscope diagnosis</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
-td,th{{padding:2px 8px;border-bottom:1px solid #ddd}} img{{max-width:100%}}</style></head>
-<body><h1>ntkscope diagnosis: {html.escape(diagnosis.verdict.value)}</h1>
-<ul>{notes}</ul>
-<h2>Criteria</h2><table><tr><th>criterion</th><th>value</th><th>kernel regime</th>
-<th>feature learning</th><th>status</th><th>meaning</th></tr>{rows}</table>
-<h2>Figures</h2>{images}
-<h2>All numbers</h2><table>{numbers}</table>
-<h2>Settings</h2><pre>{settings}</pre></body></html>
-"""
 
 
 def write_report(diagnosis: Diagnosis, out: str | Path) -> Path:
-    """Write ``summary.json``, the figures and ``index.html`` into ``out``; return the page."""
+    """Write ``summary.json``, ``index.html`` and its figures (in ``images/``) into ``out``.
+
+    Returns:
+        The page's path.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(diagnosis.summary(), indent=2))
-    for name, draw in FIGURES.items():
-        fig = draw(diagnosis)
-        fig.savefig(out / f"{name}.png", dpi=100)
-    page = out / "index.html"
-    page.write_text(_page(diagnosis))
-    return page
+    numbers = {k: "n/a" if v is None else f"{v:.4g}" for k, v in diagnosis.numbers.items()}
+    sections = [
+        Section("Criteria", text="\n\n".join(diagnosis.notes),
+                tables={"measured criteria and their thresholds": _criteria_table(diagnosis)}),
+        *(Section(name, text=draw.__doc__, figures={name: draw(diagnosis)})
+          for name, draw in FIGURES.items()),
+        Section("All numbers", facts=numbers),
+        Section("Settings", facts=diagnosis.settings),
+    ]  # fmt: skip
+    title = f"ntkscope diagnosis: {diagnosis.verdict.value}"
+    return write_page(out / "index.html", title, sections, text=VERDICT_TEXT)
+
+
+VERDICT_TEXT = (
+    "Kernel regime: kernel change and linearization gap below 0.1 and the kernel at "
+    "initialization nearly the same for every seed (dispersion below 0.1). Feature learning: "
+    "kernel change above 0.5 or linearization gap above 0.3. Partly: anything in between."
+)

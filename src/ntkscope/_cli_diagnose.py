@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ntkscope._cli_common import fail, progress_bar
+from ntkscope._console import fail, progress_bar
 from ntkscope.diagnosis import Diagnosis, Verdict, diagnose, load_factory
 
 _COLORS = {

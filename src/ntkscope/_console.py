@@ -1,4 +1,4 @@
-"""What every command-line command shares: one-line errors and a progress bar."""
+"""Console helpers shared by the CLI commands: one-line errors and a progress bar."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.text import Text
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
-    """Print one line ``error: message`` on stderr and exit with ``status``."""
+    """Print one line ``error: message`` on stderr and exit with ``status`` (2: bad input)."""
     Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), message))
     raise typer.Exit(status)
 

@@ -1,0 +1,194 @@
+"""CLI commands for runs at scale: ``study list|run``, ``sweep``, ``report``, ``reproduce``.
+
+Bad input (unknown study or field, wrong type, empty grid, unreachable scheduler) prints one
+line ``error: ...`` and exits 2 before anything runs; a sweep whose runs failed exits 1
+after running everything else and storing the errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ntkscope import studies
+from ntkscope._checks import choice
+from ntkscope._console import fail
+from ntkscope.report import write_report
+from ntkscope.runner import (
+    DaskExecutor,
+    Executor,
+    InlineExecutor,
+    LocalExecutor,
+    Summary,
+    Sweep,
+    expand,
+    load_sweep,
+    parse_assignments,
+    run_sweep,
+)
+from ntkscope.runner.sweep import canonical_json, config_hash, validate
+from ntkscope.runner.task import Task
+from ntkscope.studies import Preset
+
+study_app = typer.Typer(no_args_is_help=True, help="Studies: list them, run one config.")
+
+Workers = Annotated[
+    int | None, typer.Option(help="Local worker processes (default: one per core).")
+]
+Scheduler = Annotated[
+    str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786.")
+]
+DaskLocal = Annotated[
+    int | None, typer.Option(help="Start a Dask LocalCluster of N single-threaded workers.")
+]
+Threads = Annotated[int, typer.Option(help="torch threads per run (same value, same results).")]
+
+
+def _guarded(action: Callable[[], None]) -> None:
+    """Run ``action``; the library's ValueError/TypeError become ``error: ...``, exit 2."""
+    try:
+        action()
+    except (ValueError, TypeError) as error:
+        fail(str(error))
+
+
+@contextlib.contextmanager
+def _executor(
+    workers: int | None, scheduler: str | None, dask_local: int | None
+) -> Iterator[Executor]:
+    """The executor the options choose: local processes unless a Dask option is given."""
+    chosen = [name for name, v in [("workers", workers), ("scheduler", scheduler),
+                                   ("dask-local", dask_local)] if v is not None]  # fmt: skip
+    if len(chosen) > 1:
+        raise ValueError(f"{chosen[1]}: give only one of --workers, --scheduler, --dask-local")
+    if workers is None and (scheduler is not None or dask_local is not None):
+        executor = DaskExecutor(scheduler, dask_local)
+    else:
+        executor = LocalExecutor(workers)
+    with executor:
+        yield executor
+
+
+def _run(
+    plans: list[Sweep], out: Path, where: tuple[int | None, str | None, int | None], threads: int
+) -> list[Summary]:
+    """Run the sweeps on the executor that ``where`` = (workers, scheduler, dask_local) picks."""
+    with _executor(*where) as executor:
+        return [run_sweep(plan, out, executor, threads=threads) for plan in plans]
+
+
+def _report_failures(summaries: list[Summary]) -> None:
+    """Print each summary; exit 1 when a run failed (its error is in the store)."""
+    console = Console()
+    for summary in summaries:
+        console.print(str(summary))
+    failed = [o for s in summaries for o in s.outcomes if not o.ok]
+    for outcome in failed:
+        last = outcome.error.strip().splitlines()[-1]
+        Console(stderr=True, soft_wrap=True).print(f"failed {outcome.hash[:12]}: {last}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@study_app.command("list")
+def study_list() -> None:
+    """The registered studies, their config fields (with defaults) and presets."""
+    table = Table("study", "what it measures", "fields (defaults)", "presets")
+    for name in studies.names():
+        study = studies.get(name)
+        fields = ", ".join(f"{k}={v}" for k, v in study.config().model_dump(mode="json").items())
+        table.add_row(name, study.summary, fields, ", ".join(study.presets))
+    Console().print(table)
+
+
+def _metrics_table(name: str, metrics: dict[str, float]) -> Table:
+    table = Table("metric", "value", title=name)
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.6g}")
+    return table
+
+
+@study_app.command("run")
+def study_run(
+    name: Annotated[str, typer.Argument(help="A registered study or a module path.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="field=value (TOML value), repeatable.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Store the run in this results dir.")] = None,
+    threads: Threads = 1,
+) -> None:
+    """Run one config of a study in this process and print its metrics."""
+
+    def action() -> None:
+        study = studies.get(name)
+        config = validate(study, parse_assignments(set_ or []))
+        if out is not None:
+            summary = run_sweep(Sweep(study, (config,)), out, InlineExecutor(), threads=threads)
+            outcome = summary.outcomes[0] if summary.outcomes else None
+        else:
+            task = Task(name, config_hash(name, config), canonical_json(config), threads)
+            [outcome] = InlineExecutor().run([task])
+        if outcome is None:
+            Console().print(f"{name}: already done in {out}")
+        elif outcome.ok:
+            Console().print(_metrics_table(name, outcome.result.metrics))
+        else:
+            Console(stderr=True).print(outcome.error)
+            raise typer.Exit(1)
+
+    _guarded(action)
+
+
+def sweep(
+    file: Annotated[Path, typer.Argument(help="Sweep file (TOML).")],
+    out: Annotated[Path, typer.Option(help="Results directory (created; re-runs resume).")],
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    dask_local: DaskLocal = None,
+    threads: Threads = 1,
+) -> None:
+    """Run every config of a sweep file not yet done in OUT; failed runs do not stop it."""
+
+    def action() -> None:
+        plan = load_sweep(file)
+        _report_failures(_run([plan], out, (workers, scheduler, dask_local), threads))
+
+    _guarded(action)
+
+
+def report(
+    directory: Annotated[Path, typer.Argument(help="Results directory.")],
+) -> None:
+    """Render DIR's runs as one static HTML page: figures, tables, configs, versions, times."""
+    _guarded(lambda: Console().print(f"wrote {write_report(directory)}"))
+
+
+def reproduce(
+    preset: Annotated[
+        str,
+        typer.Option(
+            metavar="quick|full", help="quick: minutes on a laptop; full: GPU or cluster."
+        ),
+    ] = "quick",
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("results"),
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    dask_local: DaskLocal = None,
+    threads: Threads = 1,
+) -> None:
+    """Run every registered study's published-finding sweep, then write the report."""
+
+    def action() -> None:
+        chosen = choice(Preset, preset, "preset")
+        plans = [expand(studies.get(n).presets[chosen], n) for n in studies.names()]
+        summaries = _run(plans, out, (workers, scheduler, dask_local), threads)
+        Console().print(f"wrote {write_report(out)}")
+        _report_failures(summaries)
+
+    _guarded(action)

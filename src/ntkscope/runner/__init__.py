@@ -1,0 +1,31 @@
+"""Runs at scale: sweep files, executors (local processes, Dask), the result store.
+
+The runner knows nothing of NTKs: only studies' configs, tasks and results.
+"""
+
+from ntkscope.runner.executors import DaskExecutor, Executor, InlineExecutor, LocalExecutor
+from ntkscope.runner.run import Summary, run_sweep
+from ntkscope.runner.store import Status, Store, load, load_arrays, load_table
+from ntkscope.runner.sweep import Sweep, config_hash, expand, load_sweep, parse_assignments
+
+__all__ = [
+    # sweeps
+    "Sweep",
+    "config_hash",
+    "expand",
+    "load_sweep",
+    "parse_assignments",
+    # executors
+    "DaskExecutor",
+    "Executor",
+    "InlineExecutor",
+    "LocalExecutor",
+    # running and storing
+    "Status",
+    "Store",
+    "Summary",
+    "load",
+    "load_arrays",
+    "load_table",
+    "run_sweep",
+]

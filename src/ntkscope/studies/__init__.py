@@ -1,0 +1,20 @@
+"""Studies: one configurable experiment per question, ``Config -> run -> Result -> figures``.
+
+Registered studies are listed by `names`; `get` also imports users' studies by module path.
+"""
+
+from ntkscope.studies._base import Preset, Progress, Result, Results, Study, StudyConfig
+from ntkscope.studies._registry import get, names
+
+__all__ = [
+    # interface
+    "Preset",
+    "Progress",
+    "Result",
+    "Results",
+    "Study",
+    "StudyConfig",
+    # registry
+    "get",
+    "names",
+]

@@ -1,0 +1,175 @@
+"""What a study is: a config, a run that returns a `Result`, figures drawn from stored results.
+
+A study is a module (see `ntkscope.studies` for the registry) defining:
+
+- ``Config``: a `StudyConfig` subclass; every field documented, defaults that run in seconds.
+- ``run(config, progress) -> Result``: the computation; never draws.
+- ``figures(results: Results) -> dict[str, Figure]``: matplotlib figures drawn only from stored
+  results (the runs of one study in a result store).
+- ``PRESETS``: ``{"quick": sweep, "full": sweep}``, the published-finding sweeps that
+  ``ntkscope reproduce`` runs, written as sweep tables (see `ntkscope.runner.sweep`).
+
+`Study` is the checked view of such a module that the runner and the report use.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+Progress = Callable[[int, int], None]
+"""Called by a study as ``progress(steps_done, steps_total)``."""
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+class Preset(StrEnum):
+    """The published-finding sweeps that every study declares.
+
+    QUICK: the finding at small scale; all studies together well under 15 minutes on 2 cores.
+    FULL: the finding at the scale of the paper; for a GPU or a cluster.
+    """
+
+    QUICK = "quick"
+    FULL = "full"
+
+
+class StudyConfig(BaseModel):
+    """Base of every study's ``Config``: frozen, unknown fields refused, fields documented.
+
+    Document a field with a docstring under it (``use_attribute_docstrings``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise TypeError(
+            f"{what}: names are strings of letters, digits, '_', '.', '-'; got {name!r}"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one run of a study returns; the store keeps every part of it.
+
+    Attributes:
+        metrics: named scalars (stored as SQLite REAL; one column each in `ntkscope.store.load`).
+        tables: named pandas DataFrames (stored as Parquet).
+        arrays: named NumPy arrays (stored in one ``.npz``).
+    """
+
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, value in self.metrics.items():
+            _check_name(name, "metrics")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"metrics[{name!r}]: expected a real number, got {value!r}")
+        _check_entries(self.tables, "tables", pd.DataFrame)
+        _check_entries(self.arrays, "arrays", np.ndarray)
+        object.__setattr__(self, "metrics", {k: float(v) for k, v in self.metrics.items()})
+
+
+def _check_entries(entries: Mapping[str, object], what: str, kind: type) -> None:
+    for name, value in entries.items():
+        _check_name(name, what)
+        if not isinstance(value, kind):
+            raise TypeError(
+                f"{what}[{name!r}]: expected {kind.__name__}, got {type(value).__name__}"
+            )
+
+
+@dataclass(frozen=True)
+class Results:
+    """The stored runs of one study, as `figures` sees them.
+
+    Attributes:
+        runs: one row per finished run: ``hash``, ``config.<field>`` and ``metrics.<name>``
+            columns (the format of `ntkscope.store.load`).
+        tables: each table name -> the tables of all runs, concatenated, with a ``hash`` column.
+        arrays: ``arrays(hash)`` loads the named arrays of one run.
+    """
+
+    runs: pd.DataFrame
+    tables: Mapping[str, pd.DataFrame]
+    arrays: Callable[[str], Mapping[str, np.ndarray]]
+
+    def labels(self) -> pd.Series:
+        """A legend label per run: the config fields that differ between runs ("run" if none)."""
+        columns = [c for c in self.runs.columns if c.startswith("config.")]
+        varying = [c for c in columns if self.runs[c].astype(str).nunique() > 1]
+        if not varying:
+            return pd.Series("run", index=self.runs.index)
+        return (
+            self.runs[varying]
+            .astype(str)
+            .apply(
+                lambda row: ", ".join(f"{c.removeprefix('config.')}={v}" for c, v in row.items()),
+                axis=1,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Study:
+    """The checked view of a study module (see the module docstring for what it defines).
+
+    Attributes:
+        name: what sweeps and the store call it: the registry name, or the module path.
+        description: the module docstring (its first line is the summary).
+        config: the pydantic ``Config`` class.
+        run: ``run(config, progress) -> Result``.
+        figures: ``figures(results) -> {name: Figure}``.
+        presets: ``{Preset: sweep table}``.
+    """
+
+    name: str
+    description: str
+    config: type[StudyConfig]
+    run: Callable[[StudyConfig, Progress], Result]
+    figures: Callable[[Results], dict[str, Figure]]
+    presets: Mapping[Preset, Mapping[str, Any]]
+
+    @property
+    def summary(self) -> str:
+        """First line of the description."""
+        return self.description.splitlines()[0]
+
+    @classmethod
+    def from_module(cls, name: str, module: ModuleType) -> Study:
+        """Check that ``module`` defines a study and wrap it."""
+        missing = [a for a in ("Config", "run", "figures", "PRESETS") if not hasattr(module, a)]
+        if missing:
+            raise ValueError(f"study: module {module.__name__!r} lacks {', '.join(missing)}")
+        if not (inspect.isclass(module.Config) and issubclass(module.Config, StudyConfig)):
+            raise TypeError(f"study: {module.__name__}.Config must subclass StudyConfig")
+        if set(module.PRESETS) != {p.value for p in Preset}:
+            expected = ", ".join(p.value for p in Preset)
+            raise ValueError(f"study: {module.__name__}.PRESETS must have exactly {expected}")
+        doc = inspect.getdoc(module) or name
+        return cls(
+            name=name,
+            description=doc,
+            config=module.Config,
+            run=module.run,
+            figures=module.figures,
+            presets={Preset(k): v for k, v in module.PRESETS.items()},
+        )
