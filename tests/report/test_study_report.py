@@ -86,3 +86,11 @@ def test_page_renders_in_headless_chromium(results, tmp_path):
     dom = subprocess.run([*command[:4], "--dump-dom", page.resolve().as_uri()], check=True,
                          capture_output=True, text=True, timeout=120).stdout  # fmt: skip
     assert len(re.findall(r"<img ", dom)) == 2 and "width_convergence" in dom
+
+
+def test_each_figure_has_a_caption_computed_from_the_results(results):
+    """The caption quotes the stored slopes, so it changes with the data."""
+    html = render(results).read_text()
+    slopes = re.findall(r"Fitted exponents (-?\d\.\d\d) to (-?\d\.\d\d) \(theory −1/2\)", html)
+    assert len(slopes) == 1, html
+    assert "Fitted exponent per run: activation=erf" in html

@@ -1,6 +1,7 @@
 """``ntkscope report DIR``: one HTML page of every study in a result store.
 
-Per study: its figures (drawn by the study from the stored results), the tables behind them,
+Per study: its figures (drawn by the study from the stored results), each under its caption
+computed from the results (the study's ``captions``), the tables behind them,
 the configs and metrics of every run, failed runs with their errors, versions and run times.
 """
 
@@ -64,12 +65,13 @@ def _results(directory: Path, done: pd.DataFrame) -> Results:
 
 def _study_section(directory: Path, name: str, runs: pd.DataFrame) -> Section:
     done = runs[runs.status == Status.DONE]
-    text, figures = "", {}
+    text, figures, captions = "", {}, {}
     try:
         study = studies.get(name)
         text = study.description
         results = _results(directory, done)
-        figures = study.figures(results) if len(done) else {}
+        if len(done):
+            figures, captions = study.figures(results), study.captions(results)
         tables = dict(results.tables)
     except Exception as error:  # a report shows what it can
         text += f"\n\nFigures not drawn: {type(error).__name__}: {error}"
@@ -78,7 +80,8 @@ def _study_section(directory: Path, name: str, runs: pd.DataFrame) -> Section:
     failures = _failures(runs)
     if len(failures):
         tables["failed runs"] = failures
-    return Section(name, text=text, figures=figures, tables=tables, facts=_facts(runs))
+    panels = [Section(f, text=captions.get(f, ""), figures={f: fig}) for f, fig in figures.items()]
+    return Section(name, text=text, tables=tables, facts=_facts(runs), sections=panels)
 
 
 def write_report(directory: str | Path) -> Path:

@@ -6,6 +6,8 @@ A study is a module (see `ntkscope.studies` for the registry) defining:
 - ``run(config, progress) -> Result``: the computation; never draws.
 - ``figures(results: Results) -> dict[str, Figure]``: matplotlib figures drawn only from stored
   results (the runs of one study in a result store).
+- ``captions(results: Results) -> dict[str, str]`` (optional): one line per figure that states
+  what the data say, computed from the stored results (e.g. "fitted slope −0.52, theory −1/2").
 - ``PRESETS``: ``{"quick": sweep, "full": sweep}``, the published-finding sweeps that
   ``ntkscope reproduce`` runs, written as sweep tables (see `ntkscope.runner.sweep`).
 
@@ -139,6 +141,7 @@ class Study:
         run: ``run(config, progress) -> Result``.
         figures: ``figures(results) -> {name: Figure}``.
         presets: ``{Preset: sweep table}``.
+        captions: ``captions(results) -> {figure name: one line}``; none by default.
     """
 
     name: str
@@ -147,6 +150,7 @@ class Study:
     run: Callable[[StudyConfig, Progress], Result]
     figures: Callable[[Results], dict[str, Figure]]
     presets: Mapping[Preset, Mapping[str, Any]]
+    captions: Callable[[Results], dict[str, str]] = lambda results: {}
 
     @property
     def summary(self) -> str:
@@ -172,4 +176,5 @@ class Study:
             run=module.run,
             figures=module.figures,
             presets={Preset(k): v for k, v in module.PRESETS.items()},
+            captions=getattr(module, "captions", lambda results: {}),
         )

@@ -145,3 +145,15 @@ def _slope_figure(results: Results) -> Figure:
 def figures(results: Results) -> dict[str, Figure]:
     """``distance_vs_width`` and ``slopes``, drawn from stored results."""
     return {"distance_vs_width": _distance_figure(results), "slopes": _slope_figure(results)}
+
+
+def captions(results: Results) -> dict[str, str]:
+    """What the stored runs say: the fitted exponents against the predicted −1/2."""
+    slopes = results.runs["metrics.slope"]
+    pairs = ", ".join(f"{label} {v:.2f}" for label, v in zip(results.labels(), slopes, strict=True))
+    widest = results.runs["metrics.distance_at_widest"]
+    return {
+        "distance_vs_width": f"Fitted exponents {slopes.min():.2f} to {slopes.max():.2f} "
+        f"(theory −1/2); distance at the widest width {widest.min():.3g} to {widest.max():.3g}.",
+        "slopes": f"Fitted exponent per run: {pairs}.",
+    }
