@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -167,10 +168,8 @@ class Trajectory:
         """The latest recorded value of ``name``."""
         return self.series(name)[1][-1]
 
-    def frame(self):
+    def frame(self) -> pd.DataFrame:
         """The records as a pandas DataFrame indexed by step (one column per quantity)."""
-        import pandas as pd
-
         return pd.DataFrame(self.rows).groupby("step").first()
 
 
