@@ -18,7 +18,14 @@ import torch
 from ntkscope.runner import InlineExecutor, expand, run_sweep
 from ntkscope.store import load, load_arrays, load_table
 from ntkscope.studies import Results
-from ntkscope.studies.init_fluctuations import Config, captions, dispersion, figures, run
+from ntkscope.studies.init_fluctuations import (
+    Config,
+    captions,
+    dispersion,
+    figures,
+    predicted_dispersion,
+    run,
+)
 
 DEPTHS, WIDTHS, SEEDS = (1, 4), (16, 64, 256), 128
 
@@ -138,3 +145,9 @@ def test_runs_through_the_runner_and_draws_from_stored_results(tmp_path):
     assert set(drawn) == set(lines) == names
     assert all(len(f.axes) == 1 for f in drawn.values())
     assert "Dispersion / (exp(5β) − 1) at β ≤ 0.5" in lines["dispersion_vs_beta"], lines
+
+
+def test_prediction_only_in_hanin_and_nicas_setting():
+    assert predicted_dispersion(Config(depth=2, width=10)) == pytest.approx(math.expm1(1.0))
+    assert math.isnan(predicted_dispersion(Config(activation="tanh")))
+    assert math.isnan(predicted_dispersion(Config(sigma_b=0.1)))

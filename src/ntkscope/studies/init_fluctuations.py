@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from scipy import stats
 
@@ -239,7 +240,8 @@ def _groups(runs: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
 
 
 def _slope(group: pd.DataFrame, metric: str) -> float:
-    """Least-squares slope of log(metric) against log(width) (NaN under two widths)."""
+    """Least-squares slope of log(metric) against log(width) (NaN under two measured widths)."""
+    group = group[np.isfinite(group[f"metrics.{metric}"])]
     widths, values = group["config.width"].to_numpy(float), group[f"metrics.{metric}"]
     if np.unique(widths).size < 2:
         return math.nan
@@ -265,11 +267,17 @@ def _dispersion_figure(results: Results) -> Figure:
 
 
 def _width_figure(results: Results, metric: str, ylabel: str, title: str, yscale: str) -> Figure:
-    """``metric`` against width, one line per group (depth included), with the fitted slope."""
+    """``metric`` against width, one line per group (depth included): on log axes with the
+    fitted slope in the legend, on a linear axis with the Gaussian value 0 dashed."""
     figure, axes = _axes("width", ylabel, title, yscale)
     for label, group in _groups(results.runs):
         slope = f" (slope {_slope(group, metric):.2f})" if yscale == "log" else ""
         axes.plot(group["config.width"], group[f"metrics.{metric}"], "o-", label=label + slope)
+    widths = np.unique(results.runs["config.width"])
+    axes.set_xticks(widths, [str(w) for w in widths])
+    axes.xaxis.set_minor_locator(NullLocator())
+    if yscale == "linear":
+        axes.axhline(0.0, color="k", ls="--", lw=1, label="Gaussian (infinite width)")
     axes.legend(fontsize="small")
     return figure
 
@@ -295,7 +303,7 @@ def figures(results: Results) -> dict[str, Figure]:
 
 
 def _span(values: pd.Series) -> str:
-    return f"{values.min():.2f}–{values.max():.2f}"
+    return f"{values.min():.2f} to {values.max():.2f}"
 
 
 def _at_extreme_widths(runs: pd.DataFrame, metric: str) -> str:
@@ -335,5 +343,7 @@ def captions(results: Results) -> dict[str, str]:
         "kurtosis_vs_width": f"Excess kurtosis of f(x) {kurtosis}; "
         f"Var[f(x)] / NNGP diagonal {_span(variance)} (median {variance.median():.2f}).",
         "kernel_change_vs_width": "Relative kernel change after training "
-        f"{_at_extreme_widths(runs, 'kernel_change')}.",
+        f"{_at_extreme_widths(runs, 'kernel_change')}."
+        if runs["metrics.kernel_change"].notna().any()
+        else "No run trained a network (train_seeds = 0).",
     }  # fmt: skip
