@@ -75,6 +75,10 @@ class Config(StudyConfig):
     """First initialization seed (seeds seed, seed + 1, ...); also the seed of the data."""
 
 
+_FULL_CELLS = [(d, w) for w in (16, 32, 64, 128, 256, 512, 1024, 2048)
+               for d in (1, 2, 4, 8, 16, 32, 64, 128) if d <= w // 2]  # fmt: skip
+"""(depth, width) of the full preset: depths up to width / 2 (β ≤ 1/2), as issue 6 asks."""
+
 PRESETS = {
     "quick": {
         "fixed": {"n": 8, "seeds": 128, "train_seeds": 2},
@@ -82,11 +86,8 @@ PRESETS = {
     },
     "full": {
         "fixed": {"n": 16, "seeds": 512, "train_seeds": 8, "train_steps": 500},
-        "product": {
-            "activation": ["relu", "tanh", "erf"],
-            "depth": [1, 2, 4, 8, 16, 32],
-            "width": [16, 32, 64, 128, 256, 512, 1024, 2048],
-        },
+        "product": {"activation": ["relu", "tanh", "erf"]},
+        "zip": [{"depth": [d for d, _ in _FULL_CELLS], "width": [w for _, w in _FULL_CELLS]}],
     },
 }
 
