@@ -77,7 +77,7 @@ class Config(StudyConfig):
 
 _FULL_CELLS = [(d, w) for w in (16, 32, 64, 128, 256, 512, 1024, 2048)
                for d in (1, 2, 4, 8, 16, 32, 64, 128) if d <= w // 2]  # fmt: skip
-"""(depth, width) of the full preset: depths up to width / 2 (β ≤ 1/2), as issue 6 asks."""
+"""(depth, width) of the full preset: depths up to width / 2 (β ≤ 1/2)."""
 
 PRESETS = {
     "quick": {
