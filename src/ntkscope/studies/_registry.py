@@ -14,7 +14,7 @@ from functools import cache
 
 from ntkscope.studies._base import Study
 
-_BUILTIN = ("width_convergence",)
+_BUILTIN = ("width_convergence", "phase_diagram")
 
 
 def names() -> tuple[str, ...]:
