@@ -124,7 +124,7 @@ def _sphere_pairs(d: int, angles: tuple[float, ...], seed: int) -> torch.Tensor:
     return math.sqrt(d) * torch.cat([u[None], pairs])
 
 
-def _splits(config: Config) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+def _splits(config: Config) -> tuple:
     """(train x, y), (test x, y) and the training MSE targets (N, O) (one-hot for classes)."""
     data = load(config.data, config.n + config.n_test, seed=config.seed, dtype=torch.float64)
     targets = (
@@ -145,7 +145,8 @@ def _model(config: Config, d_in: int, d_out: int, seed: int) -> torch.nn.Module:
 
 
 def _sphere_kernels(config: Config, sphere: torch.Tensor) -> np.ndarray:
-    """Θ̂(x_0, x_a) of ``init_seeds`` initializations: (S', 1 + A)."""
+    """Θ̂(x_0, x_a) of ``init_seeds`` initializations of the scalar-output network (as in
+    Hanin & Nica 2019): (S', 1 + A)."""
     return np.stack([
         empirical_ntk(_model(config, sphere.shape[1], 1, seed), sphere)[0].detach().numpy()
         for seed in range(config.seed, config.seed + config.init_seeds)
@@ -179,7 +180,7 @@ def _one_seed(config: Config, seed: int, splits) -> dict:
         "linear_rmse": trajectory.last("linear_rmse"),
         "diverged": float(trajectory.stopped == "diverged"),
     }
-    if y_test.dtype == torch.int64 and targets.shape[1] > 1:
+    if y_test.dtype == torch.int64:
         row["test_accuracy"] = trajectory.last("test_accuracy")
     if config.parameterization == models.Parameterization.NTK:
         row["distance_to_infinite"] = _infinite_distance(config, x, kernel)
