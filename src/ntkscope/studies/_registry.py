@@ -14,7 +14,7 @@ from functools import cache
 
 from ntkscope.studies._base import Study
 
-_BUILTIN = ("width_convergence", "init_fluctuations")
+_BUILTIN = ("width_convergence", "init_fluctuations", "phase_diagram")
 
 
 def names() -> tuple[str, ...]:
