@@ -39,7 +39,7 @@ dl { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; }
 dt { font-weight: bold; } pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; }
 .scroll { overflow-x: auto; }
 """
-MAX_ROWS = 200
+MAX_ROWS = 50
 """Tables longer than this show their first rows only (the full data stay in the store)."""
 
 

@@ -81,7 +81,8 @@ def _study_section(directory: Path, name: str, runs: pd.DataFrame) -> Section:
     if len(failures):
         tables["failed runs"] = failures
     panels = [Section(f, text=captions.get(f, ""), figures={f: fig}) for f, fig in figures.items()]
-    return Section(name, text=text, tables=tables, facts=_facts(runs), sections=panels)
+    data = Section("tables behind the figures", tables=tables)
+    return Section(name, text=text, facts=_facts(runs), sections=[*panels, data])
 
 
 def write_report(directory: str | Path) -> Path:

@@ -311,8 +311,8 @@ def _at_extreme_widths(runs: pd.DataFrame, metric: str) -> str:
     """ "falls/rises from A at width w0 to B at width w1": means over runs at each width."""
     means = runs.groupby("config.width")[f"metrics.{metric}"].mean()
     verb = "falls" if means.iloc[-1] < means.iloc[0] else "rises"
-    return (f"{verb} from {means.iloc[0]:.3g} at width {means.index[0]} to {means.iloc[-1]:.3g} "
-            f"at width {means.index[-1]} (mean over the other settings)")  # fmt: skip
+    return (f"{verb} from {means.iloc[0]:.3g} at width {means.index[0]:g} to {means.iloc[-1]:.3g} "
+            f"at width {means.index[-1]:g} (mean over the other settings)")  # fmt: skip
 
 
 def _dispersion_caption(runs: pd.DataFrame) -> str:
