@@ -26,12 +26,14 @@ def _short(runs: pd.DataFrame) -> pd.Series:
 
 
 def _config_table(runs: pd.DataFrame) -> pd.DataFrame:
-    config = runs.filter(like="config.").rename(columns=lambda c: c.removeprefix("config."))
+    config = runs.filter(like="config.").dropna(axis=1, how="all")  # other studies' fields
+    config = config.rename(columns=lambda c: c.removeprefix("config."))
     return config.astype(str).assign(status=runs.status).set_index(_short(runs)).reset_index()
 
 
 def _metrics_table(runs: pd.DataFrame) -> pd.DataFrame:
-    metrics = runs.filter(like="metrics.").rename(columns=lambda c: c.removeprefix("metrics."))
+    metrics = runs.filter(like="metrics.").dropna(axis=1, how="all")
+    metrics = metrics.rename(columns=lambda c: c.removeprefix("metrics."))
     return metrics.assign(seconds=runs.seconds).set_index(_short(runs)).reset_index()
 
 
