@@ -74,16 +74,26 @@ def _heatmap(axes, runs: pd.DataFrame, metric: str) -> None:
     axes.set(xlabel="σ_w²", ylabel="depth", title=QUANTITIES[metric])
 
 
-def _heatmap_figure(results: Results) -> Figure:
-    """One row per setting, one heat map per quantity, each with the χ_1 = 1 line."""
+def _panels(results: Results, draw) -> Figure:
+    """One row per setting, one panel per quantity: ``draw(axes, runs, metric, label)``."""
     groups = _groups(results.runs)
     figure = Figure(figsize=(5 * len(QUANTITIES), 3.8 * len(groups)), layout="constrained")
     rows = figure.subplots(len(groups), len(QUANTITIES), squeeze=False)
     for (label, runs), row in zip(groups, rows, strict=True):
         for axes, metric in zip(row, QUANTITIES, strict=True):
-            _heatmap(axes, runs, metric)
-        row[0].set_ylabel(f"{label}\ndepth" if label else "depth")
+            draw(axes, runs, metric, label)
     return figure
+
+
+def _heatmap_figure(results: Results) -> Figure:
+    """One row per setting, one heat map per quantity, each with the χ_1 = 1 line."""
+
+    def draw(axes, runs: pd.DataFrame, metric: str, label: str) -> None:
+        _heatmap(axes, runs, metric)
+        if metric == next(iter(QUANTITIES)):
+            axes.set_ylabel(f"{label}\ndepth" if label else "depth")
+
+    return _panels(results, draw)
 
 
 def _hanin_nica(axes, runs: pd.DataFrame) -> None:
@@ -97,21 +107,19 @@ def _hanin_nica(axes, runs: pd.DataFrame) -> None:
 
 def _cut_figure(results: Results) -> Figure:
     """Each quantity against depth at the ordered, EOC and chaotic σ_w² of every setting."""
-    groups = _groups(results.runs)
-    figure = Figure(figsize=(5 * len(QUANTITIES), 3.8 * len(groups)), layout="constrained")
-    rows = figure.subplots(len(groups), len(QUANTITIES), squeeze=False)
-    for (label, runs), row in zip(groups, rows, strict=True):
-        for axes, metric in zip(row, QUANTITIES, strict=True):
-            grid = _grid(runs, metric)
-            chi = runs.groupby("config.sigma_w2")["metrics.chi_1"].mean()
-            for phase, sigma_w2 in phases(runs).items():
-                axes.plot(grid.index, grid[sigma_w2], "o-",
-                          label=f"{phase}: σ_w²={sigma_w2:g}, χ_1={chi[sigma_w2]:.2f}")  # fmt: skip
-            if metric == "dispersion" and (runs["config.activation"] == "relu").all():
-                _hanin_nica(axes, runs)
-            axes.set(xlabel="depth", ylabel=QUANTITIES[metric], title=label or None)
-            axes.legend(fontsize="x-small")
-    return figure
+
+    def draw(axes, runs: pd.DataFrame, metric: str, label: str) -> None:
+        grid = _grid(runs, metric)
+        chi = runs.groupby("config.sigma_w2")["metrics.chi_1"].mean()
+        for phase, sigma_w2 in phases(runs).items():
+            axes.plot(grid.index, grid[sigma_w2], "o-",
+                      label=f"{phase}: σ_w²={sigma_w2:g}, χ_1={chi[sigma_w2]:.2f}")  # fmt: skip
+        if metric == "dispersion" and (runs["config.activation"] == "relu").all():
+            _hanin_nica(axes, runs)
+        axes.set(xlabel="depth", ylabel=QUANTITIES[metric], title=label or None)
+        axes.legend(fontsize="x-small")
+
+    return _panels(results, draw)
 
 
 def _variance_figure(results: Results) -> Figure:
