@@ -57,3 +57,16 @@ def test_bad_shapes_name_the_arguments():
         metrics.centered_alignment(gram(0, 3), torch.zeros(4))
     with pytest.raises(ValueError, match="kernels: expected at least 2"):
         metrics.seed_dispersion([gram(0)])
+
+
+def test_scalar_kernel_and_spectrum_of_a_full_kernel():
+    """The trace kernel is the mean of the O diagonal output blocks; the spectrum of a full
+    kernel is that of the (N·O, N·O) matrix over (example, output) pairs (float64, 1e-12)."""
+    g = torch.Generator().manual_seed(0)
+    jac = torch.randn(5, 3, 20, generator=g, dtype=torch.float64)  # (N, O, P)
+    full = torch.einsum("nap,mbp->nmab", jac, jac)
+    expected_trace = sum(jac[:, o] @ jac[:, o].T for o in range(3)) / 3
+    assert torch.allclose(metrics.scalar_kernel(full), expected_trace, rtol=TOL, atol=TOL)
+    flat = jac.reshape(15, 20)
+    expected = torch.linalg.eigvalsh(flat @ flat.T).flip(0)
+    assert torch.allclose(metrics.spectrum(full), expected, rtol=1e-10, atol=1e-10)

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 from torch import nn
 
-from ntkscope import __version__, models
+from ntkscope import __version__, metrics, models
 from ntkscope._checks import choice
 from ntkscope._cli_diagnose import diagnose_command
 from ntkscope._cli_runs import report, reproduce, study_app, sweep
@@ -116,9 +116,8 @@ def _network(s: KernelSettings, data: Dataset) -> tuple[nn.Module, torch.Tensor]
 
 def _spectrum(kernel: torch.Tensor) -> tuple[float, float, float]:
     """λ_min, λ_max and condition number of a symmetric kernel, in float64."""
-    k = kernel.to(torch.float64)
-    eigenvalues = torch.linalg.eigvalsh((k + k.T) / 2)
-    low, high = float(eigenvalues[0]), float(eigenvalues[-1])
+    eigenvalues = metrics.spectrum(kernel)
+    low, high = float(eigenvalues[-1]), float(eigenvalues[0])
     return low, high, high / low if low > 0 else math.inf
 
 
@@ -252,7 +251,7 @@ def _rows(
     s: KernelSettings, data: Dataset, network: nn.Module, x: torch.Tensor, r: _Outcome
 ) -> list[tuple[str, str]]:
     """The lines of the summary table, (label, value)."""
-    trace = r.kernel.diagonal(dim1=2, dim2=3).mean(-1) if r.kernel.dim() == 4 else r.kernel
+    trace = metrics.scalar_kernel(r.kernel)
     low, high, condition = _spectrum(trace)
     n_params = sum(p.numel() for p in network.parameters() if p.requires_grad)
     times = f"eNTK {r.seconds:.2f} s"

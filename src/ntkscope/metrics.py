@@ -78,3 +78,18 @@ def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
     """Root mean square difference ``√(mean (a − b)²)``, e.g. between f_t and f_lin,t."""
     a, b = _pair(a, b, ("a", "b"))
     return float((a - b).pow(2).mean().sqrt())
+
+
+def scalar_kernel(kernel: torch.Tensor) -> torch.Tensor:
+    """An (N, N) kernel as is; a full (N, N, O, O) one as its mean over outputs."""
+    return kernel if kernel.dim() == 2 else torch.einsum("ijkk->ij", kernel) / kernel.shape[-1]
+
+
+def spectrum(kernel: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues (descending, float64) of a scalar (N, N) or full (N, N, O, O) kernel, the
+    latter as the (N·O, N·O) matrix over (example, output) pairs."""
+    k = kernel.detach().to(torch.float64)
+    if k.dim() == 4:
+        n, o = k.shape[0], k.shape[2]
+        k = k.permute(0, 2, 1, 3).reshape(n * o, n * o)
+    return torch.linalg.eigvalsh((k + k.T) / 2).flip(0)

@@ -33,7 +33,6 @@ from ntkscope.dynamics import (
     Trajectory,
     train,
 )
-from ntkscope.dynamics.recorders import spectrum
 from ntkscope.dynamics.train import Loss, Optimizer
 from ntkscope.kernels import empirical_ntk, infinite_kernels
 from ntkscope.models.spec import mlp_spec
@@ -267,7 +266,10 @@ def _conclude(trajectory, kernel_recorder, dispersion, kernels, probe_x, setting
             f"the training loss fell only from {start:.3g} to {end:.3g}: a run that "
             "barely trains looks lazy whatever the network"
         )
-    spectra = {"init": spectrum(kernel_recorder.initial), "end": spectrum(kernel_recorder.latest)}
+    spectra = {
+        "init": metrics.spectrum(kernel_recorder.initial),
+        "end": metrics.spectrum(kernel_recorder.latest),
+    }
     return Diagnosis(
         decide(measured, diverged), measured, numbers, settings, trajectory, spectra, notes
     )

@@ -9,7 +9,6 @@ from ntkscope.dynamics.recorders import (
     LossRecorder,
     ParameterRecorder,
     PredictionRecorder,
-    spectrum,
 )
 from ntkscope.dynamics.train import Loss, Optimizer, Recorder, TrainState, Trajectory, train
 
@@ -27,7 +26,6 @@ __all__ = [
     "ParameterRecorder",
     "PredictionRecorder",
     "Recorder",
-    "spectrum",
     # linearized network and MSE predictions
     "LinearizedModel",
     "MSEPrediction",

@@ -47,21 +47,6 @@ class LossRecorder(Recorder):
         return row
 
 
-def scalar_kernel(kernel: torch.Tensor) -> torch.Tensor:
-    """An (N, N) kernel as is; a full (N, N, O, O) one as its mean over outputs."""
-    return kernel if kernel.dim() == 2 else torch.einsum("ijkk->ij", kernel) / kernel.shape[-1]
-
-
-def spectrum(kernel: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues (descending, float64) of a scalar (N, N) or full (N, N, O, O) kernel, the
-    latter as the (N·O, N·O) matrix over (example, output) pairs."""
-    k = kernel.detach().to(torch.float64)
-    if k.dim() == 4:
-        n, o = k.shape[0], k.shape[2]
-        k = k.permute(0, 2, 1, 3).reshape(n * o, n * o)
-    return torch.linalg.eigvalsh((k + k.T) / 2).flip(0)
-
-
 class KernelRecorder(Recorder):
     """The eNTK Θ̂_t on a fixed probe set, every ``every`` steps.
 
@@ -120,7 +105,7 @@ class KernelRecorder(Recorder):
         y = self.probe_y
         if not y.is_floating_point():
             y = F.one_hot(y.long(), int(y.max()) + 1)
-        return {"kernel_alignment": metrics.centered_alignment(scalar_kernel(kernel), y)}
+        return {"kernel_alignment": metrics.centered_alignment(metrics.scalar_kernel(kernel), y)}
 
     def record(self, state: TrainState) -> dict[str, float]:
         kernel = self._kernel(state)

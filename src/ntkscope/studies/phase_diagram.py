@@ -45,7 +45,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 
 from ntkscope import metrics, models
 from ntkscope.data import DatasetName, load
-from ntkscope.dynamics import LinearizedRecorder, LossRecorder, predict_mse, spectrum, train
+from ntkscope.dynamics import LinearizedRecorder, LossRecorder, predict_mse, train
 from ntkscope.kernels import empirical_ntk, infinite_kernels, order_chaos
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, StudyConfig
@@ -159,8 +159,9 @@ def _one_seed(config: Config, seed: int, splits) -> dict:
     model = _model(config, x.shape[1], targets.shape[1], seed)
     full = empirical_ntk(model, x, mode="full")
     kernel_test = empirical_ntk(model, x_test, x, mode="full")
-    kernel, eigenvalues = _trace(full), torch.linalg.eigvalsh(_trace(full))
-    lr = config.lr_scale * len(x) / float(spectrum(full)[0])
+    kernel = metrics.scalar_kernel(full)
+    eigenvalues = torch.linalg.eigvalsh(kernel)
+    lr = config.lr_scale * len(x) / float(metrics.spectrum(full)[0])
     with torch.no_grad():
         f0, f0_test = model(x), model(x_test)
     predicted = predict_mse(full, kernel_test, targets, f0, f0_test, config.steps, lr, True)
@@ -186,11 +187,6 @@ def _one_seed(config: Config, seed: int, splits) -> dict:
         row["distance_to_infinite"] = _infinite_distance(config, x, kernel)
     outputs = {"f_test": f_test, "f_predicted": predicted.test[-1]}
     return row | {k: v.detach().numpy() for k, v in outputs.items()}
-
-
-def _trace(kernel: torch.Tensor) -> torch.Tensor:
-    """The scalar ("trace") kernel (1/O) tr Θ̂(x, x') of a full (N, N', O, O) kernel."""
-    return kernel.diagonal(dim1=2, dim2=3).mean(dim=-1)
 
 
 def _infinite_distance(config: Config, x: torch.Tensor, kernel: torch.Tensor) -> float:
