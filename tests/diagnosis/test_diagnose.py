@@ -43,7 +43,10 @@ def test_diagnose_an_mlp_and_write_its_report(tmp_path):
     assert numbers["steps_taken"] == 20
     # the seed mean is closer to the infinite NTK than one seed (fluctuations average out)
     assert numbers["infinite_distance_mean"] < numbers["infinite_distance_single"]
-    check_report(write_report(diagnosis, tmp_path / "report"))
+    page = write_report(diagnosis, tmp_path / "report")
+    check_report(page)
+    for c in diagnosis.criteria:  # the page states the thresholds the verdict used
+        assert f"{c.name} below {c.lazy_below:g}" in page.read_text(), c.name
 
 
 def test_a_user_model_on_images_with_an_unsupported_layer(tmp_path):

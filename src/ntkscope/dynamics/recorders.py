@@ -225,6 +225,10 @@ class PredictionRecorder(Recorder):
             (the full kernel costs O² times the trace one on the generic methods).
         infinite: also predict with the infinite NTK when the model is a ntkscope MLP.
         **ntk_options: passed to `ntkscope.empirical_ntk` (method, memory_budget).
+
+    Attributes:
+        predictions: the predicted outputs (T, N, O) at every record step, as
+            ``train_outputs``, ``test_outputs`` and, with the infinite NTK, ``*_infinite``.
     """
 
     def __init__(

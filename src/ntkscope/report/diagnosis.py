@@ -10,6 +10,7 @@ the end); saved as PNG files in ``images/`` by `ntkscope.report.html.write_page`
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -64,7 +65,8 @@ def kernel_figure(diagnosis: Diagnosis) -> Figure:
     change, distance, velocity = fig.subplots(1, 3)
     trajectory = diagnosis.trajectory
     _curves(change, trajectory, {"kernel_change": ("‖Θ̂_t − Θ̂_0‖ / ‖Θ̂_0‖", "C0", "-")})
-    change.axhline(0.1, color="grey", lw=0.8, ls=":")
+    threshold = next(c.lazy_below for c in diagnosis.criteria if c.name == "kernel change")
+    change.axhline(threshold, color="grey", lw=0.8, ls=":")
     change.set_title("Kernel change (dotted: kernel-regime threshold)")
     _curves(distance, trajectory, {"kernel_distance": ("S(Θ̂_t, Θ̂_0)", "C1", "-")}, log=True)
     distance.set_title("Kernel distance to Θ̂_0 (Fort et al. 2020)")
@@ -122,6 +124,15 @@ def _criteria_table(diagnosis: Diagnosis) -> pd.DataFrame:
     )
 
 
+def _rule(diagnosis: Diagnosis) -> str:
+    """The verdict rule in words, with the thresholds of the criteria it was decided by."""
+    lazy = " and ".join(f"{c.name} below {c.lazy_below:g}" for c in diagnosis.criteria)
+    rich = " or ".join(
+        f"{c.name} above {c.rich_above:g}" for c in diagnosis.criteria if c.rich_above < math.inf
+    )
+    return f"Kernel regime: {lazy}. Feature learning: {rich}. Partly: anything in between."
+
+
 def write_report(diagnosis: Diagnosis, out: str | Path) -> Path:
     """Write ``summary.json``, ``index.html`` and its figures (in ``images/``) into ``out``.
 
@@ -141,11 +152,4 @@ def write_report(diagnosis: Diagnosis, out: str | Path) -> Path:
         Section("Settings", facts=diagnosis.settings),
     ]  # fmt: skip
     title = f"ntkscope diagnosis: {diagnosis.verdict.value}"
-    return write_page(out / "index.html", title, sections, text=VERDICT_TEXT)
-
-
-VERDICT_TEXT = (
-    "Kernel regime: kernel change and linearization gap below 0.1 and the kernel at "
-    "initialization nearly the same for every seed (dispersion below 0.1). Feature learning: "
-    "kernel change above 0.5 or linearization gap above 0.3. Partly: anything in between."
-)
+    return write_page(out / "index.html", title, sections, text=_rule(diagnosis))
