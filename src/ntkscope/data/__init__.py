@@ -1,5 +1,5 @@
 """Data sets: built-in synthetic tasks and scikit-learn's digits, no downloads."""
 
-from ntkscope.data.builtin import Dataset, DatasetName, load
+from ntkscope.data.builtin import Dataset, DatasetName, load, targets
 
-__all__ = ["Dataset", "DatasetName", "load"]
+__all__ = ["Dataset", "DatasetName", "load", "targets"]
