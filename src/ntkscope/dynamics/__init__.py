@@ -1,6 +1,11 @@
 """Training dynamics: the training loop and its recorders, the linearized network, and
 closed-form MSE predictions."""
 
+from ntkscope.dynamics.checkpoints import (
+    KernelRegressionRecorder,
+    checkpoint_steps,
+    regression_scores,
+)
 from ntkscope.dynamics.linearize import LinearizedModel, linearize
 from ntkscope.dynamics.mse import MSEPrediction, kernel_regression, predict_mse
 from ntkscope.dynamics.recorders import (
@@ -22,6 +27,8 @@ __all__ = [
     "train",
     # recorders
     "KernelRecorder",
+    "KernelRegressionRecorder",
+    "checkpoint_steps",
     "LinearizedRecorder",
     "LossRecorder",
     "ParameterRecorder",
@@ -29,6 +36,7 @@ __all__ = [
     "Recorder",
     # linearized network and MSE predictions
     "KernelRidge",
+    "regression_scores",
     "select_ridge",
     "LinearizedModel",
     "MSEPrediction",

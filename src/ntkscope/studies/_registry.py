@@ -14,7 +14,13 @@ from functools import cache
 
 from ntkscope.studies._base import Study
 
-_BUILTIN = ("width_convergence", "init_fluctuations", "phase_diagram")
+_BUILTIN = (
+    "width_convergence",
+    "init_fluctuations",
+    "phase_diagram",
+    "kernel_over_time",
+    "width_effect",
+)
 
 
 def names() -> tuple[str, ...]:

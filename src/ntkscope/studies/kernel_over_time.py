@@ -1,0 +1,275 @@
+"""Kernel over time: the eNTK K^t keeps improving throughout training, not only early.
+
+Vyas, Bansal & Nakkiran, "Limitations of the NTK for understanding generalization in deep
+learning" (2022), take the empirical NTK K^t of a network at training time t and use it for
+kernel regression on the full training set: K^t's test loss keeps falling over the whole run,
+whereas Fort et al. ("Deep learning versus kernel learning", 2020) saw the kernel move fastest
+in the first epochs. One run trains one network (SGD on ½‖f(X) − Y‖² / N, targets of
+`ntkscope.data.targets`) and, at ≥ 6 log-spaced checkpoints t (step 0 included),
+records with `ntkscope.dynamics.KernelRegressionRecorder`:
+
+- K^t's test MSE and error in kernel regression on the training set, ridgeless and with the
+  ridge chosen on a validation split, next to the network's own test MSE and error at t;
+- on a probe of training inputs: the relative change ‖K^t − K^0‖_F / ‖K^0‖_F, Fort's kernel
+  distance S(K^t, K^0) and velocity S(K^t, K^t') / (t − t') between consecutive checkpoints.
+
+Finding (c) in numbers, with L(t) K^t's ridgeless test MSE, T the last step and
+t_e the last checkpoint at or before ``early_fraction`` · T:
+
+    late_improvement_fraction = (L(t_e) − L(T)) / (L(0) − L(T)),
+
+the share of K^t's total improvement made after the early phase (Fort's picture: ≈ 0; a
+kernel that keeps improving at a constant rate per step: ≈ 1 − early_fraction; above 1 when
+K^t first gets worse; NaN when L(T) ≥ L(0), no improvement to share). And, with the
+nonzero checkpoints s_1 < … < s_m split at s_h, h = ⌈m/2⌉, the improvement per decade of
+steps in each half: (L(s_1) − L(s_h)) / log10(s_h / s_1) and (L(s_h) − L(s_m)) / log10(s_m / s_h).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from pydantic import Field, PositiveInt, model_validator
+
+from ntkscope.data import targets
+from ntkscope.dynamics import KernelRegressionRecorder, checkpoint_steps, train
+from ntkscope.kernels import empirical_ntk
+from ntkscope.studies._base import Progress, Result, Results
+from ntkscope.studies._training import TrainingConfig, inputs, learning_rate, network, splits
+
+__all__ = ["MIN_CHECKPOINTS", "PRESETS", "Config", "captions", "figures", "run"]
+
+MIN_CHECKPOINTS = 6
+"""Fewest checkpoints (step 0 included) from which the study reads a trend."""
+
+
+class Config(TrainingConfig):
+    """One network trained with checkpoints; K^t evaluated in kernel regression at each.
+
+    The learning rate is ``lr_fraction`` of the stability limit of the network's own eNTK at
+    initialization on the training inputs.
+    """
+
+    width: PositiveInt = 256
+    """Hidden width (channels of the CNN)."""
+    steps: PositiveInt = 1000
+    """Optimizer steps."""
+    checkpoints: PositiveInt = Field(8, ge=MIN_CHECKPOINTS)
+    """Number of log-spaced checkpoints: step 0 and checkpoints − 1 steps from 1 to ``steps``
+    (rounded; ignored when ``checkpoint_steps`` is given)."""
+    checkpoint_steps: tuple[int, ...] | None = None
+    """Explicit checkpoints: strictly increasing, from 0 to ``steps``, at least 6."""
+    early_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    """End of the early phase as a fraction of ``steps`` (see late_improvement_fraction)."""
+    probe_size: PositiveInt = 128
+    """Training inputs on which the kernel distance and velocity are measured."""
+
+    def schedule(self) -> tuple[int, ...]:
+        """The checkpoint steps."""
+        if self.checkpoint_steps is not None:
+            return self.checkpoint_steps
+        return checkpoint_steps(self.steps, self.checkpoints)
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> Config:
+        steps = self.schedule()
+        if len(steps) < MIN_CHECKPOINTS:
+            raise ValueError(
+                f"checkpoints: expected at least {MIN_CHECKPOINTS} distinct checkpoints, got "
+                f"{list(steps)} (raise steps or checkpoints)"
+            )
+        if steps[0] != 0 or steps[-1] != self.steps or np.any(np.diff(steps) <= 0):
+            raise ValueError(
+                f"checkpoint_steps: expected strictly increasing steps from 0 to steps = "
+                f"{self.steps}, got {list(steps)}"
+            )
+        return self
+
+
+PRESETS = {
+    "quick": {
+        "fixed": {"n_train": 256, "width": 64, "depth": 2, "steps": 2000, "checkpoints": 8,
+                  "lr_fraction": 0.9},
+        "product": {"seed": [0, 1]},
+    },
+    "full": {
+        "fixed": {"n_train": 1000, "n_val": 500, "n_test": 1000, "steps": 20000,
+                  "checkpoints": 12, "batch_size": 100, "parameterization": "standard"},
+        "product": {"width": [256, 1024], "depth": [2, 4], "seed": [0, 1, 2]},
+    },
+}  # fmt: skip
+
+
+def _log_rate(loss: pd.Series, a: int, b: int) -> float:
+    """Improvement of ``loss`` (indexed by step) per decade of steps from step a to b > a ≥ 1."""
+    return float((loss[a] - loss[b]) / math.log10(b / a))
+
+
+def _findings(config: Config, table: pd.DataFrame) -> dict[str, float]:
+    """Finding (c) and the kernel's motion, from the checkpoint table (see the module)."""
+    loss = table.set_index("step")["kernel_test_mse"]
+    steps = loss.index.to_numpy()
+    boundary = int(steps[steps <= config.early_fraction * config.steps].max())
+    nonzero = steps[steps > 0]
+    half = int(nonzero[math.ceil(len(nonzero) / 2) - 1])
+    first, last = table.iloc[0], table.iloc[-1]
+    velocity = table["kernel_velocity"].dropna()
+    total = loss.iloc[0] - loss.iloc[-1]
+    return {
+        "kernel_test_mse_initial": first.kernel_test_mse,
+        "kernel_test_mse_final": last.kernel_test_mse,
+        "kernel_test_error_final": last.kernel_test_error,
+        "kernel_test_mse_ridge_initial": first.kernel_test_mse_ridge,
+        "kernel_test_mse_ridge_final": last.kernel_test_mse_ridge,
+        "network_test_mse_initial": first.test_mse,
+        "network_test_mse_final": last.test_mse,
+        "network_test_error_final": last.test_error,
+        "early_boundary_step": boundary,
+        "late_improvement_fraction": (loss[boundary] - loss.iloc[-1]) / total
+        if total > 0
+        else math.nan,
+        "improvement_per_decade_first_half": _log_rate(loss, int(nonzero[0]), half),
+        "improvement_per_decade_second_half": _log_rate(loss, half, int(nonzero[-1])),
+        "kernel_change_final": last.kernel_change,
+        "kernel_distance_final": last.kernel_distance,
+        "velocity_first": velocity.iloc[0],
+        "velocity_last": velocity.iloc[-1],
+    }
+
+
+def run(config: Config, progress: Progress) -> Result:
+    """Train with checkpoints; K^t in kernel regression and the kernel's motion at each.
+
+    Returns:
+        metrics: ``lr``; K^t's ridgeless test MSE at 0 and T (``kernel_test_mse_initial``,
+        ``_final``), with the validation ridge (``kernel_test_mse_ridge_*``), its final error;
+        the network's test MSE at 0 and T and its final error; ``early_boundary_step``,
+        ``late_improvement_fraction``, ``improvement_per_decade_first_half`` and
+        ``_second_half`` (see the module); ``kernel_change_final``, ``kernel_distance_final``,
+        ``velocity_first`` and ``velocity_last`` (first and last checkpoint interval).
+        tables: ``checkpoints``, one row per checkpoint step (the recorder's quantities).
+        arrays: ``steps`` and ``probe_kernels`` (T, P, P), K^t on the probe.
+    """
+    train_set, val, test = splits(config)
+    y = targets(train_set, torch.float32)
+    model = network(config, train_set, config.width, y.shape[1], config.seed)
+    x = inputs(config, train_set).float()
+    lr = learning_rate(config, empirical_ntk(model, x, mode="trace"))
+    recorder = KernelRegressionRecorder(config.schedule(), val, test, probe_size=config.probe_size)
+    trajectory = train(
+        model, (x, y), lr=lr, steps=config.steps, batch_size=config.batch_size,
+        recorders=[recorder], seed=config.seed, progress=progress,
+    )  # fmt: skip
+    if trajectory.stopped is not None:
+        raise RuntimeError(
+            f"lr_fraction: training {trajectory.stopped} at step {len(trajectory.losses)} "
+            f"(lr {lr:.3g}); lower lr_fraction"
+        )
+    table = pd.DataFrame(trajectory.rows)
+    return Result(
+        metrics={"lr": lr} | _findings(config, table),
+        tables={"checkpoints": table},
+        arrays={
+            "steps": np.asarray(recorder.steps_recorded),
+            "probe_kernels": torch.stack(recorder.probe_kernels).numpy(),
+        },
+    )
+
+
+def _runs(results: Results):
+    """(label, checkpoint rows) per stored run."""
+    table = results.tables["checkpoints"]
+    for (_, run_row), label in zip(results.runs.iterrows(), results.labels(), strict=True):
+        yield label, table[table.hash == run_row.hash].sort_values("step")
+
+
+def _time_axes(axes, ylabel: str) -> None:
+    axes.set_xscale("symlog", linthresh=1)
+    axes.set(xlabel="training step t (log scale; 0 at left)", ylabel=ylabel)
+
+
+def _loss_figure(results: Results) -> Figure:
+    """Test MSE and error of K^t (ridgeless, validation ridge) and of the network vs t."""
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    panels = figure.subplots(1, 2)
+    for index, (label, rows) in enumerate(_runs(results)):
+        color = f"C{index % 10}"
+        for axes, metric in zip(panels, ("mse", "error"), strict=True):
+            axes.plot(rows.step, rows[f"kernel_test_{metric}"], "o-", color=color,
+                      label=f"K^t ridgeless ({label})")  # fmt: skip
+            axes.plot(rows.step, rows[f"kernel_test_{metric}_ridge"], ":", color=color,
+                      label=f"K^t val. ridge ({label})")  # fmt: skip
+            axes.plot(rows.step, rows[f"test_{metric}"], "s--", color=color, alpha=0.6,
+                      label=f"network f_t ({label})")  # fmt: skip
+    _time_axes(panels[0], "test MSE")
+    _time_axes(panels[1], "test error")
+    panels[0].set_title("Kernel regression with K^t vs the network")
+    panels[1].legend(fontsize="x-small")
+    return figure
+
+
+def _motion_figure(results: Results) -> Figure:
+    """Fort's kernel distance to K^0 and kernel velocity between checkpoints, vs t."""
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    distance, velocity = figure.subplots(1, 2)
+    for label, rows in _runs(results):
+        distance.plot(rows.step, rows.kernel_distance, "o-", label=label)
+        moving = rows.dropna(subset=["kernel_velocity"])
+        velocity.plot(moving.step, moving.kernel_velocity, "o-", label=label)
+    _time_axes(distance, "S(K^t, K^0) = 1 − cos(K^t, K^0)")
+    _time_axes(velocity, "S(K^t, K^t') / (t − t')")
+    velocity.set(xscale="log", yscale="log", title="Kernel velocity (Fort et al. 2020)")
+    distance.set_title("Kernel distance to initialization")
+    distance.legend(fontsize="small")
+    return figure
+
+
+def figures(results: Results) -> dict[str, Figure]:
+    """``test_loss_vs_time`` and ``kernel_motion_vs_time``, drawn from stored results."""
+    return {
+        "test_loss_vs_time": _loss_figure(results),
+        "kernel_motion_vs_time": _motion_figure(results),
+    }
+
+
+def _run_caption(label: str, run_row: pd.Series) -> str:
+    m = lambda name: run_row[f"metrics.{name}"]  # noqa: E731
+    steps = int(run_row["config.steps"])
+    return (
+        f"{label}: K^t's test MSE {m('kernel_test_mse_initial'):.3g} → "
+        f"{m('kernel_test_mse_final'):.3g}, {m('late_improvement_fraction'):.0%} of the "
+        f"improvement after step {m('early_boundary_step'):.0f} of {steps} (per decade of steps: "
+        f"{m('improvement_per_decade_first_half'):.3g} in the first half, "
+        f"{m('improvement_per_decade_second_half'):.3g} in the second); the network's "
+        f"{m('network_test_mse_initial'):.3g} → {m('network_test_mse_final'):.3g}"
+    )
+
+
+def captions(results: Results) -> dict[str, str]:
+    """Whether K^t keeps improving late, and how the kernel's velocity decays, in numbers."""
+    runs, labels = results.runs, results.labels()
+    late = runs["metrics.late_improvement_fraction"]
+    improved = (
+        runs["metrics.kernel_test_mse_final"] < runs["metrics.kernel_test_mse_initial"]
+    ).sum()
+    verdict = (
+        f"improves in {improved} of {len(runs)} runs; late share of the improvement "
+        f"{late.min():.0%} to {late.max():.0%}"
+        if improved
+        else f"does not improve in any of {len(runs)} runs"
+    )
+    loss = "; ".join(
+        _run_caption(label, row) for label, row in zip(labels, runs.to_dict("records"), strict=True)
+    )
+    ratio = runs["metrics.velocity_first"] / runs["metrics.velocity_last"]
+    return {
+        "test_loss_vs_time": f"K^t {verdict}. " + loss + ".",
+        "kernel_motion_vs_time": f"Kernel distance S(K^T, K^0) "
+        f"{runs['metrics.kernel_distance_final'].min():.3g} to "
+        f"{runs['metrics.kernel_distance_final'].max():.3g}; the velocity falls by a factor "
+        f"{ratio.min():.3g} to {ratio.max():.3g} from the first checkpoint interval to the last.",
+    }

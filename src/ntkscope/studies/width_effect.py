@@ -1,0 +1,253 @@
+"""Width effect: with width, eNTK regression approaches the infinite NTK; the network need not.
+
+Vyas, Bansal & Nakkiran, "Limitations of the NTK for understanding generalization in deep
+learning" (2022), finding (d): as width grows, kernel regression with the eNTK at
+initialization moves toward kernel regression with the infinite NTK, while the trained
+network's test loss first improves and then deteriorates toward the NTK's. At a fixed
+training set, for each width and seed, a run measures the test MSE and error of
+
+- the trained network: SGD on ½‖f(X) − Y‖² / N for ``steps`` steps at a learning rate of
+  ``lr_fraction`` of the stability limit of the infinite NTK on the training inputs (the same
+  for every width); ``stopping = "validation"`` keeps the parameters with the lowest
+  validation MSE among the checks every ``eval_every`` steps (early stopping),
+  ``"budget"`` the parameters after the last step;
+- kernel regression with the network's eNTK at initialization (trace mode);
+- kernel regression with the infinite NTK and NNGP (`ntkscope.infinite_kernels`),
+
+each ridgeless (the primary numbers) and with the ridge chosen on the validation split
+(`ntkscope.dynamics.regression_scores`). MSEs are means over examples and outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from pydantic import Field, PositiveInt, field_validator, model_validator
+
+from ntkscope.data import targets
+from ntkscope.dynamics import Recorder, TrainState, regression_scores, train
+from ntkscope.kernels import empirical_ntk, infinite_kernels
+from ntkscope.metrics import classification_error
+from ntkscope.studies._base import Progress, Result, Results
+from ntkscope.studies._training import (
+    Architecture,
+    TrainingConfig,
+    inputs,
+    learning_rate,
+    network,
+    splits,
+)
+
+__all__ = ["PRESETS", "Config", "captions", "figures", "run"]
+
+
+class Config(TrainingConfig):
+    """A width scan at a fixed training set, several seeds per width."""
+
+    depth: PositiveInt = 1
+    """Hidden layers of the MLP."""
+    widths: tuple[PositiveInt, ...] = (16, 64, 256, 1024)
+    """Hidden widths scanned (at least two distinct)."""
+    seeds: PositiveInt = 2
+    """Initializations per width: seeds seed, seed + 1, ..."""
+    steps: PositiveInt = 300
+    """Step budget of the network's training."""
+    stopping: str = Field("validation", pattern="^(validation|budget)$")
+    """"validation": early stopping on the validation MSE; "budget": the last step."""
+    eval_every: PositiveInt = 25
+    """Steps between validation checks of early stopping."""
+
+    @field_validator("widths")
+    @classmethod
+    def _distinct(cls, widths: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(widths)) < 2:
+            raise ValueError(f"widths: expected at least 2 distinct widths, got {list(widths)}")
+        return tuple(sorted(set(widths)))
+
+    @model_validator(mode="after")
+    def _mlp_only(self) -> Config:
+        if self.architecture is not Architecture.MLP:
+            raise ValueError("architecture: width_effect needs the infinite kernel; only 'mlp'")
+        return self
+
+
+PRESETS = {
+    "quick": {
+        "fixed": {"widths": [16, 64, 256, 1024, 4096], "seeds": 2, "depth": 1, "steps": 300},
+    },
+    "full": {
+        "fixed": {"n_train": 1000, "n_val": 500, "n_test": 1000, "steps": 5000, "seeds": 5,
+                  "widths": [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]},
+        "product": {"depth": [1, 2, 3]},
+    },
+}  # fmt: skip
+
+
+class _BestOnValidation(Recorder):
+    """Validation MSE every ``every`` steps; keeps the parameters with the lowest."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, every: int) -> None:
+        self.x, self.y, self.every = x, y, every
+        self.best = (math.inf, 0, None)
+
+    def record(self, state: TrainState) -> dict[str, float]:
+        with torch.no_grad():
+            mse = float((state.model(self.x) - self.y).square().mean())
+        if mse < self.best[0]:
+            self.best = (mse, state.step, copy.deepcopy(state.model.state_dict()))
+        return {"val_mse": mse}
+
+
+def _splits_xy(config: Config):
+    """The training `Dataset`, and (train, val, test) as (inputs, targets, labels) triples
+    with float32 inputs and targets."""
+    datasets = splits(config)
+    triples = [(inputs(config, d).float(), targets(d, torch.float32), d.y) for d in datasets]
+    return datasets[0], triples
+
+
+def _network_scores(config, width, seed, train_set, data, lr) -> dict[str, float]:
+    """Train one network; its test MSE and error under the stopping rule, and its eNTK at
+    initialization in kernel regression."""
+    (x, y, _), (x_val, y_val, _), (x_test, y_test, labels) = data
+    model = network(config, train_set, width, y.shape[1], seed)
+    x_all = torch.cat([x, x_val, x_test]).double()
+    kernel = empirical_ntk(copy.deepcopy(model).double(), x_all, x.double(), mode="trace")
+    entk = regression_scores(kernel, torch.cat([y, y_val, y_test]), len(x), len(x_val), labels)
+    keeper = _BestOnValidation(x_val, y_val, config.eval_every)
+    trajectory = train(model, (x, y), lr=lr, steps=config.steps, batch_size=config.batch_size,
+                       recorders=[keeper], seed=seed)  # fmt: skip
+    if trajectory.stopped is not None:
+        raise RuntimeError(f"lr_fraction: training {trajectory.stopped} at width {width}")
+    stop_step = config.steps
+    if config.stopping == "validation":
+        _, stop_step, state = keeper.best
+        model.load_state_dict(state)
+    with torch.no_grad():
+        outputs = model(x_test).double()
+    return {
+        "network_test_mse": float((outputs - y_test.double()).square().mean()),
+        "network_test_error": classification_error(outputs, labels),
+        "stop_step": stop_step,
+    } | {f"entk_{k}": v for k, v in entk.items()}
+
+
+def _infinite_scores(config: Config, data) -> dict[str, float]:
+    """Infinite NTK and NNGP in kernel regression: ``ntk_*`` and ``nngp_*`` scores."""
+    (x, y, _), (x_val, y_val, _), (x_test, y_test, labels) = data
+    x_all = torch.cat([x, x_val, x_test]).double()
+    kernels = infinite_kernels(
+        x_all, x.double(), depth=config.depth, activation=config.activation,
+        sigma_w=config.sigma_w, sigma_b=config.sigma_b,
+    )  # fmt: skip
+    y_all = torch.cat([y, y_val, y_test])
+    scores = {}
+    for name, kernel in zip(("nngp", "ntk"), kernels, strict=True):
+        for k, v in regression_scores(kernel, y_all, len(x), len(x_val), labels).items():
+            scores[f"{name}_{k}"] = v
+    return scores
+
+
+def _gap(mse: pd.Series, reference: float) -> pd.Series:
+    return (mse - reference).abs() / reference
+
+
+def _findings(table: pd.DataFrame, infinite: dict[str, float]) -> dict[str, float]:
+    """Finding (d): eNTK gap to the NTK vs width, the network's best width and widest gap."""
+    means = table.groupby("width").mean(numeric_only=True)
+    ntk = infinite["ntk_test_mse"]
+    gap = _gap(means["entk_test_mse"], ntk)
+    widths = means.index.to_numpy(float)
+    slope = np.polyfit(np.log(widths), np.log(np.maximum(gap.to_numpy(), 1e-300)), 1)[0]
+    best = means["network_test_mse"].idxmin()
+    return {
+        "entk_gap_narrowest": gap.iloc[0],
+        "entk_gap_widest": gap.iloc[-1],
+        "entk_gap_slope": slope,
+        "best_width": best,
+        "network_best_mse": means["network_test_mse"].min(),
+        "network_test_mse_widest": means["network_test_mse"].iloc[-1],
+        "network_gap_widest": (means["network_test_mse"].iloc[-1] - ntk) / ntk,
+    }
+
+
+def run(config: Config, progress: Progress) -> Result:
+    """Every width and seed: the trained network and its eNTK at initialization; the
+    infinite NTK and NNGP once.
+
+    Returns:
+        metrics: ``lr``; ``ntk_*`` and ``nngp_*`` regression scores (`regression_scores`);
+        ``entk_gap_narrowest`` and ``entk_gap_widest`` (|mean eNTK test MSE − NTK's| / NTK's
+        at the narrowest and widest width), ``entk_gap_slope`` (log-log slope of that gap
+        against width); ``best_width`` (lowest mean network test MSE), ``network_best_mse``,
+        ``network_test_mse_widest`` and ``network_gap_widest`` ((network − NTK) / NTK at
+        the widest width). tables: ``widths``, one row per width and seed (network and
+        ``entk_*`` scores, ``stop_step``).
+    """
+    train_set, data = _splits_xy(config)
+    infinite = _infinite_scores(config, data)
+    x = data[0][0].double()
+    _, ntk_train = infinite_kernels(
+        x, depth=config.depth, activation=config.activation, sigma_w=config.sigma_w,
+        sigma_b=config.sigma_b,
+    )  # fmt: skip
+    lr = learning_rate(config, ntk_train)
+    rows, total = [], len(config.widths) * config.seeds
+    for width in config.widths:
+        for seed in range(config.seed, config.seed + config.seeds):
+            rows.append(
+                {"width": width, "seed": seed}
+                | _network_scores(config, width, seed, train_set, data, lr)
+            )
+            progress(len(rows), total)
+    table = pd.DataFrame(rows)
+    return Result(
+        metrics={"lr": lr} | infinite | _findings(table, infinite),
+        tables={"widths": table},
+    )
+
+
+def _band(axes, stats, label: str, style: str, color: str) -> None:
+    mean = stats.mean()
+    axes.plot(mean.index, mean, style, color=color, label=label)
+    axes.fill_between(mean.index, stats.min(), stats.max(), color=color, alpha=0.2)
+
+
+def figures(results: Results) -> dict[str, Figure]:
+    """``test_loss_vs_width``: network, eNTK at initialization (mean, band: min to max over
+    seeds), infinite NTK and NNGP (lines), test MSE and error vs width, per stored run."""
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    panels = figure.subplots(1, 2)
+    table = results.tables["widths"]
+    for (_, run_row), label in zip(results.runs.iterrows(), results.labels(), strict=True):
+        rows = table[table.hash == run_row.hash].groupby("width")
+        for axes, metric in zip(panels, ("mse", "error"), strict=True):
+            _band(axes, rows[f"network_test_{metric}"], f"network ({label})", "o-", "C0")
+            _band(axes, rows[f"entk_test_{metric}"], f"eNTK at init ({label})", "s--", "C1")
+            axes.axhline(run_row[f"metrics.ntk_test_{metric}"], color="C2", label="infinite NTK")
+            axes.axhline(run_row[f"metrics.nngp_test_{metric}"], color="C3", ls=":", label="NNGP")
+            axes.set(xscale="log", xlabel="width", ylabel=f"test {metric}")
+    panels[0].set_title("Test loss vs width (kernel regression ridgeless)")
+    panels[1].legend(fontsize="x-small")
+    return {"test_loss_vs_width": figure}
+
+
+def captions(results: Results) -> dict[str, str]:
+    """Finding (d) in numbers, per stored run."""
+    parts = []
+    for label, row in zip(results.labels(), results.runs.to_dict("records"), strict=True):
+        m = lambda name, row=row: row[f"metrics.{name}"]  # noqa: E731
+        parts.append(
+            f"{label}: eNTK-at-init regression's gap to the infinite NTK "
+            f"{m('entk_gap_narrowest'):.1%} at the narrowest width → {m('entk_gap_widest'):.1%} "
+            f"at the widest (log-log slope {m('entk_gap_slope'):.2f}); the network is best at "
+            f"width {m('best_width'):.0f} (test MSE {m('network_best_mse'):.3g}) and at the "
+            f"widest has {m('network_test_mse_widest'):.3g}, {m('network_gap_widest'):+.0%} vs "
+            f"the NTK's {m('ntk_test_mse'):.3g} (NNGP {m('nngp_test_mse'):.3g})"
+        )
+    return {"test_loss_vs_width": "; ".join(parts) + "."}

@@ -1,0 +1,108 @@
+"""kernel_over_time: checkpoints of K^t (Vyas, Bansal & Nakkiran 2022) and Fort's kernel motion."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pydantic import ValidationError
+
+from ntkscope import metrics
+from ntkscope.data import targets
+from ntkscope.dynamics import KernelRidge
+from ntkscope.kernels import empirical_ntk
+from ntkscope.studies import Results
+from ntkscope.studies._training import inputs, network, splits
+from ntkscope.studies.kernel_over_time import Config, captions, figures, run
+
+SMALL = Config(n_train=48, n_val=24, n_test=32, width=32, steps=40, checkpoints=7, probe_size=16)
+
+
+@pytest.fixture(scope="module")
+def small():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield run(SMALL, lambda d, t: None)
+    torch.set_num_threads(threads)
+
+
+def test_every_checkpoint_is_reported(small):
+    table = small.tables["checkpoints"]
+    assert list(table.step) == list(SMALL.schedule()) == list(small.arrays["steps"])
+    assert len(table) >= 6 and table.step.iloc[0] == 0 and table.step.iloc[-1] == SMALL.steps
+    assert small.arrays["probe_kernels"].shape == (len(table), 16, 16)
+    assert np.isfinite(table[["kernel_test_mse", "test_mse", "kernel_distance"]]).all().all()
+
+
+def test_initial_regression_is_kernel_ridge_on_the_initial_entk(small):
+    train_set, _, test = splits(SMALL)
+    y = targets(train_set)
+    model = network(SMALL, train_set, SMALL.width, y.shape[1], SMALL.seed).double()
+    # the study trains on float32 inputs; its float64 kernels see them rounded
+    x, x_test = (inputs(SMALL, d).float().double() for d in (train_set, test))
+    kernel = empirical_ntk(model, x)
+    prediction = KernelRidge(kernel, y).predict(empirical_ntk(model, x_test, x))
+    expected = float((prediction - targets(test)).square().mean())
+    # Same float64 kernel and solver, computed as one rectangular block in the study:
+    # agreement to rounding (1e-9 relative).
+    assert small.tables["checkpoints"].kernel_test_mse.iloc[0] == pytest.approx(expected, rel=1e-9)
+
+
+def test_velocity_is_distance_between_checkpoints_over_elapsed_steps(small):
+    table, kernels, steps = (small.tables["checkpoints"], small.arrays["probe_kernels"],
+                             small.arrays["steps"])  # fmt: skip
+    k = [torch.from_numpy(a) for a in kernels]
+    for i in range(1, len(steps)):
+        velocity = metrics.kernel_distance(k[i], k[i - 1]) / (steps[i] - steps[i - 1])
+        assert table.kernel_velocity.iloc[i] == pytest.approx(velocity, rel=1e-12)
+        assert table.kernel_distance.iloc[i] == pytest.approx(
+            metrics.kernel_distance(k[i], k[0]), rel=1e-12)  # fmt: skip
+    assert np.isnan(table.kernel_velocity.iloc[0])
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"checkpoints": 5}, "checkpoints"),
+        ({"steps": 3, "checkpoints": 8}, "at least 6 distinct"),
+        ({"steps": 10, "checkpoint_steps": (0, 1, 2, 2, 5, 10)}, "strictly increasing"),
+        ({"steps": 10, "checkpoint_steps": (0, 1, 2, 3, 5, 8)}, "from 0 to steps"),
+        ({"steps": 10, "checkpoint_steps": (1, 2, 3, 4, 5, 10)}, "from 0 to steps"),
+        ({"early_fraction": 1.5}, "early_fraction"),
+    ],
+)
+def test_bad_configs_are_rejected(fields, match):
+    with pytest.raises(ValidationError, match=match):
+        Config(**fields)
+
+
+def _stored(result):
+    runs = pd.DataFrame(
+        {"hash": ["h"], "config.steps": [SMALL.steps]}
+        | {f"metrics.{k}": [v] for k, v in result.metrics.items()}
+    )
+    tables = {"checkpoints": result.tables["checkpoints"].assign(hash="h")}
+    return Results(runs, tables, lambda h: result.arrays)
+
+
+def test_figures_and_captions_draw_from_stored_results(small):
+    stored = _stored(small)
+    drawn = figures(stored)
+    assert set(drawn) == {"test_loss_vs_time", "kernel_motion_vs_time"}
+    assert all(len(f.axes) == 2 for f in drawn.values())
+    text = captions(stored)
+    assert set(text) == set(drawn)
+    assert f"{small.metrics['kernel_test_mse_initial']:.3g}" in text["test_loss_vs_time"]
+    assert any(c.isdigit() for c in text["kernel_motion_vs_time"])
+
+
+@pytest.mark.slow
+def test_kernel_velocity_decays_while_kernel_keeps_moving():
+    """Fort et al. 2020: the kernel moves fastest early. Quick-preset setting, seeds 0-2."""
+    config = Config(width=64, steps=2000, checkpoints=8, lr_fraction=0.9)
+    for seed in range(3):
+        m = run(config.model_copy(update={"seed": seed}), lambda d, t: None).metrics
+        # Measured ratios velocity_first / velocity_last: 1.3e3-3e3 over seeds 0-2
+        # (velocity per step falls as the steps between checkpoints grow ×3.5 each);
+        # 100 is a factor > 10 below the smallest.
+        assert m["velocity_first"] > 100 * m["velocity_last"], m
+        assert m["kernel_distance_final"] > 0
