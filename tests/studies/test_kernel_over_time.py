@@ -88,7 +88,7 @@ def test_figures_and_captions_draw_from_stored_results(small):
     stored = _stored(small)
     drawn = figures(stored)
     assert set(drawn) == {"test_loss_vs_time", "kernel_motion_vs_time"}
-    assert all(len(f.axes) == 2 for f in drawn.values())
+    assert [len(f.axes) for f in drawn.values()] == [3, 2]
     text = captions(stored)
     assert set(text) == set(drawn)
     assert f"{small.metrics['kernel_test_mse_initial']:.3g}" in text["test_loss_vs_time"]
@@ -96,13 +96,27 @@ def test_figures_and_captions_draw_from_stored_results(small):
 
 
 @pytest.mark.slow
-def test_kernel_velocity_decays_while_kernel_keeps_moving():
-    """Fort et al. 2020: the kernel moves fastest early. Quick-preset setting, seeds 0-2."""
+def test_kernel_velocity_decays_and_the_late_kernel_is_better():
+    """Fort et al. 2020: the kernel moves fastest early; Vyas et al. 2022: K^t still improves.
+    Quick-preset setting, seeds 0-2."""
     config = Config(width=64, steps=2000, checkpoints=8, lr_fraction=0.9)
+    improvements = []
     for seed in range(3):
         m = run(config.model_copy(update={"seed": seed}), lambda d, t: None).metrics
-        # Measured ratios velocity_first / velocity_last: 1.3e3-3e3 over seeds 0-2
-        # (velocity per step falls as the steps between checkpoints grow ×3.5 each);
-        # 100 is a factor > 10 below the smallest.
+        # Measured ratios velocity_first / velocity_last: 958 (seed 0), 731 (seed 1): the
+        # velocity per step falls as the steps between checkpoints grow ×3.6 each; 100 is
+        # a factor 7 below the smallest.
         assert m["velocity_first"] > 100 * m["velocity_last"], m
-        assert m["kernel_distance_final"] > 0
+        improvements.append(1 - m["kernel_test_mse_final"] / m["kernel_test_mse_initial"])
+    # K^t's ridgeless test MSE at T vs at 0, relative improvement measured 4.9%, 1.2%, 7.5%
+    # for seeds 0, 1, 2 (mean 4.5%, standard error 1.8%): the mean over seeds is > 0 by
+    # 2.5 standard errors; a kernel frozen at K^0 (lazy training) gives 0.
+    assert np.mean(improvements) > 0, improvements
+
+
+def test_cnn_family_trains_on_images():
+    config = Config(architecture="cnn", width=4, n_train=16, n_val=8, n_test=8, steps=10,
+                    checkpoints=6, probe_size=8)  # fmt: skip
+    table = run(config, lambda d, t: None).tables["checkpoints"]
+    assert list(table.step) == list(config.schedule())
+    assert np.isfinite(table.kernel_test_mse).all()

@@ -97,9 +97,10 @@ PRESETS = {
         "product": {"seed": [0, 1]},
     },
     "full": {
-        "fixed": {"n_train": 1000, "n_val": 500, "n_test": 1000, "steps": 20000,
-                  "checkpoints": 12, "batch_size": 100, "parameterization": "standard"},
-        "product": {"width": [256, 1024], "depth": [2, 4], "seed": [0, 1, 2]},
+        "fixed": {"n_train": 1000, "n_val": 297, "n_test": 500, "steps": 20000,
+                  "checkpoints": 12, "batch_size": 100},
+        "product": {"architecture": ["mlp", "cnn"], "parameterization": ["ntk", "standard"],
+                    "width": [128, 512], "seed": [0, 1, 2]},
     },
 }  # fmt: skip
 
@@ -193,22 +194,28 @@ def _time_axes(axes, ylabel: str) -> None:
 
 
 def _loss_figure(results: Results) -> Figure:
-    """Test MSE and error of K^t (ridgeless, validation ridge) and of the network vs t."""
-    figure = Figure(figsize=(11, 4.5), layout="constrained")
-    panels = figure.subplots(1, 2)
+    """Test MSE and error of K^t (ridgeless, validation ridge) and of the network vs t, and
+    K^t's test MSE relative to K^0's (where its small late changes show)."""
+    figure = Figure(figsize=(15, 4.5), layout="constrained")
+    panels = figure.subplots(1, 3)
     for index, (label, rows) in enumerate(_runs(results)):
         color = f"C{index % 10}"
-        for axes, metric in zip(panels, ("mse", "error"), strict=True):
+        for axes, metric in zip(panels, ("mse", "error"), strict=False):
             axes.plot(rows.step, rows[f"kernel_test_{metric}"], "o-", color=color,
                       label=f"K^t ridgeless ({label})")  # fmt: skip
             axes.plot(rows.step, rows[f"kernel_test_{metric}_ridge"], ":", color=color,
                       label=f"K^t val. ridge ({label})")  # fmt: skip
             axes.plot(rows.step, rows[f"test_{metric}"], "s--", color=color, alpha=0.6,
                       label=f"network f_t ({label})")  # fmt: skip
+        relative = rows.kernel_test_mse / rows.kernel_test_mse.iloc[0]
+        panels[2].plot(rows.step, relative, "o-", color=color, label=label)
     _time_axes(panels[0], "test MSE")
+    panels[0].set(yscale="log", title="Kernel regression with K^t vs the network")
     _time_axes(panels[1], "test error")
-    panels[0].set_title("Kernel regression with K^t vs the network")
     panels[1].legend(fontsize="x-small")
+    _time_axes(panels[2], "K^t's test MSE / K^0's (ridgeless)")
+    panels[2].axhline(1.0, color="k", lw=0.8)
+    panels[2].set_title("Does K^t keep improving?")
     return figure
 
 
@@ -236,15 +243,22 @@ def figures(results: Results) -> dict[str, Figure]:
     }
 
 
-def _run_caption(label: str, run_row: pd.Series) -> str:
-    m = lambda name: run_row[f"metrics.{name}"]  # noqa: E731
-    steps = int(run_row["config.steps"])
+def _run_caption(label: str, run_row: dict) -> str:
+    def m(name: str) -> float:
+        return run_row[f"metrics.{name}"]
+
+    late = m("late_improvement_fraction")
+    share = (
+        "no net improvement"
+        if math.isnan(late)
+        else f"{late:.0%} of the improvement after step {m('early_boundary_step'):.0f} of "
+        f"{int(run_row['config.steps'])}"
+    )
     return (
         f"{label}: K^t's test MSE {m('kernel_test_mse_initial'):.3g} → "
-        f"{m('kernel_test_mse_final'):.3g}, {m('late_improvement_fraction'):.0%} of the "
-        f"improvement after step {m('early_boundary_step'):.0f} of {steps} (per decade of steps: "
-        f"{m('improvement_per_decade_first_half'):.3g} in the first half, "
-        f"{m('improvement_per_decade_second_half'):.3g} in the second); the network's "
+        f"{m('kernel_test_mse_final'):.3g}, {share} (per decade of steps: "
+        f"{m('improvement_per_decade_first_half'):.2g} in the first half, "
+        f"{m('improvement_per_decade_second_half'):.2g} in the second); the network's "
         f"{m('network_test_mse_initial'):.3g} → {m('network_test_mse_final'):.3g}"
     )
 
