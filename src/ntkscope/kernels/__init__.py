@@ -2,6 +2,7 @@
 
 from ntkscope.kernels.dual import dual, dual_diagonal
 from ntkscope.kernels.empirical import Method, Mode, empirical_ntk, resolve_method
+from ntkscope.kernels.gp import GaussianProcess, GPHyperparameters, GPPrediction
 from ntkscope.kernels.infinite import infinite_kernels
 from ntkscope.kernels.order_chaos import OrderChaos, Phase, order_chaos
 
@@ -15,6 +16,10 @@ __all__ = [
     "dual",
     "dual_diagonal",
     "infinite_kernels",
+    # Gaussian-process posterior
+    "GPHyperparameters",
+    "GPPrediction",
+    "GaussianProcess",
     # order and chaos
     "OrderChaos",
     "Phase",
