@@ -136,12 +136,19 @@ def load_idx(images_path: str | PathLike[str], labels_path: str | PathLike[str])
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, bytes and numpy arrays only: a CIFAR batch runs no code."""
+    """Unpickles dicts, lists, bytes and numpy arrays only: a CIFAR batch runs no code.
+
+    ``_codecs.encode`` is how pickle protocol 2 rebuilds bytes written by Python 3, and
+    ``_frombuffer`` how protocol 5 rebuilds arrays.
+    """
 
     _ALLOWED = frozenset(
         {
+            ("_codecs", "encode"),
             ("numpy.core.multiarray", "_reconstruct"),
             ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
             ("numpy", "ndarray"),
             ("numpy", "dtype"),
         }
