@@ -4,6 +4,7 @@ from ntkscope import data, diagnosis, dynamics, kernels, metrics, models, store,
 from ntkscope.diagnosis import Diagnosis, Verdict, diagnose
 from ntkscope.dynamics import (
     KernelRecorder,
+    KernelRidge,
     LinearizedRecorder,
     LossRecorder,
     ParameterRecorder,
@@ -35,6 +36,7 @@ __all__ = [
     "infinite_kernels",
     # dynamics
     "kernel_regression",
+    "KernelRidge",
     "linearize",
     "predict_mse",
     # diagnosis

@@ -1,6 +1,6 @@
 """Data sets and tasks: built-in data (no downloads) and loaders for users' own files."""
 
-from ntkscope.data.builtin import Dataset, DatasetName, load
+from ntkscope.data.builtin import Dataset, DatasetName, load, targets
 from ntkscope.data.files import load_cifar10, load_idx, load_npz, load_svhn
 from ntkscope.data.tasks import Task, TaskName, load_task
 
@@ -9,6 +9,7 @@ __all__ = [
     "Dataset",
     "DatasetName",
     "load",
+    "targets",
     # tasks with fixed splits
     "Task",
     "TaskName",

@@ -75,6 +75,20 @@ class Dataset:
         return self.x.reshape(len(self), *self.image_shape)
 
 
+def targets(data: Dataset, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Real targets (N, O) for MSE training and kernel regression.
+
+    Two classes: one column of ±1 (class 1 is +1), so the sign of an output is the
+    prediction; C > 2 classes: one-hot (N, C); regression: the targets as one column.
+    `ntkscope.metrics.classification_error` reads outputs in the same convention.
+    """
+    if data.n_classes is None:
+        return data.y.to(dtype).reshape(len(data), 1)
+    if data.n_classes == 2:
+        return (2.0 * data.y.to(dtype) - 1.0).reshape(len(data), 1)
+    return torch.nn.functional.one_hot(data.y, data.n_classes).to(dtype)
+
+
 @functools.cache
 def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
     """Standardized float64 images (1797, 64) and labels, read once per process."""

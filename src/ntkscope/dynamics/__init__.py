@@ -10,6 +10,7 @@ from ntkscope.dynamics.recorders import (
     ParameterRecorder,
     PredictionRecorder,
 )
+from ntkscope.dynamics.ridge import KernelRidge, select_ridge
 from ntkscope.dynamics.train import Loss, Optimizer, Recorder, TrainState, Trajectory, train
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "PredictionRecorder",
     "Recorder",
     # linearized network and MSE predictions
+    "KernelRidge",
+    "select_ridge",
     "LinearizedModel",
     "MSEPrediction",
     "kernel_regression",
