@@ -88,7 +88,7 @@ def test_mnist_task_from_idx_folder(tmp_path):
 # ---- CIFAR-10 -------------------------------------------------------------------------
 
 
-def write_cifar(folder, n_per_batch=20, protocol=2):
+def write_cifar(folder, n_per_batch=20, protocol=2, numpy_labels=False):
     """Five data batches and a test batch, pickled like the originals (bytes keys)."""
     folder.mkdir()
     batches = {}
@@ -102,9 +102,11 @@ def write_cifar(folder, n_per_batch=20, protocol=2):
     return batches
 
 
-@pytest.mark.parametrize("protocol", [2, 5])
-def test_cifar10_round_trip(tmp_path, protocol):
-    batches = write_cifar(tmp_path / "cifar-10-batches-py", protocol=protocol)
+@pytest.mark.parametrize(("protocol", "numpy_labels"), [(2, False), (5, True)])
+def test_cifar10_round_trip(tmp_path, protocol, numpy_labels):
+    batches = write_cifar(
+        tmp_path / "cifar-10-batches-py", protocol=protocol, numpy_labels=numpy_labels
+    )
     train, test = (
         load_cifar10(tmp_path),
         load_cifar10(tmp_path / "cifar-10-batches-py", train=False),

@@ -139,7 +139,7 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, bytes and numpy arrays only: a CIFAR batch runs no code.
 
     ``_codecs.encode`` is how pickle protocol 2 rebuilds bytes written by Python 3, and
-    ``_frombuffer`` how protocol 5 rebuilds arrays.
+    ``_frombuffer`` how protocol 5 rebuilds arrays, ``scalar`` how numpy integers are rebuilt.
     """
 
     _ALLOWED = frozenset(
@@ -147,6 +147,8 @@ class _ArrayUnpickler(pickle.Unpickler):
             ("_codecs", "encode"),
             ("numpy.core.multiarray", "_reconstruct"),
             ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
             ("numpy.core.numeric", "_frombuffer"),
             ("numpy._core.numeric", "_frombuffer"),
             ("numpy", "ndarray"),
