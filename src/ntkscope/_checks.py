@@ -51,6 +51,15 @@ def nonnegative_real(value: object, argument: str) -> float:
     return float(value)
 
 
+def positive_real(value: object, argument: str) -> float:
+    """A finite real number > 0 (bools refused), as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{argument}: expected a real number > 0, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{argument}: expected > 0, got {value}")
+    return float(value)
+
+
 def tensor(x: object, argument: str) -> torch.Tensor:
     """``x`` itself if it is a tensor."""
     if not isinstance(x, torch.Tensor):

@@ -14,7 +14,13 @@ from functools import cache
 
 from ntkscope.studies._base import Study
 
-_BUILTIN = ("width_convergence", "init_fluctuations", "phase_diagram", "uncertainty")
+_BUILTIN = (
+    "width_convergence",
+    "init_fluctuations",
+    "phase_diagram",
+    "optimization",
+    "uncertainty",
+)
 
 
 def names() -> tuple[str, ...]:
