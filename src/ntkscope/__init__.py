@@ -21,6 +21,7 @@ from ntkscope.kernels import (
     OrderChaos,
     Phase,
     empirical_ntk,
+    infinite_cnn_kernels,
     infinite_kernels,
     order_chaos,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "Method",
     "Mode",
     "empirical_ntk",
+    "infinite_cnn_kernels",
     "infinite_kernels",
     # dynamics
     "kernel_regression",
