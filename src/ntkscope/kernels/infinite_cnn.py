@@ -235,10 +235,11 @@ def infinite_cnn_kernels(
     the Gauss–Hermite quadrature of `ntkscope.kernels.dual`.
 
     Cost per pair of images: (HW)² position pairs (HW with ``readout="flatten"`` and no
-    pooling). Measured on one CPU core (ReLU, depth 3, pooling after the first two blocks;
-    ``benchmarks/infinite_cnn.py``): see the benchmark; the memory of one pair is 0.5 MB
-    at 8×8, 4.9 MB at 14×14 and 79 MB at 28×28, so 28×28 images with pooling or GAP need
-    ~40 GB for a 500-pair tile and hours for a few thousand images: downsample them.
+    pooling). Measured on one shared CPU core (``benchmarks/infinite_cnn.py``; ReLU, depth
+    3, GAP): 8×8 images pooled twice 0.7–1.8 ms per pair (1.2× the eNTK of a width-512
+    CNN), 14×14 pooled once 4.6 ms (0.5×), 14×14 flatten without pooling 0.024 ms;
+    28×28 ~0.3 s per pair and 79 MB of working memory per pair, i.e. ~40 h for the
+    5·10⁵ pairs of 1,000 images: downsample 28×28 images (MNIST to 14×14 or 7×7).
 
     Args:
         x1: images (N1, C, H, W), any float dtype; computed in float64 on x1's device. H and
@@ -257,7 +258,9 @@ def infinite_cnn_kernels(
         memory_budget: bytes (or a string such as "2GB") of working memory for the tiles
             of image pairs (and the batches of single images), beyond the inputs and the
             outputs; at least one pair per tile. Default: a quarter of the free memory of
-            x1's device. On CPU, tiles are also capped at 8 MiB.
+            x1's device. On CPU, tiles are also capped at 8 MiB. Quadrature activations
+            need 8 · deg² · 8 bytes per position pair: 1 GB for one pair of 8×8 images
+            at deg 64 (lower ``quadrature_degree`` for larger images).
         quadrature_degree: Gauss–Hermite nodes per dimension (cost and memory ∝ deg²).
 
     Returns:
