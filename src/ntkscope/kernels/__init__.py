@@ -4,6 +4,7 @@ from ntkscope.kernels.dual import dual, dual_diagonal
 from ntkscope.kernels.empirical import Method, Mode, empirical_ntk, resolve_method
 from ntkscope.kernels.gp import GaussianProcess, GPHyperparameters, GPPrediction
 from ntkscope.kernels.infinite import infinite_kernels
+from ntkscope.kernels.infinite_cnn import infinite_cnn_kernels
 from ntkscope.kernels.order_chaos import OrderChaos, Phase, order_chaos
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     # infinite width
     "dual",
     "dual_diagonal",
+    "infinite_cnn_kernels",
     "infinite_kernels",
     # Gaussian-process posterior
     "GPHyperparameters",
