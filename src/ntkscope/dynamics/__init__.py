@@ -1,11 +1,21 @@
-"""Training dynamics: the training loop and its recorders, the linearized network, and
-closed-form MSE predictions."""
+"""Training dynamics: the training loop and its recorders, the linearized network,
+closed-form MSE predictions, and Gauss–Newton steps through the eNTK."""
 
+<<<<<<< HEAD
 from ntkscope.dynamics.checkpoints import (
     KernelRegressionRecorder,
     checkpoint_steps,
     regression_scores,
 )
+=======
+from ntkscope.dynamics.gauss_newton import (
+    GaussNewton,
+    GaussNewtonStep,
+    gauss_newton_step,
+    predict_gauss_newton,
+)
+from ntkscope.dynamics.jacobian import JacobianRecorder, jacobian_change
+>>>>>>> main
 from ntkscope.dynamics.linearize import LinearizedModel, linearize
 from ntkscope.dynamics.mse import MSEPrediction, kernel_regression, predict_mse
 from ntkscope.dynamics.recorders import (
@@ -31,6 +41,7 @@ __all__ = [
     "checkpoint_steps",
     "LinearizedRecorder",
     "LossRecorder",
+    "JacobianRecorder",
     "ParameterRecorder",
     "PredictionRecorder",
     "Recorder",
@@ -43,4 +54,10 @@ __all__ = [
     "kernel_regression",
     "linearize",
     "predict_mse",
+    # Gauss–Newton and the Jacobian
+    "GaussNewton",
+    "GaussNewtonStep",
+    "gauss_newton_step",
+    "jacobian_change",
+    "predict_gauss_newton",
 ]

@@ -18,6 +18,8 @@ _BUILTIN = (
     "width_convergence",
     "init_fluctuations",
     "phase_diagram",
+    "optimization",
+    "uncertainty",
     "kernel_over_time",
     "width_effect",
 )
