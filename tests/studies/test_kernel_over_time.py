@@ -114,9 +114,10 @@ def test_kernel_velocity_decays_and_the_late_kernel_is_better():
     assert np.mean(improvements) > 0, improvements
 
 
-def test_cnn_family_trains_on_images():
-    config = Config(architecture="cnn", width=4, n_train=16, n_val=8, n_test=8, steps=10,
-                    checkpoints=6, probe_size=8)  # fmt: skip
+def test_cnn_family_trains_on_images_of_a_binary_task():
+    config = Config(task="digits_parity", architecture="cnn", width=4, n_train=16, n_val=8,
+                    n_test=8, steps=10, checkpoints=6, probe_size=8)  # fmt: skip
     table = run(config, lambda d, t: None).tables["checkpoints"]
     assert list(table.step) == list(config.schedule())
     assert np.isfinite(table.kernel_test_mse).all()
+    assert table.kernel_test_error.between(0, 1).all()  # one ±1 output: the sign is the class

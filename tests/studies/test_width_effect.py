@@ -57,7 +57,8 @@ def test_entk_regression_is_kernel_ridge_on_the_initial_entk(small):
     [
         ({"widths": ()}, "widths"),
         ({"widths": (16, 16)}, "at least 2 distinct"),
-        ({"architecture": "cnn"}, "architecture"),
+        ({"architecture": "rnn"}, "architecture"),
+        ({"task": "imagenet"}, "task"),
         ({"stopping": "never"}, "stopping"),
         ({"seeds": 0}, "seeds"),
     ],

@@ -1,13 +1,11 @@
 """Training dynamics: the training loop and its recorders, the linearized network,
 closed-form MSE predictions, and Gauss–Newton steps through the eNTK."""
 
-<<<<<<< HEAD
 from ntkscope.dynamics.checkpoints import (
     KernelRegressionRecorder,
     checkpoint_steps,
     regression_scores,
 )
-=======
 from ntkscope.dynamics.gauss_newton import (
     GaussNewton,
     GaussNewtonStep,
@@ -15,7 +13,6 @@ from ntkscope.dynamics.gauss_newton import (
     predict_gauss_newton,
 )
 from ntkscope.dynamics.jacobian import JacobianRecorder, jacobian_change
->>>>>>> main
 from ntkscope.dynamics.linearize import LinearizedModel, linearize
 from ntkscope.dynamics.mse import MSEPrediction, kernel_regression, predict_mse
 from ntkscope.dynamics.recorders import (

@@ -7,7 +7,6 @@ C > 2 classes, ±1 for two).
 
 from __future__ import annotations
 
-import itertools
 import math
 from enum import StrEnum
 
@@ -15,7 +14,8 @@ import torch
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from ntkscope import models
-from ntkscope.data import Dataset, DatasetName, load
+from ntkscope.data import Dataset, TaskName, load_task
+from ntkscope.kernels import infinite_cnn_kernels, infinite_kernels
 from ntkscope.models import ActivationName, Parameterization
 from ntkscope.studies._base import StudyConfig
 
@@ -35,8 +35,13 @@ class Architecture(StrEnum):
 class TrainingConfig(StudyConfig):
     """Fields shared by the studies that train a network on a classification task."""
 
-    data: DatasetName = DatasetName.DIGITS
-    """Built-in classification data set (digits: 10 classes, 8×8 images)."""
+    task: TaskName = TaskName.DIGITS
+    """Classification task of `ntkscope.data.load_task` (digits, digits_parity, mnist_parity,
+    cifar10_binary with ``root``, ...); the test set is fixed, train/val drawn by ``seed``."""
+    image_size: PositiveInt | None = None
+    """Side of the images after average pooling (e.g. MNIST 28 → 14); None: native."""
+    root: str | None = None
+    """Folder or file of the user's data for the file-based tasks (cifar10_binary, ...)."""
     n_train: PositiveInt = 256
     """Training examples."""
     n_val: PositiveInt = 128
@@ -69,17 +74,14 @@ class TrainingConfig(StudyConfig):
 
 
 def splits(config: TrainingConfig) -> tuple[Dataset, Dataset, Dataset]:
-    """Train, validation and test sets (float64): consecutive parts of one seeded draw."""
-    data = config.data
-    if data is not DatasetName.DIGITS:
-        raise ValueError(f"data: expected a classification data set, got {data.value!r}")
-    sizes = (config.n_train, config.n_val, config.n_test)
-    pool = load(data, sum(sizes), seed=config.seed, dtype=torch.float64)
-    bounds = torch.tensor((0, *sizes)).cumsum(0).tolist()
-    return tuple(
-        Dataset(pool.x[a:b], pool.y[a:b], pool.name, pool.n_classes, pool.image_shape)
-        for a, b in itertools.pairwise(bounds)
-    )
+    """Train, validation and test sets (float64) of `ntkscope.data.load_task`."""
+    task = load_task(
+        config.task, n_train=config.n_train, n_val=config.n_val, n_test=config.n_test,
+        seed=config.seed, dtype=torch.float64, image_size=config.image_size, root=config.root,
+    )  # fmt: skip
+    if task.train.n_classes is None:
+        raise ValueError(f"task: expected a classification task, got {config.task.value!r}")
+    return task.train, task.val, task.test
 
 
 def inputs(config: TrainingConfig, data: Dataset) -> torch.Tensor:
@@ -109,3 +111,15 @@ def learning_rate(config: TrainingConfig, kernel_train: torch.Tensor) -> float:
     """``lr_fraction · 2 N / λ_max(K(X, X))``: a fixed fraction of the stability limit."""
     top = float(torch.linalg.eigvalsh(kernel_train.double())[-1])
     return config.lr_fraction * 2 * len(kernel_train) / top
+
+
+def infinite(config: TrainingConfig, x1: torch.Tensor, x2: torch.Tensor) -> tuple:
+    """(NNGP, NTK) of the infinitely wide network of ``config`` between inputs as the network
+    takes them (`infinite_kernels` for the MLP, `infinite_cnn_kernels` for the CNN)."""
+    common = dict(
+        depth=config.depth, activation=config.activation, sigma_w=config.sigma_w,
+        sigma_b=config.sigma_b,
+    )  # fmt: skip
+    if config.architecture is Architecture.CNN:
+        return infinite_cnn_kernels(x1, x2, **common)
+    return infinite_kernels(x1, x2, **common)

@@ -27,16 +27,16 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator
 
 from ntkscope.data import targets
 from ntkscope.dynamics import Recorder, TrainState, regression_scores, train
-from ntkscope.kernels import empirical_ntk, infinite_kernels
+from ntkscope.kernels import empirical_ntk
 from ntkscope.metrics import classification_error
 from ntkscope.studies._base import Progress, Result, Results
 from ntkscope.studies._training import (
-    Architecture,
     TrainingConfig,
+    infinite,
     inputs,
     learning_rate,
     network,
@@ -68,12 +68,6 @@ class Config(TrainingConfig):
         if len(set(widths)) < 2:
             raise ValueError(f"widths: expected at least 2 distinct widths, got {list(widths)}")
         return tuple(sorted(set(widths)))
-
-    @model_validator(mode="after")
-    def _mlp_only(self) -> Config:
-        if self.architecture is not Architecture.MLP:
-            raise ValueError("architecture: width_effect needs the infinite kernel; only 'mlp'")
-        return self
 
 
 PRESETS = {
@@ -141,10 +135,7 @@ def _infinite_scores(config: Config, data) -> dict[str, float]:
     """Infinite NTK and NNGP in kernel regression: ``ntk_*`` and ``nngp_*`` scores."""
     (x, y, _), (x_val, y_val, _), (x_test, y_test, labels) = data
     x_all = torch.cat([x, x_val, x_test]).double()
-    kernels = infinite_kernels(
-        x_all, x.double(), depth=config.depth, activation=config.activation,
-        sigma_w=config.sigma_w, sigma_b=config.sigma_b,
-    )  # fmt: skip
+    kernels = infinite(config, x_all, x.double())
     y_all = torch.cat([y, y_val, y_test])
     scores = {}
     for name, kernel in zip(("nngp", "ntk"), kernels, strict=True):
@@ -190,13 +181,9 @@ def run(config: Config, progress: Progress) -> Result:
         ``entk_*`` scores, ``stop_step``).
     """
     train_set, data = _splits_xy(config)
-    infinite = _infinite_scores(config, data)
+    scores = _infinite_scores(config, data)
     x = data[0][0].double()
-    _, ntk_train = infinite_kernels(
-        x, depth=config.depth, activation=config.activation, sigma_w=config.sigma_w,
-        sigma_b=config.sigma_b,
-    )  # fmt: skip
-    lr = learning_rate(config, ntk_train)
+    lr = learning_rate(config, infinite(config, x, x)[1])
     rows, total = [], len(config.widths) * config.seeds
     for width in config.widths:
         for seed in range(config.seed, config.seed + config.seeds):
@@ -207,7 +194,7 @@ def run(config: Config, progress: Progress) -> Result:
             progress(len(rows), total)
     table = pd.DataFrame(rows)
     return Result(
-        metrics={"lr": lr} | infinite | _findings(table, infinite),
+        metrics={"lr": lr} | scores | _findings(table, scores),
         tables={"widths": table},
     )
 
