@@ -103,14 +103,14 @@ def test_kernel_velocity_decays_and_the_late_kernel_is_better():
     improvements = []
     for seed in range(3):
         m = run(config.model_copy(update={"seed": seed}), lambda d, t: None).metrics
-        # Measured ratios velocity_first / velocity_last: 958 (seed 0), 731 (seed 1): the
+        # Measured ratios velocity_first / velocity_last: 760, 556, 678 (seeds 0, 1, 2): the
         # velocity per step falls as the steps between checkpoints grow ×3.6 each; 100 is
-        # a factor 7 below the smallest.
+        # a factor 5 below the smallest.
         assert m["velocity_first"] > 100 * m["velocity_last"], m
         improvements.append(1 - m["kernel_test_mse_final"] / m["kernel_test_mse_initial"])
-    # K^t's ridgeless test MSE at T vs at 0, relative improvement measured 4.9%, 1.2%, 7.5%
-    # for seeds 0, 1, 2 (mean 4.5%, standard error 1.8%): the mean over seeds is > 0 by
-    # 2.5 standard errors; a kernel frozen at K^0 (lazy training) gives 0.
+    # K^t's ridgeless test MSE at T vs at 0, relative improvement measured 0.3%, 3.7%, 9.6%
+    # for seeds 0, 1, 2 (mean 4.5%, standard error 2.7%): the mean is > 0 by 1.7 standard
+    # errors (a weak effect at this scale); a kernel frozen at K^0 (lazy training) gives 0.
     assert np.mean(improvements) > 0, improvements
 
 

@@ -20,7 +20,8 @@ t_e the last checkpoint at or before ``early_fraction`` · T:
 
 the share of K^t's total improvement made after the early phase (Fort's picture: ≈ 0; a
 kernel that keeps improving at a constant rate per step: ≈ 1 − early_fraction; above 1 when
-K^t first gets worse; NaN when L(T) ≥ L(0), no improvement to share). And, with the
+K^t first gets worse, negative when it is better at t_e than at T, and large in magnitude when
+the net improvement is small; NaN when L(T) ≥ L(0), no improvement to share). And, with the
 nonzero checkpoints s_1 < … < s_m split at s_h, h = ⌈m/2⌉, the improvement per decade of
 steps in each half: (L(s_1) − L(s_h)) / log10(s_h / s_1) and (L(s_h) − L(s_m)) / log10(s_m / s_h).
 """
