@@ -72,7 +72,7 @@ class Config(TrainingConfig):
 
 PRESETS = {
     "quick": {
-        "fixed": {"widths": [16, 64, 256, 1024, 2048], "seeds": 2, "depth": 1, "steps": 300},
+        "fixed": {"widths": [16, 64, 256, 1024, 4096], "seeds": 2, "depth": 1, "steps": 300},
     },
     "full": {
         "fixed": {"n_train": 1000, "n_val": 297, "n_test": 500, "steps": 5000, "seeds": 5,
