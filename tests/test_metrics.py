@@ -72,6 +72,45 @@ def test_scalar_kernel_and_spectrum_of_a_full_kernel():
     assert torch.allclose(metrics.spectrum(full), expected, rtol=1e-10, atol=1e-10)
 
 
+def test_classification_error_reads_signs_and_argmax():
+    one = torch.tensor([[0.3], [-0.2], [1.0], [-4.0]])
+    assert metrics.classification_error(one, torch.tensor([1, 0, 0, 0])) == 0.25
+    many = torch.tensor([[0.1, 0.9, 0.0], [2.0, 0.0, 1.0]])
+    assert metrics.classification_error(many, torch.tensor([1, 2])) == 0.5
+    with pytest.raises(ValueError, match="outputs, labels"):
+        metrics.classification_error(many, torch.tensor([1, 2, 0]))
+
+
+def test_power_law_recovers_a_known_exponent_with_a_covering_interval():
+    n = np.array([16, 32, 64, 128, 256, 512])
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(40):
+        losses = 2.0 * n[:, None] ** -0.6 * np.exp(0.2 * rng.standard_normal((6, 5)))
+        fit = metrics.fit_power_law(n, losses, n_boot=500, seed=int(rng.integers(1000)))
+        assert fit.low <= fit.exponent <= fit.high
+        hits += fit.low <= 0.6 <= fit.high
+    # a 95% interval (percentile bootstrap over 5 seeds, slightly narrow) covers the truth
+    # in about 90% of 40 trials; 30 is more than 3 binomial sd below 36.
+    assert hits >= 30
+    exact = metrics.fit_power_law(n, 3.0 * n**-0.75)
+    assert exact.exponent == pytest.approx(0.75, abs=1e-12) and exact.low == exact.high
+    assert np.exp(exact.intercept) == pytest.approx(3.0, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("n", "losses", "message"),
+    [
+        ([1, 2, 3], [1.0, 0.5, 0.3], "n: expected at least 4"),
+        ([1, 2, 3, 4], [[1.0], [0.5]], "losses: expected"),
+        ([1, 2, 3, 4], [1.0, 0.5, 0.0, 0.2], "losses: expected finite positive"),
+    ],
+)
+def test_power_law_rejects_bad_input(n, losses, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.fit_power_law(n, losses)
+
+
 # --- Predictive quality and continual learning ------------------------------------------------
 
 

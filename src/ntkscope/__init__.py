@@ -4,6 +4,7 @@ from ntkscope import data, diagnosis, dynamics, kernels, metrics, models, store,
 from ntkscope.diagnosis import Diagnosis, Verdict, diagnose
 from ntkscope.dynamics import (
     KernelRecorder,
+    KernelRidge,
     LinearizedRecorder,
     LossRecorder,
     ParameterRecorder,
@@ -21,6 +22,7 @@ from ntkscope.kernels import (
     OrderChaos,
     Phase,
     empirical_ntk,
+    infinite_cnn_kernels,
     infinite_kernels,
     order_chaos,
 )
@@ -32,9 +34,11 @@ __all__ = [
     "Method",
     "Mode",
     "empirical_ntk",
+    "infinite_cnn_kernels",
     "infinite_kernels",
     # dynamics
     "kernel_regression",
+    "KernelRidge",
     "linearize",
     "predict_mse",
     # diagnosis

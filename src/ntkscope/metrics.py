@@ -7,6 +7,7 @@ Kernels here are matrices: an (N, N) scalar kernel or any tensor compared entryw
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -94,6 +95,77 @@ def spectrum(kernel: torch.Tensor) -> torch.Tensor:
         n, o = k.shape[0], k.shape[2]
         k = k.permute(0, 2, 1, 3).reshape(n * o, n * o)
     return torch.linalg.eigvalsh((k + k.T) / 2).flip(0)
+
+
+def classification_error(outputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of misclassified examples: one output (N, 1) or (N,) predicts class 1 when
+    it is positive (targets ±1, `ntkscope.data.targets`); O > 1 outputs predict the argmax."""
+    outputs, labels = tensor(outputs, "outputs").detach(), tensor(labels, "labels")
+    if labels.dim() != 1 or outputs.shape[0] != labels.shape[0] or outputs.dim() not in (1, 2):
+        raise ValueError(
+            f"outputs, labels: expected (N, O) or (N,) and (N,), got {tuple(outputs.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
+    outputs = outputs.reshape(len(labels), -1)
+    predicted = (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(dim=1)
+    return float((predicted != labels.long()).double().mean())
+
+
+class PowerLaw(NamedTuple):
+    """A fitted ``loss ≈ exp(intercept) · n^(−exponent)`` with a bootstrap 95% interval
+    ``[low, high]`` of the exponent."""
+
+    exponent: float
+    intercept: float
+    low: float
+    high: float
+
+
+def _log_fit(log_n: np.ndarray, mean_losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares (−slope, intercept) of log loss on log n, for each row of mean_losses."""
+    slope, intercept = np.polynomial.polynomial.polyfit(log_n, np.log(mean_losses).T, 1)[::-1]
+    return -slope, intercept
+
+
+def fit_power_law(
+    n: Sequence[float], losses: np.ndarray, *, n_boot: int = 2000, seed: int = 0
+) -> PowerLaw:
+    """Data-scaling exponent α of ``log(test loss) = c − α log n`` (CONVENTIONS.md).
+
+    The fit is least squares on the seed means of each n. The 95% interval is the percentile
+    bootstrap over seeds: each replicate redraws, for every n independently, as many seeds
+    as there are (with replacement), averages them, and refits.
+
+    Args:
+        n: the sample sizes (at least 4 distinct, positive).
+        losses: positive test losses, (len(n), seeds) with seeds ≥ 2 (or (len(n),) for one
+            seed, when the interval is the point estimate).
+        n_boot: bootstrap replicates.
+        seed: seed of the bootstrap's random draws.
+
+    Raises:
+        ValueError: naming ``n`` or ``losses`` (too few sizes, shapes, non-positive values).
+    """
+    sizes = np.asarray(n, dtype=float)
+    values = np.asarray(losses, dtype=float)
+    values = values[:, None] if values.ndim == 1 else values
+    if sizes.ndim != 1 or len(np.unique(sizes)) < 4 or np.any(sizes <= 0):
+        raise ValueError(f"n: expected at least 4 distinct positive sizes, got {list(sizes)}")
+    if values.ndim != 2 or values.shape[0] != len(sizes):
+        raise ValueError(f"losses: expected ({len(sizes)}, seeds), got {values.shape}")
+    if not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError("losses: expected finite positive values (the fit is on log loss)")
+    log_n = np.log(sizes)
+    exponent, intercept = _log_fit(log_n, values.mean(axis=1))
+    n_seeds = values.shape[1]
+    if n_seeds == 1:
+        return PowerLaw(float(exponent), float(intercept), float(exponent), float(exponent))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(n_seeds, size=(n_boot, len(sizes), n_seeds))
+    resampled = np.take_along_axis(values[None], draws, axis=2).mean(axis=2)
+    boot, _ = _log_fit(log_n, resampled)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return PowerLaw(float(exponent), float(intercept), float(low), float(high))
 
 
 # --- Predictive quality and continual learning (Wenger, Dangel & Kristiadi 2023) -------------

@@ -79,3 +79,16 @@ def test_vectors_have_no_image_view():
 def test_returned_tensors_are_the_callers_own():
     load("digits", dtype=torch.float64).x.zero_()
     assert load("digits", dtype=torch.float64).x.abs().sum() > 0
+
+
+def test_targets_follow_the_task_kind():
+    from ntkscope.data import Dataset, targets
+
+    digits = load("digits", 20)
+    one_hot = targets(digits)
+    assert one_hot.shape == (20, 10) and torch.equal(one_hot.argmax(1), digits.y)
+    binary = Dataset(digits.x, digits.y % 2, "parity", 2, (1, 8, 8))
+    signs = targets(binary, torch.float32)
+    assert signs.dtype == torch.float32 and torch.equal(signs[:, 0] > 0, digits.y % 2 == 1)
+    real = load("gaussian", 5)
+    assert torch.equal(targets(real)[:, 0], real.y.double())

@@ -22,7 +22,8 @@ from enum import StrEnum
 
 import torch
 
-from ntkscope._checks import choice, positive_int
+from ntkscope._checks import choice, floating_dtype, integer, positive_int
+from ntkscope.data._preprocess import standardize
 
 
 class DatasetName(StrEnum):
@@ -74,14 +75,27 @@ class Dataset:
         return self.x.reshape(len(self), *self.image_shape)
 
 
+def targets(data: Dataset, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Real targets (N, O) for MSE training and kernel regression.
+
+    Two classes: one column of ±1 (class 1 is +1), so the sign of an output is the
+    prediction; C > 2 classes: one-hot (N, C); regression: the targets as one column.
+    `ntkscope.metrics.classification_error` reads outputs in the same convention.
+    """
+    if data.n_classes is None:
+        return data.y.to(dtype).reshape(len(data), 1)
+    if data.n_classes == 2:
+        return (2.0 * data.y.to(dtype) - 1.0).reshape(len(data), 1)
+    return torch.nn.functional.one_hot(data.y, data.n_classes).to(dtype)
+
+
 @functools.cache
 def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
     """Standardized float64 images (1797, 64) and labels, read once per process."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = torch.as_tensor(bunch.data, dtype=torch.float64) / 16.0
-    x = (x - x.mean(dim=1, keepdim=True)) / x.std(dim=1, correction=0, keepdim=True)
+    x = standardize(torch.as_tensor(bunch.data, dtype=torch.float64) / 16.0, "digits")
     return x, torch.as_tensor(bunch.target, dtype=torch.int64)
 
 
@@ -139,10 +153,8 @@ def load(
     kind = choice(DatasetName, name, "name")
     if n is not None:
         n = positive_int(n, "n")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    integer(seed, "seed")
+    floating_dtype(dtype, "dtype")
     if kind is DatasetName.DIGITS:
         data = _digits(d)
         data = data if n is None else _subset(data, n, seed)

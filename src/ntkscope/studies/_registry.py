@@ -14,7 +14,14 @@ from functools import cache
 
 from ntkscope.studies._base import Study
 
-_BUILTIN = ("width_convergence", "init_fluctuations", "phase_diagram", "continual")
+_BUILTIN = (
+    "width_convergence",
+    "init_fluctuations",
+    "phase_diagram",
+    "optimization",
+    "uncertainty",
+    "continual",
+)
 
 
 def names() -> tuple[str, ...]:
