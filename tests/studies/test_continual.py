@@ -12,11 +12,15 @@ SMALL = {"width": 32, "n_train": 150, "n_val": 60, "n_test": 80, "n_probe": 8, "
 """A sequence that runs in well under a second: few images, few steps."""
 
 
-@pytest.mark.parametrize(("variant", "head"), [("permuted", "multi"), ("split", "multi"),
-                                             ("split", "shared")])  # fmt: skip
-def test_small_run_stores_a_consistent_accuracy_matrix(variant, head):
+@pytest.mark.parametrize(
+    ("variant", "head", "data"),
+    [("permuted", "multi", "digits"), ("split", "multi", "digits"),
+     ("split", "shared", "digits"), ("permuted", "multi", "mnist")],
+)  # fmt: skip
+def test_small_run_stores_a_consistent_accuracy_matrix(variant, head, data):
     calls = []
-    config = Config(variant=variant, split_head=head, regime="early", **SMALL)
+    config = Config(data=data, image_size=7 if data == "mnist" else None, variant=variant,
+                    split_head=head, regime="early", **SMALL)  # fmt: skip
     result = run(config, lambda d, t: calls.append((d, t)))
     matrix = result.arrays["accuracy_matrix"]
     assert matrix.shape == (3, 3) and calls == [(1, 3), (2, 3), (3, 3)]
@@ -51,6 +55,8 @@ def test_converged_regime_stops_at_the_target_loss():
         ({"variant": "rotated"}, "variant: Input should be 'permuted' or 'split'"),
         ({"regime": "forever"}, "regime: Input should be 'converged' or 'early'"),
         ({"n_probe": 1}, "n_probe: Input should be greater than or equal to 2"),
+        ({"image_size": 3}, "image_size: Value error, digits images are 8×8"),
+        ({"data": "mnist", "image_size": 5}, "image_size: Value error, mnist images are 28×28"),
         (
             {"n_train": 1500, "n_val": 200},
             "n_test: Value error, n_train \\+ n_val \\+ n_test = 2100",
@@ -71,7 +77,7 @@ def test_a_split_sequence_of_five_tasks_is_accepted_and_bad_ones_refused_directl
 
 def test_a_split_task_without_images_of_a_class_is_refused_before_training():
     # 3 test images cannot hold both classes of all 3 class pairs
-    with pytest.raises(ValueError, match=r"n_test: split task \d \(classes"):
+    with pytest.raises(ValueError, match="n_test: the test split of 'digits'"):
         run(Config(variant="split", **SMALL | {"n_test": 3}), lambda d, t: None)
 
 

