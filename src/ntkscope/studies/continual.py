@@ -158,7 +158,7 @@ class Config(StudyConfig):
     rate with a fixed lr (4 is stable from width 64 to 1024 on digits); standard
     parameterization needs a smaller one, such as 0.1 (its NTK grows with width)."""
     batch_size: PositiveInt = 64
-    """Examples per SGD step (mini-batches drawn afresh every epoch)."""
+    """Examples per SGD step (a fresh random order of the training set every epoch)."""
     check_every: PositiveInt = 20
     """SGD steps between two checks of the stopping rule."""
     max_steps: PositiveInt = 1000
@@ -475,9 +475,11 @@ def _forgetting_caption(runs: pd.DataFrame) -> str:
         .mean()
     )
     widest = ", ".join(f"{r}/{p} {v:.3g}" for (r, p), v in cells.items())
+    changes = [b - a for _, a, _, b in ends.values()]
     return (f"Forgetting from width {narrow:g} to {wide:g} (mean over the other settings): "
             f"{_trend(ends)}; width reduces forgetting (by more than "
-            f"{FORGETTING_RESOLUTION:g}) {verdict}. At width {wide:g}: {widest}.")  # fmt: skip
+            f"{FORGETTING_RESOLUTION:g}) {verdict}; the regimes' changes differ by "
+            f"{max(changes) - min(changes):.3g}. At width {wide:g}: {widest}.")  # fmt: skip
 
 
 def captions(results: Results) -> dict[str, str]:
