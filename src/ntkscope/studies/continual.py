@@ -42,7 +42,6 @@ and in any case after ``max_steps``):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -66,7 +65,7 @@ from ntkscope.data import load_task
 from ntkscope.dynamics import train
 from ntkscope.kernels import empirical_ntk
 from ntkscope.models import ActivationName, Parameterization
-from ntkscope.studies._base import Progress, Result, Results, StudyConfig
+from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
 
 __all__ = ["PRESETS", "Config", "Head", "Regime", "Variant", "captions", "figures", "run"]
 
@@ -397,18 +396,9 @@ _LABELS = {
 """The y-axis label of each figure's metric."""
 
 
-def _groups(runs: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(label, per-width mean and sd over seeds) for each combination of the config fields
-    other than width, regime and seed that vary between runs ("all" if none vary)."""
-    keys = [c for c in runs.columns if c.startswith("config.")
-            and c not in ("config.width", "config.regime", "config.seed")
-            and runs[c].astype(str).nunique() > 1]  # fmt: skip
-    grouped = runs.groupby(keys, sort=True) if keys else [((), runs)]
-    for values, group in grouped:
-        values = values if isinstance(values, tuple) else (values,)
-        label = ", ".join(f"{k.removeprefix('config.')}={v}"
-                          for k, v in zip(keys, values, strict=True)) or "all"  # fmt: skip
-        yield label, group
+AXES = ("width", "regime", "seed")
+"""Config fields that the figures do not split lines by: the x axis, the panels, and the
+seeds that each point averages."""
 
 
 def _width_figure(results: Results, metric: str) -> Figure:
@@ -419,7 +409,7 @@ def _width_figure(results: Results, metric: str) -> Figure:
     figure = Figure(figsize=(5 * len(regimes), 4), layout="constrained")
     panels = np.atleast_1d(figure.subplots(1, len(regimes), sharey=True, squeeze=False)[0])
     for axes, regime in zip(panels, regimes, strict=True):
-        for label, group in _groups(runs[runs["config.regime"] == regime]):
+        for label, group in settings(runs[runs["config.regime"] == regime], AXES, "all"):
             stats = group.groupby("config.width")[f"metrics.{metric}"]
             mean, sd = stats.mean(), stats.std().fillna(0.0)
             axes.errorbar(mean.index, mean, yerr=sd, fmt="o-", capsize=2, label=label)
@@ -456,10 +446,10 @@ def _trend(ends: dict[str, tuple[float, float, float, float]]) -> str:
 
 FORGETTING_RESOLUTION = 0.06
 """A change in mean forgetting smaller than this is not called a reduction in the captions.
-Measured on the quick preset's digits sequences (width 256, 5 seeds): the seed-to-seed
-standard deviation of one run's forgetting is 0.03 to 0.05; each regime's mean at one width
-averages 4 runs (variants × parameterizations), so a change between two widths has a
-standard deviation near 0.03, and 0.06 is two of them."""
+Measured in the quick preset's setting (digits, 3 tasks, widths 64 to 1024, 3 to 5 seeds):
+the seed-to-seed standard deviation of one run's forgetting is 0.01 to 0.10, typically 0.04;
+each regime's mean at one width averages 4 runs (variants × parameterizations), so a change
+between two widths has a standard deviation near 0.03, and 0.06 is two of them."""
 
 
 def _forgetting_caption(runs: pd.DataFrame) -> str:
