@@ -20,6 +20,7 @@ _BUILTIN = (
     "phase_diagram",
     "optimization",
     "uncertainty",
+    "continual",
     "kernel_over_time",
     "width_effect",
 )
