@@ -61,6 +61,7 @@ def test_entk_regression_is_kernel_ridge_on_the_initial_entk(small):
         ({"task": "imagenet"}, "task"),
         ({"stopping": "never"}, "stopping"),
         ({"seeds": 0}, "seeds"),
+        ({"parameterization": "standard"}, "parameterization"),
     ],
 )
 def test_bad_configs_are_rejected(fields, match):

@@ -33,6 +33,7 @@ from ntkscope.data import targets
 from ntkscope.dynamics import Recorder, TrainState, regression_scores, train
 from ntkscope.kernels import empirical_ntk
 from ntkscope.metrics import classification_error
+from ntkscope.models import Parameterization
 from ntkscope.studies._base import Progress, Result, Results
 from ntkscope.studies._training import (
     TrainingConfig,
@@ -68,6 +69,16 @@ class Config(TrainingConfig):
         if len(set(widths)) < 2:
             raise ValueError(f"widths: expected at least 2 distinct widths, got {list(widths)}")
         return tuple(sorted(set(widths)))
+
+    @field_validator("parameterization")
+    @classmethod
+    def _ntk_only(cls, value: Parameterization) -> Parameterization:
+        if value is not Parameterization.NTK:
+            raise ValueError(
+                "parameterization: the eNTK converges to the infinite NTK in 'ntk' "
+                "parameterization only (CONVENTIONS.md)"
+            )
+        return value
 
 
 PRESETS = {  # full: the CNN on 14×14 images (its infinite kernel costs ∝ pixels²)
