@@ -71,3 +71,17 @@ SCALAR = {  # φ and φ' written out by hand, for the quadrature references only
     "sin": (math.sin, math.cos),
 }
 TORCH = {"sin": lambda x: torch.sin(x)}  # a user callable (derivative by autograd)
+
+
+def explicit_jacobian(model, x) -> torch.Tensor:
+    """J = ∂f(X).reshape(-1)/∂θ, (N·O, P), rows n·O + o, by torch.autograd.functional.jacobian
+    over every parameter (the model is not changed)."""
+    names = [n for n, p in model.named_parameters()]
+
+    def f(*params):
+        return torch.func.functional_call(model, dict(zip(names, params, strict=True)), (x,))
+
+    blocks = torch.autograd.functional.jacobian(
+        lambda *p: f(*p).reshape(-1), tuple(p.detach() for p in model.parameters())
+    )
+    return torch.cat([b.reshape(b.shape[0], -1) for b in blocks], dim=1)

@@ -109,3 +109,134 @@ def test_power_law_recovers_a_known_exponent_with_a_covering_interval():
 def test_power_law_rejects_bad_input(n, losses, message):
     with pytest.raises(ValueError, match=message):
         metrics.fit_power_law(n, losses)
+
+
+# --- Predictive quality and continual learning ------------------------------------------------
+
+
+def probabilities(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def reference_ece(probs: np.ndarray, labels: np.ndarray, bins: int) -> float:
+    """ECE by a loop over the bins (b/B, (b+1)/B] (confidences are >= 1/C > 0)."""
+    confidence, correct = probs.max(1), probs.argmax(1) == labels
+    total = 0.0
+    for b in range(bins):
+        inside = (confidence > b / bins) & (confidence <= (b + 1) / bins)
+        if inside.any():
+            gap = abs(correct[inside].mean() - confidence[inside].mean())
+            total += inside.sum() / len(labels) * gap
+    return total
+
+
+def test_negative_log_likelihood_by_hand():
+    probs = probabilities([[0.5, 0.5], [0.25, 0.75]])
+    expected = -(np.log(0.5) + np.log(0.75)) / 2
+    assert metrics.negative_log_likelihood(probs, torch.tensor([0, 1])) == pytest.approx(
+        expected, rel=TOL
+    )
+    assert metrics.negative_log_likelihood(probs[:1], torch.tensor([1])) == pytest.approx(
+        np.log(2), rel=TOL
+    )
+
+
+def test_expected_calibration_error_by_hand():
+    labels = torch.tensor([0, 0, 0, 1, 0, 1])
+    # confidence 0.75 with 3 of 4 right, 0.5 with 1 of 2 right: perfectly calibrated
+    calibrated = probabilities([[0.75, 0.25]] * 4 + [[0.5, 0.5]] * 2)
+    assert metrics.expected_calibration_error(calibrated, labels) == pytest.approx(0.0, abs=TOL)
+    # one bin: confidence 0.9, 2 of 3 right -> |2/3 - 0.9|
+    one_bin = probabilities([[0.9, 0.1]] * 3)
+    ece = metrics.expected_calibration_error(one_bin, torch.tensor([0, 0, 1]))
+    assert ece == pytest.approx(0.9 - 2 / 3, abs=TOL)
+    # two bins of 2: (acc 1, conf 0.9) and (acc 0.5, conf 0.6) -> 1/2·0.1 + 1/2·0.1
+    two_bins = probabilities([[0.9, 0.1], [0.1, 0.9], [0.6, 0.4], [0.6, 0.4]])
+    ece = metrics.expected_calibration_error(two_bins, torch.tensor([0, 1, 0, 1]))
+    assert ece == pytest.approx(0.1, abs=TOL)
+
+
+def test_expected_calibration_error_puts_a_confidence_on_a_bin_edge_in_the_lower_bin():
+    # bins (0, 1/2] and (1/2, 1]: 0.5 (right) alone in the first -> (|1 − 0.5| + |0 − 1|) / 2;
+    # were it in the second with 1.0 (wrong), the ECE would be |0.5 − 0.75| = 0.25
+    probs = probabilities([[0.5, 0.5], [1.0, 0.0]])
+    ece = metrics.expected_calibration_error(probs, torch.tensor([0, 1]), bins=2)
+    assert ece == pytest.approx(0.75, abs=TOL)
+
+
+@given(st.integers(0, 10**6), st.integers(1, 40), st.integers(2, 6), st.integers(1, 20))
+def test_expected_calibration_error_is_in_unit_interval_and_matches_a_loop(seed, n, c, bins):
+    generator = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(n, c, generator=generator, dtype=torch.float64)
+    probs, labels = logits.softmax(dim=1), torch.randint(c, (n,), generator=generator)
+    ece = metrics.expected_calibration_error(probs, labels, bins=bins)
+    assert 0.0 <= ece <= 1.0
+    assert ece == pytest.approx(reference_ece(probs.numpy(), labels.numpy(), bins), abs=TOL)
+
+
+def test_ood_auroc_by_hand():
+    def auroc(a, b):
+        return metrics.ood_auroc(torch.tensor(a, dtype=torch.float64), torch.tensor(b))
+
+    assert auroc([0.0, 1.0, 2.0], [3.0, 4.0]) == pytest.approx(1.0, abs=TOL)
+    assert auroc([3.0, 4.0], [0.0, 1.0, 2.0]) == pytest.approx(0.0, abs=TOL)
+    assert auroc([1.0, 2.0], [1.0, 2.0]) == pytest.approx(0.5, abs=TOL)
+    # out 0.8 beats all 3 in-scores, out 0.3 beats only 0.1: 4 of 6 pairs
+    assert auroc([0.1, 0.4, 0.35], [0.8, 0.3]) == pytest.approx(4 / 6, abs=TOL)
+
+
+@given(st.integers(0, 10**6), st.integers(1, 30), st.integers(1, 30))
+def test_ood_auroc_swapped_is_one_minus(seed, n_in, n_out):
+    generator = torch.Generator().manual_seed(seed)
+    # rounded scores, so that ties (which count 1/2) occur
+    scores_in = torch.randn(n_in, generator=generator).round(decimals=1)
+    scores_out = (torch.randn(n_out, generator=generator) + 0.5).round(decimals=1)
+    auroc = metrics.ood_auroc(scores_in, scores_out)
+    assert 0.0 <= auroc <= 1.0
+    assert metrics.ood_auroc(scores_out, scores_in) == pytest.approx(1 - auroc, abs=TOL)
+
+
+ACCURACIES = np.array([[0.9, 0.1, 0.1], [0.6, 0.95, 0.2], [0.5, 0.7, 0.8]])
+
+
+def test_forgetting_and_final_accuracy_of_a_3_task_sequence_by_hand():
+    # task 0: best 0.9, end 0.5 -> 0.4; task 1: best 0.95 (0.1 before training it is not
+    # counted), end 0.7 -> 0.25; mean 0.325. Final accuracy (0.5 + 0.7 + 0.8) / 3.
+    assert metrics.average_forgetting(ACCURACIES) == pytest.approx(0.325, abs=TOL)
+    assert metrics.average_accuracy(torch.from_numpy(ACCURACIES)) == pytest.approx(2 / 3, abs=TOL)
+    # the best accuracy may come after the task's own training (backward transfer)
+    later = ACCURACIES.copy()
+    later[1, 0] = 0.95
+    assert metrics.average_forgetting(later) == pytest.approx((0.45 + 0.25) / 2, abs=TOL)
+    assert metrics.average_forgetting(np.tril(np.ones((3, 3)))) == pytest.approx(0.0, abs=TOL)
+
+
+@given(st.integers(0, 10**6), st.integers(2, 8))
+def test_forgetting_is_in_unit_interval(seed, t):
+    matrix = np.random.default_rng(seed).uniform(size=(t, t))
+    assert 0.0 <= metrics.average_forgetting(matrix) <= 1.0
+    assert 0.0 <= metrics.average_accuracy(matrix) <= 1.0
+
+
+def test_bad_predictions_and_accuracy_matrices_name_the_argument():
+    labels = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="probs: every row must sum to 1"):
+        metrics.negative_log_likelihood(probabilities([[0.5, 0.4], [0.5, 0.5]]), labels)
+    with pytest.raises(ValueError, match="probs: entries must be probabilities"):
+        metrics.expected_calibration_error(probabilities([[1.5, -0.5], [0.5, 0.5]]), labels)
+    with pytest.raises(ValueError, match="probs: expected class probabilities"):
+        metrics.expected_calibration_error(probabilities([0.5, 0.5]), labels)
+    with pytest.raises(ValueError, match=r"labels: expected classes in 0\.\.1"):
+        metrics.negative_log_likelihood(probabilities([[0.5, 0.5]] * 2), torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="labels: expected int class labels"):
+        metrics.negative_log_likelihood(probabilities([[0.5, 0.5]] * 2), torch.tensor([0.0, 1]))
+    with pytest.raises(ValueError, match="bins: expected a positive int"):
+        metrics.expected_calibration_error(probabilities([[0.5, 0.5]] * 2), labels, bins=0)
+    with pytest.raises(ValueError, match="scores_out: expected a non-empty"):
+        metrics.ood_auroc(torch.zeros(3), torch.zeros(0))
+    with pytest.raises(ValueError, match="accuracy_matrix: expected a square"):
+        metrics.average_forgetting(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="accuracy_matrix: entries must be accuracies"):
+        metrics.average_accuracy(np.full((2, 2), 1.5))
+    with pytest.raises(TypeError, match="accuracy_matrix: expected a torch"):
+        metrics.average_forgetting([[1.0, 0.0], [1.0, 1.0]])

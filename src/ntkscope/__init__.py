@@ -22,6 +22,7 @@ from ntkscope.kernels import (
     OrderChaos,
     Phase,
     empirical_ntk,
+    infinite_cnn_kernels,
     infinite_kernels,
     order_chaos,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "Method",
     "Mode",
     "empirical_ntk",
+    "infinite_cnn_kernels",
     "infinite_kernels",
     # dynamics
     "kernel_regression",

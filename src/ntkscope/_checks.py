@@ -6,6 +6,8 @@ import math
 import numbers
 import re
 from enum import StrEnum
+from os import PathLike
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -46,6 +48,15 @@ def nonnegative_real(value: object, argument: str) -> float:
         raise TypeError(f"{argument}: expected a real number >= 0, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{argument}: expected a finite real number >= 0, got {value}")
+    return float(value)
+
+
+def positive_real(value: object, argument: str) -> float:
+    """A finite real number > 0 (bools refused), as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{argument}: expected a real number > 0, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{argument}: expected > 0, got {value}")
     return float(value)
 
 
@@ -112,3 +123,27 @@ def memory_bytes(value: int | float | str, argument: str) -> int:
     if size <= 0:
         raise ValueError(f"{argument}: expected a positive size, got {value!r}")
     return size
+
+
+def integer(value: object, argument: str) -> int:
+    """Any int, such as a seed (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument}: expected an int, got {type(value).__name__}")
+    return value
+
+
+def floating_dtype(value: object, argument: str) -> torch.dtype:
+    """A floating-point torch.dtype."""
+    if not (isinstance(value, torch.dtype) and value.is_floating_point):
+        raise TypeError(f"{argument}: expected a floating torch.dtype, got {value!r}")
+    return value
+
+
+def existing_path(value: str | PathLike[str], argument: str) -> Path:
+    """``value`` as a Path, if a file or folder exists there."""
+    if not isinstance(value, str | PathLike):
+        raise TypeError(f"{argument}: expected a path, got {type(value).__name__}")
+    path = Path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"{argument}: no such file or folder: {str(path)!r}")
+    return path

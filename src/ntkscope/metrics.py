@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ntkscope._checks import tensor
+from ntkscope._checks import finite, positive_int, tensor
 
 
 def _pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> tuple:
@@ -166,3 +166,141 @@ def fit_power_law(
     boot, _ = _log_fit(log_n, resampled)
     low, high = np.percentile(boot, [2.5, 97.5])
     return PowerLaw(float(exponent), float(intercept), float(low), float(high))
+
+
+# --- Predictive quality and continual learning (Wenger, Dangel & Kristiadi 2023) -------------
+#
+# "On the disconnect between theory and practice of neural networks: limits of the NTK
+# perspective" compares wide networks with their NTK predictions on calibration (negative
+# log-likelihood, expected calibration error), out-of-distribution detection (AUROC) and
+# catastrophic forgetting (CONVENTIONS.md, "Finite-width diagnostics").
+
+
+def _classes(probs: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked float64 class probabilities (N, C) and int64 labels (N,) in 0..C-1."""
+    probs, labels = tensor(probs, "probs"), tensor(labels, "labels")
+    if probs.dim() != 2 or probs.shape[0] == 0 or probs.shape[1] < 2:
+        raise ValueError(
+            f"probs: expected class probabilities (N, C) with N >= 1 and C >= 2, got shape "
+            f"{tuple(probs.shape)}"
+        )
+    if not probs.is_floating_point():
+        raise TypeError(f"probs: expected a floating-point tensor, got {probs.dtype}")
+    probs = probs.detach().to(torch.float64)
+    if not torch.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
+        raise ValueError("probs: entries must be probabilities in [0, 1]")
+    if ((probs.sum(dim=1) - 1).abs() > 1e-4).any():
+        raise ValueError("probs: every row must sum to 1 (within 1e-4); pass softmax(logits)")
+    if labels.shape != probs.shape[:1] or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(
+            f"labels: expected int class labels of shape ({probs.shape[0]},), got "
+            f"{labels.dtype} of shape {tuple(labels.shape)}"
+        )
+    if (labels < 0).any() or (labels >= probs.shape[1]).any():
+        raise ValueError(f"labels: expected classes in 0..{probs.shape[1] - 1}")
+    return probs, labels.to(torch.int64)
+
+
+def negative_log_likelihood(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean negative log-likelihood of the labels, ``−(1/N) Σ_i log p_i[y_i]``.
+
+    Args:
+        probs: class probabilities (N, C), rows summing to 1 (for a network's logits pass
+            ``torch.softmax(logits.double(), dim=1)``).
+        labels: int class labels (N,) in 0..C-1.
+
+    Returns:
+        The mean NLL in nats; ``inf`` if some label has probability 0.
+    """
+    probs, labels = _classes(probs, labels)
+    return float(-probs.gather(1, labels[:, None]).log().mean())
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """Expected calibration error (Naeini et al. 2015; Guo et al. 2017):
+
+        ECE = Σ_b |B_b| / N · |acc(B_b) − conf(B_b)|,
+
+    where the confidence of an example is its largest class probability, B_b are the
+    examples whose confidence falls in the b-th of ``bins`` equal-width intervals
+    ``(b/B, (b+1)/B]`` of [0, 1] (the first one closed at 0), acc the fraction of them whose
+    most probable class is the label, and conf their mean confidence. In [0, 1]; 0 for a
+    perfectly calibrated classifier. Ties in the largest probability go to the lowest class.
+
+    Args:
+        probs: class probabilities (N, C), rows summing to 1.
+        labels: int class labels (N,) in 0..C-1.
+        bins: number of equal-width confidence bins (CONVENTIONS.md: 15).
+    """
+    probs, labels = _classes(probs, labels)
+    bins = positive_int(bins, "bins")
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == labels).to(torch.float64)
+    index = (torch.ceil(confidence * bins).long() - 1).clamp(0, bins - 1)
+    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, torch.ones_like(correct))
+    gap = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct - confidence)
+    return float(gap.abs().sum() / count.sum())
+
+
+def ood_auroc(scores_in: torch.Tensor, scores_out: torch.Tensor) -> float:
+    """Area under the ROC curve of telling out-of-distribution from in-distribution inputs
+    by a score that is larger for inputs believed to be out of distribution (e.g. the
+    predictive entropy, or 1 − max probability).
+
+    Equals P(s_out > s_in) + ½ P(s_out = s_in) for independent draws from the two sets: 1 for
+    a perfect detector, ½ for chance, and ``1 − x`` when the two sets are swapped.
+
+    Args:
+        scores_in: scores (N_in,) of in-distribution inputs.
+        scores_out: scores (N_out,) of out-of-distribution inputs.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    checked = []
+    for scores, name in ((scores_in, "scores_in"), (scores_out, "scores_out")):
+        scores = tensor(scores, name)
+        if scores.dim() != 1 or scores.shape[0] == 0:
+            raise ValueError(f"{name}: expected a non-empty (N,) tensor, got {tuple(scores.shape)}")
+        checked.append(finite(scores.detach().to(torch.float64), name).numpy())
+    truth = [0] * len(checked[0]) + [1] * len(checked[1])
+    return float(roc_auc_score(truth, list(checked[0]) + list(checked[1])))
+
+
+def _accuracy_matrix(accuracy_matrix: object) -> torch.Tensor:
+    """A checked float64 (T, T) matrix of accuracies in [0, 1], T >= 2, from a tensor or array."""
+    if isinstance(accuracy_matrix, np.ndarray):
+        accuracy_matrix = torch.from_numpy(accuracy_matrix)
+    matrix = tensor(accuracy_matrix, "accuracy_matrix").detach().to(torch.float64)
+    t = matrix.shape[0] if matrix.dim() == 2 else 0
+    if matrix.shape != (t, t) or t < 2:
+        raise ValueError(
+            "accuracy_matrix: expected a square (T, T) matrix with T >= 2 tasks, got shape "
+            f"{tuple(matrix.shape)}"
+        )
+    if not torch.isfinite(matrix).all() or (matrix < 0).any() or (matrix > 1).any():
+        raise ValueError("accuracy_matrix: entries must be accuracies in [0, 1]")
+    return matrix
+
+
+def average_forgetting(accuracy_matrix: torch.Tensor | np.ndarray) -> float:
+    """Average forgetting over a sequence of T tasks (Chaudhry et al. 2018):
+
+        F = 1/(T−1) Σ_{j < T−1} ( max_{j ≤ i ≤ T−1} a[i, j] − a[T−1, j] ),
+
+    with ``a[i, j]`` the accuracy on task j after training task i (0-based): for each task
+    but the last, the best accuracy it had during the sequence (from the end of its own
+    training on) minus its accuracy at the end. In [0, 1]; 0 when nothing is forgotten.
+
+    Args:
+        accuracy_matrix: (T, T) accuracies in [0, 1], T >= 2; entries above the diagonal
+            (tasks not yet trained) are checked but not used.
+    """
+    matrix = _accuracy_matrix(accuracy_matrix)
+    best = matrix.tril().max(dim=0).values[:-1]
+    return float((best - matrix[-1, :-1]).mean())
+
+
+def average_accuracy(accuracy_matrix: torch.Tensor | np.ndarray) -> float:
+    """Final average accuracy ``(1/T) Σ_j a[T−1, j]``: the mean accuracy over all T tasks
+    after training the last one (``a`` as in `average_forgetting`)."""
+    return float(_accuracy_matrix(accuracy_matrix)[-1].mean())

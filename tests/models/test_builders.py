@@ -92,8 +92,23 @@ def test_mlp_bad_arguments(kwargs, error, match):
         ns.models.mlp(**arguments)
 
 
+def test_cnn_flatten_readout():
+    model = ns.models.cnn(3, 8, 3, 10, pool_after=[0], readout="flatten", image_size=(8, 4))
+    assert model(torch.randn(2, 3, 8, 4)).shape == (2, 10)
+    assert not any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in model)
+    assert model[-1].weight.shape == (10, 8 * 4 * 2)  # fan-in C·H·W after one pooling
+    gap = ns.models.cnn(3, 8, 3, 10, pool_after=[0], seed=0)
+    assert isinstance(gap[-3], torch.nn.AdaptiveAvgPool2d) and gap[-1].weight.shape == (10, 8)
+
+
 def test_cnn_bad_arguments():
     with pytest.raises(ValueError, match=r"pool_after: expected block indices in 0\.\.1"):
         ns.models.cnn(3, 8, 2, 10, pool_after=[2])
     with pytest.raises(ValueError, match="kernel_size: expected an odd size"):
         ns.models.cnn(3, 8, 2, 10, kernel_size=2)
+    with pytest.raises(ValueError, match="readout: expected one of 'gap', 'flatten'"):
+        ns.models.cnn(3, 8, 2, 10, readout="max")
+    with pytest.raises(ValueError, match="image_size: required by readout='flatten'"):
+        ns.models.cnn(3, 8, 2, 10, readout="flatten")
+    with pytest.raises(ValueError, match="image_size: height and width must be divisible by 2"):
+        ns.models.cnn(3, 8, 2, 10, readout="flatten", image_size=5)

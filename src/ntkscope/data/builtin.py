@@ -22,7 +22,8 @@ from enum import StrEnum
 
 import torch
 
-from ntkscope._checks import choice, positive_int
+from ntkscope._checks import choice, floating_dtype, integer, positive_int
+from ntkscope.data._preprocess import standardize
 
 
 class DatasetName(StrEnum):
@@ -94,8 +95,7 @@ def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = torch.as_tensor(bunch.data, dtype=torch.float64) / 16.0
-    x = (x - x.mean(dim=1, keepdim=True)) / x.std(dim=1, correction=0, keepdim=True)
+    x = standardize(torch.as_tensor(bunch.data, dtype=torch.float64) / 16.0, "digits")
     return x, torch.as_tensor(bunch.target, dtype=torch.int64)
 
 
@@ -153,10 +153,8 @@ def load(
     kind = choice(DatasetName, name, "name")
     if n is not None:
         n = positive_int(n, "n")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    integer(seed, "seed")
+    floating_dtype(dtype, "dtype")
     if kind is DatasetName.DIGITS:
         data = _digits(d)
         data = data if n is None else _subset(data, n, seed)

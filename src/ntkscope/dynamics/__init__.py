@@ -1,6 +1,13 @@
-"""Training dynamics: the training loop and its recorders, the linearized network, and
-closed-form MSE predictions."""
+"""Training dynamics: the training loop and its recorders, the linearized network,
+closed-form MSE predictions, and Gauss–Newton steps through the eNTK."""
 
+from ntkscope.dynamics.gauss_newton import (
+    GaussNewton,
+    GaussNewtonStep,
+    gauss_newton_step,
+    predict_gauss_newton,
+)
+from ntkscope.dynamics.jacobian import JacobianRecorder, jacobian_change
 from ntkscope.dynamics.linearize import LinearizedModel, linearize
 from ntkscope.dynamics.mse import MSEPrediction, kernel_regression, predict_mse
 from ntkscope.dynamics.recorders import (
@@ -24,6 +31,7 @@ __all__ = [
     "KernelRecorder",
     "LinearizedRecorder",
     "LossRecorder",
+    "JacobianRecorder",
     "ParameterRecorder",
     "PredictionRecorder",
     "Recorder",
@@ -35,4 +43,10 @@ __all__ = [
     "kernel_regression",
     "linearize",
     "predict_mse",
+    # Gauss–Newton and the Jacobian
+    "GaussNewton",
+    "GaussNewtonStep",
+    "gauss_newton_step",
+    "jacobian_change",
+    "predict_gauss_newton",
 ]

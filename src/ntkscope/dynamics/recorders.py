@@ -177,7 +177,7 @@ class LinearizedRecorder(Recorder):
             self.test_x = (state.test or state.train).x
         self.test_x = self.test_x.to(state.train.x)
         self.linear = linearize(state.model)
-        self.optimizer = state.make_optimizer(self.linear.parameters())
+        self.optimizer = state.make_optimizer(self.linear)
         with torch.no_grad():
             self._f0 = state.model(self.test_x).detach()
         return self.record(state)

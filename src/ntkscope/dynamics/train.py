@@ -1,9 +1,10 @@
 """A training loop that records how far training departs from its NTK description.
 
 `train` runs SGD (with momentum) or Adam on an MSE or cross-entropy loss, full batch or in
-seeded mini-batches, and calls `Recorder` objects as it goes (see
-`ntkscope.dynamics.recorders`). MSE is ``½‖f(X) − Y‖² / N`` as in CONVENTIONS.md, so plain
-full-batch SGD on it is the gradient descent that `predict_mse` describes.
+seeded mini-batches, or full-batch Gauss–Newton steps on MSE, and calls `Recorder` objects
+as it goes (see `ntkscope.dynamics.recorders`). MSE is ``½‖f(X) − Y‖² / N`` as in
+CONVENTIONS.md, so plain full-batch SGD on it is the gradient descent that `predict_mse`
+describes.
 
 A run stops early, keeping every record taken so far, on Ctrl-C (``stopped="interrupted"``)
 and when the loss becomes NaN/inf or exceeds ``DIVERGENCE_FACTOR`` times its initial value
@@ -13,7 +14,7 @@ or a parameter is NaN/inf when a record is due (``stopped="diverged"``); the mod
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -22,8 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ntkscope._checks import choice, finite_batch, nonnegative_real, positive_int, tensor
+from ntkscope._checks import (
+    choice,
+    finite_batch,
+    nonnegative_real,
+    positive_int,
+    positive_real,
+    tensor,
+)
 from ntkscope.data import Dataset
+from ntkscope.dynamics.gauss_newton import GaussNewton
 
 DIVERGENCE_FACTOR = 1e6
 """A batch loss this many times the initial full-set loss counts as divergence."""
@@ -47,10 +56,14 @@ class Optimizer(StrEnum):
         predictions (`PredictionRecorder`) describe it.
     ADAM: Adam (Kingma & Ba 2015) with torch's defaults apart from ``lr``; adaptive, so no
         kernel gradient flow describes it.
+    GAUSS_NEWTON: damped Gauss–Newton steps −η Jᵀ(JJᵀ + λI)⁻¹ r through the eNTK
+        (`ntkscope.dynamics.GaussNewton`); MSE, full batch, needs ``damping`` λ > 0;
+        `ntkscope.dynamics.predict_gauss_newton` is its kernel-regime prediction.
     """
 
     SGD = "sgd"
     ADAM = "adam"
+    GAUSS_NEWTON = "gauss_newton"
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,7 @@ class TrainState:
         model: the network being trained (do not modify it).
         train, test: the data splits (test may be None).
         loss, optimizer, lr, momentum: the run's settings.
+        damping: λ of Gauss–Newton (None for the other optimizers).
         steps: total number of optimizer steps planned.
         full_batch: whether every step sees the whole training set.
         step: optimizer steps taken so far (0 before training).
@@ -102,11 +116,18 @@ class TrainState:
     momentum: float
     steps: int
     full_batch: bool
+    damping: float | None = None
     step: int = 0
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def make_optimizer(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-        """A fresh optimizer of this run's kind and settings over ``params``."""
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """A fresh optimizer of this run's kind and settings over ``model``'s trainable
+        parameters (Gauss–Newton: on the whole training set)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.optimizer is Optimizer.GAUSS_NEWTON:
+            return GaussNewton(
+                model, self.train.x, self.train.targets, damping=self.damping, lr=self.lr
+            )
         if self.optimizer is Optimizer.ADAM:
             return torch.optim.Adam(params, lr=self.lr)
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
@@ -261,6 +282,7 @@ def train(
     epochs: int | None = None,
     batch_size: int | None = None,
     momentum: float = 0.0,
+    damping: float | None = None,
     recorders: Sequence[Recorder] = (),
     test: Dataset | tuple[torch.Tensor, torch.Tensor] | None = None,
     seed: int = 0,
@@ -272,11 +294,12 @@ def train(
         model: any module mapping (N, ...) inputs to (N, O) outputs.
         data: training set, a `Dataset` or an (x, y) pair; int y are class labels.
         loss: "mse" or "cross_entropy" (see `Loss`).
-        optimizer: "sgd" or "adam" (see `Optimizer`).
+        optimizer: "sgd", "adam" or "gauss_newton" (see `Optimizer`).
         lr: learning rate > 0.
         steps, epochs: length of the run, exactly one of them.
         batch_size: examples per step; None for full batch.
         momentum: heavy-ball momentum of SGD, in [0, 1).
+        damping: λ > 0 of Gauss–Newton, which needs it (and MSE, full batch); None otherwise.
         recorders: `Recorder` objects called at step 0, after every step, and every
             ``recorder.every`` steps.
         test: optional test set, like ``data``.
@@ -302,13 +325,28 @@ def train(
     if batch_size is not None:
         batch_size = positive_int(batch_size, "batch_size")
     total = _schedule(len(train_split), batch_size, steps, epochs)
+    full_batch = batch_size is None or batch_size >= len(train_split)
+    _check_gauss_newton(optimizer, loss, full_batch, momentum, damping)
     state = TrainState(
         model, train_split, test_split, loss, optimizer, float(lr), float(momentum), total,
-        batch_size is None or batch_size >= len(train_split),
+        full_batch, damping,
     )  # fmt: skip
     trajectory = Trajectory(model, recorders=list(recorders))
     _run(state, trajectory, batch_size, seed, progress)
     return trajectory
+
+
+def _check_gauss_newton(optimizer, loss, full_batch, momentum, damping) -> None:
+    """Gauss–Newton: MSE, full batch, no momentum, damping > 0; damping only for it."""
+    if optimizer is not Optimizer.GAUSS_NEWTON:
+        if damping is not None:
+            raise ValueError(f"damping: only for optimizer='gauss_newton', not {optimizer.value!r}")
+        return
+    if loss is not Loss.MSE or not full_batch or momentum != 0:
+        raise ValueError("optimizer: 'gauss_newton' needs loss='mse', full batches and no momentum")
+    if damping is None:
+        raise ValueError("damping: expected > 0 for optimizer='gauss_newton', got None")
+    positive_real(damping, "damping")
 
 
 def _due(recorder: Recorder, state: TrainState) -> bool:
@@ -329,7 +367,7 @@ def _record(state: TrainState, trajectory: Trajectory, first: bool = False) -> N
 def _run(state, trajectory, batch_size, seed, progress) -> None:
     model, split = state.model, state.train
     params = [p for p in model.parameters() if p.requires_grad]
-    step_optimizer = state.make_optimizer(params)
+    step_optimizer = state.make_optimizer(model)
     batches = _batches(len(split), batch_size, torch.Generator().manual_seed(seed))
     try:
         initial = _full_loss(state)

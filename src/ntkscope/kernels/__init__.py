@@ -2,7 +2,9 @@
 
 from ntkscope.kernels.dual import dual, dual_diagonal
 from ntkscope.kernels.empirical import Method, Mode, empirical_ntk, resolve_method
+from ntkscope.kernels.gp import GaussianProcess, GPHyperparameters, GPPrediction
 from ntkscope.kernels.infinite import infinite_kernels
+from ntkscope.kernels.infinite_cnn import infinite_cnn_kernels
 from ntkscope.kernels.order_chaos import OrderChaos, Phase, order_chaos
 
 __all__ = [
@@ -14,7 +16,12 @@ __all__ = [
     # infinite width
     "dual",
     "dual_diagonal",
+    "infinite_cnn_kernels",
     "infinite_kernels",
+    # Gaussian-process posterior
+    "GPHyperparameters",
+    "GPPrediction",
+    "GaussianProcess",
     # order and chaos
     "OrderChaos",
     "Phase",

@@ -16,15 +16,18 @@ tile by tile, each tile running the whole depth recursion for its entries.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from ntkscope._checks import finite_batch, nonnegative_int, nonnegative_real, positive_int
+from ntkscope.kernels._infinite_tiles import (
+    check_second_inputs,
+    entry_bytes,
+    pairwise_kernels,
+)
 from ntkscope.kernels._tiling import resolve_budget
 from ntkscope.kernels.dual import (
-    CLOSED_FORMS,
     DEFAULT_QUADRATURE_DEGREE,
     ActivationLike,
     Pair,
@@ -32,14 +35,6 @@ from ntkscope.kernels.dual import (
     dual_diagonal,
 )
 from ntkscope.models.activations import Activation, resolve_activation
-
-_CLOSED_FORM_ARRAYS = 16
-"""float64 values held per matrix entry while a closed-form tile is computed (an upper bound)."""
-_QUADRATURE_ARRAYS = 8
-"""deg × deg float64 arrays held per entry by the quadrature: v, φ(v), φ'(v) and the
-temporaries of φ' (measured peak: 4.3 for tanh, sigmoid and autograd callables, 7.3 for gelu)."""
-_CPU_TILE_BYTES = 2**23
-"""Largest tile working memory on CPU: tiles that fit in cache ran fastest (measured)."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +47,10 @@ class _Recursion:
     bias_var: float  # σ_b²
     deg: int
 
-    def diagonal(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ^1..Σ^{L+1} on the diagonal, shape (L + 1, N); Θ^{L+1} on the diagonal, (N,))."""
+    def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
+        """([Σ^1(x, x), .., Σ^{L+1}(x, x)], each (N,); (Σ^{L+1}(x, x), Θ^{L+1}(x, x))).
+
+        O(N · (depth + deg)) memory: ``budget`` is not needed."""
         nngp = self.weight_var * x.square().mean(1) + self.bias_var
         ntk, variances = nngp.clone(), [nngp]
         for _ in range(self.depth):
@@ -61,25 +58,27 @@ class _Recursion:
             nngp = self.weight_var * e_ff + self.bias_var
             ntk = nngp + ntk * (self.weight_var * e_dd)
             variances.append(nngp)
-        return torch.stack(variances), ntk
+        return variances, (nngp.clone(), ntk)
 
-    def tile(self, x1: torch.Tensor, x2: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> Pair:
+    def tile(
+        self, x1: torch.Tensor, x2: torch.Tensor, q1: list[torch.Tensor], q2: list[torch.Tensor]
+    ) -> Pair:
         """(Σ^{L+1}, Θ^{L+1}) for rows x1 and columns x2 with diagonal variances q1, q2."""
         nngp = self.weight_var / x1.shape[1] * (x1 @ x2.T) + self.bias_var
         ntk = nngp
         for layer in range(self.depth):
             e_ff, e_dd = dual(
-                self.activation, q1[layer, :, None], q2[layer, None, :], nngp, deg=self.deg
+                self.activation, q1[layer][:, None], q2[layer][None, :], nngp, deg=self.deg
             )
             nngp = e_ff.mul_(self.weight_var).add_(self.bias_var)
             ntk = torch.addcmul(nngp, ntk, e_dd, value=self.weight_var)
         return nngp, ntk
 
     def entry_bytes(self) -> int:
-        """Working memory per matrix entry of a tile."""
-        if self.depth == 0 or self.activation.builtin in CLOSED_FORMS:
-            return 8 * _CLOSED_FORM_ARRAYS
-        return 8 * (_QUADRATURE_ARRAYS * self.deg**2 + 4 * self.deg + _CLOSED_FORM_ARRAYS)
+        """Working memory per matrix entry of a tile (depth 0: a closed form, the identity)."""
+        return entry_bytes(
+            resolve_activation("identity" if self.depth == 0 else self.activation), self.deg
+        )
 
 
 def infinite_kernels(
@@ -132,69 +131,10 @@ def infinite_kernels(
         deg=positive_int(quadrature_degree, "quadrature_degree"),
     )
     x1 = _inputs(x1, "x1")
-    if diagonal and x2 is not None:
-        raise ValueError("x2: must be None when diagonal=True (the diagonal pairs x1 with itself)")
-    if x2 is not None:
-        x2 = _inputs(x2, "x2")
-        if x2.shape[1] != x1.shape[1]:
-            raise ValueError(
-                f"x2: has {x2.shape[1]} features but x1 has {x1.shape[1]} "
-                f"(shapes {tuple(x2.shape)} and {tuple(x1.shape)})"
-            )
-        if x2.device != x1.device:
-            raise ValueError(f"x2: is on {x2.device} but x1 is on {x1.device}")
+    x2 = None if x2 is None else _inputs(x2, "x2")
+    check_second_inputs(x1, x2, diagonal)
     budget = resolve_budget(memory_budget, x1.device)
-    q1, ntk1 = rec.diagonal(x1)
-    if diagonal:
-        return q1[-1].clone(), ntk1
-    if x1.device.type == "cpu":
-        budget = min(budget, _CPU_TILE_BYTES)
-    entries = max(1, budget // rec.entry_bytes())
-    if x2 is None:
-        nngp, ntk = _symmetric(rec, x1, q1, entries)
-        nngp.diagonal().copy_(q1[-1])  # the same values as diagonal=True, bit for bit
-        ntk.diagonal().copy_(ntk1)
-        return nngp, ntk
-    return _rectangular(rec, x1, x2, q1, rec.diagonal(x2)[0], entries)
-
-
-def _rectangular(
-    rec: _Recursion,
-    x1: torch.Tensor,
-    x2: torch.Tensor,
-    q1: torch.Tensor,
-    q2: torch.Tensor,
-    entries: int,
-) -> Pair:
-    """Fill (N1, N2) outputs with tiles of at most ``entries`` entries."""
-    rows = min(x1.shape[0], max(1, math.isqrt(entries)))
-    cols = min(x2.shape[0], max(1, entries // rows))
-    nngp = x1.new_empty(x1.shape[0], x2.shape[0])
-    ntk = torch.empty_like(nngp)
-    for r in range(0, x1.shape[0], rows):
-        for c in range(0, x2.shape[0], cols):
-            rs, cs = slice(r, r + rows), slice(c, c + cols)
-            nngp[rs, cs], ntk[rs, cs] = rec.tile(x1[rs], x2[cs], q1[:, rs], q2[:, cs])
-    return nngp, ntk
-
-
-def _symmetric(rec: _Recursion, x: torch.Tensor, q: torch.Tensor, entries: int) -> Pair:
-    """Fill symmetric (N, N) outputs from the tiles on and above the diagonal."""
-    n = x.shape[0]
-    side = min(n, max(1, math.isqrt(entries)))
-    nngp = x.new_empty(n, n)
-    ntk = torch.empty_like(nngp)
-    for r in range(0, n, side):
-        for c in range(r, n, side):
-            rs, cs = slice(r, r + side), slice(c, c + side)
-            tiles = rec.tile(x[rs], x[cs], q[:, rs], q[:, cs])
-            for out, tile in zip((nngp, ntk), tiles, strict=True):
-                if r == c:  # a diagonal tile: mirror its upper triangle (triu is slow on CPU)
-                    i = torch.arange(tile.shape[0], device=tile.device)
-                    tile = torch.where(i[:, None] <= i, tile, tile.T)
-                out[rs, cs] = tile
-                out[cs, rs] = tile.T
-    return nngp, ntk
+    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
 
 
 def _inputs(x: object, argument: str) -> torch.Tensor:

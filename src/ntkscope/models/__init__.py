@@ -1,7 +1,7 @@
 """Networks in NTK and standard parameterization (CONVENTIONS.md)."""
 
 from ntkscope.models.activations import Activation, ActivationName, resolve_activation
-from ntkscope.models.builders import cnn, mlp
+from ntkscope.models.builders import Readout, cnn, mlp
 from ntkscope.models.layers import ActivationLayer, Conv, Dense, Parameterization
 from ntkscope.models.scaling import OutputScaled, output_scaled
 from ntkscope.models.spec import MLPSpec, mlp_spec
@@ -12,6 +12,7 @@ __all__ = [
     "mlp",
     "output_scaled",
     "OutputScaled",
+    "Readout",
     # infinite-width description
     "MLPSpec",
     "mlp_spec",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from enum import StrEnum
 
 import torch
 from torch import nn
@@ -12,6 +13,39 @@ from torch import nn
 from ntkscope._checks import choice, nonnegative_int, nonnegative_real, positive_int
 from ntkscope.models.activations import Activation, Elementwise, resolve_activation
 from ntkscope.models.layers import ActivationLayer, Conv, Dense, Parameterization
+
+
+class Readout(StrEnum):
+    """How a CNN's last feature map (C, H, W) reaches its dense readout."""
+
+    GAP = "gap"
+    """Global average pooling over positions, then ``Dense(C, d_out)``."""
+    FLATTEN = "flatten"
+    """Flatten, then ``Dense(C·H·W, d_out)``: every position keeps its own weights."""
+
+
+def resolve_pools(pool_after: Sequence[int] | None, depth: int) -> frozenset[int]:
+    """Blocks followed by a 2×2 average pooling; None: every block but the last."""
+    pools = frozenset(range(depth - 1) if pool_after is None else pool_after)
+    if not pools <= set(range(depth)):
+        raise ValueError(
+            f"pool_after: expected block indices in 0..{depth - 1}, got {sorted(pools)}"
+        )
+    return pools
+
+
+def pooled_size(image_size: int | Sequence[int], pools: int, argument: str) -> tuple[int, int]:
+    """(H, W) after ``pools`` 2×2 poolings of an image of ``image_size`` (int: square)."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2:
+        raise ValueError(f"{argument}: expected (H, W) or an int, got {image_size!r}")
+    height, width = (positive_int(n, argument) for n in size)
+    if height % 2**pools or width % 2**pools:
+        raise ValueError(
+            f"{argument}: height and width must be divisible by 2^{pools} = {2**pools} "
+            f"(one 2×2 pooling per block in pool_after), got {height}×{width}"
+        )
+    return height // 2**pools, width // 2**pools
 
 
 def _widths(width: int | Sequence[int], depth: int) -> list[int]:
@@ -108,17 +142,22 @@ def cnn(
     bias: bool | None = None,
     pool_after: Sequence[int] | None = None,
     kernel_size: int = 3,
+    readout: str | Readout = Readout.GAP,
+    image_size: int | Sequence[int] | None = None,
     seed: int | None = None,
 ) -> nn.Sequential:
     """Myrtle-style CNN (Shankar et al. 2020): conv blocks, average pooling, linear readout.
 
     ``depth`` blocks of [k×k `Conv` with same padding, φ]; a 2×2 average pooling after each
     block whose index (0-based) is in ``pool_after`` (default: every block but the last);
-    then global average pooling and a `Dense` readout ``width -> d_out``. Infinite-width
-    counterpart: neural-tangents' ``stax.Conv(padding="SAME")``, ``AvgPool``,
-    ``GlobalAvgPool``, ``Dense`` with the same σ_w, σ_b.
+    then the readout: global average pooling and a `Dense` ``width -> d_out`` ("gap"), or
+    flatten and a `Dense` ``width·H'·W' -> d_out`` ("flatten", H'×W' the final map, which
+    needs ``image_size``). Infinite-width counterpart (`ntkscope.infinite_cnn_kernels`):
+    neural-tangents' ``stax.Conv(padding="SAME")``, ``AvgPool``, ``GlobalAvgPool`` or
+    ``Flatten``, ``Dense`` with the same σ_w, σ_b.
 
     Inputs (N, in_channels, H, W) with H, W divisible by 2^(number of pools); outputs (N, d_out).
+    ``image_size``: (H, W) or H for square images, required by the flatten readout only.
     Other arguments as in `mlp`.
     """
     in_channels = positive_int(in_channels, "in_channels")
@@ -128,11 +167,13 @@ def cnn(
     sigma_w, sigma_b = _check_sigmas(sigma_w, sigma_b)
     act = resolve_activation(activation)
     use_bias = (kind is Parameterization.STANDARD or sigma_b > 0) if bias is None else bias
-    pools = set(range(depth - 1) if pool_after is None else pool_after)
-    if not pools <= set(range(depth)):
-        raise ValueError(
-            f"pool_after: expected block indices in 0..{depth - 1}, got {sorted(pools)}"
-        )
+    pools = resolve_pools(pool_after, depth)
+    readout = choice(Readout, readout, "readout")
+    features = width
+    if readout is Readout.FLATTEN:
+        if image_size is None:
+            raise ValueError("image_size: required by readout='flatten' (the readout's fan-in)")
+        features *= math.prod(pooled_size(image_size, len(pools), "image_size"))
     generator = _generator(seed)
     common = dict(
         parameterization=kind, sigma_w=sigma_w, sigma_b=sigma_b, bias=use_bias, generator=generator
@@ -143,5 +184,7 @@ def cnn(
         layers += [Conv(c_in, width, kernel_size, **common), ActivationLayer(act)]
         if block in pools:
             layers.append(nn.AvgPool2d(2))
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dense(width, d_out, **common)]
+    if readout is Readout.GAP:
+        layers.append(nn.AdaptiveAvgPool2d(1))
+    layers += [nn.Flatten(), Dense(features, d_out, **common)]
     return nn.Sequential(*layers)

@@ -14,7 +14,14 @@ from functools import cache
 
 from ntkscope.studies._base import Study
 
-_BUILTIN = ("width_convergence", "init_fluctuations", "phase_diagram", "scaling_laws")
+_BUILTIN = (
+    "width_convergence",
+    "init_fluctuations",
+    "phase_diagram",
+    "optimization",
+    "uncertainty",
+    "scaling_laws",
+)
 
 
 def names() -> tuple[str, ...]:

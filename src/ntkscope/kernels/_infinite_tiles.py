@@ -1,0 +1,152 @@
+"""Tiles of input pairs for the infinite-width kernels: memory per entry and filling.
+
+Every infinite-width recursion (MLP, CNN) needs, for an entry (x, x'), the entry's own
+covariances and the variances of x and of x' at every layer. So a `Recursion` first runs
+on each input alone (its variances and the kernels of the pair (x, x)), then on tiles of
+pairs, each costing the same working memory per entry. For x2 = x1 only tiles on and above
+the diagonal are computed, the others mirrored, and the diagonal is written from the
+single-input run, so that it equals ``diagonal=True`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+
+from ntkscope.kernels.dual import CLOSED_FORMS, Pair
+from ntkscope.models.activations import Activation
+
+_CLOSED_FORM_ARRAYS = 16
+"""float64 values held per matrix entry while a closed-form tile is computed (an upper bound)."""
+_QUADRATURE_ARRAYS = 8
+"""deg × deg float64 arrays held per entry by the quadrature: v, φ(v), φ'(v) and the
+temporaries of φ' (measured peak: 4.3 for tanh, sigmoid and autograd callables, 7.3 for gelu)."""
+_CPU_TILE_BYTES = 2**23
+"""Largest tile working memory on CPU: tiles that fit in cache ran fastest (measured)."""
+
+Tile = Callable[[slice, slice], Pair]
+"""``tile(rows, cols)`` -> (NNGP, NTK) of shape (len(rows), len(cols))."""
+
+
+class Recursion(Protocol):
+    """An infinite-width kernel recursion, as `pairwise_kernels` drives it."""
+
+    def single(self, x: torch.Tensor, budget: int) -> tuple[Sequence[torch.Tensor], Pair]:
+        """(variances, (nngp, ntk)) of each input x paired with itself.
+
+        variances: what `tile` needs of each input, tensors indexed by example on dim 0;
+        nngp, ntk: (N,) kernels of the pairs (x, x). Working memory within ``budget``.
+        """
+        ...
+
+    def tile(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        v1: Sequence[torch.Tensor],
+        v2: Sequence[torch.Tensor],
+    ) -> Pair:
+        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2."""
+        ...
+
+    def entry_bytes(self) -> int:
+        """Working memory per entry of a tile."""
+        ...
+
+
+def pairwise_kernels(
+    rec: Recursion, x1: torch.Tensor, x2: torch.Tensor | None, *, diagonal: bool, budget: int
+) -> Pair:
+    """(NNGP, NTK) of shape (N1, N2), (N1, N1) for x2 = None, or (N1,) when ``diagonal``."""
+    v1, diag1 = rec.single(x1, budget)
+    if diagonal:
+        return diag1
+    entries = tile_entries(budget, x1.device, rec.entry_bytes())
+    if x2 is None:
+        return fill_symmetric(
+            lambda rs, cs: rec.tile(x1[rs], x1[cs], _take(v1, rs), _take(v1, cs)), entries, diag1
+        )
+    v2 = rec.single(x2, budget)[0]
+    return fill_rectangular(
+        lambda rs, cs: rec.tile(x1[rs], x2[cs], _take(v1, rs), _take(v2, cs)),
+        len(x1),
+        len(x2),
+        entries,
+        x1,
+    )
+
+
+def _take(variances: Sequence[torch.Tensor], examples: slice) -> list[torch.Tensor]:
+    return [v[examples] for v in variances]
+
+
+def _take(variances: Sequence[torch.Tensor], examples: slice) -> list[torch.Tensor]:
+    return [v[examples] for v in variances]
+
+
+def entry_bytes(activation: Activation, deg: int) -> int:
+    """Working memory per kernel entry of a recursion that applies `dual` once per layer."""
+    if activation.builtin in CLOSED_FORMS:
+        return 8 * _CLOSED_FORM_ARRAYS
+    return 8 * (_QUADRATURE_ARRAYS * deg**2 + 4 * deg + _CLOSED_FORM_ARRAYS)
+
+
+def tile_entries(budget: int, device: torch.device, bytes_per_entry: int) -> int:
+    """Entries per tile (at least one) within ``budget``, capped at 8 MiB on CPU."""
+    if device.type == "cpu":
+        budget = min(budget, _CPU_TILE_BYTES)
+    return max(1, budget // bytes_per_entry)
+
+
+def check_second_inputs(x1: torch.Tensor, x2: torch.Tensor | None, diagonal: bool) -> None:
+    """Refuse x2 with ``diagonal`` or unlike x1 in per-example shape or device, naming ``x2``."""
+    if x2 is None:
+        return
+    if diagonal:
+        raise ValueError("x2: must be None when diagonal=True (the diagonal pairs x1 with itself)")
+    if x2.shape[1:] != x1.shape[1:]:
+        raise ValueError(
+            f"x2: has examples of shape {tuple(x2.shape[1:])} but x1 has "
+            f"{tuple(x1.shape[1:])} (shapes {tuple(x2.shape)} and {tuple(x1.shape)})"
+        )
+    if x2.device != x1.device:
+        raise ValueError(f"x2: is on {x2.device} but x1 is on {x1.device}")
+
+
+def fill_rectangular(tile: Tile, n1: int, n2: int, entries: int, like: torch.Tensor) -> Pair:
+    """(N1, N2) outputs (dtype and device of ``like``) from tiles of ≤ ``entries`` entries."""
+    rows = min(n1, max(1, math.isqrt(entries)))
+    cols = min(n2, max(1, entries // rows))
+    nngp = like.new_empty(n1, n2)
+    ntk = torch.empty_like(nngp)
+    for r in range(0, n1, rows):
+        for c in range(0, n2, cols):
+            rs, cs = slice(r, r + rows), slice(c, c + cols)
+            nngp[rs, cs], ntk[rs, cs] = tile(rs, cs)
+    return nngp, ntk
+
+
+def fill_symmetric(tile: Tile, entries: int, diagonal: Pair) -> Pair:
+    """Symmetric (N, N) outputs from the tiles on and above the diagonal.
+
+    ``diagonal``: the (N,) NNGP and NTK of the pairs (x, x), written onto the diagonal.
+    """
+    n = diagonal[0].shape[0]
+    side = min(n, max(1, math.isqrt(entries)))
+    nngp = diagonal[0].new_empty(n, n)
+    ntk = torch.empty_like(nngp)
+    for r in range(0, n, side):
+        for c in range(r, n, side):
+            rs, cs = slice(r, r + side), slice(c, c + side)
+            for out, block in zip((nngp, ntk), tile(rs, cs), strict=True):
+                if r == c:  # a diagonal tile: mirror its upper triangle (triu is slow on CPU)
+                    i = torch.arange(block.shape[0], device=block.device)
+                    block = torch.where(i[:, None] <= i, block, block.T)
+                out[rs, cs] = block
+                out[cs, rs] = block.T
+    for out, values in zip((nngp, ntk), diagonal, strict=True):
+        out.diagonal().copy_(values)
+    return nngp, ntk
