@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntkscope.data import synthetic_task
+from ntkscope.data import load_task, synthetic_task
 from ntkscope.data.synthetic import hermite, single_index_link, teacher_direction
 
 
@@ -86,9 +86,21 @@ def test_splits_are_disjoint(name, seed, d):
     ("kwargs", "match"),
     [({"name": "spiral"}, "name"), ({"d": 0}, "d"), ({"degrees": ()}, "degrees"),
      ({"degrees": (0, 2)}, "degrees"), ({"name": "sparse_parity", "k": 9, "d": 8}, "k"),
-     ({"n_val": 0}, "n_val")],
+     ({"n_val": -1}, "n_val")],
 )  # fmt: skip
 def test_bad_arguments_are_named(kwargs, match):
     arguments = {"name": "single_index", "n_train": 10, "n_val": 5, "n_test": 5, "d": 8} | kwargs
     with pytest.raises(ValueError, match=match):
         synthetic_task(arguments.pop("name"), **arguments)
+
+
+def test_load_task_serves_the_synthetic_tasks():
+    task = load_task("sparse_parity", n_train=50, n_val=0, n_test=20, seed=4, d=10, k=3)
+    train, _, test = synthetic_task("sparse_parity", n_train=50, n_val=0, n_test=20, seed=4,
+                                      d=10, k=3)  # fmt: skip
+    assert torch.equal(task.train.x, train.x) and torch.equal(task.test.y, test.y)
+    assert len(task.val) == 0 and task.n_classes == 2 and "sparse_parity" in task.description
+    with pytest.raises(ValueError, match="n_train"):
+        load_task("single_index")
+    with pytest.raises(TypeError, match="degrees"):
+        load_task("digits", n_train=10, degrees=(2,))

@@ -1,12 +1,8 @@
 """Data sets and tasks: built-in data (no downloads) and loaders for users' own files."""
 
 from ntkscope.data.builtin import Dataset, DatasetName, load, targets
-<<<<<<< HEAD
-from ntkscope.data.synthetic import SyntheticName, synthetic_task
-
-__all__ = ["Dataset", "DatasetName", "SyntheticName", "load", "synthetic_task", "targets"]
-=======
 from ntkscope.data.files import load_cifar10, load_idx, load_npz, load_svhn
+from ntkscope.data.synthetic import SyntheticName, synthetic_task
 from ntkscope.data.tasks import Task, TaskName, load_task
 
 __all__ = [
@@ -19,10 +15,12 @@ __all__ = [
     "Task",
     "TaskName",
     "load_task",
+    # synthetic teachers
+    "SyntheticName",
+    "synthetic_task",
     # the user's files
     "load_npz",
     "load_idx",
     "load_cifar10",
     "load_svhn",
 ]
->>>>>>> main

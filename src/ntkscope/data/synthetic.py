@@ -36,7 +36,7 @@ from enum import StrEnum
 
 import torch
 
-from ntkscope._checks import choice, positive_int
+from ntkscope._checks import choice, nonnegative_int, positive_int
 from ntkscope.data.builtin import Dataset
 
 TEACHER_SEED = 20_240_611
@@ -153,7 +153,7 @@ def synthetic_task(
 
     Args:
         name: "single_index" or "sparse_parity".
-        n_train, n_val, n_test: sizes of the three splits (n_val, n_test ≥ 1).
+        n_train, n_val, n_test: sizes of the three splits (n_val may be 0).
         seed: seed of the training and validation draws (not of the teacher or test set).
         dtype: floating dtype of the inputs (and of single_index's targets).
         d: input dimension.
@@ -173,7 +173,7 @@ def synthetic_task(
         raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
     degrees = tuple(degrees)
     _check_options(kind, d, degrees, k)
-    sizes = {"train": positive_int(n_train, "n_train"), "val": positive_int(n_val, "n_val"),
+    sizes = {"train": positive_int(n_train, "n_train"), "val": nonnegative_int(n_val, "n_val"),
              "test": positive_int(n_test, "n_test")}  # fmt: skip
     draws = []
     for split in _SPLITS:

@@ -45,7 +45,7 @@ from pydantic import (
 )
 
 from ntkscope import models
-from ntkscope.data import Dataset, SyntheticName, synthetic_task, targets
+from ntkscope.data import Dataset, SyntheticName, TaskName, load_task, targets
 from ntkscope.dynamics import KernelRidge, select_ridge, train
 from ntkscope.dynamics.ridge import DEFAULT_RIDGES
 from ntkscope.kernels import empirical_ntk, infinite_kernels
@@ -87,14 +87,20 @@ class Stopping(StrEnum):
 class Config(StudyConfig):
     """One scaling curve: a task, a network family and its kernels, over sizes n and seeds."""
 
-    task: SyntheticName = SyntheticName.SINGLE_INDEX
-    """Task: "single_index" (real targets) or "sparse_parity" (binary labels)."""
+    task: TaskName = TaskName.SINGLE_INDEX
+    """Task of `ntkscope.data.load_task`: synthetic ("single_index", "sparse_parity"), built
+    in ("digits", "digits_parity", "mnist_parity", ...) or from files under ``root``."""
     d: PositiveInt = 64
     """Input dimension of the synthetic tasks."""
     degrees: tuple[PositiveInt, ...] = (1, 2)
     """Hermite degrees of the single-index link (see `ntkscope.data.synthetic`)."""
     parity_k: PositiveInt = 2
     """Order k of the sparse parity."""
+    image_size: PositiveInt | None = None
+    """Side of image tasks after average pooling (MNIST 28 → 14 or 7); None: native."""
+    root: str | None = None
+    """The user's files for cifar10_binary, svhn_parity, npz (and optionally mnist): the
+    folder of the CIFAR-10 python batches, an SVHN .mat file or folder, an .npz file."""
     n_val: PositiveInt = 256
     """Validation examples (ridge selection, early stopping)."""
     n_test: PositiveInt = 1000
@@ -186,10 +192,13 @@ PRESETS = {
 
 
 def _splits(config: Config, seed: int, n: int) -> tuple[Dataset, Dataset, Dataset]:
-    return synthetic_task(
+    synthetic = config.task.value in {s.value for s in SyntheticName}
+    options = {"d": config.d, "degrees": config.degrees, "k": config.parity_k} if synthetic else {}
+    task = load_task(
         config.task, n_train=n, n_val=config.n_val, n_test=config.n_test, seed=seed,
-        d=config.d, degrees=config.degrees, k=config.parity_k,
+        image_size=config.image_size, root=config.root, **options,
     )  # fmt: skip
+    return task.train, task.val, task.test
 
 
 def _network(config: Config, d_in: int, d_out: int, seed: int) -> torch.nn.Module:
