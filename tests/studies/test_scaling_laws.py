@@ -73,7 +73,8 @@ def test_figures_draw_from_stored_results(tiny):
 def test_captions_state_the_exponents_and_verdicts(tiny):
     text = captions(_results(tiny[0]))
     alpha = tiny[0].metrics["alpha_network"]
-    assert f"α = {alpha:.2f}" in text["loss_vs_n"] and "overlap" in text["loss_vs_n"]
+    assert f"α = {alpha:.2f}" in text["loss_vs_n"]
+    assert re.search(r"interval is (above|below|overlapping) eNTK at init's", text["loss_vs_n"])
     assert re.search(r"K_m test MSE [0-9.]+ \(m = 8\) → [0-9.]+ \(m = 48\)",
                      text["after_kernel_vs_m"])  # fmt: skip
     assert "with m" in text["after_kernel_vs_m"]
@@ -113,10 +114,14 @@ def quick_synthetic():
 @pytest.mark.slow
 def test_network_scales_better_than_its_kernels(quick_synthetic):
     # Quick preset, single_index (d = 64, degrees 1 and 2), n = 48..544, 3 seeds, width 128,
-    # α_out = 0.1. Measured over first seeds 0, 3, 6, 9, 12: network α 0.67 [0.61, 0.74]
-    # (seed 0), eNTK at init 0.24 [0.21, 0.28], infinite NTK 0.29 [0.26, 0.33] — see the
-    # report for the other seeds. The intervals must not overlap: the network's lower end
-    # is above both kernels' upper ends.
+    # α_out = 0.1. Measured for first seeds 0, 3, 6, 9, 12 (exponent [bootstrap 95%]):
+    #   network   0.67 [0.61, 0.74]  0.65 [0.53, 0.78]  0.59 [0.52, 0.65]  0.71 [0.65, 0.78]
+    #             0.69 [0.62, 0.76]
+    #   eNTK init 0.24 [0.21, 0.28]  0.23 [0.17, 0.29]  0.22 [0.17, 0.27]  0.27 [0.22, 0.32]
+    #             0.25 [0.20, 0.29]
+    #   NTK       0.29 [0.26, 0.33]  0.32 [0.29, 0.35]  0.27 [0.20, 0.33]  0.34 [0.30, 0.38]
+    #             0.34 [0.28, 0.39]
+    # so the network's lower end (≥ 0.52) clears both kernels' upper ends (≤ 0.39) every time.
     m = quick_synthetic.metrics
     for kernel in ("ntk", "entk_init"):
         assert m["alpha_network_low"] > m[f"alpha_{kernel}_high"], (kernel, m)

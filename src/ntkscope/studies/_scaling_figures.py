@@ -39,9 +39,13 @@ def _exponent(run: pd.Series, method: str) -> str:
 
 
 def _runs(results: Results):
-    """(label, run row, its losses table) per stored run."""
-    losses = results.tables["losses"]
-    for (_, run), label in zip(results.runs.iterrows(), results.labels(), strict=True):
+    """(label, run row, its losses table) per stored run; the label is the task when the
+    tasks tell the runs apart, else the config fields that differ."""
+    losses, runs = results.tables["losses"], results.runs
+    labels = results.labels()
+    if "config.task" in runs and runs["config.task"].nunique() == len(runs) > 1:
+        labels = "task=" + runs["config.task"].astype(str)
+    for (_, run), label in zip(runs.iterrows(), labels, strict=True):
         yield label, run, losses[losses.hash == run.hash]
 
 
@@ -54,8 +58,8 @@ def _loss_panel(axes, label: str, run: pd.Series, losses: pd.DataFrame) -> None:
         n = mean.index.to_numpy(float)
         fit = np.exp(run[f"metrics.intercept_{method}"]) * n ** -run[f"metrics.alpha_{method}"]
         axes.plot(n, fit, color=line[0].get_color(), lw=1)
-    axes.set(xscale="log", yscale="log", xlabel="training examples n", ylabel="test MSE",
-             title=label)  # fmt: skip
+    axes.set(xscale="log", yscale="log", xlabel="training examples n", ylabel="test MSE")
+    axes.set_title(label, fontsize="small")
     axes.legend(fontsize="x-small")
 
 
@@ -89,7 +93,8 @@ def after_kernel_figure(results: Results) -> Figure:
                                       ("entk_init", ":", "eNTK at init (K_0)")):  # fmt: skip
             ax.axhline(stats.loc[method, "mean"], ls=style, color="k", lw=1, label=label_)
         ax.set(xscale="log", xlabel="m (training examples of the after-kernel)",
-               ylabel=f"test MSE at n = {int(losses.n.max())}", title=label)  # fmt: skip
+               ylabel=f"test MSE at n = {int(losses.n.max())}")  # fmt: skip
+        ax.set_title(label, fontsize="small")
         ax.legend(fontsize="small")
     return figure
 
@@ -99,16 +104,19 @@ def figures(results: Results) -> dict[str, Figure]:
     return {"loss_vs_n": loss_figure(results), "after_kernel_vs_m": after_kernel_figure(results)}
 
 
-def _overlaps(run: pd.Series, a: str, b: str) -> bool:
-    low_a, high_a = run[f"metrics.alpha_{a}_low"], run[f"metrics.alpha_{a}_high"]
-    return bool(low_a <= run[f"metrics.alpha_{b}_high"] and run[f"metrics.alpha_{b}_low"] <= high_a)
+def _versus(run: pd.Series, a: str, b: str) -> str:
+    """How the 95% interval of a's exponent lies against b's: above, below or overlapping."""
+    if run[f"metrics.alpha_{a}_low"] > run[f"metrics.alpha_{b}_high"]:
+        return "above"
+    if run[f"metrics.alpha_{a}_high"] < run[f"metrics.alpha_{b}_low"]:
+        return "below"
+    return "overlapping"
 
 
 def _loss_caption(label: str, run: pd.Series) -> str:
     parts = [f"{_label(m)} {_exponent(run, m)}" for m in ("network", "entk_init", "ntk", "nngp")]
-    verdicts = [f"{'overlaps' if _overlaps(run, 'network', m) else 'does not overlap'} "
-                f"{_label(m)}'s" for m in ("entk_init", "ntk")]  # fmt: skip
-    return f"{label}: {'; '.join(parts)}; the network's interval {' and '.join(verdicts)}."
+    verdicts = [f"{_versus(run, 'network', m)} {_label(m)}'s" for m in ("entk_init", "ntk")]
+    return f"{label}: {'; '.join(parts)}; the network's interval is {' and '.join(verdicts)}."
 
 
 def _after_caption(label: str, run: pd.Series, losses: pd.DataFrame) -> str:

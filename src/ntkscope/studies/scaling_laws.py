@@ -21,6 +21,22 @@ The network is the centered, output-scaled MLP ``α_out (f(x; θ) − f(x; θ₀
 Oyallon & Bach (2019), trained with learning rate ``lr / α_out²``: it starts from the zero
 function like the kernel predictors, and a small α_out puts it in the feature-learning
 regime (α_out → ∞ is lazy training, where it would match its eNTK at initialization).
+
+Presets: ``quick`` runs the single-index task (where feature learning is known to beat
+rotation-invariant kernels), digits and MNIST parity (7×7) at n ≤ 560; ``full`` runs the
+synthetic tasks at n up to 5,000 and MNIST parity (14×14) up to 3,000 with width 1024.
+Tasks that read the user's files (CIFAR-10 binary, SVHN parity) take ``root``, which no
+preset can know; write a sweep file and run it with ``ntkscope sweep``::
+
+    study = "scaling_laws"
+    [fixed]
+    task = "cifar10_binary"          # or "svhn_parity"
+    root = "/data/cifar-10-batches-py"   # SVHN: a train_32x32.mat file or its folder
+    image_size = 8                   # 32×32 images average-pooled to 8×8 for the MLP
+    width = 1024
+    seeds = 5
+    sizes = [100, 200, 400, 800, 1600, 3200, 5000]
+    after_kernel_sizes = [100, 400, 1600, 5000]
 """
 
 from __future__ import annotations
@@ -175,18 +191,30 @@ class Config(StudyConfig):
 
 PRESETS = {
     "quick": {
-        "fixed": {"seeds": 3, "width": 128, "depth": 1, "output_scale": 0.1, "lr": 1.0,
-                  "n_val": 256, "n_test": 1000, "max_steps": 1000},
-        "zip": [{"task": ["single_index"], "d": [64],
-                 "sizes": [[48, 80, 128, 208, 336, 544]],
-                 "after_kernel_sizes": [[48, 208, 544]]}],
+        "fixed": {"seeds": 3, "width": 128, "depth": 1, "output_scale": 0.1, "lr": 1.0},
+        "zip": [{
+            "task": ["single_index", "digits", "mnist_parity"],
+            "image_size": [None, None, 7],
+            "sizes": [[48, 80, 128, 208, 336, 544], [32, 56, 100, 180, 320, 560],
+                      [32, 56, 100, 180, 320, 560]],
+            "after_kernel_sizes": [[48, 208, 544], [32, 180, 560], [32, 180, 560]],
+            "n_val": [256, 200, 200],
+            "n_test": [1000, 359, 500],
+            "max_steps": [1000, 300, 300],
+        }],
     },
     "full": {
         "fixed": {"seeds": 5, "width": 1024, "depth": 2, "output_scale": 0.1, "lr": 1.0,
-                  "n_val": 1000, "n_test": 4000, "max_steps": 20000, "d": 128,
-                  "sizes": [100, 200, 400, 800, 1600, 3200, 5000],
-                  "after_kernel_sizes": [100, 400, 1600, 5000]},
-        "product": {"task": ["single_index", "sparse_parity"]},
+                  "max_steps": 20000, "d": 128},
+        "zip": [{
+            "task": ["single_index", "sparse_parity", "mnist_parity"],
+            "image_size": [None, None, 14],
+            "sizes": [[100, 200, 400, 800, 1600, 3200, 5000]] * 2 + [[50, 100, 200, 400, 800,
+                                                                    1600, 3000]],
+            "after_kernel_sizes": [[100, 400, 1600, 5000]] * 2 + [[100, 400, 1600, 3000]],
+            "n_val": [1000, 1000, 500],
+            "n_test": [2000, 2000, 1000],
+        }],
     },
 }  # fmt: skip
 
