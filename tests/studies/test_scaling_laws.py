@@ -55,6 +55,15 @@ def test_sparse_parity_reports_classification_error():
     assert table.test_error.between(0, 1).all()
 
 
+def test_cnn_runs_on_image_tasks_with_the_infinite_cnn_kernels():
+    config = Config(**TINY | {"task": "digits_parity", "model": "cnn", "image_size": 4,
+                              "width": 8, "depth": 2, "max_steps": 10})  # fmt: skip
+    table = run(config, lambda d, t: None).tables["losses"]
+    assert table.test_error.between(0, 1).all() and (table.test_loss > 0).all()
+    with pytest.raises(ValueError, match="model: 'cnn' needs an image task"):
+        run(Config(**TINY | {"model": "cnn", "depth": 2}), lambda d, t: None)
+
+
 def _results(result) -> Results:
     runs = pd.DataFrame({"hash": ["h"], "config.task": ["single_index"]}
                         | {f"metrics.{k}": [v] for k, v in result.metrics.items()})  # fmt: skip
@@ -88,7 +97,8 @@ def test_captions_state_the_exponents_and_verdicts(tiny):
      ({"ridges": (1e-3, 0.0)}, "ridges: expected positive"),
      ({"ridges": (-1.0,)}, "ridges: expected positive"),
      ({"after_kernel_sizes": (8, 50)}, r"after_kernel_sizes: \[50\] not among sizes"),
-     ({"task": "spiral"}, "task")],
+     ({"task": "spiral"}, "task"),
+     ({"model": "cnn", "depth": 0}, "depth: a CNN needs at least one")],
 )  # fmt: skip
 def test_bad_configs_are_refused_with_the_field_named(change, match):
     with pytest.raises(ValidationError, match=match):

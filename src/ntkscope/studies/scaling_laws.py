@@ -22,9 +22,11 @@ Oyallon & Bach (2019), trained with learning rate ``lr / α_out²``: it starts f
 function like the kernel predictors, and a small α_out puts it in the feature-learning
 regime (α_out → ∞ is lazy training, where it would match its eNTK at initialization).
 
-Presets: ``quick`` runs the single-index task (where feature learning is known to beat
-rotation-invariant kernels), digits and MNIST parity (7×7) at n ≤ 560; ``full`` runs the
-synthetic tasks at n up to 5,000 and MNIST parity (14×14) up to 3,000 with width 1024.
+Presets: ``quick`` runs MLPs on the single-index task (where feature learning is known to
+beat rotation-invariant kernels), digits and MNIST parity (7×7) at n ≤ 560; ``full`` runs
+width-1024 MLPs on the synthetic tasks at n up to 5,000 and MLP and Myrtle-style CNN (3
+blocks) on MNIST parity (14×14) up to n = 3,000 (the infinite CNN kernel costs ~5 ms per
+pair of 14×14 images on a CPU core: ~10⁷ pairs, for a GPU or a cluster).
 Tasks that read the user's files (CIFAR-10 binary, SVHN parity) take ``root``, which no
 preset can know; write a sweep file and run it with ``ntkscope sweep``::
 
@@ -64,7 +66,7 @@ from ntkscope import models
 from ntkscope.data import Dataset, SyntheticName, TaskName, load_task, targets
 from ntkscope.dynamics import KernelRidge, select_ridge, train
 from ntkscope.dynamics.ridge import DEFAULT_RIDGES
-from ntkscope.kernels import empirical_ntk, infinite_kernels
+from ntkscope.kernels import empirical_ntk, infinite_cnn_kernels, infinite_kernels
 from ntkscope.metrics import classification_error, fit_power_law
 from ntkscope.models import ActivationName
 from ntkscope.models.scaling import OutputScaled
@@ -100,6 +102,18 @@ class Stopping(StrEnum):
     CONVERGED = "converged"
 
 
+class Architecture(StrEnum):
+    """The network family.
+
+    MLP: `ntkscope.models.mlp` on flattened inputs; infinite kernels `infinite_kernels`.
+    CNN: the Myrtle-style `ntkscope.models.cnn` on images (image tasks only); infinite kernels
+        `ntkscope.kernels.infinite_cnn_kernels` (cost (HW)² per pair: pool images small).
+    """
+
+    MLP = "mlp"
+    CNN = "cnn"
+
+
 class Config(StudyConfig):
     """One scaling curve: a task, a network family and its kernels, over sizes n and seeds."""
 
@@ -121,10 +135,12 @@ class Config(StudyConfig):
     """Validation examples (ridge selection, early stopping)."""
     n_test: PositiveInt = 1000
     """Test examples (fixed across seeds)."""
+    model: Architecture = Architecture.MLP
+    """"mlp" or "cnn" (image tasks; see `Architecture`)."""
     width: PositiveInt = 128
-    """Hidden width of the MLP."""
+    """Hidden width of the MLP, channels of the CNN."""
     depth: NonNegativeInt = 1
-    """Hidden layers L of the MLP."""
+    """Hidden layers L of the MLP; convolution blocks of the CNN (≥ 1)."""
     activation: ActivationName = ActivationName.RELU
     """Activation φ (relu, erf and identity have closed-form infinite kernels)."""
     parameterization: models.Parameterization = models.Parameterization.NTK
@@ -179,6 +195,12 @@ class Config(StudyConfig):
         return ridges
 
     @model_validator(mode="after")
+    def _cnn_has_blocks(self) -> Config:
+        if self.model is Architecture.CNN and self.depth < 1:
+            raise ValueError("depth: a CNN needs at least one convolution block")
+        return self
+
+    @model_validator(mode="after")
     def _after_sizes_trained(self) -> Config:
         missing = sorted(set(self.after_kernel_sizes) - set(self.sizes))
         if missing:
@@ -204,16 +226,18 @@ PRESETS = {
         }],
     },
     "full": {
-        "fixed": {"seeds": 5, "width": 1024, "depth": 2, "output_scale": 0.1, "lr": 1.0,
+        "fixed": {"seeds": 5, "width": 1024, "output_scale": 0.1, "lr": 1.0,
                   "max_steps": 20000, "d": 128},
         "zip": [{
-            "task": ["single_index", "sparse_parity", "mnist_parity"],
-            "image_size": [None, None, 14],
-            "sizes": [[100, 200, 400, 800, 1600, 3200, 5000]] * 2 + [[50, 100, 200, 400, 800,
-                                                                    1600, 3000]],
-            "after_kernel_sizes": [[100, 400, 1600, 5000]] * 2 + [[100, 400, 1600, 3000]],
-            "n_val": [1000, 1000, 500],
-            "n_test": [2000, 2000, 1000],
+            "task": ["single_index", "sparse_parity", "mnist_parity", "mnist_parity"],
+            "model": ["mlp", "mlp", "mlp", "cnn"],
+            "depth": [2, 2, 2, 3],
+            "image_size": [None, None, 14, 14],
+            "sizes": [[100, 200, 400, 800, 1600, 3200, 5000]] * 2
+                     + [[50, 100, 200, 400, 800, 1600, 3000]] * 2,
+            "after_kernel_sizes": [[100, 400, 1600, 5000]] * 2 + [[100, 400, 1600, 3000]] * 2,
+            "n_val": [1000, 1000, 500, 500],
+            "n_test": [2000, 2000, 1000, 1000],
         }],
     },
 }  # fmt: skip
@@ -229,11 +253,29 @@ def _splits(config: Config, seed: int, n: int) -> tuple[Dataset, Dataset, Datase
     return task.train, task.val, task.test
 
 
-def _network(config: Config, d_in: int, d_out: int, seed: int) -> torch.nn.Module:
-    return models.mlp(
-        d_in, config.width, config.depth, d_out, activation=config.activation,
-        parameterization=config.parameterization, sigma_w=config.sigma_w,
-        sigma_b=config.sigma_b, seed=seed,
+def _inputs(config: Config, data: Dataset) -> torch.Tensor:
+    """Flat inputs (N, d) for the MLP, images (N, C, H, W) for the CNN."""
+    if config.model is Architecture.MLP:
+        return data.x
+    if data.image_shape is None:
+        raise ValueError(f"model: 'cnn' needs an image task, and {config.task.value!r} is not one")
+    return data.as_images()
+
+
+def _network(config: Config, x: torch.Tensor, d_out: int, seed: int) -> torch.nn.Module:
+    options = {"activation": config.activation, "parameterization": config.parameterization,
+               "sigma_w": config.sigma_w, "sigma_b": config.sigma_b, "seed": seed}  # fmt: skip
+    if config.model is Architecture.CNN:
+        return models.cnn(x.shape[1], config.width, config.depth, d_out, **options)
+    return models.mlp(x.shape[1], config.width, config.depth, d_out, **options)
+
+
+def _infinite(config: Config, x_all: torch.Tensor, x_train: torch.Tensor) -> tuple:
+    """(NNGP, NTK) of the infinitely wide network, (N_all, N_train), float64."""
+    kernels = infinite_cnn_kernels if config.model is Architecture.CNN else infinite_kernels
+    return kernels(
+        x_all.to(torch.float64), x_train.to(torch.float64), depth=config.depth,
+        activation=config.activation, sigma_w=config.sigma_w, sigma_b=config.sigma_b,
     )  # fmt: skip
 
 
@@ -312,29 +354,27 @@ def _one_seed(config: Config, seed: int, clock: dict[str, float], progress) -> l
     """Rows (n, seed, method, test_loss, test_error, ridge, steps) of one seed."""
     sizes, n_max = config.sizes, max(config.sizes)
     train_set, val, test = _splits(config, seed, n_max)
-    x_all = torch.cat([train_set.x, val.x, test.x])
+    x_train, x_val, x_test = (_inputs(config, data) for data in (train_set, val, test))
+    x_all = torch.cat([x_train, x_val, x_test])
     y_all = torch.cat([targets(train_set), targets(val), targets(test)])
     scores = _Scores(n_max, len(val), y_all, None if test.n_classes is None else test.y)
-    initial = _network(config, x_all.shape[1], y_all.shape[1], seed)
-    x_val, y_val = val.x, y_all[scores.val].to(val.x.dtype)
+    initial = _network(config, x_all, y_all.shape[1], seed)
+    y_val = y_all[scores.val].to(x_val.dtype)
     start = time.perf_counter()
-    nngp, ntk = infinite_kernels(
-        x_all.to(torch.float64), train_set.x.to(torch.float64), depth=config.depth,
-        activation=config.activation, sigma_w=config.sigma_w, sigma_b=config.sigma_b,
-    )  # fmt: skip
-    kernels = {ENTK_INIT: _entk(initial, x_all, train_set.x), NTK: ntk, NNGP: nngp}
+    nngp, ntk = _infinite(config, x_all, x_train)
+    kernels = {ENTK_INIT: _entk(initial, x_all, x_train), NTK: ntk, NNGP: nngp}
     clock["kernel"] += time.perf_counter() - start
     rows = []
     for i, n in enumerate(sizes):
         start = time.perf_counter()
-        x, y = train_set.x[:n], y_all[:n].to(train_set.x.dtype)
+        x, y = x_train[:n], y_all[:n].to(x_train.dtype)
         net, steps = _fit_network(config, initial, x, y, x_val, y_val, f"n={n}, seed={seed}")
         with torch.no_grad():
-            rows.append((n, seed, NETWORK, *scores(net(test.x)), math.nan, steps))
+            rows.append((n, seed, NETWORK, *scores(net(x_test)), math.nan, steps))
         clock["train"] += time.perf_counter() - start
         if n in config.after_kernel_sizes:
             start = time.perf_counter()
-            kernels[after_kernel(n)] = _entk(net.model, x_all, train_set.x)
+            kernels[after_kernel(n)] = _entk(net.model, x_all, x_train)
             clock["kernel"] += time.perf_counter() - start
         progress(i + 1, len(sizes) + 1)
     start = time.perf_counter()
