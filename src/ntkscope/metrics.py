@@ -269,7 +269,7 @@ def ood_auroc(scores_in: torch.Tensor, scores_out: torch.Tensor) -> float:
 def _accuracy_matrix(accuracy_matrix: object) -> torch.Tensor:
     """A checked float64 (T, T) matrix of accuracies in [0, 1], T >= 2, from a tensor or array."""
     if isinstance(accuracy_matrix, np.ndarray):
-        accuracy_matrix = torch.from_numpy(accuracy_matrix)
+        accuracy_matrix = torch.tensor(accuracy_matrix)
     matrix = tensor(accuracy_matrix, "accuracy_matrix").detach().to(torch.float64)
     t = matrix.shape[0] if matrix.dim() == 2 else 0
     if matrix.shape != (t, t) or t < 2:

@@ -71,7 +71,7 @@ def test_figures_and_captions_draw_from_stored_results():
     assert set(text) == set(drawn)
     assert "GN reaches the predicted GN/GD loss ratio within 2×" in text["speedup_vs_width"]
     smallest = results.runs["metrics.shortfall"].iloc[0]
-    assert f"{smallest:.3g}× off" in text["speedup_vs_width"]
+    assert f"{smallest:.3g}× short of it" in text["speedup_vs_width"]
 
 
 def test_threshold_width_needs_every_wider_run_within_the_factor():

@@ -130,6 +130,25 @@ class Results:
         )
 
 
+def settings(
+    runs: pd.DataFrame, axes: tuple[str, ...], alone: str = ""
+) -> list[tuple[str, pd.DataFrame]]:
+    """The runs split by setting: one (label, runs) per combination of the config fields that
+    vary between runs, other than the plotted ``axes`` (field names such as "width"); each
+    group sorted by the first axis. One group labelled ``alone`` when nothing else varies."""
+    columns = {f"config.{a}" for a in axes}
+    varying = [c for c in runs.columns if c.startswith("config.") and c not in columns
+               and runs[c].astype(str).nunique() > 1]  # fmt: skip
+    ordered = (lambda r: r.sort_values(f"config.{axes[0]}")) if axes else (lambda r: r)
+    if not varying:
+        return [(alone, ordered(runs))]
+    return [
+        (", ".join(f"{c.removeprefix('config.')}={v}" for c, v in zip(varying, key, strict=True)),
+         ordered(group))
+        for key, group in runs.groupby(varying, sort=True)
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Study:
     """The checked view of a study module (see the module docstring for what it defines).

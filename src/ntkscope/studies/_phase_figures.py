@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ntkscope.studies._base import Results
+from ntkscope.studies._base import Results, settings
 
 QUANTITIES = {
     "dispersion": "dispersion Var/E² of Θ̂(x, x)",
@@ -21,20 +21,7 @@ QUANTITIES = {
 }
 """The stored metrics drawn in the heat maps and cuts, with their axis labels."""
 
-_GRID = ("config.sigma_w2", "config.depth")
-
-
-def _groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(label, runs) per setting: the config fields other than the grid that vary."""
-    fields = [c for c in runs.columns if c.startswith("config.") and c not in _GRID]
-    varying = [c for c in fields if runs[c].astype(str).nunique() > 1]
-    if not varying:
-        return [("", runs)]
-    return [
-        (", ".join(f"{c.removeprefix('config.')}={v}" for c, v in zip(varying, key, strict=True)),
-         group)
-        for key, group in runs.groupby(varying, sort=True)
-    ]  # fmt: skip
+_GRID = ("sigma_w2", "depth")
 
 
 def _grid(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -76,7 +63,7 @@ def _heatmap(axes, runs: pd.DataFrame, metric: str) -> None:
 
 def _panels(results: Results, draw) -> Figure:
     """One row per setting, one panel per quantity: ``draw(axes, runs, metric, label)``."""
-    groups = _groups(results.runs)
+    groups = settings(results.runs, _GRID)
     figure = Figure(figsize=(5 * len(QUANTITIES), 3.8 * len(groups)), layout="constrained")
     rows = figure.subplots(len(groups), len(QUANTITIES), squeeze=False)
     for (label, runs), row in zip(groups, rows, strict=True):
@@ -164,7 +151,7 @@ def _trend(runs: pd.DataFrame, metric: str, phase: str) -> str:
 
 def captions(results: Results) -> dict[str, str]:
     """What the stored runs say, per phase, for the first setting (numbers from the store)."""
-    label, runs = _groups(results.runs)[0]
+    label, runs = settings(results.runs, _GRID)[0]
     setting = f" ({label})" if label else ""
     deepest = int(runs["config.depth"].max())
     depths = f"depth {int(runs['config.depth'].min())} → {deepest}"

@@ -20,6 +20,7 @@ _BUILTIN = (
     "phase_diagram",
     "optimization",
     "uncertainty",
+    "continual",
     "scaling_laws",
 )
 

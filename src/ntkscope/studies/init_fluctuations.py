@@ -23,7 +23,6 @@ n probe inputs. It measures (CONVENTIONS.md, "Finite-width diagnostics"):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -38,7 +37,7 @@ from ntkscope.data import DatasetName, load
 from ntkscope.dynamics import KernelRecorder, train
 from ntkscope.kernels import empirical_ntk, infinite_kernels
 from ntkscope.models import ActivationName
-from ntkscope.studies._base import Progress, Result, Results, StudyConfig
+from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
 
 __all__ = ["PRESETS", "Config", "captions", "figures", "predicted_dispersion", "run"]
 
@@ -225,21 +224,6 @@ def run(config: Config, progress: Progress) -> Result:
     )
 
 
-def _groups(runs: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(label, runs sorted by width) per combination of the config fields other than width
-    that vary between runs (depth, activation, ...); one group "all" if none vary."""
-    keys = [c for c in runs.columns if c.startswith("config.") and c != "config.width"
-            and runs[c].astype(str).nunique() > 1]  # fmt: skip
-    if not keys:
-        yield "all", runs.sort_values("config.width")
-        return
-    for values, group in runs.groupby(keys, sort=True):
-        label = ", ".join(
-            f"{k.removeprefix('config.')}={v}" for k, v in zip(keys, values, strict=True)
-        )
-        yield label, group.sort_values("config.width")
-
-
 def _slope(group: pd.DataFrame, metric: str) -> float:
     """Least-squares slope of log(metric) against log(width) (NaN under two measured widths)."""
     group = group[np.isfinite(group[f"metrics.{metric}"])]
@@ -259,7 +243,7 @@ def _axes(xlabel: str, ylabel: str, title: str, yscale: str = "log"):
 def _dispersion_figure(results: Results) -> Figure:
     """Diagonal dispersion against β, one marker series per group, and exp(5β) − 1."""
     figure, axes = _axes("β = depth / width", "Var[Θ̂(x,x)] / E[Θ̂(x,x)]²", "eNTK dispersion")
-    for label, group in _groups(results.runs):
+    for label, group in settings(results.runs, ("width",), "all"):
         axes.plot(group["metrics.beta"], group["metrics.dispersion_diagonal"], "o", label=label)
     beta = np.geomspace(results.runs["metrics.beta"].min(), results.runs["metrics.beta"].max())
     axes.plot(beta, np.expm1(5 * beta), "k--", lw=1, label="exp(5β) − 1 (Hanin & Nica)")
@@ -271,7 +255,7 @@ def _width_figure(results: Results, metric: str, ylabel: str, title: str, yscale
     """``metric`` against width, one line per group (depth included): on log axes with the
     fitted slope in the legend, on a linear axis with the Gaussian value 0 dashed."""
     figure, axes = _axes("width", ylabel, title, yscale)
-    for label, group in _groups(results.runs):
+    for label, group in settings(results.runs, ("width",), "all"):
         slope = f" (slope {_slope(group, metric):.2f})" if yscale == "log" else ""
         axes.plot(group["config.width"], group[f"metrics.{metric}"], "o-", label=label + slope)
     widths = np.unique(results.runs["config.width"])
@@ -327,7 +311,9 @@ def _dispersion_caption(runs: pd.DataFrame) -> str:
 
 
 def _distance_caption(runs: pd.DataFrame) -> str:
-    slopes = pd.Series([_slope(group, "distance_single") for _, group in _groups(runs)])
+    slopes = pd.Series(
+        [_slope(group, "distance_single") for _, group in settings(runs, ("width",), "all")]
+    )
     ratio = runs["metrics.distance_mean"] / runs["metrics.distance_single"]
     return (f"Single-seed distance: fitted slopes {_span(slopes.dropna())} (theory −1/2); the "
             f"seed-mean eNTK is {_span(ratio)} times as far from the infinite NTK.")  # fmt: skip

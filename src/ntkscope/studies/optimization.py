@@ -51,8 +51,7 @@ from ntkscope.dynamics import (
 )
 from ntkscope.kernels import empirical_ntk
 from ntkscope.models import ActivationName
-from ntkscope.studies._base import Progress, Result, Results, StudyConfig
-from ntkscope.studies.init_fluctuations import _groups
+from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
 
 __all__ = ["PRESETS", "Architecture", "Config", "Task", "captions", "figures", "run"]
 
@@ -267,7 +266,7 @@ def _conditioning_figure(results: Results) -> Figure:
     figure, axes = _axes_row(
         2, ["Smallest eNTK eigenvalue", "eNTK condition number"], ["λ_min", "λ_max / λ_min"]
     )
-    for label, group in _groups(results.runs):
+    for label, group in settings(results.runs, ("width",), "all"):
         for ax, metric in zip(axes, ("lambda_min", "condition"), strict=True):
             line = ax.plot(group["config.width"], group[f"metrics.{metric}_init"], "o-",
                            label=f"{label}, init")[0]  # fmt: skip
@@ -280,7 +279,7 @@ def _conditioning_figure(results: Results) -> Figure:
 def _jacobian_figure(results: Results) -> Figure:
     """Relative Jacobian change after training against width, GD and GN, with width^(-1/2)."""
     figure, (axes,) = _axes_row(1, ["Jacobian change in training"], ["‖J_T − J_0‖_F / ‖J_0‖_F"])
-    for label, group in _groups(results.runs):
+    for label, group in settings(results.runs, ("width",), "all"):
         widths = group["config.width"]
         line = axes.plot(widths, group["metrics.jacobian_change_gd"], "o-", label=f"{label}, GD")
         axes.plot(widths, group["metrics.jacobian_change_gn"], "s--", color=line[0].get_color(),
@@ -300,7 +299,7 @@ def _speedup_figure(results: Results) -> Figure:
         2, ["GN loss / GD loss after T steps", "Shortfall: measured / predicted ratio"],
         ["loss ratio", "shortfall"],
     )  # fmt: skip
-    for label, group in _groups(results.runs):
+    for label, group in settings(results.runs, ("width",), "all"):
         widths = group["config.width"]
         line = axes[0].plot(widths, group["metrics.ratio"], "o-", label=f"{label}, measured")
         axes[0].plot(widths, group["metrics.ratio_predicted"], "s--", color=line[0].get_color(),
@@ -316,7 +315,7 @@ def _speedup_figure(results: Results) -> Figure:
 def _loss_figure(results: Results) -> Figure:
     """Loss curves of GD and GN, measured (solid) and predicted (dashed), for the smallest,
     a middle and the largest width of each group (rows)."""
-    groups = list(_groups(results.runs))[:4]
+    groups = list(settings(results.runs, ("width",), "all"))[:4]
     columns = max(min(3, len(g)) for _, g in groups)
     figure = Figure(figsize=(4.5 * columns, 3.5 * len(groups)), layout="constrained")
     grid = figure.subplots(len(groups), columns, squeeze=False)
@@ -353,16 +352,23 @@ def threshold_width(group: pd.DataFrame) -> float:
     return float(good.index[good.to_numpy()].min()) if good.iloc[-1] else math.nan
 
 
+def _off(shortfall: float) -> str:
+    """A shortfall (measured / predicted GN-to-GD loss ratio) in words."""
+    if shortfall >= 1:
+        return f"{shortfall:.3g}× short of it"
+    return f"{1 / shortfall:.3g}× better than predicted"
+
+
 def _speedup_caption(runs: pd.DataFrame) -> str:
     parts = []
-    for label, group in _groups(runs):
+    for label, group in settings(runs, ("width",), "all"):
         width = threshold_width(group)
         smallest = group.iloc[0]
         reach = (f"from width {width:g} on" if math.isfinite(width)
                  else f"at no width up to {group['config.width'].max():g}")  # fmt: skip
         parts.append(
             f"{label}: GN reaches the predicted GN/GD loss ratio within {WITHIN:g}× {reach}; at "
-            f"width {smallest['config.width']:g} it is {smallest['metrics.shortfall']:.3g}× off "
+            f"width {smallest['config.width']:g} it is {_off(smallest['metrics.shortfall'])} "
             f"(measured {smallest['metrics.ratio']:.2g}, predicted "
             f"{smallest['metrics.ratio_predicted']:.2g})"
         )
