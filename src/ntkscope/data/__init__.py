@@ -2,6 +2,7 @@
 
 from ntkscope.data.builtin import Dataset, DatasetName, load, targets
 from ntkscope.data.files import load_cifar10, load_idx, load_npz, load_svhn
+from ntkscope.data.synthetic import SyntheticName, synthetic_task
 from ntkscope.data.tasks import Task, TaskName, load_task
 
 __all__ = [
@@ -14,6 +15,9 @@ __all__ = [
     "Task",
     "TaskName",
     "load_task",
+    # synthetic teachers
+    "SyntheticName",
+    "synthetic_task",
     # the user's files
     "load_npz",
     "load_idx",

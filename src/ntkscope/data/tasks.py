@@ -43,6 +43,7 @@ from ntkscope._checks import (
 from ntkscope.data import _sources
 from ntkscope.data._preprocess import pool, standardize
 from ntkscope.data.builtin import Dataset
+from ntkscope.data.synthetic import SyntheticName, synthetic_task
 
 
 class TaskName(StrEnum):
@@ -62,6 +63,8 @@ class TaskName(StrEnum):
         with ``train_32x32.mat`` and ``test_32x32.mat`` (see `load_svhn`).
     NPZ: the user's ``.npz`` file (``root``) with ``x``, ``y`` and optionally ``x_test``,
         ``y_test`` (see `load_npz`); integer labels are classes, float labels regression.
+    SINGLE_INDEX: synthetic Gaussian inputs, real targets g(w·x) (`ntkscope.data.synthetic`).
+    SPARSE_PARITY: synthetic hypercube inputs, labels of a k-sparse parity (same module).
     """
 
     DIGITS = "digits"
@@ -73,6 +76,8 @@ class TaskName(StrEnum):
     CIFAR10_BINARY = "cifar10_binary"
     SVHN_PARITY = "svhn_parity"
     NPZ = "npz"
+    SINGLE_INDEX = "single_index"
+    SPARSE_PARITY = "sparse_parity"
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,6 +225,7 @@ def load_task(
     dtype: torch.dtype = torch.float32,
     image_size: int | None = None,
     root: str | PathLike[str] | None = None,
+    **synthetic: object,
 ) -> Task:
     """A task with a fixed test set and seeded train/validation sets (module docstring).
 
@@ -236,6 +242,9 @@ def load_task(
             or 7, digits 8 → 4, CIFAR/SVHN 32 → 16, 8, ...); None keeps the native size.
         root: the user's files for the file-based tasks (see `TaskName`); None for the
             built-in ones (mnist takes either).
+        **synthetic: options of the synthetic tasks, ``d``, ``degrees``, ``k`` (see
+            `ntkscope.data.synthetic_task`, which draws them: n_train is required, n_val
+            defaults to 1,000 and n_test to 10,000).
 
     Returns:
         The `Task`, tensors on the CPU.
@@ -247,6 +256,10 @@ def load_task(
             FileNotFoundError: for a missing file under ``root``.
     """
     kind = choice(TaskName, name, "name")
+    if kind.value in {s.value for s in SyntheticName}:
+        return _synthetic(kind, n_train, n_val, n_test, seed, dtype, image_size, root, synthetic)
+    if synthetic:
+        raise TypeError(f"{next(iter(synthetic))}: only the synthetic tasks take this option")
     spec = _SPECS[kind]
     integer(seed, "seed")
     floating_dtype(dtype, "dtype")
@@ -282,6 +295,25 @@ def load_task(
     for split, data in datasets.items():
         _check_classes(data, split, data.n_classes)
     return Task(kind.value, **datasets, description=_describe(kind, datasets, root))
+
+
+def _synthetic(kind, n_train, n_val, n_test, seed, dtype, image_size, root, options) -> Task:
+    """A synthetic task drawn by `ntkscope.data.synthetic_task` (no pool, no root)."""
+    if root is not None or image_size is not None:
+        argument = "root" if root is not None else "image_size"
+        raise ValueError(f"{argument}: {kind.value!r} is synthetic and takes no {argument}")
+    if n_train is None:
+        raise ValueError(f"n_train: {kind.value!r} is synthetic; give the training set's size")
+    n_val = 1_000 if n_val is None else n_val
+    n_test = _MAX_TEST if n_test is None else n_test
+    splits = synthetic_task(kind.value, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
+                            dtype=dtype, **options)  # fmt: skip
+    train, val, test = splits
+    targets = "real targets" if train.n_classes is None else "2 classes"
+    description = (f"{kind.value} (synthetic, {options or 'default options'}): inputs "
+                   f"{train.x.shape[1]}, {targets}; {len(train)} train, {len(val)} val, "
+                   f"{len(test)} test")  # fmt: skip
+    return Task(kind.value, train, val, test, description)
 
 
 def _prepare(

@@ -21,8 +21,17 @@ _BUILTIN = (
     "optimization",
     "uncertainty",
     "continual",
+_BUILTIN = (
+    "width_convergence",
+    "init_fluctuations",
+    "phase_diagram",
+    "scaling_laws",
     "kernel_over_time",
     "width_effect",
+    "optimization",
+    "uncertainty",
+    "continual",
+)
 )
 
 
