@@ -18,20 +18,12 @@ _BUILTIN = (
     "width_convergence",
     "init_fluctuations",
     "phase_diagram",
-    "optimization",
-    "uncertainty",
-    "continual",
-_BUILTIN = (
-    "width_convergence",
-    "init_fluctuations",
-    "phase_diagram",
     "scaling_laws",
     "kernel_over_time",
     "width_effect",
     "optimization",
     "uncertainty",
     "continual",
-)
 )
 
 
