@@ -43,7 +43,14 @@ class Fit:
     relative_loss: float
 
 
-def fit(model, x, targets, kernel, rule: FitRule, arms=None) -> Fit:
+def fit(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    kernel: torch.Tensor,
+    rule: FitRule,
+    arms: torch.Tensor | None = None,
+) -> Fit:
     """Train ``model`` in place by the rule of the module docstring.
 
     Args:
@@ -56,12 +63,12 @@ def fit(model, x, targets, kernel, rule: FitRule, arms=None) -> Fit:
     like = next(model.parameters())
     x, targets = x.to(like), targets.to(like)
     optimizer = torch.optim.SGD(model.parameters(), lr=rule.learning_rate(kernel))
-    initial = None
     for step in itertools.count():
         optimizer.zero_grad(set_to_none=True)
         outputs = model(x) if arms is None else model(x).gather(1, arms[:, None])[:, 0]
         loss = 0.5 * (outputs - targets).pow(2).sum() / len(x)
-        initial = initial or max(loss.item(), 1e-30)
+        if step == 0:
+            initial = max(loss.item(), 1e-30)
         if loss.item() <= rule.tolerance * initial or step == rule.max_steps:
             return Fit(step, loss.item() / initial)
         loss.backward()
