@@ -135,6 +135,11 @@ def test_image_size_is_average_pooling(name, size):
         assert torch.equal(getattr(pooled, split).y, getattr(native, split).y)
 
 
+def test_image_size_with_an_empty_validation_set():
+    task = load_task("mnist", n_train=200, n_val=0, n_test=100, image_size=7)
+    assert task.val.x.shape == (0, 49) and task.train.x.shape == (200, 49)
+
+
 def test_dtype_float64_and_enum_name():
     task = load_task(
         TaskName.DIGITS_LOW_HIGH, n_train=100, n_val=20, n_test=50, dtype=torch.float64

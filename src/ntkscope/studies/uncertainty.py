@@ -3,14 +3,18 @@
 Wenger, Dangel & Kristiadi ("On the disconnect between theory and practice of neural
 networks: limits of the NTK perspective", 2023) ask whether the uncertainty that NTK theory
 promises (the NTK Gaussian process, or the linearized Laplace approximation) describes
-networks of practical width. One run is one width of an MLP in NTK parameterization. It
-trains ``ensemble`` networks from independent initializations with MSE on one-hot labels
-of the in-distribution classes (digits ``0..in_classes−1``), and compares three predictive
-distributions (`ntkscope.kernels.GaussianProcess`, every output independent with shared
-prior scale s and noise σ², both by type-II maximum likelihood):
+networks of practical width. One run is one width and one seed of an MLP in NTK
+parameterization. It trains ``ensemble`` networks from independent initializations (seeds
+1000·seed + k) with MSE on one-hot labels of the in-distribution classes ``0..in_classes−1``
+of a task of `ntkscope.data.load_task` (digits, or MNIST pooled to 7×7 or 14×14), and
+compares three predictive distributions (`ntkscope.kernels.GaussianProcess`, every output
+independent with shared prior scale s and noise σ², both by type-II maximum likelihood):
 
 - ``ntk_gp``: the GP with the end-of-training trace eNTK of the first member and prior mean
   the trained network (the linearized-Laplace view): mean f(x*) + Θ̂*ᵀ(Θ̂ + σ²/s I)⁻¹(Y − f(X));
+  its residuals Y − f(X) are only those left at the training tolerance, so type-II maximum
+  likelihood may pick a tiny s (``ntk_gp_prior_scale``), and then the latent variance,
+  ≈ s·Θ̂(x*, x*), hardly tells inputs apart;
 - ``ensemble``: the members' mean, and their variance (ddof 1, averaged over outputs) plus
   the mean squared training residual of the ensemble mean (the maximum-likelihood noise);
 - ``infinite_gp``: the GP with the infinite-width NTK and zero prior mean (the network of
@@ -21,13 +25,24 @@ y_j ~ N(μ_j, v) with the shared predictive variance v (latent + noise), compute
 Gauss–Hermite quadrature of E_z[Π_{j≠c} Φ((μ_c − μ_j)/√v + z)], then normalized. It tends
 to one-hot as v → 0 and to uniform as v → ∞.
 
-Evaluated on in-distribution test images, on the held-out classes (OOD) and on the test
-images with Gaussian pixel noise (shifted, re-standardized): negative log-likelihood,
+Training rule (the same at every width, `ntkscope.studies._fit`): full-batch gradient
+descent on ½‖f(X) − Y‖²/N with learning rate c·N/λ_max(Θ̂_0(X, X)) (Θ̂_0 the member's own
+trace eNTK at initialization, c = ``lr_scale``, as `ntkscope.diagnose` sets it) until the
+training loss falls to ``tolerance`` times its initial value or ``max_steps`` steps. Steps,
+final relative loss and training accuracy of every member are recorded. Networks are
+trained in float32 and evaluated (eNTK, GP) in float64.
+
+Data: the in-distribution training images are the first ``n_train`` of the task's seeded
+training pool, the bandit's contexts the next ``bandit_rounds`` ones; the evaluation sets
+come from the task's fixed test split (the same for every seed): its first ``n_test``
+in-distribution images, its first ``n_test`` images of the held-out classes (OOD), and the
+in-distribution ones with Gaussian pixel noise of a fixed seed (shifted, re-standardized).
+Evaluated on each, with the metrics of `ntkscope.metrics`: negative log-likelihood,
 expected calibration error (15 equal-width bins of the top probability), accuracy, and the
 AUROC of separating in-distribution from OOD / shifted inputs by predictive entropy (and by
-predictive variance). Then the bandit of `ntkscope.studies._bandit` (the in-distribution
-classes as arms, contexts drawn apart from the training images) under the NTK-theory and
-the marginal-likelihood exploration rules.
+predictive variance). Then the bandit of
+`ntkscope.studies._bandit` (the in-distribution classes as arms) under the NTK-theory, the
+marginal-likelihood and the greedy (β = 0) exploration rules.
 """
 
 from __future__ import annotations
@@ -47,15 +62,15 @@ from pydantic import (
     field_validator,
 )
 from scipy import special
-from sklearn.metrics import roc_auc_score
 
 from ntkscope import models
-from ntkscope.data import DatasetName, load
-from ntkscope.dynamics import train
+from ntkscope.data import TaskName, load_task
 from ntkscope.kernels import GaussianProcess, empirical_ntk, infinite_kernels
+from ntkscope.metrics import expected_calibration_error, negative_log_likelihood, ood_auroc
 from ntkscope.models import ActivationName
 from ntkscope.studies import _bandit
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig
+from ntkscope.studies._fit import FitRule, fit
 
 __all__ = ["METHODS", "PRESETS", "Config", "captions", "figures", "run"]
 
@@ -63,16 +78,21 @@ METHODS = ("ntk_gp", "ensemble", "infinite_gp")
 """The predictive distributions compared (module docstring)."""
 SPLITS = ("in", "ood", "shifted")
 """Evaluation sets: in-distribution test, held-out classes, noisy test images."""
-ECE_BINS = 15
+TASKS = (TaskName.DIGITS, TaskName.MNIST)
+"""Ten-class tasks whose classes split into in-distribution and OOD."""
+_NOISE_SEED = 0
+"""Seed of the shifted set's pixel noise, fixed like the test split."""
 _HERMITE = np.polynomial.hermite_e.hermegauss(32)
 """Gauss–Hermite nodes and weights for E_z[g(z)], z ~ N(0, 1) (weights sum to √(2π))."""
 
 
 class Config(StudyConfig):
-    """One width: an ensemble of MLPs on the in-distribution digits, and the bandit."""
+    """One width and seed: an ensemble of MLPs on the in-distribution classes, and the bandit."""
 
-    data: DatasetName = DatasetName.DIGITS
-    """Classification data set (digits: 8×8 images, 10 classes)."""
+    task: TaskName = TaskName.DIGITS
+    """Ten-class task of `ntkscope.data.load_task`: digits (8×8) or mnist (see image_size)."""
+    image_size: PositiveInt | None = None
+    """Side of the images after average pooling (mnist: 7 or 14); None keeps the native size."""
     width: PositiveInt = 256
     """Hidden width of every layer."""
     depth: PositiveInt = 1
@@ -87,22 +107,22 @@ class Config(StudyConfig):
     """Classes 0..in_classes−1 are in-distribution; the others are the OOD set."""
     n_train: PositiveInt = 250
     """Training images (in-distribution)."""
-    n_test: PositiveInt = 200
+    n_test: PositiveInt = 150
     """Images in each evaluation set (in, OOD, shifted)."""
     shift_noise: PositiveFloat = 1.0
     """Standard deviation of the Gaussian pixel noise of the shifted set (pixels have sd 1)."""
     ensemble: int = 3
     """Independently initialized networks (at least 2); the first one gives the eNTK."""
-    steps: PositiveInt = 300
-    """Full-batch gradient descent steps on ½‖f(X) − Y‖² / N."""
-    lr_fraction: float = Field(0.5, gt=0.0, lt=1.0)
-    """Learning rate as a fraction of the stability limit 2N / λ_max(Θ(X, X)) (infinite NTK)."""
+    lr_scale: float = Field(1.0, gt=0.0, lt=2.0)
+    """c in the learning rate c·N/λ_max(Θ̂_0) (below 2: stable for the linearized network)."""
+    tolerance: float = Field(1e-2, gt=0.0, lt=1.0)
+    """Training stops when the training MSE is at most this fraction of its initial value."""
+    max_steps: PositiveInt = 3000
+    """Cap on the gradient descent steps of one training."""
     bandit_rounds: NonNegativeInt = 300
     """Bandit rounds T (0 skips the bandit)."""
     bandit_retrain_every: PositiveInt = 50
     """Rounds between retrainings (and eNTK recomputations) of the bandit's network."""
-    bandit_steps: PositiveInt = 100
-    """Gradient descent steps per retraining."""
     ridge: PositiveFloat = 1.0
     """Ridge λ of the theory rule (prior scale 1/λ, noise 1)."""
     delta: float = Field(0.1, gt=0.0, lt=1.0)
@@ -112,7 +132,7 @@ class Config(StudyConfig):
     norm_bound: PositiveFloat = 1.0
     """Bound S on the reward function's norm in the theory rule's β."""
     seed: NonNegativeInt = 0
-    """Seed of the data split and of the first initialization (members: seed, seed + 1, ...)."""
+    """Seed of the training/bandit draw and of the initializations (the test split is fixed)."""
 
     @field_validator("ensemble")
     @classmethod
@@ -121,6 +141,20 @@ class Config(StudyConfig):
             raise ValueError(f"ensemble: expected at least 2 members, got {value}")
         return value
 
+    @field_validator("task")
+    @classmethod
+    def _ten_classes(cls, value: TaskName) -> TaskName:
+        if value not in TASKS:
+            raise ValueError(
+                f"task: expected one of {[t.value for t in TASKS]}, got {value.value!r}"
+            )
+        return value
+
+    @property
+    def fit_rule(self) -> FitRule:
+        """The training rule of every network (module docstring)."""
+        return FitRule(self.lr_scale, self.tolerance, self.max_steps)
+
 
 PRESETS = {
     "quick": {
@@ -128,60 +162,69 @@ PRESETS = {
             "n_train": 200,
             "n_test": 150,
             "ensemble": 3,
-            "steps": 200,
-            "bandit_rounds": 200,
-            "bandit_retrain_every": 50,
+            "bandit_rounds": 100,
+            "bandit_retrain_every": 25,
         },
-        "product": {"width": [64, 256, 1024]},
+        "product": {"width": [64, 256, 1024], "seed": [0, 1]},
     },
     "full": {
         "fixed": {
+            "task": "mnist",
+            "image_size": 14,
             "n_train": 1000,
-            "n_test": 1000,
+            "n_test": 400,
             "ensemble": 10,
-            "steps": 2000,
-            "bandit_rounds": 1000,
+            "max_steps": 20000,
+            "bandit_rounds": 800,
             "bandit_retrain_every": 100,
-            "bandit_steps": 500,
         },
-        "product": {"width": [64, 128, 256, 512, 1024, 2048, 4096, 8192], "depth": [1, 2]},
+        "product": {
+            "width": [64, 128, 256, 512, 1024, 2048, 4096, 8192],
+            "depth": [1, 2],
+            "seed": [0, 1, 2],
+        },
     },
 }
 
 
 def _standardize(x: torch.Tensor) -> torch.Tensor:
-    """Each image to mean 0, variance 1 over its pixels (as the built-in digits)."""
+    """Each image to mean 0, variance 1 over its pixels (as `load_task` does)."""
     return (x - x.mean(dim=1, keepdim=True)) / x.std(dim=1, correction=0, keepdim=True)
 
 
 def _splits(config: Config):
-    """Training (x, labels) and the evaluation sets {split: (x, labels)}, float64."""
-    data = load(config.data, seed=config.seed, dtype=torch.float64)
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed))
-    inside = order[data.y[order] < config.in_classes]
-    outside = order[data.y[order] >= config.in_classes]
-    n, m = config.n_train, config.n_test
-    if len(inside) < n + m or len(outside) < m:
+    """Training (x, labels), bandit contexts (x, labels) and the evaluation sets
+    {split: (x, labels)}, float64 (module docstring)."""
+    task = load_task(config.task, n_val=0, seed=config.seed, dtype=torch.float64,
+                     image_size=config.image_size)  # fmt: skip
+    train, test = task.train, task.test
+    inside = train.y < config.in_classes
+    x, y = train.x[inside], train.y[inside]
+    test_in, test_out = test.y < config.in_classes, test.y >= config.in_classes
+    n, t, m = config.n_train, config.bandit_rounds, config.n_test
+    if len(y) < n + t or int(test_in.sum()) < m or int(test_out.sum()) < m:
         raise ValueError(
-            f"n_train, n_test: {data.name!r} has {len(inside)} in-distribution and "
-            f"{len(outside)} OOD images, asked for {n} + {m} and {m}"
+            f"n_train, bandit_rounds, n_test: {task.name!r} has {len(y)} in-distribution "
+            f"training images and {int(test_in.sum())} / {int(test_out.sum())} in / OOD test "
+            f"images, asked for {n} + {t} and {m}"
         )
-    test = inside[n : n + m]
-    noise = torch.randn(m, data.x.shape[1], generator=torch.Generator().manual_seed(config.seed))
-    shifted = _standardize(data.x[test] + config.shift_noise * noise.to(torch.float64))
+    x_in, y_in = test.x[test_in][:m], test.y[test_in][:m]
+    noise = torch.randn(x_in.shape, generator=torch.Generator().manual_seed(_NOISE_SEED),
+                        dtype=torch.float64)  # fmt: skip
     evaluation = {
-        "in": (data.x[test], data.y[test]),
-        "ood": (data.x[outside[:m]], data.y[outside[:m]]),
-        "shifted": (shifted, data.y[test]),
+        "in": (x_in, y_in),
+        "ood": (test.x[test_out][:m], test.y[test_out][:m]),
+        "shifted": (_standardize(x_in + config.shift_noise * noise), y_in),
     }
-    return (data.x[inside[:n]], data.y[inside[:n]]), evaluation
+    return (x[:n], y[:n]), (x[n : n + t], y[n : n + t]), evaluation
 
 
 def _network(config: Config, d_in: int, d_out: int, seed: int) -> torch.nn.Module:
+    """A float32 MLP of the config (trained in float32, evaluated after ``.double()``)."""
     return models.mlp(
         d_in, config.width, config.depth, d_out, activation=config.activation,
         sigma_w=config.sigma_w, sigma_b=config.sigma_b, seed=seed,
-    ).to(torch.float64)  # fmt: skip
+    )  # fmt: skip
 
 
 def _infinite_ntk(config: Config, x1: torch.Tensor, x2: torch.Tensor | None = None, **kw):
@@ -210,57 +253,41 @@ def class_probabilities(mean: torch.Tensor, variance: torch.Tensor) -> np.ndarra
     return p / p.sum(axis=1, keepdims=True)
 
 
-def _nll(p: np.ndarray, labels: np.ndarray) -> float:
-    """Mean negative log-likelihood −log p(y | x) (probabilities floored at 1e-12)."""
-    return float(-np.log(np.maximum(p[np.arange(len(labels)), labels], 1e-12)).mean())
-
-
-def _ece(p: np.ndarray, labels: np.ndarray) -> float:
-    """Expected calibration error: Σ_b (n_b/N) |accuracy_b − confidence_b| over 15
-    equal-width bins of the top probability (Guo et al. 2017)."""
-    confidence, correct = p.max(axis=1), p.argmax(axis=1) == labels
-    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
-    return float(sum(
-        abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
-        for b in np.unique(bins)
-    ))  # fmt: skip
-
-
 def _entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(np.maximum(p, 1e-300))).sum(axis=1)
 
 
-def _auroc(inside: np.ndarray, outside: np.ndarray) -> float:
-    """AUROC of telling outside (positive) from inside inputs by a score (higher: outside)."""
-    labels = np.r_[np.zeros(len(inside)), np.ones(len(outside))]
-    return float(roc_auc_score(labels, np.r_[inside, outside]))
-
-
-def _ensemble(config, train_set, evaluation, lr, progress):
-    """Train the members; return member 0 and {split: (mean, variance)} of the ensemble."""
-    (x, y), members = train_set, []
+def _ensemble(config, train_set, evaluation, progress):
+    """Train the members by the fit rule; return member 0 (float64), {split: (mean, latent
+    variance, noise)} of the ensemble, its noise, and the members' training table."""
+    (x, y), members, rows = train_set, [], []
+    one_hot = torch.nn.functional.one_hot(y, config.in_classes).to(torch.float64)
     outputs = {split: [] for split in ("train", *SPLITS)}
     for k in range(config.ensemble):
-        model = _network(config, x.shape[1], config.in_classes, config.seed + k)
-        train(model, (x, y), loss="mse", lr=lr, steps=config.steps)
+        model = _network(config, x.shape[1], config.in_classes, 1000 * config.seed + k)
+        kernel = empirical_ntk(model, x.float())
+        result = fit(model, x, one_hot, kernel, config.fit_rule)
+        model.double()
         members.append(model)
         with torch.no_grad():
             outputs["train"].append(model(x))
             for split, (xs, _) in evaluation.items():
                 outputs[split].append(model(xs))
+        accuracy = float((outputs["train"][-1].argmax(1) == y).double().mean())
+        rows.append((k, result.steps, result.relative_loss, accuracy))
         progress(k + 1, config.ensemble + 3)
-    one_hot = torch.nn.functional.one_hot(y, config.in_classes).to(torch.float64)
     noise = float((torch.stack(outputs["train"]).mean(0) - one_hot).pow(2).mean())
     predictive = {
-        split: (torch.stack(o).mean(0), torch.stack(o).var(0).mean(1) + noise)
+        split: (torch.stack(o).mean(0), torch.stack(o).var(0).mean(1), noise)
         for split, o in outputs.items() if split != "train"
     }  # fmt: skip
-    return members[0], predictive, noise
+    table = pd.DataFrame(rows, columns=["member", "steps", "relative_loss", "accuracy"])
+    return members[0], predictive, noise, table
 
 
 def _gp_predictions(gp, hyper, cross, diagonal, means):
     return {
-        split: (p.mean, p.variance)
+        split: (p.mean, p.latent_variance, hyper.noise)
         for split in SPLITS
         for p in [gp.predict(cross[split], diagonal[split], hyper, prior_mean_test=means[split])]
     }
@@ -279,10 +306,12 @@ def _ntk_gp(model, train_set, evaluation, n_classes):
     return _gp_predictions(gp, hyper, cross, diagonal, means), hyper
 
 
-def _infinite_gp(config, train_set, evaluation, ntk_train):
+def _infinite_gp(config, train_set, evaluation):
     """The infinite-NTK GP with zero prior mean; its fitted (s, σ²)."""
     x, y = train_set
-    gp = GaussianProcess(ntk_train, torch.nn.functional.one_hot(y, config.in_classes).double())
+    gp = GaussianProcess(
+        _infinite_ntk(config, x), torch.nn.functional.one_hot(y, config.in_classes).double()
+    )
     hyper = gp.fit_hyperparameters()
     cross = {split: _infinite_ntk(config, xs, x) for split, (xs, _) in evaluation.items()}
     diagonal = {s: _infinite_ntk(config, xs, diagonal=True) for s, (xs, _) in evaluation.items()}
@@ -290,41 +319,39 @@ def _infinite_gp(config, train_set, evaluation, ntk_train):
 
 
 def _evaluate(method: str, predictions, evaluation) -> tuple[list[tuple], dict[str, float]]:
-    """Rows (method, split, nll, ece, accuracy, entropy, variance) and the AUROC metrics."""
+    """Rows (method, split, nll, ece, accuracy, entropy, latent_variance, variance) and the
+    AUROC metrics, from {split: (mean, latent variance, noise)}."""
     rows, entropy, variance = [], {}, {}
-    for split, (mean, var) in predictions.items():
-        p, labels = class_probabilities(mean, var), evaluation[split][1].numpy()
-        entropy[split], variance[split] = _entropy(p), var.numpy()
-        in_range = labels < p.shape[1]  # OOD labels have no class: no NLL/ECE/accuracy
-        scores = (_nll(p[in_range], labels[in_range]), _ece(p[in_range], labels[in_range]),
-                  float((p.argmax(1) == labels)[in_range].mean())) if in_range.any() else (
-                  (math.nan,) * 3)  # fmt: skip
-        rows.append((method, split, *scores, entropy[split].mean(), variance[split].mean()))
+    for split, (mean, latent, noise) in predictions.items():
+        var = latent + noise
+        p, labels = torch.from_numpy(class_probabilities(mean, var)), evaluation[split][1]
+        entropy[split], variance[split] = torch.from_numpy(_entropy(p.numpy())), var
+        if split == "ood":  # held-out classes have no label among the outputs
+            scores = (math.nan,) * 3
+        else:
+            scores = (negative_log_likelihood(p, labels), expected_calibration_error(p, labels),
+                      float((p.argmax(1) == labels).double().mean()))  # fmt: skip
+        rows.append((method, split, *scores, float(entropy[split].mean()), float(latent.mean()),
+                     float(var.mean())))  # fmt: skip
     metrics = {
-        f"{method}_auroc_{split}": _auroc(entropy["in"], entropy[split]) for split in SPLITS[1:]
-    } | {f"{method}_auroc_ood_variance": _auroc(variance["in"], variance["ood"])}
+        f"{method}_auroc_{split}": ood_auroc(entropy["in"], entropy[split]) for split in SPLITS[1:]
+    } | {f"{method}_auroc_ood_variance": ood_auroc(variance["in"], variance["ood"])}
     return rows, metrics
 
 
-def _bandit_regret(config: Config) -> pd.DataFrame:
+def _bandit_regret(config: Config, contexts) -> pd.DataFrame:
     """Cumulative regret per rule and round: columns rule, round, regret (empty if T = 0)."""
     if config.bandit_rounds == 0:
         return pd.DataFrame({"rule": [], "round": [], "regret": []})
-    data = load(config.data, seed=config.seed + 1, dtype=torch.float64)
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed + 1))
-    rounds = order[data.y[order] < config.in_classes][: config.bandit_rounds]
-    if len(rounds) < config.bandit_rounds:
-        raise ValueError(f"bandit_rounds: {data.name!r} has only {len(rounds)} contexts")
-    x, labels = data.x[rounds], data.y[rounds]
+    x, labels = contexts
     settings = _bandit.BanditSettings(
         config.ridge, config.delta, config.reward_noise, config.norm_bound,
-        config.bandit_retrain_every, config.bandit_steps, config.lr_fraction,
+        config.bandit_retrain_every, config.fit_rule,
     )  # fmt: skip
-    ntk = _infinite_ntk(config, x)
     frames = []
     for rule in _bandit.BetaRule:
-        model = _network(config, x.shape[1], config.in_classes, config.seed)
-        regret = _bandit.play(model, x, labels, ntk, rule, settings)
+        model = _network(config, x.shape[1], config.in_classes, 1000 * config.seed)
+        regret = _bandit.play(model, x, labels, rule, settings)
         frames.append(pd.DataFrame({"rule": rule.value, "round": np.arange(1, len(regret) + 1),
                                     "regret": regret}))  # fmt: skip
     return pd.concat(frames, ignore_index=True)
@@ -338,19 +365,20 @@ def run(config: Config, progress: Progress) -> Result:
         test data ``{method}_nll``, ``_ece``, ``_accuracy``; ``{method}_auroc_ood`` and
         ``_auroc_shifted`` (entropy score), ``{method}_auroc_ood_variance``; fitted
         hyperparameters ``ntk_gp_prior_scale``, ``ntk_gp_noise``, ``infinite_gp_prior_scale``,
-        ``infinite_gp_noise``, ``ensemble_noise``; final cumulative bandit regret
-        ``regret_theory`` and ``regret_marglik`` (NaN without a bandit).
-        tables: ``evaluation`` (method, split, nll, ece, accuracy, entropy, variance; NaN
-        scores on the OOD split), ``regret`` (rule, round, regret).
+        ``infinite_gp_noise``, ``ensemble_noise``; the members' mean ``train_steps``,
+        ``train_relative_loss`` and ``train_accuracy``; final cumulative bandit regret
+        ``regret_theory``, ``regret_marglik`` and ``regret_greedy`` (NaN without a bandit).
+        tables: ``evaluation`` (method, split, nll, ece, accuracy, mean predictive entropy,
+        latent_variance Var[f] and predictive variance Var[y] = latent + noise; NaN scores on
+        the OOD split), ``training`` (member, steps, relative_loss, accuracy),
+        ``regret`` (rule, round, regret).
     """
-    train_set, evaluation = _splits(config)
-    ntk_train = _infinite_ntk(config, train_set[0])
-    lr = config.lr_fraction * 2 * len(ntk_train) / float(torch.linalg.eigvalsh(ntk_train)[-1])
+    train_set, contexts, evaluation = _splits(config)
     total = config.ensemble + 3
-    model, ensemble, noise = _ensemble(config, train_set, evaluation, lr, progress)
+    model, ensemble, noise, training = _ensemble(config, train_set, evaluation, progress)
     ntk_gp, ntk_hyper = _ntk_gp(model, train_set, evaluation, config.in_classes)
     progress(config.ensemble + 1, total)
-    infinite_gp, infinite_hyper = _infinite_gp(config, train_set, evaluation, ntk_train)
+    infinite_gp, infinite_hyper = _infinite_gp(config, train_set, evaluation)
     progress(config.ensemble + 2, total)
     rows, metrics = [], {}
     for method, predictions in zip(METHODS, (ntk_gp, ensemble, infinite_gp), strict=True):
@@ -358,11 +386,12 @@ def run(config: Config, progress: Progress) -> Result:
         rows += method_rows
         metrics |= method_metrics
     table = pd.DataFrame(
-        rows, columns=["method", "split", "nll", "ece", "accuracy", "entropy", "variance"]
-    )
+        rows, columns=["method", "split", "nll", "ece", "accuracy", "entropy", "latent_variance",
+                       "variance"],
+    )  # fmt: skip
     for row in table[table.split == "in"].itertuples():
         metrics |= {f"{row.method}_{q}": getattr(row, q) for q in ("nll", "ece", "accuracy")}
-    regret = _bandit_regret(config)
+    regret = _bandit_regret(config, contexts)
     progress(total, total)
     final = regret.groupby("rule").regret.last()
     return Result(
@@ -370,8 +399,10 @@ def run(config: Config, progress: Progress) -> Result:
             "ntk_gp_prior_scale": ntk_hyper.prior_scale, "ntk_gp_noise": ntk_hyper.noise,
             "infinite_gp_prior_scale": infinite_hyper.prior_scale,
             "infinite_gp_noise": infinite_hyper.noise, "ensemble_noise": noise,
-        } | {f"regret_{r.value}": float(final.get(r.value, math.nan)) for r in _bandit.BetaRule},
-        tables={"evaluation": table, "regret": regret},
+        } | {f"train_{q}": float(training[q].mean()) for q in ("steps", "relative_loss",
+                                                                "accuracy")}
+        | {f"regret_{r.value}": float(final.get(r.value, math.nan)) for r in _bandit.BetaRule},
+        tables={"evaluation": table, "training": training, "regret": regret},
     )  # fmt: skip
 
 
@@ -403,17 +434,19 @@ def _metrics_figure(results: Results) -> Figure:
     return figure
 
 
+_STYLES = {"theory": "-", "marglik": "--", "greedy": ":"}
+
+
 def _regret_figure(results: Results) -> Figure:
-    """Cumulative regret against round, one line per width and exploration rule."""
+    """Cumulative regret against round (mean over seeds), one line per width and rule."""
     figure = Figure(figsize=(6, 4.5), layout="constrained")
     axes = figure.subplots()
     regret = results.tables["regret"].merge(results.runs[["hash", "config.width"]], on="hash")
-    styles = {"theory": "-", "marglik": "--"}
     for (width, rule), group in regret.groupby(["config.width", "rule"]):
         curve = group.groupby("round").regret.mean()
-        axes.plot(curve.index, curve, styles[rule], label=f"width {int(width)}, β: {rule}")
+        axes.plot(curve.index, curve, _STYLES[rule], label=f"width {int(width)}, β: {rule}")
     axes.set(xlabel="round", ylabel="cumulative regret (mistakes)",
-             title="eNTK UCB on digits as a bandit")  # fmt: skip
+             title="eNTK UCB on the in-distribution classes as a bandit")  # fmt: skip
     axes.legend(fontsize="small")
     return figure
 
@@ -423,23 +456,42 @@ def figures(results: Results) -> dict[str, Figure]:
     return {"metrics_vs_width": _metrics_figure(results), "regret": _regret_figure(results)}
 
 
+def _closer(row) -> str:
+    """Which finite-width method's OOD AUROC is nearer the infinite-NTK GP's."""
+    gap = {m: abs(row[f"metrics.{m}_auroc_ood"] - row["metrics.infinite_gp_auroc_ood"])
+           for m in ("ntk_gp", "ensemble")}  # fmt: skip
+    near, far = sorted(gap, key=gap.get)
+    return f"the {_LABELS[near]} is nearer the infinite-NTK GP than the {_LABELS[far]}"
+
+
 def captions(results: Results) -> dict[str, str]:
-    """The measured answer at the widest width, and its trend, with numbers from the runs."""
-    means = _by_width(results.runs)
+    """The measured answer at the widest and narrowest widths, means over seeds."""
+    runs = results.runs
+    means = _by_width(runs)
+    seeds = runs.groupby("config.width").size().max()
+    over = f"mean over {seeds} seeds" if seeds > 1 else "one seed"
     wide, narrow = means.iloc[-1], means.iloc[0]
     w, w0 = int(means.index[-1]), int(means.index[0])
 
     def at(row, metric: str) -> str:
         return ", ".join(f"{_LABELS[m]} {row[f'metrics.{m}_{metric}']:.2f}" for m in METHODS)
 
-    regret = ", ".join(
-        f"width {int(width)}: theory β {row['metrics.regret_theory']:.0f}, "
-        f"marglik β {row['metrics.regret_marglik']:.0f}"
-        for width, row in means.iterrows()
-    )
+    def trained(row) -> str:
+        return (f"{row['metrics.train_steps']:.0f} steps, train accuracy "
+                f"{row['metrics.train_accuracy']:.2f}")  # fmt: skip
+
+    regret = "; ".join(
+        f"width {int(width)}: " + ", ".join(
+            f"{rule} β {row[f'metrics.regret_{rule}']:.0f}" for rule in _STYLES
+        ) for width, row in means.iterrows()
+    )  # fmt: skip
+    best = min(_STYLES, key=lambda rule: wide[f"metrics.regret_{rule}"])
     return {
-        "metrics_vs_width": f"At width {w}: OOD AUROC {at(wide, 'auroc_ood')}; NLL "
-        f"{at(wide, 'nll')}; ECE {at(wide, 'ece')}. At width {w0}: OOD AUROC "
-        f"{at(narrow, 'auroc_ood')}.",
-        "regret": f"Cumulative regret after the last round ({regret}).",
+        "metrics_vs_width": f"At width {w} ({over}): OOD AUROC {at(wide, 'auroc_ood')}, so "
+        f"{_closer(wide)}; NLL {at(wide, 'nll')}; ECE {at(wide, 'ece')}. At width {w0}: OOD "
+        f"AUROC {at(narrow, 'auroc_ood')}; NLL {at(narrow, 'nll')}. Every member trained to "
+        f"train MSE ≤ {runs['config.tolerance'].iloc[0]:g} × initial: {trained(narrow)} at "
+        f"width {w0}, {trained(wide)} at width {w}.",
+        "regret": f"Cumulative eNTK-UCB regret after {int(runs['config.bandit_rounds'].max())} "
+        f"rounds ({over}; {regret}); lowest at width {w}: {best} β.",
     }
