@@ -10,11 +10,16 @@ of a task of `ntkscope.data.load_task` (digits, or MNIST pooled to 7×7 or 14×1
 compares three predictive distributions (`ntkscope.kernels.GaussianProcess`, every output
 independent with shared prior scale s and noise σ², both by type-II maximum likelihood):
 
-- ``ntk_gp``: the GP with the end-of-training trace eNTK of the first member and prior mean
-  the trained network (the linearized-Laplace view): mean f(x*) + Θ̂*ᵀ(Θ̂ + σ²/s I)⁻¹(Y − f(X));
-  its residuals Y − f(X) are only those left at the training tolerance, so type-II maximum
-  likelihood may pick a tiny s (``ntk_gp_prior_scale``), and then the latent variance,
-  ≈ s·Θ̂(x*, x*), hardly tells inputs apart;
+- ``ntk_gp``: the linearized Laplace approximation in its GP form (Immer, Korzepa & Bauer
+  2021; Khan et al. 2019). The first member, trained to θ*, is linearized there:
+  f(x; θ) ≈ f(x; θ*) + J(x)(θ − θ*) with J = ∂f/∂θ at θ*, under the prior θ ~ N(θ_0, s I)
+  centred at its initialization θ_0. That is the GP with kernel s·Θ̂ (Θ̂ = J Jᵀ, the
+  end-of-training trace eNTK) and prior mean m(x) = f(x; θ*) + J(x)(θ_0 − θ*), the
+  linearized network evaluated at θ_0 (one Jacobian-vector product, `ntkscope.linearize`).
+  Its evidence sees the whole move Y − m(X) = (Y − f(X; θ*)) + J(X)(θ* − θ_0), not only the
+  residuals left at the training tolerance; with prior mean f(x; θ*) instead, type-II
+  maximum likelihood picks a vanishing s and a latent variance that tells no inputs apart
+  (measured: s ≈ 1.6e-6, OOD AUROC ≈ 0.5 at width 1024).
 - ``ensemble``: the members' mean, and their variance (ddof 1, averaged over outputs) plus
   the mean squared training residual of the ensemble mean (the maximum-likelihood noise);
 - ``infinite_gp``: the GP with the infinite-width NTK and zero prior mean (the network of
@@ -65,6 +70,7 @@ from scipy import special
 
 from ntkscope import models
 from ntkscope.data import TaskName, load_task
+from ntkscope.dynamics import linearize
 from ntkscope.kernels import GaussianProcess, empirical_ntk, infinite_kernels
 from ntkscope.metrics import expected_calibration_error, negative_log_likelihood, ood_auroc
 from ntkscope.models import ActivationName
@@ -293,13 +299,17 @@ def _gp_predictions(gp, hyper, cross, diagonal, means):
     }
 
 
-def _ntk_gp(model, train_set, evaluation, n_classes):
-    """The eNTK GP with the trained network as prior mean; its fitted (s, σ²)."""
+def _ntk_gp(model, initial, train_set, evaluation, n_classes):
+    """The linearized-Laplace GP of the trained ``model`` with its prior centred at the
+    ``initial`` network's parameters (module docstring); its fitted (s, σ²)."""
     x, y = train_set
     one_hot = torch.nn.functional.one_hot(y, n_classes).to(torch.float64)
+    prior = linearize(model)
     with torch.no_grad():
-        means = {split: model(xs) for split, (xs, _) in evaluation.items()}
-        gp = GaussianProcess(empirical_ntk(model, x), one_hot, prior_mean=model(x))
+        for theta, theta0 in zip(prior.linear_parameters, initial.parameters(), strict=True):
+            theta.copy_(theta0)
+        means = {split: prior(xs) for split, (xs, _) in evaluation.items()}
+        gp = GaussianProcess(empirical_ntk(model, x), one_hot, prior_mean=prior(x))
     hyper = gp.fit_hyperparameters()
     cross = {split: empirical_ntk(model, xs, x) for split, (xs, _) in evaluation.items()}
     diagonal = {s: empirical_ntk(model, xs, diagonal=True) for s, (xs, _) in evaluation.items()}
@@ -376,7 +386,8 @@ def run(config: Config, progress: Progress) -> Result:
     train_set, contexts, evaluation = _splits(config)
     total = config.ensemble + 3
     model, ensemble, noise, training = _ensemble(config, train_set, evaluation, progress)
-    ntk_gp, ntk_hyper = _ntk_gp(model, train_set, evaluation, config.in_classes)
+    initial = _network(config, train_set[0].shape[1], config.in_classes, 1000 * config.seed)
+    ntk_gp, ntk_hyper = _ntk_gp(model, initial.double(), train_set, evaluation, config.in_classes)
     progress(config.ensemble + 1, total)
     infinite_gp, infinite_hyper = _infinite_gp(config, train_set, evaluation)
     progress(config.ensemble + 2, total)
