@@ -62,6 +62,7 @@ def test_entk_regression_is_kernel_ridge_on_the_initial_entk(small):
         ({"stopping": "never"}, "stopping"),
         ({"seeds": 0}, "seeds"),
         ({"parameterization": "standard"}, "parameterization"),
+        ({"output_scale": 0.1, "center": False}, "output_scale"),
     ],
 )
 def test_bad_configs_are_rejected(fields, match):
@@ -96,3 +97,34 @@ def test_cnn_family_uses_the_infinite_cnn_kernels(one_thread):
     result = run(config, lambda d, t: None)
     assert len(result.tables["widths"]) == 2
     assert 0 < result.metrics["ntk_test_mse"] < 2  # ±1 targets: 1 is the zero predictor's
+
+
+def test_output_scaled_network_on_a_regression_task(one_thread):
+    tiny = dict(task="single_index", d=8, n_train=32, n_val=16, n_test=32, widths=(8, 16),
+                seeds=1, steps=5, eval_every=5)  # fmt: skip
+    lazy, rich = (run(Config(**tiny, output_scale=a), lambda d, t: None) for a in (1.0, 0.1))
+    # the reference kernel of α (f − f_0) is α² × the infinite NTK: lr × 1/α² = 100 (float64)
+    assert rich.metrics["lr"] == pytest.approx(100 * lazy.metrics["lr"], rel=1e-12)
+    table = rich.tables["widths"]
+    assert table.network_test_error.isna().all() and table.entk_test_error.isna().all()
+    # α² K and K give the same ridgeless regression (the ridge grid is relative to tr K / N
+    # too); 1e-6 relative leaves room for the solver's rounding on a ~1e3-conditioned kernel
+    assert table.entk_test_mse.tolist() == pytest.approx(
+        lazy.tables["widths"].entk_test_mse.tolist(), rel=1e-6)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_feature_learning_network_deteriorates_toward_the_ntk_with_width(one_thread):
+    """Vyas et al. 2022 (d), on the quick preset's single_index setting (α = 0.1, NTK
+    parameterization): at fixed α, wider networks train lazier and move toward the NTK."""
+    config = Config(task="single_index", output_scale=0.1, n_train=256, n_val=256, n_test=1000,
+                    widths=(64, 1024), seeds=1, steps=1000)  # fmt: skip
+    for seed in range(3):
+        result = run(config.model_copy(update={"seed": seed}), lambda d, t: None)
+        mse = result.tables["widths"].set_index("width").network_test_mse
+        ntk = result.metrics["ntk_test_mse"]
+        # Measured (seeds 0, 1, 2): width 64 0.362, 0.339, 0.377; width 1024 0.463, 0.443,
+        # 0.413; NTK 0.573, 0.516, 0.481. Ratios 1024/64 1.28, 1.31, 1.10: asserted > 1.05
+        # (half the smallest excess); 1024/NTK 0.81, 0.86, 0.86: asserted < 0.95.
+        assert mse[1024] > 1.05 * mse[64], (seed, mse.to_dict())
+        assert mse[1024] < 0.95 * ntk, (seed, mse.to_dict(), ntk)

@@ -1,8 +1,16 @@
-"""What the studies that train a network on a classification task share: the data splits,
-the network family, and a learning rate relative to the stability limit of gradient descent.
+"""What the studies that train a network on a task share: the data splits, the network
+family, its output scale, and a learning rate relative to the stability limit of gradient
+descent.
 
 MSE training and kernel regression use the targets of `ntkscope.data.targets` (one-hot for
-C > 2 classes, ±1 for two).
+C > 2 classes, ±1 for two, the real targets of a regression task such as single_index).
+
+The trained network is the centered, output-scaled ``α (f(x; θ) − f(x; θ₀))`` of Chizat,
+Oyallon & Bach, "On lazy training in differentiable programming" (2019)
+(`ntkscope.models.output_scaled`): its eNTK is α² times f's, so gradient descent at
+learning rate lr/α² moves f's parameters as lr would at α = 1, while the function moves
+1/α times as far per unit of parameter motion; small α is the feature-learning regime, large
+α (or large width in NTK parameterization at fixed α) the lazy, kernel regime.
 """
 
 from __future__ import annotations
@@ -11,10 +19,17 @@ import math
 from enum import StrEnum
 
 import torch
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 
 from ntkscope import models
-from ntkscope.data import Dataset, TaskName, load_task
+from ntkscope.data import Dataset, SyntheticName, TaskName, load_task
 from ntkscope.kernels import infinite_cnn_kernels, infinite_kernels
 from ntkscope.models import ActivationName, Parameterization
 from ntkscope.studies._base import StudyConfig
@@ -33,11 +48,18 @@ class Architecture(StrEnum):
 
 
 class TrainingConfig(StudyConfig):
-    """Fields shared by the studies that train a network on a classification task."""
+    """Fields shared by the studies that train a network on a task."""
 
     task: TaskName = TaskName.DIGITS
-    """Classification task of `ntkscope.data.load_task` (digits, digits_parity, mnist_parity,
-    cifar10_binary with ``root``, ...); the test set is fixed, train/val drawn by ``seed``."""
+    """Task of `ntkscope.data.load_task` (digits, digits_parity, mnist_parity, cifar10_binary
+    with ``root``, the synthetic single_index and sparse_parity, ...); the test set is fixed,
+    train/val drawn by ``seed``."""
+    d: PositiveInt = 64
+    """Input dimension of the synthetic tasks (ignored by the others)."""
+    degrees: tuple[PositiveInt, ...] = (1, 2)
+    """Hermite degrees of the single-index link (`ntkscope.data.synthetic`)."""
+    parity_k: PositiveInt = 2
+    """Order k of the sparse parity."""
     image_size: PositiveInt | None = None
     """Side of the images after average pooling (e.g. MNIST 28 → 14); None: native."""
     root: str | None = None
@@ -64,13 +86,33 @@ class TrainingConfig(StudyConfig):
     """Learning rate as a fraction of gradient descent's stability limit 2 n_train / λ_max(K)
     on ½‖f(X) − Y‖² / n_train, K a reference NTK on the training inputs (each study says which)."""
     center: bool = True
-    """Train the centered network f − f_0 (`ntkscope.models.output_scaled` with α = 1): it
-    starts at zero output, like kernel regression, so that its wide limit is kernel
-    regression with the NTK rather than that plus the random f_0's residual. Same eNTK."""
+    """Train the centered network α (f − f_0) (`ntkscope.models.output_scaled`): it starts at
+    zero output, like kernel regression, so that its wide limit is kernel regression with the
+    NTK rather than that plus the random f_0's residual."""
+    output_scale: PositiveFloat = 1.0
+    """α of the centered network α (f − f_0) (module docstring): 1 keeps f's eNTK; small α
+    is the feature-learning regime. The learning rate follows the α²-scaled kernel, i.e.
+    lr/α² for a fixed ``lr_fraction``. Needs ``center``."""
     batch_size: PositiveInt | None = None
     """Examples per SGD step; None: full-batch gradient descent."""
     seed: NonNegativeInt = 0
     """Seed of the data draw, the initialization and the mini-batch order."""
+
+    @model_validator(mode="after")
+    def _scale_needs_center(self) -> TrainingConfig:
+        if self.output_scale != 1.0 and not self.center:
+            raise ValueError("output_scale: scaling α (f − f_0) needs center = True")
+        return self
+
+
+def synthetic_options(
+    task: TaskName, d: int, degrees: tuple[int, ...], parity_k: int
+) -> dict[str, object]:
+    """The keyword options of `ntkscope.data.load_task` for ``task``: ``d``, ``degrees`` and
+    ``k`` for the synthetic tasks, none for the others."""
+    if task.value in {s.value for s in SyntheticName}:
+        return {"d": d, "degrees": degrees, "k": parity_k}
+    return {}
 
 
 def splits(config: TrainingConfig) -> tuple[Dataset, Dataset, Dataset]:
@@ -78,9 +120,8 @@ def splits(config: TrainingConfig) -> tuple[Dataset, Dataset, Dataset]:
     task = load_task(
         config.task, n_train=config.n_train, n_val=config.n_val, n_test=config.n_test,
         seed=config.seed, dtype=torch.float64, image_size=config.image_size, root=config.root,
+        **synthetic_options(config.task, config.d, config.degrees, config.parity_k),
     )  # fmt: skip
-    if task.train.n_classes is None:
-        raise ValueError(f"task: expected a classification task, got {config.task.value!r}")
     return task.train, task.val, task.test
 
 
@@ -90,10 +131,10 @@ def inputs(config: TrainingConfig, data: Dataset) -> torch.Tensor:
 
 
 def network(config: TrainingConfig, data: Dataset, width: int, d_out: int, seed: int):
-    """The (float32) network of ``config`` with hidden width ``width``, for ``data``'s inputs,
-    centered if ``config.center``."""
+    """The (float32) network of ``config`` with hidden width ``width``, for ``data``'s inputs:
+    α (f − f_0) with α = ``config.output_scale`` if ``config.center``, else f."""
     model = _bare_network(config, data, width, d_out, seed)
-    return models.output_scaled(model, 1.0) if config.center else model
+    return models.output_scaled(model, config.output_scale) if config.center else model
 
 
 def _bare_network(config: TrainingConfig, data: Dataset, width: int, d_out: int, seed: int):
@@ -108,7 +149,8 @@ def _bare_network(config: TrainingConfig, data: Dataset, width: int, d_out: int,
 
 
 def learning_rate(config: TrainingConfig, kernel_train: torch.Tensor) -> float:
-    """``lr_fraction · 2 N / λ_max(K(X, X))``: a fixed fraction of the stability limit."""
+    """``lr_fraction · 2 N / λ_max(K(X, X))``: a fixed fraction of the stability limit, K the
+    NTK of the trained network (α² times f's for the output-scaled α (f − f_0))."""
     top = float(torch.linalg.eigvalsh(kernel_train.double())[-1])
     return config.lr_fraction * 2 * len(kernel_train) / top
 

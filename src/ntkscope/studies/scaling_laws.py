@@ -63,7 +63,7 @@ from pydantic import (
 )
 
 from ntkscope import models
-from ntkscope.data import Dataset, SyntheticName, TaskName, load_task, targets
+from ntkscope.data import Dataset, TaskName, load_task, targets
 from ntkscope.dynamics import KernelRidge, select_ridge, train
 from ntkscope.dynamics.ridge import DEFAULT_RIDGES
 from ntkscope.kernels import empirical_ntk, infinite_cnn_kernels, infinite_kernels
@@ -72,6 +72,7 @@ from ntkscope.models import ActivationName
 from ntkscope.models.scaling import OutputScaled
 from ntkscope.studies._base import Progress, Result, StudyConfig
 from ntkscope.studies._scaling_figures import captions, figures
+from ntkscope.studies._training import synthetic_options
 
 __all__ = ["MIN_SEEDS", "MIN_SIZES", "PRESETS", "Config", "captions", "figures", "run"]
 
@@ -244,8 +245,7 @@ PRESETS = {
 
 
 def _splits(config: Config, seed: int, n: int) -> tuple[Dataset, Dataset, Dataset]:
-    synthetic = config.task.value in {s.value for s in SyntheticName}
-    options = {"d": config.d, "degrees": config.degrees, "k": config.parity_k} if synthetic else {}
+    options = synthetic_options(config.task, config.d, config.degrees, config.parity_k)
     task = load_task(
         config.task, n_train=n, n_val=config.n_val, n_test=config.n_test, seed=seed,
         image_size=config.image_size, root=config.root, **options,

@@ -8,9 +8,11 @@ training set, for each width and seed, a run measures the test MSE and error of
 
 - the trained network: SGD on ½‖f(X) − Y‖² / N for ``steps`` steps at a learning rate of
   ``lr_fraction`` of the stability limit of the infinite NTK on the training inputs (the same
-  for every width); ``stopping = "validation"`` keeps the parameters with the lowest
-  validation MSE among the checks every ``eval_every`` steps (early stopping),
-  ``"budget"`` the parameters after the last step;
+  for every width; α² times the NTK for the output-scaled network α (f − f₀) of
+  ``output_scale``, see `ntkscope.studies._training`: at a fixed α < 1 narrow networks learn
+  features and wide ones turn lazy, toward the NTK); ``stopping = "validation"`` keeps the
+  parameters with the lowest validation MSE among the checks every ``eval_every`` steps
+  (early stopping), ``"budget"`` the parameters after the last step;
 - kernel regression with the network's eNTK at initialization (trace mode);
 - kernel regression with the infinite NTK and NNGP (`ntkscope.infinite_kernels`),
 
@@ -82,8 +84,13 @@ class Config(TrainingConfig):
 
 
 PRESETS = {  # full: the CNN on 14×14 images (its infinite kernel costs ∝ pixels²)
+    # quick: digits (α = 1) and the synthetic single_index task (d = 64) in the
+    # feature-learning regime α = 0.1, where narrow networks learn the teacher direction
+    # and wide ones turn lazy (in NTK parameterization at fixed α)
     "quick": {
-        "fixed": {"widths": [16, 64, 256, 1024, 4096], "seeds": 2, "depth": 1, "steps": 300},
+        "fixed": {"widths": [16, 64, 256, 1024, 4096], "seeds": 2, "depth": 1},
+        "zip": [{"task": ["digits", "single_index"], "output_scale": [1.0, 0.1],
+                 "steps": [300, 1000], "n_val": [128, 256], "n_test": [256, 1000]}],
     },
     "full": {
         "fixed": {"task": "mnist_parity", "n_train": 1000, "n_val": 500, "n_test": 1000,
@@ -112,9 +119,12 @@ class _BestOnValidation(Recorder):
 
 def _splits_xy(config: Config):
     """The training `Dataset`, and (train, val, test) as (inputs, targets, labels) triples
-    with float32 inputs and targets."""
+    with float32 inputs and targets; labels None for a regression task."""
     datasets = splits(config)
-    triples = [(inputs(config, d).float(), targets(d, torch.float32), d.y) for d in datasets]
+    triples = [
+        (inputs(config, d).float(), targets(d, torch.float32), None if d.n_classes is None else d.y)
+        for d in datasets
+    ]
     return datasets[0], triples
 
 
@@ -139,7 +149,7 @@ def _network_scores(config, width, seed, train_set, data, lr) -> dict[str, float
         outputs = model(x_test).double()
     return {
         "network_test_mse": float((outputs - y_test.double()).square().mean()),
-        "network_test_error": classification_error(outputs, labels),
+        "network_test_error": math.nan if labels is None else classification_error(outputs, labels),
         "stop_step": stop_step,
     } | {f"entk_{k}": v for k, v in entk.items()}
 
@@ -175,6 +185,7 @@ def _findings(table: pd.DataFrame, infinite: dict[str, float]) -> dict[str, floa
         "entk_gap_slope": slope,
         "best_width": best,
         "network_best_mse": means["network_test_mse"].min(),
+        "network_test_mse_narrowest": means["network_test_mse"].iloc[0],
         "network_test_mse_widest": means["network_test_mse"].iloc[-1],
         "network_gap_widest": (means["network_test_mse"].iloc[-1] - ntk) / ntk,
     }
@@ -189,6 +200,7 @@ def run(config: Config, progress: Progress) -> Result:
         ``entk_gap_narrowest`` and ``entk_gap_widest`` (|mean eNTK test MSE − NTK's| / NTK's
         at the narrowest and widest width), ``entk_gap_slope`` (log-log slope of that gap
         against width); ``best_width`` (lowest mean network test MSE), ``network_best_mse``,
+        ``network_test_mse_narrowest``,
         ``network_test_mse_widest`` and ``network_gap_widest`` ((network − NTK) / NTK at
         the widest width). tables: ``widths``, one row per width and seed (network and
         ``entk_*`` scores, ``stop_step``).
@@ -196,7 +208,7 @@ def run(config: Config, progress: Progress) -> Result:
     train_set, data = _splits_xy(config)
     scores = _infinite_scores(config, data)
     x = data[0][0].double()
-    lr = learning_rate(config, infinite(config, x, x)[1])
+    lr = learning_rate(config, config.output_scale**2 * infinite(config, x, x)[1])
     rows, total = [], len(config.widths) * config.seeds
     for width in config.widths:
         for seed in range(config.seed, config.seed + config.seeds):
@@ -245,7 +257,8 @@ def captions(results: Results) -> dict[str, str]:
         parts.append(
             f"{label}: eNTK-at-init regression's gap to the infinite NTK "
             f"{m('entk_gap_narrowest'):.1%} at the narrowest width → {m('entk_gap_widest'):.1%} "
-            f"at the widest (log-log slope {m('entk_gap_slope'):.2f}); the network is best at "
+            f"at the widest (log-log slope {m('entk_gap_slope'):.2f}); the network has test "
+            f"MSE {m('network_test_mse_narrowest'):.3g} at the narrowest width, is best at "
             f"width {m('best_width'):.0f} (test MSE {m('network_best_mse'):.3g}) and at the "
             f"widest has {m('network_test_mse_widest'):.3g}, {m('network_gap_widest'):+.0%} vs "
             f"the NTK's {m('ntk_test_mse'):.3g} (NNGP {m('nngp_test_mse'):.3g})"
