@@ -11,6 +11,9 @@ Oyallon & Bach, "On lazy training in differentiable programming" (2019)
 learning rate lr/α² moves f's parameters as lr would at α = 1, while the function moves
 1/α times as far per unit of parameter motion; small α is the feature-learning regime, large
 α (or large width in NTK parameterization at fixed α) the lazy, kernel regime.
+
+`splits`, `inputs`, `bare_network` and `infinite` read only the fields they name, which
+`ntkscope.studies.scaling_laws`' Config shares (its ``model`` under the name ``architecture``).
 """
 
 from __future__ import annotations
@@ -115,11 +118,16 @@ def synthetic_options(
     return {}
 
 
-def splits(config: TrainingConfig) -> tuple[Dataset, Dataset, Dataset]:
-    """Train, validation and test sets (float64) of `ntkscope.data.load_task`."""
+def splits(
+    config: TrainingConfig, n_train: int | None = None, seed: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[Dataset, Dataset, Dataset]:  # fmt: skip
+    """Train, validation and test sets of `ntkscope.data.load_task` (``n_train`` and ``seed``
+    default to the config's)."""
     task = load_task(
-        config.task, n_train=config.n_train, n_val=config.n_val, n_test=config.n_test,
-        seed=config.seed, dtype=torch.float64, image_size=config.image_size, root=config.root,
+        config.task, n_train=n_train or config.n_train, n_val=config.n_val,
+        n_test=config.n_test, seed=config.seed if seed is None else seed, dtype=dtype,
+        image_size=config.image_size, root=config.root,
         **synthetic_options(config.task, config.d, config.degrees, config.parity_k),
     )  # fmt: skip
     return task.train, task.val, task.test
@@ -133,11 +141,12 @@ def inputs(config: TrainingConfig, data: Dataset) -> torch.Tensor:
 def network(config: TrainingConfig, data: Dataset, width: int, d_out: int, seed: int):
     """The (float32) network of ``config`` with hidden width ``width``, for ``data``'s inputs:
     α (f − f_0) with α = ``config.output_scale`` if ``config.center``, else f."""
-    model = _bare_network(config, data, width, d_out, seed)
+    model = bare_network(config, data, width, d_out, seed)
     return models.output_scaled(model, config.output_scale) if config.center else model
 
 
-def _bare_network(config: TrainingConfig, data: Dataset, width: int, d_out: int, seed: int):
+def bare_network(config: TrainingConfig, data: Dataset, width: int, d_out: int, seed: int):
+    """The network f of ``config``, neither centered nor scaled."""
     common = dict(
         activation=config.activation, parameterization=config.parameterization,
         sigma_w=config.sigma_w, sigma_b=config.sigma_b, seed=seed,

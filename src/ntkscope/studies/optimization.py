@@ -52,6 +52,7 @@ from ntkscope.dynamics import (
 from ntkscope.kernels import empirical_ntk
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
+from ntkscope.studies._training import Architecture, inputs
 
 __all__ = ["PRESETS", "Architecture", "Config", "Task", "captions", "figures", "run"]
 
@@ -69,14 +70,6 @@ class Task(StrEnum):
 
     REGRESSION = "regression"
     CLASSIFICATION = "classification"
-
-
-class Architecture(StrEnum):
-    """MLP: `ntkscope.models.mlp` on the flat 64 pixels. CNN: `ntkscope.models.cnn` on the
-    1×8×8 images (3×3 convolutions, average pooling, global pooling, dense readout)."""
-
-    MLP = "mlp"
-    CNN = "cnn"
 
 
 class Config(StudyConfig):
@@ -138,7 +131,7 @@ PRESETS = {
 def _data(config: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs (flat or images) and MSE targets (n, O), float64."""
     data = load(DatasetName.DIGITS, config.n, seed=config.seed, dtype=torch.float64)
-    x = data.as_images() if config.architecture is Architecture.CNN else data.x
+    x = inputs(config, data)
     if config.task is Task.CLASSIFICATION:
         return x, torch.nn.functional.one_hot(data.y, 10).double()
     return x, ((data.y.double() - 4.5) / math.sqrt(8.25))[:, None]

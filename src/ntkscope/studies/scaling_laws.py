@@ -63,16 +63,16 @@ from pydantic import (
 )
 
 from ntkscope import models
-from ntkscope.data import Dataset, TaskName, load_task, targets
+from ntkscope.data import TaskName, targets
 from ntkscope.dynamics import KernelRidge, select_ridge, train
 from ntkscope.dynamics.ridge import DEFAULT_RIDGES
-from ntkscope.kernels import empirical_ntk, infinite_cnn_kernels, infinite_kernels
+from ntkscope.kernels import empirical_ntk
 from ntkscope.metrics import classification_error, fit_power_law
 from ntkscope.models import ActivationName
 from ntkscope.models.scaling import OutputScaled
 from ntkscope.studies._base import Progress, Result, StudyConfig
 from ntkscope.studies._scaling_figures import captions, figures
-from ntkscope.studies._training import synthetic_options
+from ntkscope.studies._training import Architecture, bare_network, infinite, inputs, splits
 
 __all__ = ["MIN_SEEDS", "MIN_SIZES", "PRESETS", "Config", "captions", "figures", "run"]
 
@@ -101,18 +101,6 @@ class Stopping(StrEnum):
 
     EARLY = "early"
     CONVERGED = "converged"
-
-
-class Architecture(StrEnum):
-    """The network family.
-
-    MLP: `ntkscope.models.mlp` on flattened inputs; infinite kernels `infinite_kernels`.
-    CNN: the Myrtle-style `ntkscope.models.cnn` on images (image tasks only); infinite kernels
-        `ntkscope.kernels.infinite_cnn_kernels` (cost (HW)² per pair: pool images small).
-    """
-
-    MLP = "mlp"
-    CNN = "cnn"
 
 
 class Config(StudyConfig):
@@ -195,6 +183,11 @@ class Config(StudyConfig):
             )
         return ridges
 
+    @property
+    def architecture(self) -> Architecture:
+        """``model``, under the name that `ntkscope.studies._training` reads."""
+        return self.model
+
     @model_validator(mode="after")
     def _cnn_has_blocks(self) -> Config:
         if self.model is Architecture.CNN and self.depth < 1:
@@ -244,41 +237,6 @@ PRESETS = {
 }  # fmt: skip
 
 
-def _splits(config: Config, seed: int, n: int) -> tuple[Dataset, Dataset, Dataset]:
-    options = synthetic_options(config.task, config.d, config.degrees, config.parity_k)
-    task = load_task(
-        config.task, n_train=n, n_val=config.n_val, n_test=config.n_test, seed=seed,
-        image_size=config.image_size, root=config.root, **options,
-    )  # fmt: skip
-    return task.train, task.val, task.test
-
-
-def _inputs(config: Config, data: Dataset) -> torch.Tensor:
-    """Flat inputs (N, d) for the MLP, images (N, C, H, W) for the CNN."""
-    if config.model is Architecture.MLP:
-        return data.x
-    if data.image_shape is None:
-        raise ValueError(f"model: 'cnn' needs an image task, and {config.task.value!r} is not one")
-    return data.as_images()
-
-
-def _network(config: Config, x: torch.Tensor, d_out: int, seed: int) -> torch.nn.Module:
-    options = {"activation": config.activation, "parameterization": config.parameterization,
-               "sigma_w": config.sigma_w, "sigma_b": config.sigma_b, "seed": seed}  # fmt: skip
-    if config.model is Architecture.CNN:
-        return models.cnn(x.shape[1], config.width, config.depth, d_out, **options)
-    return models.mlp(x.shape[1], config.width, config.depth, d_out, **options)
-
-
-def _infinite(config: Config, x_all: torch.Tensor, x_train: torch.Tensor) -> tuple:
-    """(NNGP, NTK) of the infinitely wide network, (N_all, N_train), float64."""
-    kernels = infinite_cnn_kernels if config.model is Architecture.CNN else infinite_kernels
-    return kernels(
-        x_all.to(torch.float64), x_train.to(torch.float64), depth=config.depth,
-        activation=config.activation, sigma_w=config.sigma_w, sigma_b=config.sigma_b,
-    )  # fmt: skip
-
-
 def _mse(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Mean squared error ‖f − Y‖² / (N·O)."""
     with torch.no_grad():
@@ -290,7 +248,9 @@ def _fit_network(
     x_val: torch.Tensor, y_val: torch.Tensor, where: str,
 ) -> tuple[OutputScaled, int]:  # fmt: skip
     """Train α_out(f − f₀) by full-batch SGD in chunks of ``check_every`` steps (momentum-free
-    SGD carries no state between chunks); returns the kept network and its step."""
+    SGD carries no state between chunks); returns the kept network and its step. Unlike
+    `_training`, lr is fixed (lr/α_out², not a fraction of 2N/λ_max, which moves with n) and
+    training stops early on validation or at ``tolerance`` (``stopping``)."""
     net = OutputScaled(copy.deepcopy(initial), config.output_scale)
     lr = config.lr / config.output_scale**2
     best, best_state, best_step, waited, step = _mse(net, x_val, y_val), None, 0, 0, 0
@@ -353,15 +313,17 @@ def _regress(
 def _one_seed(config: Config, seed: int, clock: dict[str, float], progress) -> list[tuple]:
     """Rows (n, seed, method, test_loss, test_error, ridge, steps) of one seed."""
     sizes, n_max = config.sizes, max(config.sizes)
-    train_set, val, test = _splits(config, seed, n_max)
-    x_train, x_val, x_test = (_inputs(config, data) for data in (train_set, val, test))
+    train_set, val, test = splits(config, n_max, seed, torch.float32)
+    if config.model is Architecture.CNN and train_set.image_shape is None:
+        raise ValueError(f"model: 'cnn' needs an image task, and {config.task.value!r} is not one")
+    x_train, x_val, x_test = (inputs(config, data) for data in (train_set, val, test))
     x_all = torch.cat([x_train, x_val, x_test])
     y_all = torch.cat([targets(train_set), targets(val), targets(test)])
     scores = _Scores(n_max, len(val), y_all, None if test.n_classes is None else test.y)
-    initial = _network(config, x_all, y_all.shape[1], seed)
+    initial = bare_network(config, train_set, config.width, y_all.shape[1], seed)
     y_val = y_all[scores.val].to(x_val.dtype)
     start = time.perf_counter()
-    nngp, ntk = _infinite(config, x_all, x_train)
+    nngp, ntk = infinite(config, x_all.double(), x_train.double())
     kernels = {ENTK_INIT: _entk(initial, x_all, x_train), NTK: ntk, NNGP: nngp}
     clock["kernel"] += time.perf_counter() - start
     rows = []
