@@ -288,6 +288,15 @@ def test_duplicate_inputs_keep_relu_ntk_psd():
         assert eigenvalues.min() >= -1e-10 * eigenvalues.max()
 
 
+def test_near_collinear_inputs_keep_relu_ntk_psd_to_the_snap_error():
+    # Found by hypothesis: angles θ ≈ 1e-7 between distinct inputs straddle RELU_THETA_SNAP;
+    # the eigenvalue bound is the snap's documented error, N · θ_snap / (2π) relative.
+    x = torch.tensor([[1.1921e-07], [0.0], [2.0e-07]], dtype=torch.float64)
+    for kernel in infinite_kernels(x, depth=1, sigma_w=2.0, sigma_b=1.0):
+        eigenvalues = torch.linalg.eigvalsh(kernel)
+        assert eigenvalues.min() >= -3 * RELU_THETA_SNAP / (2 * math.pi) * eigenvalues.max()
+
+
 def test_tanh_kernel_psd_to_quadrature_accuracy():
     # Gauss–Hermite entries carry errors ≤ 3e-4 (variances ≤ 3, dual.py's table), so
     # eigenvalues may move by ≤ N × 3e-4 = 3e-3 (Weyl); the true kernels are PSD.
