@@ -144,7 +144,7 @@ class Config(StudyConfig):
     @classmethod
     def _at_least_two(cls, value: int) -> int:
         if value < 2:
-            raise ValueError(f"ensemble: expected at least 2 members, got {value}")
+            raise ValueError("ensemble: expected at least 2 members (one network has no spread)")
         return value
 
     @field_validator("task")
