@@ -7,6 +7,7 @@ import pytest
 from ntkscope import studies
 from ntkscope.runner import expand
 from ntkscope.studies import Preset, Result, Results, StudyConfig
+from ntkscope.studies._base import settings
 
 
 @pytest.mark.parametrize("name", studies.names())
@@ -61,3 +62,12 @@ def test_labels_name_the_varying_fields():
     runs = pd.DataFrame({"config.a": [1, 2], "config.b": ["x", "x"], "metrics.m": [0.0, 1.0]})
     assert list(Results(runs, {}, dict).labels()) == ["a=1", "a=2"]
     assert list(Results(runs.iloc[:1], {}, dict).labels()) == ["run"]
+
+
+def test_labels_and_settings_show_stored_integers_as_integers():
+    # a store column holding NaN for other studies' runs comes back as float64
+    runs = pd.DataFrame({"config.n": [256.0, 1000.0], "config.lr": [0.5, 0.25],
+                         "config.seed": [0.0, 0.0], "hash": ["a", "b"]})  # fmt: skip
+    assert list(Results(runs, {}, dict).labels()) == ["n=256, lr=0.5", "n=1000, lr=0.25"]
+    labels = [label for label, _ in settings(runs, ("lr",))]
+    assert labels == ["n=256", "n=1000"]

@@ -120,14 +120,21 @@ class Results:
         varying = [c for c in columns if self.runs[c].astype(str).nunique() > 1]
         if not varying:
             return pd.Series("run", index=self.runs.index)
-        return (
-            self.runs[varying]
-            .astype(str)
-            .apply(
-                lambda row: ", ".join(f"{c.removeprefix('config.')}={v}" for c, v in row.items()),
-                axis=1,
-            )
-        )
+        return self.runs[varying].apply(lambda row: _describe(varying, row.tolist()), axis=1)
+
+
+def _describe(columns: list[str], values: list[object]) -> str:
+    """``"field=value, ..."`` with integral floats as integers: a store column holding NaN
+    for other studies' runs comes back as floats (256.0), which a legend should not show."""
+
+    def text(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.0f}" if value.is_integer() else f"{value:g}"
+        return str(value)
+
+    return ", ".join(
+        f"{c.removeprefix('config.')}={text(v)}" for c, v in zip(columns, values, strict=True)
+    )
 
 
 def settings(
@@ -139,14 +146,12 @@ def settings(
     columns = {f"config.{a}" for a in axes}
     varying = [c for c in runs.columns if c.startswith("config.") and c not in columns
                and runs[c].astype(str).nunique() > 1]  # fmt: skip
-    ordered = (lambda r: r.sort_values(f"config.{axes[0]}")) if axes else (lambda r: r)
+    first = f"config.{axes[0]}" if axes else None
+    ordered = (lambda r: r.sort_values(first)) if first in runs.columns else (lambda r: r)
     if not varying:
         return [(alone, ordered(runs))]
-    return [
-        (", ".join(f"{c.removeprefix('config.')}={v}" for c, v in zip(varying, key, strict=True)),
-         ordered(group))
-        for key, group in runs.groupby(varying, sort=True)
-    ]  # fmt: skip
+    groups = runs.groupby(varying, sort=True)
+    return [(_describe(varying, list(key)), ordered(group)) for key, group in groups]
 
 
 @dataclass(frozen=True)

@@ -174,3 +174,13 @@ def infinite(config: TrainingConfig, x1: torch.Tensor, x2: torch.Tensor) -> tupl
     if config.architecture is Architecture.CNN:
         return infinite_cnn_kernels(x1, x2, **common)
     return infinite_kernels(x1, x2, **common)
+
+
+def without_errors(axes, errors) -> bool:
+    """Blank ``axes`` with a note when ``errors`` (a test-error series) is all NaN, as on a
+    task with real targets; returns whether it did."""
+    if not errors.isna().all():
+        return False
+    axes.set_axis_off()
+    axes.text(0.5, 0.5, "real targets: no test error", ha="center", va="center")
+    return True

@@ -39,8 +39,15 @@ from pydantic import Field, PositiveInt, model_validator
 from ntkscope.data import targets
 from ntkscope.dynamics import KernelRegressionRecorder, checkpoint_steps, train
 from ntkscope.kernels import empirical_ntk
-from ntkscope.studies._base import Progress, Result, Results
-from ntkscope.studies._training import TrainingConfig, inputs, learning_rate, network, splits
+from ntkscope.studies._base import Progress, Result, Results, settings
+from ntkscope.studies._training import (
+    TrainingConfig,
+    inputs,
+    learning_rate,
+    network,
+    splits,
+    without_errors,
+)
 
 __all__ = ["MIN_CHECKPOINTS", "PRESETS", "Config", "captions", "figures", "run"]
 
@@ -190,10 +197,13 @@ def run(config: Config, progress: Progress) -> Result:
 
 
 def _runs(results: Results):
-    """(label, checkpoint rows) per stored run."""
+    """(setting label, [(seed, checkpoint rows) per run]) per setting: the runs that differ
+    only in their seed share a row of panels."""
     table = results.tables["checkpoints"]
-    for (_, run_row), label in zip(results.runs.iterrows(), results.labels(), strict=True):
-        yield label, table[table.hash == run_row.hash].sort_values("step")
+    for label, runs in settings(results.runs, ("seed",), "all runs"):
+        rows = [table[table.hash == h].sort_values("step") for h in runs["hash"]]
+        seeds = runs.get("config.seed", pd.Series(0, index=runs.index))  # absent: the default
+        yield label, list(zip(seeds.astype(int), rows, strict=True))
 
 
 def _time_axes(axes, ylabel: str) -> None:
@@ -202,28 +212,35 @@ def _time_axes(axes, ylabel: str) -> None:
 
 
 def _loss_figure(results: Results) -> Figure:
-    """Test MSE and error of K^t (ridgeless, validation ridge) and of the network vs t, and
-    K^t's test MSE relative to K^0's (where its small late changes show)."""
-    figure = Figure(figsize=(15, 4.5), layout="constrained")
-    panels = figure.subplots(1, 3)
-    for index, (label, rows) in enumerate(_runs(results)):
-        color = f"C{index % 10}"
-        for axes, metric in zip(panels, ("mse", "error"), strict=False):
-            axes.plot(rows.step, rows[f"kernel_test_{metric}"], "o-", color=color,
-                      label=f"K^t ridgeless ({label})")  # fmt: skip
-            axes.plot(rows.step, rows[f"kernel_test_{metric}_ridge"], ":", color=color,
-                      label=f"K^t val. ridge ({label})")  # fmt: skip
-            axes.plot(rows.step, rows[f"test_{metric}"], "s--", color=color, alpha=0.6,
-                      label=f"network f_t ({label})")  # fmt: skip
-        relative = rows.kernel_test_mse / rows.kernel_test_mse.iloc[0]
-        panels[2].plot(rows.step, relative, "o-", color=color, label=label)
-    _time_axes(panels[0], "test MSE")
-    panels[0].set(yscale="log", title="Kernel regression with K^t vs the network")
-    _time_axes(panels[1], "test error")
-    panels[1].legend(fontsize="x-small")
-    _time_axes(panels[2], "K^t's test MSE / K^0's (ridgeless)")
-    panels[2].axhline(1.0, color="k", lw=0.8)
-    panels[2].set_title("Does K^t keep improving?")
+    """Per setting (one row): test MSE and error of K^t (ridgeless, validation ridge) and of
+    the network vs t, one color per seed, and K^t's test MSE relative to K^0's (where its
+    small late changes show)."""
+    groups = list(_runs(results))
+    figure = Figure(figsize=(15, 3.8 * len(groups)), layout="constrained")
+    for (label, runs), panels in zip(groups, figure.subplots(len(groups), 3, squeeze=False),
+                                     strict=True):  # fmt: skip
+        for index, (seed, rows) in enumerate(runs):
+            color = f"C{index % 10}"
+            for axes, metric in zip(panels, ("mse", "error"), strict=False):
+                if metric == "error" and without_errors(axes, rows.test_error):
+                    continue
+                axes.plot(rows.step, rows[f"kernel_test_{metric}"], "o-", color=color,
+                          label=f"K^t ridgeless, seed {seed}")  # fmt: skip
+                axes.plot(rows.step, rows[f"kernel_test_{metric}_ridge"], ":", color=color,
+                          label=f"K^t validation ridge, seed {seed}")  # fmt: skip
+                axes.plot(rows.step, rows[f"test_{metric}"], "s--", color=color, alpha=0.6,
+                          label=f"network f_t, seed {seed}")  # fmt: skip
+            relative = rows.kernel_test_mse / rows.kernel_test_mse.iloc[0]
+            panels[2].plot(rows.step, relative, "o-", color=color, label=f"seed {seed}")
+        _time_axes(panels[0], "test MSE")
+        panels[0].set_yscale("log")
+        panels[0].set_title(label, fontsize="small", loc="left")
+        panels[0].legend(fontsize="x-small")
+        if panels[1].axison:
+            _time_axes(panels[1], "test error")
+        _time_axes(panels[2], "K^t's test MSE / K^0's (ridgeless)")
+        panels[2].axhline(1.0, color="k", lw=0.8)
+        panels[2].set_title("Does K^t keep improving?")
     return figure
 
 
@@ -231,10 +248,13 @@ def _motion_figure(results: Results) -> Figure:
     """Fort's kernel distance to K^0 and kernel velocity between checkpoints, vs t."""
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     distance, velocity = figure.subplots(1, 2)
-    for label, rows in _runs(results):
-        distance.plot(rows.step, rows.kernel_distance, "o-", label=label)
-        moving = rows.dropna(subset=["kernel_velocity"])
-        velocity.plot(moving.step, moving.kernel_velocity, "o-", label=label)
+    for label, runs in _runs(results):
+        for seed, rows in runs:
+            line = distance.plot(
+                rows.step, rows.kernel_distance, "o-", label=f"{label}, seed {seed}"
+            )
+            moving = rows.dropna(subset=["kernel_velocity"])
+            velocity.plot(moving.step, moving.kernel_velocity, "o-", color=line[0].get_color())
     _time_axes(distance, "S(K^t, K^0) = 1 − cos(K^t, K^0)")
     _time_axes(velocity, "S(K^t, K^t') / (t − t')")
     velocity.set(xscale="log", yscale="log", title="Kernel velocity (Fort et al. 2020)")

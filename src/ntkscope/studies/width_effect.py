@@ -44,6 +44,7 @@ from ntkscope.studies._training import (
     learning_rate,
     network,
     splits,
+    without_errors,
 )
 
 __all__ = ["PRESETS", "Config", "captions", "figures", "run"]
@@ -231,21 +232,29 @@ def _band(axes, stats, label: str, style: str, color: str) -> None:
 
 
 def figures(results: Results) -> dict[str, Figure]:
-    """``test_loss_vs_width``: network, eNTK at initialization (mean, band: min to max over
-    seeds), infinite NTK and NNGP (lines), test MSE and error vs width, per stored run."""
-    figure = Figure(figsize=(11, 4.5), layout="constrained")
-    panels = figure.subplots(1, 2)
+    """``test_loss_vs_width``: one row per stored run: the network and the eNTK at
+    initialization (mean, band: min to max over seeds), the infinite NTK and NNGP (lines),
+    test MSE (log scale) and test error against width."""
+    runs = list(zip(results.labels(), results.runs.to_dict("records"), strict=True))
+    figure = Figure(figsize=(11, 3.8 * len(runs)), layout="constrained")
     table = results.tables["widths"]
-    for (_, run_row), label in zip(results.runs.iterrows(), results.labels(), strict=True):
-        rows = table[table.hash == run_row.hash].groupby("width")
+    for (label, run), panels in zip(
+        runs, figure.subplots(len(runs), 2, squeeze=False), strict=True
+    ):
+        rows = table[table.hash == run["hash"]].groupby("width")
         for axes, metric in zip(panels, ("mse", "error"), strict=True):
-            _band(axes, rows[f"network_test_{metric}"], f"network ({label})", "o-", "C0")
-            _band(axes, rows[f"entk_test_{metric}"], f"eNTK at init ({label})", "s--", "C1")
-            axes.axhline(run_row[f"metrics.ntk_test_{metric}"], color="C2", label="infinite NTK")
-            axes.axhline(run_row[f"metrics.nngp_test_{metric}"], color="C3", ls=":", label="NNGP")
-            axes.set(xscale="log", xlabel="width", ylabel=f"test {metric}")
-    panels[0].set_title("Test loss vs width (kernel regression ridgeless)")
-    panels[1].legend(fontsize="x-small")
+            if without_errors(axes, rows[f"network_test_{metric}"].mean()):
+                continue
+            _band(axes, rows[f"network_test_{metric}"], "network", "o-", "C0")
+            _band(
+                axes, rows[f"entk_test_{metric}"], "eNTK at init (kernel regression)", "s--", "C1"
+            )
+            axes.axhline(run[f"metrics.ntk_test_{metric}"], color="C2", label="infinite NTK")
+            axes.axhline(run[f"metrics.nngp_test_{metric}"], color="C3", ls=":", label="NNGP")
+            axes.set(xscale="log", yscale="log" if metric == "mse" else "linear",
+                     xlabel="width", ylabel=f"test {metric}")  # fmt: skip
+        panels[0].set_title(label, fontsize="small", loc="left")
+        panels[0].legend(fontsize="x-small")
     return {"test_loss_vs_width": figure}
 
 
