@@ -9,11 +9,15 @@ network with its kernels). The systems are never inverted:
   interpolation of a rank-deficient K) falls back to the eigendecomposition below, with the
   pseudo-inverse on K's null space, which is the t → ∞ limit of gradient flow from f_0 = 0
   (`ntkscope.predict_mse`).
-- a grid of ridges (`KernelRidge.path`, `select_ridge`): one eigendecomposition
+- a grid of ridges (`KernelRidge.path`, `select_ridge`): one cached Cholesky per ridge for
+  grids of fewer than `EIGH_GRID` ridges; for larger grids one eigendecomposition
   ``K = V diag(s) Vᵀ`` serves them all, ``α_λ = V diag(1/(s + λ)) Vᵀ Y``.
 
-Cost: O(N³/3) for a Cholesky, about 4× that for the eigendecomposition, O(N² O) per solve;
-memory a few N × N float64 matrices (n = 5,000: 200 MB each).
+Cost: N³/3 flops for a Cholesky, O(N² O) per solve; memory a few N × N float64 matrices
+(n = 5,000: 200 MB each). The eigendecomposition is far dearer than its flop count
+suggests: at n = 5,000 on 2 CPU cores one `eigh` took as long as about 16 Cholesky solves
+(`benchmarks/kernel_ridge.py`: 8 ridges by Cholesky 0.70×, by one eigh 1.45× the time of
+a `torch.linalg.solve` per ridge), hence `EIGH_GRID`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from collections.abc import Sequence
 import torch
 
 from ntkscope._checks import finite, nonnegative_real, tensor
+
+EIGH_GRID = 16
+"""Grids of this many ridges or more share one eigendecomposition (module docstring)."""
 
 DEFAULT_RIDGES = tuple(10.0**k for k in range(-6, 2))
 """Default grid of `select_ridge`, relative to the mean eigenvalue tr(K)/N (plus λ = 0)."""
@@ -96,11 +103,14 @@ class KernelRidge:
         return ks @ self.weights(ridge)
 
     def path(self, kernel_test_train: torch.Tensor, ridges: Sequence[float]) -> torch.Tensor:
-        """Predictions for every ridge, (R, M, O), from one eigendecomposition."""
+        """Predictions for every ridge, (R, M, O): a cached Cholesky per ridge, or one
+        eigendecomposition for grids of `EIGH_GRID` ridges or more."""
         ks = _matrix(kernel_test_train, "kernel_test_train", rows=len(self.kernel))
         grid = [nonnegative_real(r, "ridges") for r in ridges]
         if not grid:
             raise ValueError("ridges: expected at least one ridge value")
+        if len(grid) < EIGH_GRID:
+            return torch.stack([ks @ self.weights(r) for r in grid])
         return ks @ self._spectral_weights(torch.tensor(grid, dtype=torch.float64))
 
 
