@@ -240,3 +240,17 @@ def test_bad_predictions_and_accuracy_matrices_name_the_argument():
         metrics.average_accuracy(np.full((2, 2), 1.5))
     with pytest.raises(TypeError, match="accuracy_matrix: expected a torch"):
         metrics.average_forgetting([[1.0, 0.0], [1.0, 1.0]])
+
+
+def test_flat_kernel_orders_rows_like_flattened_outputs():
+    """Entry (n·O + a, m·O + b) of the flat kernel is Θ(x_n, x_m)_ab, also for a rectangular
+    (N, M, O, O) kernel (exact: a permutation of entries)."""
+    kernel = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    flat = metrics.flat_kernel(kernel)
+    assert flat.shape == (8, 12)
+    assert all(
+        flat[n * 4 + a, m * 4 + b] == kernel[n, m, a, b]
+        for n in range(2) for m in range(3) for a in range(4) for b in range(4)
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="kernel: expected a full kernel"):
+        metrics.flat_kernel(torch.zeros(2, 2, 3, 1))

@@ -87,13 +87,22 @@ def scalar_kernel(kernel: torch.Tensor) -> torch.Tensor:
     return kernel if kernel.dim() == 2 else torch.einsum("ijkk->ij", kernel) / kernel.shape[-1]
 
 
+def flat_kernel(kernel: torch.Tensor) -> torch.Tensor:
+    """A full kernel Θ(X, X') (N, M, O, O) as the (N·O, M·O) matrix over (example, output)
+    pairs, row n·O + o and column m·O + o' in the order of ``f(X).reshape(-1)``; for
+    Θ(X, X) it is J Jᵀ."""
+    kernel = tensor(kernel, "kernel")
+    if kernel.dim() != 4 or kernel.shape[2] != kernel.shape[3]:
+        raise ValueError(f"kernel: expected a full kernel (N, M, O, O), got {tuple(kernel.shape)}")
+    n, m, o = kernel.shape[0], kernel.shape[1], kernel.shape[2]
+    return kernel.permute(0, 2, 1, 3).reshape(n * o, m * o)
+
+
 def spectrum(kernel: torch.Tensor) -> torch.Tensor:
     """Eigenvalues (descending, float64) of a scalar (N, N) or full (N, N, O, O) kernel, the
-    latter as the (N·O, N·O) matrix over (example, output) pairs."""
+    latter as the (N·O, N·O) matrix over (example, output) pairs (`flat_kernel`)."""
     k = kernel.detach().to(torch.float64)
-    if k.dim() == 4:
-        n, o = k.shape[0], k.shape[2]
-        k = k.permute(0, 2, 1, 3).reshape(n * o, n * o)
+    k = flat_kernel(k) if k.dim() == 4 else k
     return torch.linalg.eigvalsh((k + k.T) / 2).flip(0)
 
 

@@ -148,3 +148,34 @@ def test_targets_must_match_outputs():
     model, x, y = problem(3, 2, 4, 1, 2)
     with pytest.raises(ValueError, match="y: expected"):
         gauss_newton_step(model, x, y[:, :1], damping=0.1)
+
+
+def test_targets_of_the_right_size_but_another_shape_are_refused():
+    """A (2, 4) y has the numel of (4, 2) outputs, but reshaping it would mix examples and
+    outputs; only (N, O), or (N,) for O = 1, is accepted."""
+    model, x, y = problem(4, 2, 4, 1, 2)
+    with pytest.raises(ValueError, match=r"y: expected shape \(4, 2\) .*got \(2, 4\)"):
+        gauss_newton_step(model, x, y.reshape(2, 4), damping=0.1)
+    model, x, y = problem(4, 2, 4, 1, 1)
+    with pytest.raises(ValueError, match=r"y: expected shape \(4, 1\) or \(4,\)"):
+        gauss_newton_step(model, x, y.reshape(1, 4), damping=0.1)
+    vector = gauss_newton_step(model, x, y[:, 0], damping=0.1).delta
+    column = gauss_newton_step(model, x, y, damping=0.1).delta
+    assert all(torch.equal(vector[name], column[name]) for name in column)
+
+
+def test_damping_too_small_for_a_rank_deficient_kernel():
+    """N·O = 20 examples and P = 13 parameters: J Jᵀ has 7 zero eigenvalues, which the
+    float32 eNTK rounds to about ±1e-7, far beyond λ = 1e-12, so J Jᵀ + λ I is not positive
+    definite (a raw Cholesky error before the fix)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 2, generator=g), torch.randn(20, 1, generator=g)
+    model = ns.models.mlp(2, 3, 1, 1, sigma_b=0.5, seed=0)
+    with pytest.raises(ValueError, match=r"damping: 1e-12 is too small .*smallest eigenvalue"):
+        gauss_newton_step(model, x, y, damping=1e-12)
+
+
+def test_inputs_with_the_wrong_feature_count_name_x():
+    model, _, y = problem(3, 2, 4, 1, 1)
+    with pytest.raises(ValueError, match=r"x: the model cannot be applied to inputs of shape"):
+        gauss_newton_step(model, torch.zeros(3, 5, dtype=torch.float64), y, damping=0.1)

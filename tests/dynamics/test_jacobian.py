@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -76,3 +77,22 @@ def test_recorder_starts_at_zero_and_grows_in_training():
     trajectory = ns.train(model, data, lr=0.5, steps=10, recorders=[JacobianRecorder(every=5)])
     steps, values = trajectory.series("jacobian_change")
     assert steps == [0, 5, 10] and values[0] == 0.0 and 0 < values[1] < values[2]
+
+
+def test_reference_errors_name_reference():
+    model = ns.models.mlp(3, 4, 1, 1, seed=0).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    reference = {n: p.detach().clone() for n, p in model.named_parameters()}
+    name = next(iter(reference))
+    with pytest.raises(ValueError, match=rf"reference: '{name}' must be a tensor of shape"):
+        jacobian_change(model, x, {**reference, name: reference[name].reshape(-1)})
+    with pytest.raises(ValueError, match="reference: expected a value for every"):
+        jacobian_change(model, x, {name: reference[name]})
+
+
+def test_zero_reference_jacobian_is_a_value_error():
+    """A bias-free linear model on zero inputs has J = x = 0 at any parameters."""
+    model = nn.Linear(3, 2, bias=False).double()
+    reference = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(ValueError, match=r"reference: the Jacobian at the reference .* is zero"):
+        jacobian_change(model, torch.zeros(4, 3, dtype=torch.float64), reference)

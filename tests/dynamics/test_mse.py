@@ -89,5 +89,7 @@ def test_bad_arguments():
         kernel_regression(k, k, torch.zeros(2, 1))
     with pytest.raises(ValueError, match="kernel_test_train: expected"):
         kernel_regression(k, torch.ones(2, 4), y)
+    with pytest.raises(ValueError, match="kernel_test_train: expected O×O blocks with O = 2"):
+        kernel_regression(torch.ones(3, 3, 2, 2), torch.ones(2, 3, 1, 1), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="y: contains NaN"):
         kernel_regression(k, k, torch.full((3, 1), math.nan))

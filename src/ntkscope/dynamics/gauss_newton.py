@@ -35,13 +35,7 @@ from torch.func import vjp
 from ntkscope._checks import finite, finite_batch, positive_real, tensor
 from ntkscope.kernels import empirical_ntk
 from ntkscope.kernels._functional import FunctionalModel
-
-
-def flat_kernel(kernel: torch.Tensor) -> torch.Tensor:
-    """A full eNTK (N, N, O, O) as the (N·O, N·O) matrix J Jᵀ over (example, output) pairs,
-    in the order of ``f(X).reshape(-1)`` (row n·O + o)."""
-    n, o = kernel.shape[0], kernel.shape[2]
-    return kernel.permute(0, 2, 1, 3).reshape(n * o, n * o)
+from ntkscope.metrics import flat_kernel
 
 
 class GaussNewtonStep(NamedTuple):
@@ -75,19 +69,30 @@ def gauss_newton_step(
         `GaussNewtonStep` (Δθ, the kernel J Jᵀ and the residual r).
 
     Raises:
-        ValueError: for damping or lr ≤ 0, or targets that do not match the outputs.
+        ValueError: for damping or lr ≤ 0, inputs the model cannot take, targets of another
+            shape than the outputs, or a damping too small to factorize J Jᵀ + λ I.
     """
     damping, lr = positive_real(damping, "damping"), positive_real(lr, "lr")
     x = finite_batch(x, "x")
     fm = FunctionalModel(model)
+    fm.check_inputs(x, "x")
     outputs, pullback = vjp(lambda theta: fm(theta, x), fm.theta)
     y = finite(tensor(y, "y"), "y").to(outputs)
-    if y.numel() != outputs.numel():
-        raise ValueError(f"y: expected {tuple(outputs.shape)} targets, got {tuple(y.shape)}")
+    allowed = [tuple(outputs.shape)] + ([(len(outputs),)] if outputs.shape[1:] == (1,) else [])
+    if tuple(y.shape) not in allowed:
+        expected = " or ".join(map(str, allowed))
+        raise ValueError(f"y: expected shape {expected} like the outputs, got {tuple(y.shape)}")
     residual = (outputs.detach() - y.reshape(outputs.shape)).double()
     kernel = flat_kernel(empirical_ntk(model, x, mode="full").double())
     shifted = (kernel + kernel.T) / 2 + damping * torch.eye(len(kernel), dtype=torch.float64)
-    factor = torch.linalg.cholesky(shifted)
+    factor, info = torch.linalg.cholesky_ex(shifted)
+    if info != 0:
+        smallest = float(torch.linalg.eigvalsh(shifted)[0] - damping)
+        raise ValueError(
+            f"damping: {damping:g} is too small for this kernel (smallest eigenvalue "
+            f"{smallest:.3g}, rounding of a rank-deficient J Jᵀ): J Jᵀ + λ I is not positive "
+            "definite; use a damping well above the size of that eigenvalue"
+        )
     v = torch.cholesky_solve(residual.reshape(-1, 1), factor).reshape(outputs.shape)
     (pulled,) = pullback(v.to(outputs.dtype))
     delta = {name: -lr * g for name, g in pulled.items()}

@@ -41,9 +41,19 @@ def _strategies(model: nn.Module, x: torch.Tensor, reference: Mapping[str, torch
     """Trace-mode eNTK strategies at θ and at θ_0 whose ``pair`` of one's features with the
     other's is J(θ) J(θ_0)ᵀ: structured where it applies, per-example Jacobians otherwise
     (NTK-vector products take inputs as features, so cannot pair two parameter sets)."""
-    now, before = FunctionalModel(model), FunctionalModel(model, reference)
+    now = FunctionalModel(model)
+    if not isinstance(reference, Mapping):
+        raise TypeError(
+            f"reference: expected a mapping name -> tensor, got {type(reference).__name__}"
+        )
     if set(reference) != set(now.theta):
         raise ValueError("reference: expected a value for every trainable parameter")
+    for name, value in reference.items():
+        if not isinstance(value, torch.Tensor) or value.shape != now.theta[name].shape:
+            raise ValueError(
+                f"reference: {name!r} must be a tensor of shape {tuple(now.theta[name].shape)}"
+            )
+    before = FunctionalModel(model, reference)
     n_out = now.check_inputs(x, "x")
     n = len(x)
     method, strategy = _strategy(Method.AUTO, now, x, n, n, n_out, False, DEFAULT_BUDGET)
@@ -69,6 +79,10 @@ def jacobian_change(
 
     Returns:
         The relative change, a float (module docstring for its precision).
+
+    Raises:
+        ValueError: for a ``reference`` without exactly the trainable parameters and their
+            shapes, or whose Jacobian J(θ_0) on ``x`` is zero.
     """
     x = finite_batch(x, "x").detach()
     now, before = _strategies(model, x, reference)
@@ -83,6 +97,11 @@ def jacobian_change(
                 before.diagonal(f_before).double().sum(),
                 now.pair(f_now, f_before).double().diagonal().sum(),
             ])  # fmt: skip
+    if traces[1] == 0:
+        raise ValueError(
+            "reference: the Jacobian at the reference parameters is zero on these inputs, so "
+            "its relative change is undefined"
+        )
     change = float(traces[0] + traces[1] - 2 * traces[2])
     return math.sqrt(max(change, 0.0) / float(traces[1]))
 

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 
 from ntkscope._checks import finite, nonnegative_real, tensor
+from ntkscope.metrics import flat_kernel
 
 
 class MSEPrediction(NamedTuple):
@@ -40,7 +41,7 @@ def _system(kernel_train, kernel_test_train, y):
     if y.shape[0] != n:
         raise ValueError(f"y: expected {n} rows like kernel_train, got {tuple(y.shape)}")
     y = y.reshape(n, -1)
-    m, n_out = kernel_test_train.shape[0], y.shape[1]
+    n_out = y.shape[1]
     if kernel_test_train.dim() != kernel_train.dim() or kernel_test_train.shape[1] != n:
         raise ValueError(
             f"kernel_test_train: expected (M, {n}) like kernel_train, got "
@@ -48,11 +49,10 @@ def _system(kernel_train, kernel_test_train, y):
         )
     if kernel_train.dim() == 2:
         return kernel_train, kernel_test_train, y
-    if kernel_train.shape[2:] != (n_out, n_out):
-        raise ValueError(f"kernel_train: expected O×O blocks with O = {n_out} outputs of y")
-    k = kernel_train.permute(0, 2, 1, 3).reshape(n * n_out, n * n_out)
-    ks = kernel_test_train.permute(0, 2, 1, 3).reshape(m * n_out, n * n_out)
-    return k, ks, y.reshape(-1, 1)
+    for name, kernel in (("kernel_train", kernel_train), ("kernel_test_train", kernel_test_train)):
+        if kernel.shape[2:] != (n_out, n_out):
+            raise ValueError(f"{name}: expected O×O blocks with O = {n_out} outputs of y")
+    return flat_kernel(kernel_train), flat_kernel(kernel_test_train), y.reshape(-1, 1)
 
 
 def _as_float64(**tensors: torch.Tensor) -> list[torch.Tensor]:
