@@ -81,6 +81,27 @@ def test_classification_error_reads_signs_and_argmax():
         metrics.classification_error(many, torch.tensor([1, 2, 0]))
 
 
+@pytest.mark.parametrize(
+    ("outputs", "labels", "error", "message"),
+    [
+        ([[0.3], [float("nan")]], [1, 1], ValueError, "outputs: contains NaN"),
+        ([[0.1, 0.9], [float("inf"), 0.0]], [1, 0], ValueError, "outputs: contains NaN"),
+        ([[0.3], [-0.2]], [1.0, 0.0], TypeError, "labels: expected integer"),
+        ([[0.3], [-0.2]], [True, False], TypeError, "labels: expected integer"),
+        ([[0.3], [-0.2]], [1, 2], ValueError, r"labels: expected classes in 0\.\.1"),
+        ([[0.1, 0.9], [2.0, 0.0]], [1, 2], ValueError, r"labels: expected classes in 0\.\.1"),
+        ([[0.1, 0.9, 0.0]], [-1], ValueError, r"labels: expected classes in 0\.\.2"),
+    ],
+)
+def test_classification_error_refuses_non_finite_outputs_and_bad_labels(
+    outputs, labels, error, message
+):
+    # NaN outputs used to score as correct, float labels were truncated and labels
+    # outside the classes counted as plain errors.
+    with pytest.raises(error, match=message):
+        metrics.classification_error(torch.tensor(outputs), torch.tensor(labels))
+
+
 def test_power_law_recovers_a_known_exponent_with_a_covering_interval():
     n = np.array([16, 32, 64, 128, 256, 512])
     rng = np.random.default_rng(0)
@@ -109,6 +130,22 @@ def test_power_law_recovers_a_known_exponent_with_a_covering_interval():
 def test_power_law_rejects_bad_input(n, losses, message):
     with pytest.raises(ValueError, match=message):
         metrics.fit_power_law(n, losses)
+
+
+@pytest.mark.parametrize(
+    ("n", "kwargs", "error", "message"),
+    [
+        ([1, 2, 3, float("nan")], {}, ValueError, "n: expected at least 4 distinct finite"),
+        ([1, 2, 3, float("inf")], {}, ValueError, "n: expected at least 4 distinct finite"),
+        ([1, 2, 3, 4], {"n_boot": 0}, ValueError, "n_boot"),
+        ([1, 2, 3, 4], {"n_boot": 10.0}, TypeError, "n_boot"),
+        ([1, 2, 3, 4], {"seed": 0.5}, TypeError, "seed"),
+    ],
+)
+def test_power_law_checks_sizes_replicates_and_seed(n, kwargs, error, message):
+    losses = np.ones((4, 3))  # several seeds, so the bootstrap would run
+    with pytest.raises(error, match=message):
+        metrics.fit_power_law(n, losses, **kwargs)
 
 
 # --- Predictive quality and continual learning ------------------------------------------------

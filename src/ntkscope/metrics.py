@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ntkscope._checks import finite, positive_int, tensor
+from ntkscope._checks import finite, integer, positive_int, tensor
 
 
 def _pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> tuple:
@@ -108,14 +108,29 @@ def spectrum(kernel: torch.Tensor) -> torch.Tensor:
 
 def classification_error(outputs: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of misclassified examples: one output (N, 1) or (N,) predicts class 1 when
-    it is positive (targets ±1, `ntkscope.data.targets`); O > 1 outputs predict the argmax."""
+    it is positive (targets ±1, `ntkscope.data.targets`); O > 1 outputs predict the argmax.
+
+    Raises:
+        ValueError: naming ``outputs`` (shapes, NaN or infinite entries) or ``labels``
+            (outside {0, 1} for one output, outside 0..O−1 for O outputs). TypeError: for
+            labels that are not integers.
+    """
     outputs, labels = tensor(outputs, "outputs").detach(), tensor(labels, "labels")
     if labels.dim() != 1 or outputs.shape[0] != labels.shape[0] or outputs.dim() not in (1, 2):
         raise ValueError(
             f"outputs, labels: expected (N, O) or (N,) and (N,), got {tuple(outputs.shape)} "
             f"and {tuple(labels.shape)}"
         )
+    finite(outputs, "outputs")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels: expected integer class labels, got {labels.dtype}")
     outputs = outputs.reshape(len(labels), -1)
+    classes = max(outputs.shape[1], 2)
+    if ((labels < 0) | (labels >= classes)).any():
+        raise ValueError(
+            f"labels: expected classes in 0..{classes - 1} for {outputs.shape[1]} output(s), "
+            f"got values from {int(labels.min())} to {int(labels.max())}"
+        )
     predicted = (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(dim=1)
     return float((predicted != labels.long()).double().mean())
 
@@ -146,20 +161,25 @@ def fit_power_law(
     as there are (with replacement), averages them, and refits.
 
     Args:
-        n: the sample sizes (at least 4 distinct, positive).
+        n: the sample sizes (at least 4 distinct, finite, positive).
         losses: positive test losses, (len(n), seeds) with seeds ≥ 2 (or (len(n),) for one
             seed, when the interval is the point estimate).
-        n_boot: bootstrap replicates.
-        seed: seed of the bootstrap's random draws.
+        n_boot: bootstrap replicates (a positive int).
+        seed: seed (an int) of the bootstrap's random draws.
 
     Raises:
-        ValueError: naming ``n`` or ``losses`` (too few sizes, shapes, non-positive values).
+        ValueError: naming ``n`` or ``losses`` (too few sizes, shapes, non-positive or
+            non-finite values) or ``n_boot`` (not positive). TypeError: naming ``n_boot`` or
+            ``seed`` when not an int.
     """
+    n_boot, seed = positive_int(n_boot, "n_boot"), integer(seed, "seed")
     sizes = np.asarray(n, dtype=float)
     values = np.asarray(losses, dtype=float)
     values = values[:, None] if values.ndim == 1 else values
-    if sizes.ndim != 1 or len(np.unique(sizes)) < 4 or np.any(sizes <= 0):
-        raise ValueError(f"n: expected at least 4 distinct positive sizes, got {list(sizes)}")
+    if sizes.ndim != 1 or len(np.unique(sizes)) < 4 or not np.all(np.isfinite(sizes) & (sizes > 0)):
+        raise ValueError(
+            f"n: expected at least 4 distinct finite positive sizes, got {sizes.tolist()}"
+        )
     if values.ndim != 2 or values.shape[0] != len(sizes):
         raise ValueError(f"losses: expected ({len(sizes)}, seeds), got {values.shape}")
     if not np.all(np.isfinite(values) & (values > 0)):

@@ -1,6 +1,7 @@
 import gzip
 import pickle
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -242,3 +243,36 @@ def test_npz_errors(tmp_path):
     np.savez(tmp_path / "g.npz", x=np.ones((20, 2)), y=np.zeros(20))
     with pytest.raises(ValueError, match=r"constant example"):
         load_task("npz", root=tmp_path / "g.npz")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"x": np.array([[0.0, np.nan], [1.0, 2.0]]), "y": np.array([0, 1])}, "x_key: array 'x'"),
+        ({"x": np.array([[0.0, np.inf], [1.0, 2.0]]), "y": np.array([0, 1])}, "x_key: array 'x'"),
+        ({"x": RNG.normal(size=(2, 2)), "y": np.array([0.5, np.nan])}, "y_key: array 'y'"),
+    ],
+)
+def test_npz_non_finite_values_are_refused_naming_the_key(tmp_path, arrays, message):
+    # they used to pass into the Dataset and on through load_task("npz")
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(ValueError, match=message + ".* contains NaN or infinite values"):
+        load_npz(tmp_path / "nan.npz")
+    with pytest.raises(ValueError, match=message):
+        load_task("npz", root=tmp_path / "nan.npz")
+
+
+def test_npz_class_labels_must_be_contiguous_from_zero(tmp_path):
+    # labels {0, 5} used to give n_classes = 6 and a confusing empty-class error later
+    np.savez(tmp_path / "gap.npz", x=RNG.normal(size=(4, 3)), y=np.array([0, 5, 5, 0]))
+    with pytest.raises(ValueError, match=r"^y_key: the classes in 'y' .* are \{0, 5\}; .*0\.\.C"):
+        load_npz(tmp_path / "gap.npz")
+
+
+def test_idx_loads_without_a_non_writable_array_warning(tmp_path):
+    images = write_idx(tmp_path / "img", pixels(4, 3, 3))
+    labels = write_idx(tmp_path / "lab", cycling_labels(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_idx(images, labels)
+    assert data.x.shape == (4, 9) and data.n_classes == 4

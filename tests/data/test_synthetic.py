@@ -94,6 +94,25 @@ def test_bad_arguments_are_named(kwargs, match):
         synthetic_task(arguments.pop("name"), **arguments)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"seed": 1.0}, "seed"), ({"dtype": torch.int64}, "dtype")]
+)
+def test_bad_seed_and_dtype_types_are_named(kwargs, match):
+    arguments = {"n_train": 10, "n_val": 5, "n_test": 5, "d": 8} | kwargs
+    with pytest.raises(TypeError, match=match):
+        synthetic_task("single_index", **arguments)
+
+
+@pytest.mark.parametrize("d", [1, 4])
+def test_a_hypercube_with_no_point_in_a_split_is_refused_naming_d(d):
+    # At d = 1 and d = 4 the split hash leaves the validation split no point of {±1}^d
+    # (it drew forever before); with n_val = 0 the task is still served.
+    with pytest.raises(ValueError, match=rf"d: none of the {2**d} points .* \(n_val = 5\)"):
+        synthetic_task("sparse_parity", n_train=10, n_val=5, n_test=5, d=d, k=1)
+    train, val, test = synthetic_task("sparse_parity", n_train=10, n_val=0, n_test=5, d=d, k=1)
+    assert (len(train), len(val), len(test)) == (10, 0, 5)
+
+
 def test_load_task_serves_the_synthetic_tasks():
     task = load_task("sparse_parity", n_train=50, n_val=0, n_test=20, seed=4, d=10, k=3)
     train, _, test = synthetic_task("sparse_parity", n_train=50, n_val=0, n_test=20, seed=4,

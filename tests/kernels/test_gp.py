@@ -109,10 +109,48 @@ def test_bad_inputs_name_the_argument(kwargs, message):
         GaussianProcess(**args)
 
 
-@pytest.mark.parametrize(("s", "noise"), [(0.0, 1.0), (1.0, -1.0), (math.inf, 1.0)])
-def test_hyperparameters_must_be_positive(s, noise):
-    with pytest.raises(ValueError, match="expected a finite real number > 0"):
+@pytest.mark.parametrize(
+    ("s", "noise", "name"),
+    [(0.0, 1.0, "prior_scale"), (1.0, -1.0, "noise"), (math.inf, 1.0, "prior_scale")],
+)
+def test_hyperparameters_must_be_positive(s, noise, name):
+    with pytest.raises(ValueError, match=f"{name}: expected > 0"):
         GPHyperparameters(s, noise)
+
+
+def test_hyperparameters_accept_numpy_reals_and_refuse_bools():
+    # np.float32 used to be refused while True passed as 1
+    h = GPHyperparameters(np.float32(0.5), np.int64(2))
+    assert (h.prior_scale, h.noise) == (0.5, 2.0) and type(h.prior_scale) is float
+    with pytest.raises(TypeError, match="prior_scale"):
+        GPHyperparameters(True, 1.0)
+    with pytest.raises(TypeError, match="noise"):
+        GPHyperparameters(1.0, "1")
+
+
+def test_prior_mean_test_is_required_exactly_with_a_prior_mean():
+    # m(x*) used to be silently dropped (or added to a zero-mean process)
+    k, ks, kss, y, m_train, m_test = _problem()
+    h = GPHyperparameters(1.0, 0.1)
+    with pytest.raises(ValueError, match="prior_mean_test: the process was built with a prior"):
+        GaussianProcess(k, y, prior_mean=m_train).predict(ks, kss, h)
+    with pytest.raises(ValueError, match="prior_mean_test: the process was built without"):
+        GaussianProcess(k, y).predict(ks, kss, h, prior_mean_test=m_test)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_kernel_gives_the_cpu_posterior_on_cuda():
+    k, ks, kss, y, m_train, m_test = _problem()
+    h = GPHyperparameters(0.7, 0.2)
+    cpu = GaussianProcess(k, y, prior_mean=m_train).predict(ks, kss, h, prior_mean_test=m_test)
+    gp = GaussianProcess(k.cuda(), y.cuda(), prior_mean=m_train.cuda())
+    assert gp.log_marginal_likelihood(h) == pytest.approx(
+        GaussianProcess(k, y, prior_mean=m_train).log_marginal_likelihood(h), rel=TOL
+    )
+    gpu = gp.predict(ks.cuda(), kss.cuda(), h, prior_mean_test=m_test.cuda())
+    for a, b in zip(gpu, cpu, strict=True):
+        # the eigendecompositions differ by rounding on the two devices
+        assert a.is_cuda and torch.allclose(a.cpu(), b, rtol=TOL, atol=TOL)
 
 
 def test_prediction_shapes_checked():

@@ -13,9 +13,12 @@ def standardize(x: torch.Tensor, name: str) -> torch.Tensor:
     scale (dividing by 255 or 16 first changes nothing).
 
     Raises:
-        ValueError: if a row is constant (its standardization is undefined), naming ``name``.
+        ValueError: if an entry is NaN or infinite, or a row is constant (its standardization
+            is undefined), naming ``name``.
     """
     x = x.to(torch.float64)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"data: {name!r} has NaN or infinite inputs")
     std = x.std(dim=1, correction=0, keepdim=True)
     constant = (std == 0).flatten().nonzero().flatten()
     if constant.numel():

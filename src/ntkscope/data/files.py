@@ -41,16 +41,19 @@ def _labelled(
         raise ValueError(
             f"data: {name!r} has {x.shape[0]} inputs but {y.shape[0]} labels; expected as many"
         )
-    inputs = torch.as_tensor(x.reshape(len(x), -1), dtype=torch.float64)
+    # np.array copies: IDX arrays are read-only views of the file's bytes, which torch refuses
+    inputs = torch.from_numpy(np.array(x.reshape(len(x), -1), dtype=np.float64))
     if np.issubdtype(y.dtype, np.floating):
-        return Dataset(inputs, torch.as_tensor(y, dtype=torch.float64), name, None, image_shape)
+        targets = torch.from_numpy(np.array(y, dtype=np.float64))
+        return Dataset(inputs, targets, name, None, image_shape)
     if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
         raise ValueError(
             f"data: {name!r} labels must be integers >= 0 (classes) or floats (regression), "
             f"got dtype {y.dtype}"
         )
     n_classes = int(y.max()) + 1 if y.size else 0
-    return Dataset(inputs, torch.as_tensor(y, dtype=torch.int64), name, n_classes, image_shape)
+    labels = torch.from_numpy(np.array(y, dtype=np.int64))
+    return Dataset(inputs, labels, name, n_classes, image_shape)
 
 
 def load_npz(path: str | PathLike[str], *, x_key: str = "x", y_key: str = "y") -> Dataset:
@@ -60,15 +63,16 @@ def load_npz(path: str | PathLike[str], *, x_key: str = "x", y_key: str = "y") -
         path: the ``.npz`` file.
         x_key: name of the inputs array: (N, d) vectors, (N, H, W) one-channel images or
             (N, C, H, W) images (channels first).
-        y_key: name of the labels (N,): integers >= 0 are classes (``n_classes`` is the
-            largest label + 1), floats are regression targets.
+        y_key: name of the labels (N,): integers 0..C−1, every class present, are classes
+            (``n_classes`` is C), floats are regression targets.
 
     Returns:
         The `Dataset` named after the file's stem, inputs float64 (N, d) flat.
 
     Raises:
-        FileNotFoundError: if the file does not exist. ValueError: if a key is missing, the
-            labels are not a vector as long as the inputs, or are negative integers.
+        FileNotFoundError: if the file does not exist. ValueError: if a key is missing, an
+            array holds NaN or infinite values, the labels are not a vector as long as the
+            inputs, or are integers other than 0..C−1 with every class present.
     """
     path = existing_path(path, "path")
     with np.load(path, allow_pickle=False) as arrays:
@@ -82,8 +86,22 @@ def load_npz(path: str | PathLike[str], *, x_key: str = "x", y_key: str = "y") -
         raise ValueError(f"{x_key}: expected (N, d), (N, H, W) or (N, C, H, W), got {x.shape}")
     if y.ndim != 1:
         raise ValueError(f"{y_key}: expected labels of shape (N,), got {y.shape}")
+    for array, key, argument in ((x, x_key, "x_key"), (y, y_key, "y_key")):
+        if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+            raise ValueError(
+                f"{argument}: array {key!r} of {str(path)!r} contains NaN or infinite values"
+            )
     image_shape = {2: None, 3: (1, *x.shape[1:]), 4: x.shape[1:]}[x.ndim]
-    return _labelled(x, y, path.stem, image_shape)
+    data = _labelled(x, y, path.stem, image_shape)
+    present = np.unique(y) if data.n_classes is not None else None
+    if present is not None and len(present) != data.n_classes:
+        shown = ", ".join(map(str, present[:10].tolist())) + (", ..." if len(present) > 10 else "")
+        raise ValueError(
+            f"y_key: the classes in {y_key!r} of {str(path)!r} are {{{shown}}}; class labels "
+            f"must be 0..C−1 with every class present (relabel them, e.g. by "
+            f"np.unique(y, return_inverse=True)[1])"
+        )
+    return data
 
 
 def _read_idx(path: Path, magic: int, argument: str) -> np.ndarray:

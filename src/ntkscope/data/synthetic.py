@@ -36,7 +36,7 @@ from enum import StrEnum
 
 import torch
 
-from ntkscope._checks import choice, nonnegative_int, positive_int
+from ntkscope._checks import choice, floating_dtype, integer, nonnegative_int, positive_int
 from ntkscope.data.builtin import Dataset
 
 TEACHER_SEED = 20_240_611
@@ -99,11 +99,29 @@ def _gaussian_inputs(n: int, d: int, seed: int, split: str) -> torch.Tensor:
     return torch.cat(blocks)[:n] if blocks else torch.zeros(0, d, dtype=torch.float64)
 
 
+def _points_in_slots(multipliers: torch.Tensor, slots: tuple[int, ...]) -> int:
+    """How many of the 2^d points b ∈ {0, 1}^d have ``b·multipliers mod 10`` in ``slots``,
+    counted exactly by the subset sums of the multipliers modulo 10."""
+    counts = [1] + [0] * 9  # counts[r]: points of the first j coordinates with hash r
+    for m in multipliers.tolist():
+        counts = [counts[r] + counts[(r - m) % 10] for r in range(10)]
+    return sum(counts[r] for r in slots)
+
+
 def _hypercube_inputs(n: int, d: int, seed: int, split: str) -> torch.Tensor:
-    """Uniform ±1 points whose hash falls in ``split``'s slots, drawn block by block."""
+    """Uniform ±1 points whose hash falls in ``split``'s slots, drawn block by block.
+
+    Raises:
+        ValueError: naming ``d`` when ``n > 0`` and no point of {±1}^d falls in the slots.
+    """
     multipliers = torch.randint(
         1, 2**31, (d,), generator=torch.Generator().manual_seed(TEACHER_SEED + d)
     )
+    if n > 0 and _points_in_slots(multipliers, _HASH_SLOTS[split]) == 0:
+        raise ValueError(
+            f"d: none of the {2**d} points of {{±1}}^{d} falls in the {split} split "
+            f"(n_{split} = {n}); sparse_parity needs a larger d"
+        )
     slots = torch.tensor(_HASH_SLOTS[split])
     generator, kept, count = _generator(seed, split), [], 0
     while count < n:
@@ -167,10 +185,8 @@ def synthetic_task(
         ValueError, TypeError: naming the argument (unknown name, sizes, d, degrees, k).
     """
     kind = choice(SyntheticName, name, "name")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    integer(seed, "seed")
+    floating_dtype(dtype, "dtype")
     degrees = tuple(degrees)
     _check_options(kind, d, degrees, k)
     sizes = {"train": positive_int(n_train, "n_train"), "val": nonnegative_int(n_val, "n_val"),

@@ -83,10 +83,6 @@ def _take(variances: Sequence[torch.Tensor], examples: slice) -> list[torch.Tens
     return [v[examples] for v in variances]
 
 
-def _take(variances: Sequence[torch.Tensor], examples: slice) -> list[torch.Tensor]:
-    return [v[examples] for v in variances]
-
-
 def entry_bytes(activation: Activation, deg: int) -> int:
     """Working memory per kernel entry of a recursion that applies `dual` once per layer."""
     if activation.builtin in CLOSED_FORMS:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from scipy import optimize
 
-from ntkscope._checks import finite, tensor
+from ntkscope._checks import finite, positive_real, tensor
 
 __all__ = ["GPHyperparameters", "GPPrediction", "GaussianProcess"]
 
@@ -54,9 +54,7 @@ class GPHyperparameters:
 
     def __post_init__(self) -> None:
         for name in ("prior_scale", "noise"):
-            value = getattr(self, name)
-            if not (isinstance(value, float | int) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name}: expected a finite real number > 0, got {value!r}")
+            object.__setattr__(self, name, positive_real(getattr(self, name), name))
 
 
 @dataclass(frozen=True)
@@ -105,11 +103,14 @@ class GaussianProcess:
         n = kernel.shape[0]
         if kernel.shape != (n, n) or n == 0:
             raise ValueError(f"kernel: expected a square (N, N) matrix, got {tuple(kernel.shape)}")
-        y = _outputs(y, n, "y")
-        residual = y if prior_mean is None else y - _same_shape(prior_mean, y, "prior_mean")
+        y = _outputs(y, n, "y").to(kernel.device)
+        self._has_prior_mean = prior_mean is not None
+        if self._has_prior_mean:
+            y = y - _same_shape(prior_mean, y, "prior_mean").to(kernel.device)
         eigenvalues, self._vectors = torch.linalg.eigh((kernel + kernel.T) / 2)
-        self._eigenvalues = eigenvalues.clamp_min(0.0).numpy()  # PSD up to rounding
-        self._projected = (self._vectors.T @ residual).numpy()  # Vᵀ r, (N, O)
+        # the evidence is optimized by scipy on the host: (N,) and (N, O) arrays
+        self._eigenvalues = eigenvalues.clamp_min(0.0).cpu().numpy()  # PSD up to rounding
+        self._projected = (self._vectors.T @ y).cpu().numpy()  # Vᵀ r, (N, O)
         self._mean_diagonal = float(kernel.diagonal().mean())
 
     @property
@@ -168,21 +169,38 @@ class GaussianProcess:
             kernel_test_train: K(X*, X), (M, N).
             kernel_test_diagonal: k(x*, x*) for each test input, (M,).
             hyperparameters: (s, σ²), e.g. from `fit_hyperparameters`.
-            prior_mean_test: m(X*), (M, O), the prior mean at the test inputs; None for zero.
+            prior_mean_test: m(X*), (M, O), the prior mean at the test inputs: given exactly
+                when the process was built with a ``prior_mean``.
+
+        Returns:
+            The posterior on the device of the training kernel.
+
+        Raises:
+            ValueError: naming the argument (shapes, NaN/inf), and ``prior_mean_test`` when
+                it is given without a prior mean at construction or missing with one.
         """
-        n = self._eigenvalues.shape[0]
-        ks = _float64(kernel_test_train, "kernel_test_train")
+        if (prior_mean_test is not None) != self._has_prior_mean:
+            state = "with" if self._has_prior_mean else "without"
+            expected = (
+                "m(X*), the prior mean at the test inputs" if self._has_prior_mean else "None"
+            )
+            raise ValueError(
+                f"prior_mean_test: the process was built {state} a prior_mean; expected {expected}"
+            )
+        n, device = self._eigenvalues.shape[0], self._vectors.device
+        ks = _float64(kernel_test_train, "kernel_test_train").to(device)
         if ks.dim() != 2 or ks.shape[1] != n:
             raise ValueError(f"kernel_test_train: expected (M, {n}), got {tuple(ks.shape)}")
         m = ks.shape[0]
-        diagonal = _float64(kernel_test_diagonal, "kernel_test_diagonal")
+        diagonal = _float64(kernel_test_diagonal, "kernel_test_diagonal").to(device)
         if diagonal.shape != (m,):
             raise ValueError(f"kernel_test_diagonal: expected ({m},), got {tuple(diagonal.shape)}")
         s, noise = hyperparameters.prior_scale, hyperparameters.noise
-        inverse = 1.0 / torch.from_numpy(self._eigenvalues + noise / s)  # (K + σ²/s I)⁻¹ in V
+        # (K + σ²/s I)⁻¹ in the eigenbasis V
+        inverse = 1.0 / torch.from_numpy(self._eigenvalues + noise / s).to(device)
         projected = ks @ self._vectors  # K* V, (M, N)
-        mean = (projected * inverse) @ torch.from_numpy(self._projected)
+        mean = (projected * inverse) @ torch.from_numpy(self._projected).to(device)
         if prior_mean_test is not None:
-            mean = mean + _same_shape(prior_mean_test, mean, "prior_mean_test")
+            mean = mean + _same_shape(prior_mean_test, mean, "prior_mean_test").to(device)
         latent = (s * (diagonal - (projected**2 * inverse).sum(dim=1))).clamp_min(0.0)
         return GPPrediction(mean, latent, latent + noise)
