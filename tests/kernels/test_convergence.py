@@ -36,7 +36,7 @@ def sample_kernels(width: int, seeds: int, activation: str, sigma_b: float = 0.0
 @pytest.mark.parametrize(("activation", "sigma_b"), [("relu", 0.0), ("erf", 0.2)])
 def test_mean_entk_of_wide_networks_is_the_infinite_ntk(activation, sigma_b):
     """100 networks of width 1024: each eNTK deviates by O(1/√1024) ≈ 5-10% (depth 2), their
-    mean by ~1% plus an O(1/width) bias, so the mean is within 3% (the issue's bound).
+    mean by ~1% plus an O(1/width) bias, so the mean is within 3% (about 3 times that).
     The output second moment E[f(x)²] estimates the NNGP diagonal Σ^{L+1}(x, x); with 100
     samples of a Gaussian its relative error is ~√(2/100) ≈ 14%, so 35% is a 2.5σ bound."""
     kernels, outputs = sample_kernels(1024, 100, activation, sigma_b)

@@ -8,9 +8,10 @@ from pydantic import ValidationError
 
 from ntkscope import metrics
 from ntkscope.data import targets
-from ntkscope.dynamics import KernelRidge
+from ntkscope.dynamics import KernelRidge, Recorder
+from ntkscope.dynamics import train as real_train
 from ntkscope.kernels import empirical_ntk
-from ntkscope.studies import Results
+from ntkscope.studies import Results, kernel_over_time
 from ntkscope.studies._training import inputs, network, splits
 from ntkscope.studies.kernel_over_time import Config, captions, figures, run
 
@@ -153,3 +154,33 @@ def test_output_scaled_regression_task_follows_its_scaled_kernel():
     table = rich.tables["checkpoints"]
     assert table.kernel_test_error.isna().all()  # real targets: no classification error
     assert np.isfinite(table[["kernel_test_mse", "test_mse"]]).all().all()
+
+
+class _CtrlC(Recorder):
+    """Presses Ctrl-C at step 2."""
+
+    def record(self, state):
+        if state.step == 2:
+            raise KeyboardInterrupt
+        return {}
+
+
+def _diverging(*args, **kwargs):
+    trajectory = real_train(*args, **kwargs)
+    trajectory.stopped = "diverged"  # lr_fraction < 1 keeps real runs stable
+    return trajectory
+
+
+@pytest.mark.parametrize(
+    ("fake_train", "error", "match"),
+    [
+        (lambda *a, recorders, **k: real_train(*a, recorders=[*recorders, _CtrlC()], **k),
+         KeyboardInterrupt, "interrupted"),
+        (_diverging, RuntimeError, "lr_fraction: training diverged"),
+    ],
+)  # fmt: skip
+def test_only_divergence_is_blamed_on_lr_fraction(monkeypatch, fake_train, error, match):
+    # Ctrl-C reaches the runner as KeyboardInterrupt, which leaves the run unfinished (not failed)
+    monkeypatch.setattr(kernel_over_time, "train", fake_train)
+    with pytest.raises(error, match=match):
+        run(Config(**SMALL.model_dump() | {"steps": 10, "checkpoints": 6}), lambda d, t: None)

@@ -4,11 +4,14 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from pydantic import ValidationError
 
+from ntkscope.data import targets
 from ntkscope.runner import expand
 from ntkscope.studies import Results
-from ntkscope.studies.scaling_laws import PRESETS, Config, captions, figures, run
+from ntkscope.studies._training import bare_network, inputs, splits
+from ntkscope.studies.scaling_laws import PRESETS, Config, _fit_network, captions, figures, run
 
 TINY = {"d": 8, "sizes": (8, 12, 16, 24, 32, 48), "width": 16, "n_val": 16, "n_test": 32,
         "max_steps": 40, "lr": 0.2, "after_kernel_sizes": (8, 48),
@@ -64,6 +67,29 @@ def test_cnn_runs_on_image_tasks_with_the_infinite_cnn_kernels():
         run(Config(**TINY | {"model": "cnn", "depth": 2}), lambda d, t: None)
 
 
+def test_converged_stops_at_the_documented_training_loss():
+    # digits has one-hot targets (O = 10), so ½‖f − Y‖²/N, summed over outputs, is 10 times
+    # the ½-mean over N·O; the centered network starts at ½‖Y‖²/N = ½. Checking every step,
+    # "converged" must stop at the first step where the documented loss is below tolerance:
+    # below it there, not below it one step earlier (same deterministic float32 steps).
+    config = Config(**TINY | {"task": "digits", "n_val": 100, "stopping": "converged",
+                              "tolerance": 0.3, "check_every": 1, "max_steps": 200})  # fmt: skip
+    train_set, val, _ = splits(config, 100, 0, torch.float32)
+    x, y = inputs(config, train_set), targets(train_set, torch.float32)
+    x_val, y_val = inputs(config, val), targets(val, torch.float32)
+    initial = bare_network(config, train_set, config.width, y.shape[1], 0)
+
+    def loss(net):
+        with torch.no_grad():
+            return float(0.5 * (net(x) - y).square().sum() / len(x))
+
+    net, step = _fit_network(config, initial, x, y, x_val, y_val, "test")
+    assert 1 < step < config.max_steps and loss(net) < config.tolerance
+    earlier = Config(**config.model_dump() | {"max_steps": step - 1})
+    before, _ = _fit_network(earlier, initial, x, y, x_val, y_val, "test")
+    assert loss(before) >= config.tolerance
+
+
 def _results(result) -> Results:
     runs = pd.DataFrame({"hash": ["h"], "config.task": ["single_index"]}
                         | {f"metrics.{k}": [v] for k, v in result.metrics.items()})  # fmt: skip
@@ -105,7 +131,7 @@ def test_bad_configs_are_refused_with_the_field_named(change, match):
         Config(**TINY | change)
 
 
-def test_presets_meet_the_issue_minimums():
+def test_presets_meet_the_minimums_of_a_scaling_fit():
     for preset in PRESETS.values():
         for config in expand(preset, "scaling_laws").configs:
             assert len(config.sizes) >= 6 and config.seeds >= 3

@@ -6,9 +6,10 @@ import torch
 from pydantic import ValidationError
 
 from ntkscope.data import targets
-from ntkscope.dynamics import KernelRidge
+from ntkscope.dynamics import KernelRidge, Recorder
+from ntkscope.dynamics import train as real_train
 from ntkscope.kernels import empirical_ntk
-from ntkscope.studies import Results
+from ntkscope.studies import Results, width_effect
 from ntkscope.studies._training import inputs, network, splits
 from ntkscope.studies.width_effect import Config, captions, figures, run
 
@@ -128,3 +129,33 @@ def test_feature_learning_network_deteriorates_toward_the_ntk_with_width(one_thr
         # (half the smallest excess); 1024/NTK 0.81, 0.86, 0.86: asserted < 0.95.
         assert mse[1024] > 1.05 * mse[64], (seed, mse.to_dict())
         assert mse[1024] < 0.95 * ntk, (seed, mse.to_dict(), ntk)
+
+
+class _CtrlC(Recorder):
+    """Presses Ctrl-C at step 2."""
+
+    def record(self, state):
+        if state.step == 2:
+            raise KeyboardInterrupt
+        return {}
+
+
+def _diverging(*args, **kwargs):
+    trajectory = real_train(*args, **kwargs)
+    trajectory.stopped = "diverged"  # lr_fraction < 1 keeps real runs stable
+    return trajectory
+
+
+@pytest.mark.parametrize(
+    ("fake_train", "error", "match"),
+    [
+        (lambda *a, recorders, **k: real_train(*a, recorders=[*recorders, _CtrlC()], **k),
+         KeyboardInterrupt, "interrupted"),
+        (_diverging, RuntimeError, "lr_fraction: training diverged"),
+    ],
+)  # fmt: skip
+def test_only_divergence_is_blamed_on_lr_fraction(monkeypatch, fake_train, error, match):
+    # Ctrl-C reaches the runner as KeyboardInterrupt, which leaves the run unfinished (not failed)
+    monkeypatch.setattr(width_effect, "train", fake_train)
+    with pytest.raises(error, match=match):
+        run(Config(**SMALL.model_dump() | {"seeds": 1, "steps": 6}), lambda d, t: None)

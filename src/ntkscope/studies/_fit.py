@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ntkscope.studies._training import relative_learning_rate
+
 
 @dataclass(frozen=True)
 class FitRule:
@@ -32,7 +34,7 @@ class FitRule:
 
     def learning_rate(self, kernel: torch.Tensor) -> float:
         """c · N / λ_max(K) for the (N, N) trace eNTK K on the training inputs."""
-        return self.lr_scale * len(kernel) / float(torch.linalg.eigvalsh(kernel.double())[-1])
+        return relative_learning_rate(kernel, self.lr_scale)
 
 
 @dataclass(frozen=True)

@@ -157,11 +157,19 @@ def bare_network(config: TrainingConfig, data: Dataset, width: int, d_out: int, 
     return models.mlp(data.x.shape[1], width, config.depth, d_out, **common)
 
 
+def relative_learning_rate(kernel_train: torch.Tensor, scale: float) -> float:
+    """``scale · N / λ_max(K)`` for the (N, N) kernel K on the N training inputs.
+
+    Gradient descent on ½‖f(X) − Y‖² / N with the linearized network, whose kernel is K, is
+    stable for learning rates below 2 N / λ_max(K), i.e. for ``scale`` < 2.
+    """
+    return scale * len(kernel_train) / float(torch.linalg.eigvalsh(kernel_train.double())[-1])
+
+
 def learning_rate(config: TrainingConfig, kernel_train: torch.Tensor) -> float:
     """``lr_fraction · 2 N / λ_max(K(X, X))``: a fixed fraction of the stability limit, K the
     NTK of the trained network (α² times f's for the output-scaled α (f − f_0))."""
-    top = float(torch.linalg.eigvalsh(kernel_train.double())[-1])
-    return config.lr_fraction * 2 * len(kernel_train) / top
+    return relative_learning_rate(kernel_train, config.lr_fraction * 2)
 
 
 def infinite(config: TrainingConfig, x1: torch.Tensor, x2: torch.Tensor) -> tuple:
@@ -174,13 +182,3 @@ def infinite(config: TrainingConfig, x1: torch.Tensor, x2: torch.Tensor) -> tupl
     if config.architecture is Architecture.CNN:
         return infinite_cnn_kernels(x1, x2, **common)
     return infinite_kernels(x1, x2, **common)
-
-
-def without_errors(axes, errors) -> bool:
-    """Blank ``axes`` with a note when ``errors`` (a test-error series) is all NaN, as on a
-    task with real targets; returns whether it did."""
-    if not errors.isna().all():
-        return False
-    axes.set_axis_off()
-    axes.text(0.5, 0.5, "real targets: no test error", ha="center", va="center")
-    return True

@@ -40,13 +40,13 @@ from ntkscope.data import targets
 from ntkscope.dynamics import KernelRegressionRecorder, checkpoint_steps, train
 from ntkscope.kernels import empirical_ntk
 from ntkscope.studies._base import Progress, Result, Results, settings
+from ntkscope.studies._panels import without_errors
 from ntkscope.studies._training import (
     TrainingConfig,
     inputs,
     learning_rate,
     network,
     splits,
-    without_errors,
 )
 
 __all__ = ["MIN_CHECKPOINTS", "PRESETS", "Config", "captions", "figures", "run"]
@@ -180,9 +180,11 @@ def run(config: Config, progress: Progress) -> Result:
         model, (x, y), lr=lr, steps=config.steps, batch_size=config.batch_size,
         recorders=[recorder], seed=config.seed, progress=progress,
     )  # fmt: skip
-    if trajectory.stopped is not None:
+    if trajectory.stopped == "interrupted":  # Ctrl-C: the runner leaves the run unfinished
+        raise KeyboardInterrupt(f"training interrupted at step {len(trajectory.losses)}")
+    if trajectory.stopped == "diverged":
         raise RuntimeError(
-            f"lr_fraction: training {trajectory.stopped} at step {len(trajectory.losses)} "
+            f"lr_fraction: training diverged at step {len(trajectory.losses)} "
             f"(lr {lr:.3g}); lower lr_fraction"
         )
     table = pd.DataFrame(trajectory.rows)

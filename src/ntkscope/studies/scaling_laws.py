@@ -77,9 +77,14 @@ from ntkscope.studies._training import Architecture, bare_network, infinite, inp
 __all__ = ["MIN_SEEDS", "MIN_SIZES", "PRESETS", "Config", "captions", "figures", "run"]
 
 MIN_SIZES = 6
-"""Fewest distinct training-set sizes per run (issue 7's minimum for a scaling fit)."""
+"""Fewest distinct training-set sizes per run. The exponent α is a least-squares slope of log
+loss on log n: six sizes leave four residual degrees of freedom, enough for the slope to
+average out seed noise and for a bend away from a power law to show (CONVENTIONS.md asks for
+at least four sizes; `ntkscope.metrics.fit_power_law` refuses fewer)."""
 MIN_SEEDS = 3
-"""Fewest seeds per size (CONVENTIONS.md: each n averaged over ≥ 3 seeds)."""
+"""Fewest seeds per size (CONVENTIONS.md: each n averaged over ≥ 3 seeds). The bootstrap
+interval of α resamples seeds with replacement at each n: two seeds give only three distinct
+resampled means per n, three give ten."""
 
 NETWORK, ENTK_INIT, NTK, NNGP = "network", "entk_init", "ntk", "nngp"
 """Method names in the ``losses`` table; after-kernels are ``after_<m>``."""
@@ -243,6 +248,12 @@ def _mse(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x) - y).square().mean())
 
 
+def _train_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Training loss ½‖f − Y‖²/N: squared errors summed over outputs, averaged over examples."""
+    with torch.no_grad():
+        return float((model(x) - y).square().sum(1).mean() / 2)
+
+
 def _fit_network(
     config: Config, initial: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     x_val: torch.Tensor, y_val: torch.Tensor, where: str,
@@ -260,7 +271,7 @@ def _fit_network(
             raise ValueError(f"lr: training diverged at {where}; lower lr or raise output_scale")
         step += chunk
         if config.stopping is Stopping.CONVERGED:
-            if _mse(net, x, y) / 2 < config.tolerance:
+            if _train_loss(net, x, y) < config.tolerance:
                 break
             continue
         loss = _mse(net, x_val, y_val)

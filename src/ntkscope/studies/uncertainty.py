@@ -70,6 +70,7 @@ from scipy import special
 
 from ntkscope import models
 from ntkscope.data import TaskName, load_task
+from ntkscope.data._preprocess import standardize
 from ntkscope.dynamics import linearize
 from ntkscope.kernels import GaussianProcess, empirical_ntk, infinite_kernels
 from ntkscope.metrics import expected_calibration_error, negative_log_likelihood, ood_auroc
@@ -193,11 +194,6 @@ PRESETS = {
 }
 
 
-def _standardize(x: torch.Tensor) -> torch.Tensor:
-    """Each image to mean 0, variance 1 over its pixels (as `load_task` does)."""
-    return (x - x.mean(dim=1, keepdim=True)) / x.std(dim=1, correction=0, keepdim=True)
-
-
 def _splits(config: Config):
     """Training (x, labels), bandit contexts (x, labels) and the evaluation sets
     {split: (x, labels)}, float64 (module docstring)."""
@@ -220,7 +216,7 @@ def _splits(config: Config):
     evaluation = {
         "in": (x_in, y_in),
         "ood": (test.x[test_out][:m], test.y[test_out][:m]),
-        "shifted": (_standardize(x_in + config.shift_noise * noise), y_in),
+        "shifted": (standardize(x_in + config.shift_noise * noise, f"{task.name} (shifted)"), y_in),
     }
     return (x[:n], y[:n]), (x[n : n + t], y[n : n + t]), evaluation
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import copy
 import math
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import PositiveInt, field_validator
 
 from ntkscope.data import targets
 from ntkscope.dynamics import Recorder, TrainState, regression_scores, train
@@ -37,6 +38,7 @@ from ntkscope.kernels import empirical_ntk
 from ntkscope.metrics import classification_error
 from ntkscope.models import Parameterization
 from ntkscope.studies._base import Progress, Result, Results
+from ntkscope.studies._panels import without_errors
 from ntkscope.studies._training import (
     TrainingConfig,
     infinite,
@@ -44,10 +46,21 @@ from ntkscope.studies._training import (
     learning_rate,
     network,
     splits,
-    without_errors,
 )
 
-__all__ = ["PRESETS", "Config", "captions", "figures", "run"]
+__all__ = ["PRESETS", "Config", "Stopping", "captions", "figures", "run"]
+
+
+class Stopping(StrEnum):
+    """Which parameters of the network's training are scored.
+
+    VALIDATION: early stopping; the parameters with the lowest validation MSE among the checks
+        at step 0, every ``eval_every`` steps and at the last step.
+    BUDGET: the parameters after the last of ``steps`` steps.
+    """
+
+    VALIDATION = "validation"
+    BUDGET = "budget"
 
 
 class Config(TrainingConfig):
@@ -61,8 +74,8 @@ class Config(TrainingConfig):
     """Initializations per width: seeds seed, seed + 1, ..."""
     steps: PositiveInt = 300
     """Step budget of the network's training."""
-    stopping: str = Field("validation", pattern="^(validation|budget)$")
-    """"validation": early stopping on the validation MSE; "budget": the last step."""
+    stopping: Stopping = Stopping.VALIDATION
+    """Which parameters of the run are scored: "validation" or "budget" (`Stopping`)."""
     eval_every: PositiveInt = 25
     """Steps between validation checks of early stopping."""
 
@@ -140,10 +153,14 @@ def _network_scores(config, width, seed, train_set, data, lr) -> dict[str, float
     keeper = _BestOnValidation(x_val, y_val, config.eval_every)
     trajectory = train(model, (x, y), lr=lr, steps=config.steps, batch_size=config.batch_size,
                        recorders=[keeper], seed=seed)  # fmt: skip
-    if trajectory.stopped is not None:
-        raise RuntimeError(f"lr_fraction: training {trajectory.stopped} at width {width}")
+    if trajectory.stopped == "interrupted":  # Ctrl-C: the runner leaves the run unfinished
+        raise KeyboardInterrupt(f"training interrupted at width {width}, seed {seed}")
+    if trajectory.stopped == "diverged":
+        raise RuntimeError(
+            f"lr_fraction: training diverged at width {width} (lr {lr:.3g}); lower lr_fraction"
+        )
     stop_step = config.steps
-    if config.stopping == "validation":
+    if config.stopping is Stopping.VALIDATION:
         _, stop_step, state = keeper.best
         model.load_state_dict(state)
     with torch.no_grad():
