@@ -6,10 +6,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from interrupts import INTERRUPTED_OR_DIVERGED
 from ntkscope import metrics
 from ntkscope.data import targets
-from ntkscope.dynamics import KernelRidge, Recorder
-from ntkscope.dynamics import train as real_train
+from ntkscope.dynamics import KernelRidge
 from ntkscope.kernels import empirical_ntk
 from ntkscope.studies import Results, kernel_over_time
 from ntkscope.studies._training import inputs, network, splits
@@ -156,31 +156,8 @@ def test_output_scaled_regression_task_follows_its_scaled_kernel():
     assert np.isfinite(table[["kernel_test_mse", "test_mse"]]).all().all()
 
 
-class _CtrlC(Recorder):
-    """Presses Ctrl-C at step 2."""
-
-    def record(self, state):
-        if state.step == 2:
-            raise KeyboardInterrupt
-        return {}
-
-
-def _diverging(*args, **kwargs):
-    trajectory = real_train(*args, **kwargs)
-    trajectory.stopped = "diverged"  # lr_fraction < 1 keeps real runs stable
-    return trajectory
-
-
-@pytest.mark.parametrize(
-    ("fake_train", "error", "match"),
-    [
-        (lambda *a, recorders, **k: real_train(*a, recorders=[*recorders, _CtrlC()], **k),
-         KeyboardInterrupt, "interrupted"),
-        (_diverging, RuntimeError, "lr_fraction: training diverged"),
-    ],
-)  # fmt: skip
+@INTERRUPTED_OR_DIVERGED
 def test_only_divergence_is_blamed_on_lr_fraction(monkeypatch, fake_train, error, match):
-    # Ctrl-C reaches the runner as KeyboardInterrupt, which leaves the run unfinished (not failed)
     monkeypatch.setattr(kernel_over_time, "train", fake_train)
     with pytest.raises(error, match=match):
         run(Config(**SMALL.model_dump() | {"steps": 10, "checkpoints": 6}), lambda d, t: None)

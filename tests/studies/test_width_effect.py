@@ -5,9 +5,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from interrupts import INTERRUPTED_OR_DIVERGED
 from ntkscope.data import targets
-from ntkscope.dynamics import KernelRidge, Recorder
-from ntkscope.dynamics import train as real_train
+from ntkscope.dynamics import KernelRidge
 from ntkscope.kernels import empirical_ntk
 from ntkscope.studies import Results, width_effect
 from ntkscope.studies._training import inputs, network, splits
@@ -131,31 +131,8 @@ def test_feature_learning_network_deteriorates_toward_the_ntk_with_width(one_thr
         assert mse[1024] < 0.95 * ntk, (seed, mse.to_dict(), ntk)
 
 
-class _CtrlC(Recorder):
-    """Presses Ctrl-C at step 2."""
-
-    def record(self, state):
-        if state.step == 2:
-            raise KeyboardInterrupt
-        return {}
-
-
-def _diverging(*args, **kwargs):
-    trajectory = real_train(*args, **kwargs)
-    trajectory.stopped = "diverged"  # lr_fraction < 1 keeps real runs stable
-    return trajectory
-
-
-@pytest.mark.parametrize(
-    ("fake_train", "error", "match"),
-    [
-        (lambda *a, recorders, **k: real_train(*a, recorders=[*recorders, _CtrlC()], **k),
-         KeyboardInterrupt, "interrupted"),
-        (_diverging, RuntimeError, "lr_fraction: training diverged"),
-    ],
-)  # fmt: skip
+@INTERRUPTED_OR_DIVERGED
 def test_only_divergence_is_blamed_on_lr_fraction(monkeypatch, fake_train, error, match):
-    # Ctrl-C reaches the runner as KeyboardInterrupt, which leaves the run unfinished (not failed)
     monkeypatch.setattr(width_effect, "train", fake_train)
     with pytest.raises(error, match=match):
         run(Config(**SMALL.model_dump() | {"seeds": 1, "steps": 6}), lambda d, t: None)
