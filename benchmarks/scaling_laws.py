@@ -5,8 +5,8 @@
 One run of `ntkscope.studies.scaling_laws` on the single-index task with six sizes up to
 ``largest_n`` (default 1,500), three seeds, width 256 and three after-kernels. The kernel
 phase (eNTK at initialization and after training, infinite NTK/NNGP, and every float64
-kernel regression: one eigendecomposition per kernel, n and seed serving both the ridge
-grid and the ridgeless fit) and the training phase (full-batch SGD with early stopping) are
+kernel regression: a cached Cholesky per ridge, kernel, n and seed, reused by every
+target) and the training phase (full-batch SGD with early stopping) are
 timed inside the study; both and their ratio are printed. Other load on the machine makes
 both numbers noisy.
 """

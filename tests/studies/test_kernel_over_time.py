@@ -96,6 +96,7 @@ def test_figures_and_captions_draw_from_stored_results(small):
     assert set(text) == set(drawn)
     assert f"{small.metrics['kernel_test_mse_initial']:.3g}" in text["test_loss_vs_time"]
     assert any(c.isdigit() for c in text["kernel_motion_vs_time"])
+    assert "ends better than K^0 in" in text["test_loss_vs_time"]  # the per-setting verdict
 
 
 @pytest.mark.slow

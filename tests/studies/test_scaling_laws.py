@@ -11,7 +11,15 @@ from ntkscope.data import targets
 from ntkscope.runner import expand
 from ntkscope.studies import Results
 from ntkscope.studies._training import bare_network, inputs, splits
-from ntkscope.studies.scaling_laws import PRESETS, Config, _fit_network, captions, figures, run
+from ntkscope.studies.scaling_laws import (
+    MIN_SIZES,
+    PRESETS,
+    Config,
+    _fit_network,
+    captions,
+    figures,
+    run,
+)
 
 TINY = {"d": 8, "sizes": (8, 12, 16, 24, 32, 48), "width": 16, "n_val": 16, "n_test": 32,
         "max_steps": 40, "lr": 0.2, "after_kernel_sizes": (8, 48),
@@ -174,3 +182,14 @@ def test_after_kernel_improves_with_m(quick_synthetic):
     assert largest["entk_init"] > losses[0]
     alphas = [quick_synthetic.metrics[f"alpha_after_{m}"] for m in (48, 208, 544)]
     assert alphas[0] < alphas[2] and not math.isnan(alphas[1])
+
+
+def test_the_cifar_example_sweep_expands_to_valid_configs():
+    # examples/scaling_laws_cifar.toml: the recipe for users' CIFAR-10 files (not run here)
+    from pathlib import Path
+
+    from ntkscope.runner import load_sweep
+
+    sweep = load_sweep(Path(__file__).parents[2] / "examples" / "scaling_laws_cifar.toml")
+    assert [c.depth for c in sweep.configs] == [1, 2]
+    assert all(c.task == "cifar10_binary" and len(c.sizes) >= MIN_SIZES for c in sweep.configs)

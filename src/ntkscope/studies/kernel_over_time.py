@@ -290,24 +290,39 @@ def _run_caption(label: str, run_row: dict) -> str:
     )
 
 
-def captions(results: Results) -> dict[str, str]:
-    """Whether K^t keeps improving late, and how the kernel's velocity decays, in numbers."""
-    runs, labels = results.runs, results.labels()
+def _verdict(runs: pd.DataFrame) -> str:
+    """How many runs end with K^t better than K^0, and better than at t_e."""
     final = runs["metrics.kernel_test_mse_final"]
     improved = (final < runs["metrics.kernel_test_mse_initial"]).sum()
     late = (final < runs["metrics.kernel_test_mse_early"]).sum()
-    verdict = (
-        f"ends better than K^0 in {improved} of {len(runs)} runs and better than at the end "
-        f"of the early phase t_e in {late}"
+    return (
+        f"K^t ends better than K^0 in {improved} of {len(runs)} runs and better than at the "
+        f"end of the early phase t_e in {late}"
     )
-    loss = "; ".join(
-        _run_caption(label, row) for label, row in zip(labels, runs.to_dict("records"), strict=True)
-    )
+
+
+def _motion(runs: pd.DataFrame) -> str:
+    """The final kernel distance and the velocity's decay over the runs."""
+    distance = runs["metrics.kernel_distance_final"]
     ratio = runs["metrics.velocity_first"] / runs["metrics.velocity_last"]
+    return (
+        f"S(K^T, K^0) {distance.min():.3g} to {distance.max():.3g}, the velocity falls by a "
+        f"factor {ratio.min():.3g} to {ratio.max():.3g} from the first checkpoint interval to "
+        "the last"
+    )
+
+
+def captions(results: Results) -> dict[str, str]:
+    """Per setting (the runs that differ only in their seed): whether K^t keeps improving
+    late, and how the kernel's velocity decays, in numbers; then each run's numbers."""
+    groups = settings(results.runs, ("seed",), "all runs")
+    verdicts = "; ".join(f"{label}: {_verdict(runs)}" for label, runs in groups)
+    loss = "; ".join(
+        _run_caption(label, row)
+        for label, row in zip(results.labels(), results.runs.to_dict("records"), strict=True)
+    )
     return {
-        "test_loss_vs_time": f"K^t {verdict}. " + loss + ".",
-        "kernel_motion_vs_time": f"Kernel distance S(K^T, K^0) "
-        f"{runs['metrics.kernel_distance_final'].min():.3g} to "
-        f"{runs['metrics.kernel_distance_final'].max():.3g}; the velocity falls by a factor "
-        f"{ratio.min():.3g} to {ratio.max():.3g} from the first checkpoint interval to the last.",
+        "test_loss_vs_time": f"{verdicts}. Per run: {loss}.",
+        "kernel_motion_vs_time": "; ".join(f"{label}: {_motion(runs)}" for label, runs in groups)
+        + ".",
     }

@@ -12,7 +12,8 @@ same n examples, kernel regression ``K(X*, X)(K(X, X) + λI)⁻¹Y`` with the eN
 initialization (trace mode), the infinite NTK and NNGP, and every after-kernel K_m (the eNTK
 of the network trained at n = m with the same seed), both ridgeless (``<kernel>_ridgeless``)
 and with λ chosen on the validation split (``<kernel>``). Kernel regression runs in float64
-with one eigendecomposition per kernel and n (`ntkscope.dynamics.KernelRidge`). Test loss is
+with a cached Cholesky factorization per ridge, kernel and n, reused by every target
+(`ntkscope.dynamics.KernelRidge`). Test loss is
 the mean squared error ``‖f − Y‖² / (N·O)`` against `ntkscope.data.targets`; the data-scaling
 exponent α of ``log loss = c − α log n`` comes with a bootstrap 95% interval over seeds
 (`ntkscope.metrics.fit_power_law`).
@@ -28,7 +29,8 @@ width-1024 MLPs on the synthetic tasks at n up to 5,000 and MLP and Myrtle-style
 blocks) on MNIST parity (14×14) up to n = 3,000 (the infinite CNN kernel costs ~5 ms per
 pair of 14×14 images on a CPU core: ~10⁷ pairs, for a GPU or a cluster).
 Tasks that read the user's files (CIFAR-10 binary, SVHN parity) take ``root``, which no
-preset can know; write a sweep file and run it with ``ntkscope sweep``::
+preset can know; write a sweep file (as ``examples/scaling_laws_cifar.toml``) and run it
+with ``ntkscope sweep``::
 
     study = "scaling_laws"
     [fixed]
@@ -314,7 +316,7 @@ def _regress(
     kernel: torch.Tensor, n: int, y: torch.Tensor, scores: _Scores, ridges: Sequence[float]
 ) -> list[tuple[str, float, float, float]]:
     """Ridge-selected and ridgeless kernel regression on the first n examples:
-    [(suffix, ridge, test loss, test error)], one eigendecomposition for both."""
+    [(suffix, ridge, test loss, test error)], a cached Cholesky per ridge (`KernelRidge`)."""
     model = KernelRidge(kernel[:n, :n], y[:n])
     ridge, _ = select_ridge(model, kernel[scores.val, :n], y[scores.val], ridges)
     chosen, ridgeless = model.path(kernel[scores.test, :n], [ridge, 0.0])
