@@ -74,6 +74,28 @@ def finite(x: torch.Tensor, argument: str) -> torch.Tensor:
     return x
 
 
+def finite_float64(x: object, argument: str) -> torch.Tensor:
+    """``x`` as a detached float64 tensor with no NaN or infinite entries."""
+    return finite(tensor(x, argument).detach().to(torch.float64), argument)
+
+
+def columns(x: object, rows: int, argument: str) -> torch.Tensor:
+    """``x`` of shape (rows,) or (rows, O) as a finite float64 (rows, O) matrix (targets,
+    prior means: (rows,) becomes one column)."""
+    x = finite_float64(x, argument)
+    if x.dim() not in (1, 2) or x.shape[0] != rows:
+        raise ValueError(f"{argument}: expected ({rows},) or ({rows}, O), got {tuple(x.shape)}")
+    return x.reshape(rows, -1)
+
+
+def columns_like(x: object, like: torch.Tensor, argument: str) -> torch.Tensor:
+    """`columns` of ``x`` that must have the (rows, O) shape of ``like``."""
+    x = columns(x, like.shape[0], argument)
+    if x.shape != like.shape:
+        raise ValueError(f"{argument}: expected shape {tuple(like.shape)}, got {tuple(x.shape)}")
+    return x
+
+
 def finite_batch(x: object, argument: str, *, min_dim: int = 2) -> torch.Tensor:
     """A floating tensor of shape (N, ...) with N >= 1, at least `min_dim` dims, no NaN/inf."""
     x = tensor(x, argument)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ntkscope._checks import finite, nonnegative_real, tensor
+from ntkscope._checks import columns, columns_like, finite_float64, nonnegative_real
 
 EIGH_GRID = 16
 """Grids of this many ridges or more share one eigendecomposition (module docstring)."""
@@ -36,7 +36,7 @@ DEFAULT_RIDGES = tuple(10.0**k for k in range(-6, 2))
 
 
 def _matrix(value: object, argument: str, rows: int | None = None) -> torch.Tensor:
-    x = finite(tensor(value, argument).detach().to(torch.float64), argument)
+    x = finite_float64(value, argument)
     if x.dim() != 2 or (rows is not None and x.shape[1] != rows):
         expected = "(N, N)" if rows is None else f"(M, {rows})"
         raise ValueError(f"{argument}: expected a matrix {expected}, got {tuple(x.shape)}")
@@ -58,14 +58,8 @@ class KernelRidge:
         k = _matrix(kernel_train, "kernel_train")
         if k.shape[0] != k.shape[1]:
             raise ValueError(f"kernel_train: expected a square (N, N) kernel, got {tuple(k.shape)}")
-        y = finite(tensor(y, "y").detach().to(torch.float64), "y")
-        if y.dim() not in (1, 2) or y.shape[0] != k.shape[0]:
-            raise ValueError(
-                f"y: expected ({k.shape[0]},) or ({k.shape[0]}, O) like kernel_train, got "
-                f"{tuple(y.shape)}"
-            )
         self.kernel = (k + k.T) / 2
-        self.y = y.reshape(k.shape[0], -1)
+        self.y = columns(y, k.shape[0], "y")
         self.scale = float(self.kernel.diagonal().mean())
         """tr(K)/N, the mean eigenvalue: the natural unit of a ridge."""
         self._weights: dict[float, torch.Tensor] = {}
@@ -134,13 +128,8 @@ def select_ridge(
     """
     if any(nonnegative_real(r, "relative_ridges") <= 0 for r in relative_ridges):
         raise ValueError("relative_ridges: expected positive values (λ = 0 is always tried)")
-    y_val = finite(tensor(y_val, "y_val").detach().to(torch.float64), "y_val")
     candidates = [0.0] + [r * model.scale for r in relative_ridges]
     predictions = model.path(kernel_val_train, candidates)
-    if y_val.reshape(len(y_val), -1).shape != predictions.shape[1:]:
-        raise ValueError(
-            f"y_val: expected {tuple(predictions.shape[1:])} like the predictions, got "
-            f"{tuple(y_val.shape)}"
-        )
-    errors = (predictions - y_val.reshape(predictions.shape[1:])).square().mean(dim=(1, 2))
+    y_val = columns_like(y_val, predictions[0], "y_val")
+    errors = (predictions - y_val).square().mean(dim=(1, 2))
     return candidates[int(errors.argmin())], errors

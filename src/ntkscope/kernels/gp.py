@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from scipy import optimize
 
-from ntkscope._checks import finite, positive_real, tensor
+from ntkscope._checks import columns, columns_like, finite_float64, positive_real
 
 __all__ = ["GPHyperparameters", "GPPrediction", "GaussianProcess"]
 
@@ -67,25 +67,6 @@ class GPPrediction:
     variance: torch.Tensor
 
 
-def _float64(x: object, argument: str) -> torch.Tensor:
-    return finite(tensor(x, argument).detach().to(torch.float64), argument)
-
-
-def _outputs(x: object, rows: int, argument: str) -> torch.Tensor:
-    """``x`` as a float64 (rows, O) matrix ((rows,) becomes one column)."""
-    x = _float64(x, argument)
-    if x.dim() not in (1, 2) or x.shape[0] != rows:
-        raise ValueError(f"{argument}: expected ({rows},) or ({rows}, O), got {tuple(x.shape)}")
-    return x.reshape(rows, -1)
-
-
-def _same_shape(x: object, like: torch.Tensor, argument: str) -> torch.Tensor:
-    x = _outputs(x, like.shape[0], argument)
-    if x.shape != like.shape:
-        raise ValueError(f"{argument}: expected shape {tuple(like.shape)}, got {tuple(x.shape)}")
-    return x
-
-
 class GaussianProcess:
     """GP regression on (K, Y) with prior scale s, noise σ² and an optional prior mean.
 
@@ -99,14 +80,14 @@ class GaussianProcess:
     def __init__(
         self, kernel: torch.Tensor, y: torch.Tensor, prior_mean: torch.Tensor | None = None
     ) -> None:
-        kernel = _float64(kernel, "kernel")
+        kernel = finite_float64(kernel, "kernel")
         n = kernel.shape[0]
         if kernel.shape != (n, n) or n == 0:
             raise ValueError(f"kernel: expected a square (N, N) matrix, got {tuple(kernel.shape)}")
-        y = _outputs(y, n, "y").to(kernel.device)
+        y = columns(y, n, "y").to(kernel.device)
         self._has_prior_mean = prior_mean is not None
         if self._has_prior_mean:
-            y = y - _same_shape(prior_mean, y, "prior_mean").to(kernel.device)
+            y = y - columns_like(prior_mean, y, "prior_mean").to(kernel.device)
         eigenvalues, self._vectors = torch.linalg.eigh((kernel + kernel.T) / 2)
         # the evidence is optimized by scipy on the host: (N,) and (N, O) arrays
         self._eigenvalues = eigenvalues.clamp_min(0.0).cpu().numpy()  # PSD up to rounding
@@ -114,7 +95,7 @@ class GaussianProcess:
         self._mean_diagonal = float(kernel.diagonal().mean())
 
     @property
-    def n_outputs(self) -> int:
+    def ncolumns(self) -> int:
         """O, the number of independent outputs."""
         return self._projected.shape[1]
 
@@ -188,11 +169,11 @@ class GaussianProcess:
                 f"prior_mean_test: the process was built {state} a prior_mean; expected {expected}"
             )
         n, device = self._eigenvalues.shape[0], self._vectors.device
-        ks = _float64(kernel_test_train, "kernel_test_train").to(device)
+        ks = finite_float64(kernel_test_train, "kernel_test_train").to(device)
         if ks.dim() != 2 or ks.shape[1] != n:
             raise ValueError(f"kernel_test_train: expected (M, {n}), got {tuple(ks.shape)}")
         m = ks.shape[0]
-        diagonal = _float64(kernel_test_diagonal, "kernel_test_diagonal").to(device)
+        diagonal = finite_float64(kernel_test_diagonal, "kernel_test_diagonal").to(device)
         if diagonal.shape != (m,):
             raise ValueError(f"kernel_test_diagonal: expected ({m},), got {tuple(diagonal.shape)}")
         s, noise = hyperparameters.prior_scale, hyperparameters.noise
@@ -201,6 +182,6 @@ class GaussianProcess:
         projected = ks @ self._vectors  # K* V, (M, N)
         mean = (projected * inverse) @ torch.from_numpy(self._projected).to(device)
         if prior_mean_test is not None:
-            mean = mean + _same_shape(prior_mean_test, mean, "prior_mean_test").to(device)
+            mean = mean + columns_like(prior_mean_test, mean, "prior_mean_test").to(device)
         latent = (s * (diagonal - (projected**2 * inverse).sum(dim=1))).clamp_min(0.0)
         return GPPrediction(mean, latent, latent + noise)
