@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ntkscope.kernels import dual as duals
+from ntkscope.kernels.dual import Dual
 from ntkscope.kernels.infinite import infinite_kernels
 from ntkscope.models.activations import resolve_activation
 
@@ -47,7 +47,7 @@ def package(activation: str, x: torch.Tensor) -> float:
 
 def gauss_hermite(activation: str, x: torch.Tensor) -> float:
     """Entries/s of the same recursion with the previous 64² Gauss–Hermite rule as the dual."""
-    rule = duals.Dual(activation, False, 8 * 64**2 + 16, _GaussHermite(activation))
+    rule = Dual(activation, False, 8 * 64**2 + 16, _GaussHermite(activation))
     return _rate(x[:N_OLD], rule)
 
 

@@ -1,6 +1,9 @@
 """Independent float64 references for the dual activations, by nested adaptive quadrature.
 
-    python tests/kernels/dual_reference.py       # rewrites tests/kernels/data/dual_reference.npz
+    python tests/kernels/dual_reference.py [NAME ...]   # rewrites tests/kernels/data/duals/
+
+writes points.npy (the (q1, q2, ρ) rows) and NAME.npy (both expectations at each row) for
+the named activations (default: all); run several at once to use several cores.
 
 For (u, v) ~ N(0, [[q1, c], [c, q2]]) with ρ = c/√(q1 q2), s = √(1 − ρ²):
 
@@ -17,12 +20,14 @@ stored table; `test_dual.py` recomputes a few points live.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 from scipy import integrate
 
-TABLE = Path(__file__).resolve().parent / "data" / "dual_reference.npz"
+TABLE = Path(__file__).resolve().parent / "data" / "duals"
+POINTS, SEED = 200, 0
 LIMIT = 13.0
 SLOPE = 0.01  # leaky_relu
 
@@ -112,15 +117,14 @@ def references(name: str, rows: np.ndarray) -> np.ndarray:
     return np.array([[expectation(h, h, *row) for h in (fn, derivative)] for row in rows])
 
 
-def main() -> None:
-    rows = points(200, seed=0)
-    table = {"points": rows}
-    for name in ACTIVATIONS:
-        table[name] = references(name, rows)
+def main(names: list[str]) -> None:
+    rows = points(POINTS, SEED)
+    TABLE.mkdir(parents=True, exist_ok=True)
+    np.save(TABLE / "points.npy", rows)
+    for name in names or ACTIVATIONS:
+        np.save(TABLE / f"{name}.npy", references(name, rows))
         print(name, flush=True)
-    TABLE.parent.mkdir(exist_ok=True)
-    np.savez_compressed(TABLE, **table)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -60,7 +60,6 @@ def dense_reference(
     kernel_size=3,
     pool_after=None,
     readout="gap",
-    quadrature_degree=64,
 ):
     """(NNGP, NTK) of all pairs of images in x from the joint (N·HW, N·HW) covariance."""
     n, c, h, w = x.shape
@@ -74,7 +73,7 @@ def dense_reference(
         nngp = sigma_w**2 / kernel_size**2 * sum(s @ nngp @ s.T for s in shifts) + sigma_b**2
         ntk = nngp + sigma_w**2 / kernel_size**2 * sum(s @ ntk @ s.T for s in shifts)
         q = nngp.diagonal()
-        e_ff, e_dd = dual(activation, q[:, None], q[None, :], nngp, deg=quadrature_degree)
+        e_ff, e_dd = dual(activation, q[:, None], q[None, :], nngp)
         nngp, ntk = e_ff, ntk * e_dd
         if block in pools:
             a = torch.kron(eye, average(h, w))
@@ -93,7 +92,7 @@ CASES = [
     dict(depth=2, pool_after=[0], sigma_b=0.4),
     dict(depth=3, activation="erf", sigma_w=1.3, sigma_b=0.2, pool_after=[0, 1]),
     dict(depth=2, kernel_size=5, pool_after=[], sigma_b=0.1),
-    dict(depth=2, activation="tanh", sigma_w=1.1, pool_after=[0], quadrature_degree=16),
+    dict(depth=2, activation="tanh", sigma_w=1.1, pool_after=[0]),
     dict(depth=2, readout="flatten", pool_after=[]),  # positions p = p' only
     dict(depth=2, readout="flatten", pool_after=[1], kernel_size=1, sigma_b=0.3),
     dict(depth=3, activation="identity", readout="flatten", sigma_w=0.9),
@@ -103,8 +102,8 @@ CASES = [
 @pytest.mark.parametrize("case", CASES)
 def test_matches_dense_reference(case):
     # x2 = x: every entry (x, x') computed in the reference's orientation. (With x2 = None
-    # the lower triangle mirrors (x', x), which Gauss–Hermite duals match only to their
-    # accuracy: they are not symmetric in (q1, q2).)
+    # the lower triangle mirrors (x', x), which the 2-D fallback rule of numerical duals
+    # matches only to its accuracy: it is not symmetric in (q1, q2).)
     x = images(n=3, h=4)
     for got, expected in zip(
         infinite_cnn_kernels(x, x, **case), dense_reference(x, **case), strict=True
@@ -228,7 +227,6 @@ BAD = [
     ({"sigma_b": float("inf")}, ValueError, "sigma_b"),
     ({"activation": "swish"}, ValueError, "activation"),
     ({"memory_budget": "lots"}, ValueError, "memory_budget"),
-    ({"quadrature_degree": 0}, ValueError, "quadrature_degree"),
 ]
 
 

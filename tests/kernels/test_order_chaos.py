@@ -135,12 +135,12 @@ def test_unbounded_growth_gives_infinite_q_star():
     assert got.q_star == math.inf and got.chi_1 == pytest.approx(2.0, rel=1e-6)
 
 
-@pytest.mark.parametrize(("name", "tol"), [("erf", 1e-10), ("tanh", 1e-5)])
+@pytest.mark.parametrize(("name", "tol"), [("erf", 1e-10), ("tanh", 1e-8)])
 def test_deep_nngp_diagonal_reaches_q_star(name, tol):
     # Σ^{L+1}(x, x) iterates the same map, contracting towards q* (here with factor ≤ 0.7
     # per layer): after 100 layers it sits on q* up to the duals' accuracy: exact for erf
-    # (1e-10 covers rounding), Gauss–Hermite 1e-7 per layer for tanh at q ≈ 1 (dual.py),
-    # accumulated over the contraction: 1e-5.
+    # (1e-10 covers rounding), ≤ 1e-9 per layer for tanh's Mehler series (dual.py), which
+    # the contraction (factor ≤ 0.7) accumulates to ≤ 1e-9 / 0.3 < 1e-8.
     x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     nngp, _ = infinite_kernels(
         x, depth=100, activation=name, sigma_w=1.5, sigma_b=0.3, diagonal=True

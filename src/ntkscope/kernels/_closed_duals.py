@@ -68,21 +68,26 @@ def gelu(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
 
     With Φ(u) Φ(v) = P(u − ξ1 ≥ 0, v − ξ2 ≥ 0) for independent ξ ~ N(0, 1), E[u v 1{W ≥ 0}]
     for the Gaussian W = (u − ξ1, v − ξ2) follows from regressing (u, v) on W and the
-    orthant moments of W. With A = (1 + q1)(1 + q2), D = A − c², N = q1 q2 + c² (1 − q1 q2)/A:
+    orthant moments of W. With P = q1 q2, S = q1 + q2, s = 1 − ρ², A = (1 + q1)(1 + q2),
+    D = A − c² = 1 + S + P s and N = (P (1 + S) + P² s + c²) / A:
 
         E[φ(u) φ(v)]   = c/4 + c arcsin(c/√A) / (2π) + N / (2π √D)
-        E[φ'(u) φ'(v)] = 1/4 + arcsin(c/√A) / (2π) + c / (2π √D) · (1 + 2 (1 − q1 q2)/A + N/D)
+        E[φ'(u) φ'(v)] = 1/4 + arcsin(c/√A) / (2π) + c ((3 + S)(1 + S) + P (1 + s (2 + S)))
+                         / (2π A D^{3/2})
 
-    the second being ∂/∂c of the first (Price's theorem).
+    the second being ∂/∂c of the first (Price's theorem), both written as sums of positive
+    terms (no cancellation, also at q ~ 1e15).
     """
-    c = rho * (q1 * q2).sqrt()
+    p, total = q1 * q2, q1 + q2
+    c = rho * p.sqrt()
+    s = (1 - rho) * (1 + rho)
     a = (1 + q1) * (1 + q2)
-    d = a - c * c
-    n = q1 * q2 + c * c * (1 - q1 * q2) / a
-    arcsin = torch.asin(c / a.sqrt()) / (2 * math.pi)
-    root = 2 * math.pi * d.sqrt()
-    e_ff = c / 4 + c * arcsin + n / root
-    e_dd = 0.25 + arcsin + c / root * (1 + 2 * (1 - q1 * q2) / a + n / d)
+    d = 1 + total + p * s
+    n = (p * (1 + total) + p * p * s + c * c) / a
+    arcsin = torch.asin(rho * (p / a).sqrt()) / (2 * math.pi)
+    e_ff = c / 4 + c * arcsin + n / (2 * math.pi * d.sqrt())
+    numerator = (3 + total) * (1 + total) + p * (1 + s * (2 + total))
+    e_dd = 0.25 + arcsin + c * numerator / (2 * math.pi * a * d.pow(1.5))
     return e_ff, e_dd
 
 

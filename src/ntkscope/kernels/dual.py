@@ -119,7 +119,7 @@ class Dual:
     def diagonal(self, q: torch.Tensor) -> Pair:
         """(E[φ(√q z)²], E[φ'(√q z)²]), z ~ N(0, 1): the pair on q1 = q2 = c = q."""
         q = torch.as_tensor(q, dtype=torch.float64)
-        return self(q, q, q)
+        return self.formula(q, q, torch.ones_like(q))  # ρ = 1, also where q = 0
 
 
 def for_activation(activation: ActivationLike | nn.Module | Dual) -> Dual:

@@ -1,0 +1,125 @@
+"""Dual activations against independent float64 references (tests/kernels/dual_reference.py).
+
+The table holds E[φ(u) φ(v)] and E[φ'(u) φ'(v)] by nested adaptive quadrature (QUADPACK,
+relative tolerance 1e-12) at 200 points (q1, q2, ρ): q log-uniform in [1e-4, 1e2], a third
+of the ρ within 1e-7..1e-1 of ±1, and the corners q ∈ {1e-4, 1, 100} at ρ = ±1, 0.999.
+Error is measured relative to the Cauchy–Schwarz scale √(E[f(u)²] E[f(v)²]) (f = φ or φ'),
+which stays meaningful where the expectation crosses zero; the scale comes from the
+package's diagonal (itself checked against the table's rows with q1 = q2, ρ = 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import dual_reference as reference
+from ntkscope.kernels.dual import CLOSED_FORMS, for_activation
+
+CLOSED_TOL = 1e-12
+"""Closed forms: rounding of the formulas, and the reference's own error (~1e-13)."""
+NUMERICAL_TOL = 1e-9
+"""The stated bound of the Mehler series (certified 1e-10) and of its 2-D fallback rule."""
+
+
+def _table(name: str) -> tuple[np.ndarray, np.ndarray]:
+    path = reference.TABLE / f"{name}.npy"
+    if not path.exists():
+        pytest.fail(f"missing reference {path}: run python tests/kernels/dual_reference.py {name}")
+    return np.load(reference.TABLE / "points.npy"), np.load(path)
+
+
+def _relative_errors(name: str, rows: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    dual = for_activation(name)
+    q1, q2, rho = (torch.from_numpy(column.copy()) for column in rows.T)
+    got = torch.stack(dual(q1, q2, rho * (q1 * q2).sqrt()), 1).numpy()
+    scale = (torch.stack(dual.diagonal(q1), 1) * torch.stack(dual.diagonal(q2), 1)).sqrt()
+    scale = scale.numpy()
+    return np.abs(got - expected) / np.maximum(scale, 1e-300)
+
+
+@pytest.mark.parametrize("name", sorted(reference.ACTIVATIONS))
+def test_dual_matches_reference_table(name):
+    rows, expected = _table(name)
+    assert len(rows) >= 200 and rows[:, :2].max() == 100 and (np.abs(rows[:, 2]) == 1).any()
+    errors = _relative_errors(name, rows, expected)
+    exact = for_activation(name).exact
+    assert exact == (name in CLOSED_FORMS)
+    assert errors.max() <= (CLOSED_TOL if exact else NUMERICAL_TOL), errors.max(0)
+
+
+@pytest.mark.parametrize(("name", "index"), [("tanh", 0), ("elu", 5), ("gelu", 12), ("mish", 40)])
+def test_reference_table_regenerates(name, index):
+    # A few rows recomputed live: the stored table is what the script computes.
+    rows, expected = _table(name)
+    np.testing.assert_array_equal(rows, reference.points(reference.POINTS, reference.SEED))
+    live = reference.references(name, rows[index : index + 1])
+    np.testing.assert_allclose(live, expected[index : index + 1], rtol=1e-13, atol=1e-16)
+
+
+def test_series_uses_every_path():
+    # Small ρ: a short series; ρ = 0.99 at q = 50: the 2-D rule; ρ = 1: the 1-D rule;
+    # the elementwise results equal scalar calls (broadcasting keeps pairs apart) up to the
+    # certified truncation error 1e-10: a batch sums each entry to its batch's longest
+    # certified length, which may exceed the entry's own.
+    dual = for_activation("tanh")
+    q1 = torch.tensor([[0.5], [50.0]], dtype=torch.float64)
+    q2 = torch.tensor([[2.0, 50.0, 3.0]], dtype=torch.float64)
+    rho = torch.tensor([[0.1, 0.99, 1.0], [-0.5, 0.99, -1.0]], dtype=torch.float64)
+    c = rho * (q1 * q2).sqrt()
+    together = dual(q1, q2, c)
+    for i in range(2):
+        for j in range(3):
+            alone = dual(q1[i, 0], q2[0, j], c[i, j])
+            for t, a in zip(together, alone, strict=True):
+                assert t[i, j].item() == pytest.approx(a.item(), rel=1e-10, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("given", "name", "exact"),
+    [
+        (nn.ReLU(), "relu", True),
+        (nn.GELU(), "gelu", True),
+        (nn.GELU(approximate="tanh"), "GELU", False),
+        (nn.Tanh(), "tanh", False),
+        (nn.SiLU(), "silu", False),
+        (nn.ELU(alpha=0.5), "ELU", False),
+        (nn.Softplus(beta=2.0), "Softplus", False),
+        (nn.LeakyReLU(0.2), "leaky_relu(0.2)", True),
+        (nn.Identity(), "identity", True),
+        (F.gelu, "gelu", True),
+        (torch.tanh, "tanh", False),
+        (torch.sin, "sin", True),
+        (F.silu, "silu", False),
+        ("Mish", "mish", False),
+    ],
+)
+def test_for_activation_recognizes_torch_activations(given, name, exact):
+    dual = for_activation(given)
+    assert (dual.name, dual.exact) == (name, exact)
+    assert for_activation(dual) is dual
+
+
+def test_leaky_relu_closed_form_equals_numerical_series():
+    # The closed form for any slope against the series of the same function as a callable.
+    q1, q2 = torch.tensor([0.3, 4.0], dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
+    c = torch.tensor([0.5, -2.0], dtype=torch.float64)
+    closed = for_activation(nn.LeakyReLU(0.2))(q1, q2, c)
+    series = for_activation(lambda x: F.leaky_relu(x, 0.2))(q1, q2, c)
+    for a, b in zip(closed, series, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_nngp_and_ntk_derivative_are_the_pair():
+    dual = for_activation("silu")
+    args = [torch.tensor(v, dtype=torch.float64) for v in (1.0, 2.0, 0.7)]
+    assert dual.nngp(*args) == dual(*args)[0] and dual.ntk_derivative(*args) == dual(*args)[1]
+
+
+@pytest.mark.parametrize(("bad", "error"), [("swish", ValueError), (3, TypeError)])
+def test_bad_activation_names_the_argument(bad, error):
+    with pytest.raises(error, match="^activation:"):
+        for_activation(bad)
