@@ -11,9 +11,10 @@ For (u, v) ~ N(0, [[q1, c], [c, q2]]) with ρ = c/√(q1 q2), s = √(1 − ρ²
 
 each integral by ``scipy.integrate.quad`` (QUADPACK, adaptive Gauss–Kronrod) with the point
 where the integrand's argument crosses 0 (a = 0 outside, t = −ρa/s inside) and the widths
-of its features (a = ±s, ±10 s, ±1/√q1, ±1/√q2 outside) given as breakpoints, |a|, |t| ≤ 13 (the Gaussian mass beyond is < 1e-37), absolute tolerance 1e-15 and
-relative 1e-12. At |ρ| = 1 the inner integral is g(±√q2 a). The activations are written here
-on Python floats with `math`, apart from the package. This is slow (~0.1–0.5 s per point), hence the
+of its features (a = ±s, ±10 s, ±1/√q1, ±1/√q2 outside) given as breakpoints, |a|, |t| ≤ 13
+(the Gaussian mass beyond is < 1e-37), absolute tolerance 1e-15 and relative 1e-12. At
+|ρ| = 1 the inner integral is g(±√q2 a). The activations are written here on Python floats
+with `math`, apart from the package. This is slow (~0.5 s per point on a busy core), hence the
 stored table; `test_dual.py` recomputes a few points live.
 """
 
@@ -57,7 +58,9 @@ ACTIVATIONS = {  # (φ, φ') on Python floats
     "erf": (math.erf, lambda x: 2 / math.sqrt(math.pi) * math.exp(-x * x)),
     "gelu": (
         lambda x: x * math.erfc(-x / math.sqrt(2)) / 2,
-        lambda x: math.erfc(-x / math.sqrt(2)) / 2 + x * math.exp(-x * x / 2) / math.sqrt(2 * math.pi),
+        lambda x: (
+            math.erfc(-x / math.sqrt(2)) / 2 + x * math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+        ),
     ),
     "sin": (math.sin, math.cos),
     "cos": (math.cos, lambda x: -math.sin(x)),

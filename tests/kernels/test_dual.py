@@ -10,13 +10,13 @@ package's diagonal (itself checked against the table's rows with q1 = q2, ρ = 1
 
 from __future__ import annotations
 
+import dual_reference as reference
 import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-import dual_reference as reference
 from ntkscope.kernels.dual import CLOSED_FORMS, for_activation
 
 CLOSED_TOL = 1e-12
@@ -121,5 +121,5 @@ def test_nngp_and_ntk_derivative_are_the_pair():
 
 @pytest.mark.parametrize(("bad", "error"), [("swish", ValueError), (3, TypeError)])
 def test_bad_activation_names_the_argument(bad, error):
-    with pytest.raises(error, match="^activation:"):
+    with pytest.raises(error, match=r"^activation:"):
         for_activation(bad)

@@ -1,6 +1,6 @@
 """Empirical and infinite-width neural tangent kernels."""
 
-from ntkscope.kernels.dual import dual, dual_diagonal
+from ntkscope.kernels.dual import Dual, dual, dual_diagonal, for_activation
 from ntkscope.kernels.empirical import Method, Mode, empirical_ntk, resolve_method
 from ntkscope.kernels.gp import GaussianProcess, GPHyperparameters, GPPrediction
 from ntkscope.kernels.infinite import infinite_kernels
@@ -14,8 +14,10 @@ __all__ = [
     "empirical_ntk",
     "resolve_method",
     # infinite width
+    "Dual",
     "dual",
     "dual_diagonal",
+    "for_activation",
     "infinite_cnn_kernels",
     "infinite_kernels",
     # Gaussian-process posterior

@@ -238,7 +238,7 @@ def _plane(act: Activation, q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tenso
 _SPAN = 10.0
 """Both variables of the 2-D rule are integrated over [−10, 10] (Gaussian mass beyond: 2e-23)."""
 _OUTER = 2.0 ** -np.arange(10, 2, -1)
-"""Inner rule: panel edges (fractions of each side) graded towards the kink, then 1/4, 3/8, .., 1."""
+"""Inner rule: panel edges (fractions of each side) graded to the kink, then 1/4, 3/8, .., 1."""
 _GEOMETRIC_PANELS = 24
 """Outer rule: panels per side, edges in geometric progression from ``finest`` to SPAN."""
 

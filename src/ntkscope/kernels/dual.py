@@ -16,6 +16,23 @@ with error ≤ 1e-9 relative to √(E[φ(u)²] E[φ(v)²]) for q ∈ [1e-4, 1e2]
 Relative error, throughout: |error| / √(E[f(u)²] E[f(v)²]), the Cauchy–Schwarz bound on
 |E[f(u) f(v)]| (f = φ or φ'). It is the natural scale when the expectation itself crosses
 zero (odd φ at ρ = 0), where a plain relative error is undefined.
+
+Measured maximum relative error of E[φφ] / E[φ'φ'] over the 200 points (q1, q2, ρ) of
+tests/kernels/data/duals (q log-uniform in [1e-4, 1e2], a third of ρ within 1e-7..1e-1 of
+±1, corners at q = 1e-4, 1, 100 with ρ = ±1, 0.999) against nested adaptive quadrature:
+
+    closed forms   relu 6e-15 / 2e-13   leaky_relu 6e-15 / 2e-13   abs 1e-14 / 3e-13
+                   identity 1e-15 / 7e-16   gelu 7e-16 / 9e-16   sin 5e-13 / 2e-14
+                   sign 3e-13 / 0        (erf, cos, step: ≤ 1e-12, tested)
+    series         tanh 3e-13 / 5e-11   sigmoid 4e-14 / 2e-11   silu 2e-14 / 6e-12
+                   softplus 8e-12 / 4e-14   elu 4e-14 / 1e-11   mish 5e-15 / 7e-14
+
+The series' truncation is certified per entry at 1e-10 (`_series_dual.TOLERANCE`); its
+coefficients and the 2-D fallback rule are accurate to ~1e-12 (measured above). Cost per
+entry: a few hundred flops (8–256 terms) where the series certifies, which is every ρ for
+smooth φ at q ≲ 10 and |ρ| ≤ 0.914 always; ~2·10⁵ evaluations of φ for the rare entries
+with large q at |ρ| near 1 (2-D rule). sign and step: φ' = 0, as autograd differentiates
+them (their distributional derivative would make the NTK infinite at x = x').
 """
 
 from __future__ import annotations
@@ -232,4 +249,3 @@ def _correlation(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> torch.T
     """ρ = c / √(q1 q2) clamped to [−1, 1]; 0 where q1 q2 = 0 (a zero-variance input)."""
     inv1, inv2 = (torch.where(q > 0, q.rsqrt(), 0.0) for q in (q1, q2))
     return (c * inv1 * inv2).clamp_(-1.0, 1.0)
-

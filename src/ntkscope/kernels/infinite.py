@@ -83,26 +83,26 @@ def infinite_kernels(
     """NNGP kernel Σ^{L+1} and NTK Θ^{L+1} of an infinitely wide MLP with L = ``depth``.
 
     Recursion and parameterization: see the module docstring (CONVENTIONS.md). Depth 0 is
-    the linear model f(x) = σ_w/√n_0 · W x + σ_b b, whose NNGP and NTK are both Σ¹. Duals of
-    ReLU, erf and identity are exact; other activations use Gauss–Hermite quadrature whose
-    accuracy `ntkscope.kernels.dual` states.
+    the linear model f(x) = σ_w/√n_0 · W x + σ_b b, whose NNGP and NTK are both Σ¹. The duals
+    are those of `ntkscope.kernels.dual.for_activation`: closed forms where they exist,
+    otherwise a series with error ≤ 1e-9 per expectation (accuracy and cost stated there).
 
     Args:
         x1: inputs (N1, n_0), any float dtype; computed in float64 on x1's device.
         x2: inputs (N2, n_0) on the same device, or None for x2 = x1 (then the result is
             exactly symmetric and only its upper triangle of tiles is computed).
         depth: number of hidden layers L ≥ 0.
-        activation: "relu", "erf", "tanh", "sigmoid", "gelu", "identity", or a callable.
+        activation: a name of `ntkscope.models.ActivationName`, a torch activation module
+            or function, any elementwise callable, or a `Dual` (see ``for_activation``).
         sigma_w: weight standard deviation σ_w ≥ 0.
         sigma_b: bias standard deviation σ_b ≥ 0.
         diagonal: return only Σ^{L+1}(x, x) and Θ^{L+1}(x, x) for the rows of x1.
         memory_budget: bytes (or a string such as "2GB") of working memory for the tiles,
-            beyond the inputs, the outputs and the O(N · (depth + deg)) diagonal
-            recursion; at least one entry is computed per tile. Default: a quarter of the
-            free memory of x1's device. A quadrature tile needs about 8 · deg² · 8 bytes
-            per entry. On CPU, tiles are also capped at 8 MiB, which keeps them in cache
-            (fastest, measured).
-        quadrature_degree: Gauss–Hermite nodes per dimension (cost and memory ∝ deg²).
+            beyond the inputs, the outputs and the O(N · depth) diagonal recursion; at
+            least one entry is computed per tile. Default: a quarter of the free memory of
+            x1's device. A tile needs ``8 · Dual.arrays`` bytes per entry (128 for closed
+            forms, 192 for the series). On CPU, tiles are also capped at 8 MiB, which keeps
+            them in cache (fastest, measured).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.

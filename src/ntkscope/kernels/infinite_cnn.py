@@ -25,8 +25,8 @@ The activation needs the variances Σ(x, x)[p, p] of every input at every layer.
 pooling they depend on Σ(x, x)[p, p'] for p ≠ p' (the cross terms within a window), so each
 input's whole self-covariance is computed first, batched; the N1×N2 matrix is then filled
 in tiles of input pairs. Cost: O(N1 N2 (HW)² k depth) time (the k² offsets separate into
-rows and columns) and (HW)² float64 values times the dual's working arrays (16 for ReLU,
-erf, identity; 8 deg² for quadrature) per pair of a tile: 0.5 MB per pair for 8×8 images,
+rows and columns) and (HW)² float64 values times the dual's working arrays (`Dual.arrays`:
+16 for closed forms, 24 for the series) per pair of a tile: 0.5 MB per pair for 8×8 images,
 4.9 MB for 14×14, 79 MB for 28×28 (ReLU). With no pooling and the flatten readout only
 the diagonal p = p' is ever needed (a convolution moves p and p' by the same δ): that case
 costs O(HW) per pair and runs on any image size.
@@ -226,8 +226,8 @@ def infinite_cnn_kernels(
     The network: ``depth`` blocks of [k×k convolution with "same" zero padding, φ], a 2×2
     average pooling after each block in ``pool_after``, then the readout (a dense layer
     after global average pooling, or after flattening). Recursion, sources and cost: see
-    the module docstring. Duals of ReLU, erf and identity are exact; other activations use
-    the Gauss–Hermite quadrature of `ntkscope.kernels.dual`.
+    the module docstring. The duals are those of `ntkscope.kernels.dual.for_activation`
+    (closed forms, or a series with error ≤ 1e-9 per expectation).
 
     Cost per pair of images: (HW)² position pairs (HW with ``readout="flatten"`` and no
     pooling). Measured on one shared CPU core (``benchmarks/infinite_cnn.py``; ReLU, depth
@@ -242,7 +242,8 @@ def infinite_cnn_kernels(
         x2: images (N2, C, H, W) on the same device, or None for x2 = x1 (then the result
             is exactly symmetric and only its upper triangle of tiles is computed).
         depth: number of convolution blocks ≥ 1.
-        activation: "relu", "erf", "tanh", "sigmoid", "gelu", "identity", or a callable.
+        activation: a name of `ntkscope.models.ActivationName`, a torch activation module
+            or function, any elementwise callable, or a `Dual` (see ``for_activation``).
         sigma_w: weight standard deviation σ_w ≥ 0 of every layer.
         sigma_b: bias standard deviation σ_b ≥ 0 of every layer.
         kernel_size: odd filter size k.
@@ -253,10 +254,8 @@ def infinite_cnn_kernels(
         memory_budget: bytes (or a string such as "2GB") of working memory for the tiles
             of image pairs (and the batches of single images), beyond the inputs and the
             outputs; at least one pair per tile. Default: a quarter of the free memory of
-            x1's device. On CPU, tiles are also capped at 8 MiB. Quadrature activations
-            need 8 · deg² · 8 bytes per position pair: 1 GB for one pair of 8×8 images
-            at deg 64 (lower ``quadrature_degree`` for larger images).
-        quadrature_degree: Gauss–Hermite nodes per dimension (cost and memory ∝ deg²).
+            x1's device. On CPU, tiles are also capped at 8 MiB. The series needs 192 bytes
+            per position pair (0.8 MB for a pair of 8×8 images).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
