@@ -276,8 +276,11 @@ def test_blocked_equals_unblocked(name, square, monkeypatch):
     blocked = infinite_kernels(x1, x2, depth=2, activation=name, memory_budget=1000)
     assert len(tiles) >= 6  # 1000 bytes: 7 closed-form entries or 5 series entries per tile
     for b, w in zip(blocked, whole, strict=True):
-        # Same per-entry arithmetic; only the matmul of Σ¹ may round differently per tile.
-        torch.testing.assert_close(b, w, rtol=1e-13, atol=1e-15)
+        # Same per-entry arithmetic; only the matmul of Σ¹ may round differently per tile,
+        # and the series sums each entry to its batch's longest certified length, which
+        # depends on the tile (truncation certified at 1e-10 per layer: 2 layers, 2e-10).
+        rtol = 2e-10 if name == "tanh" else 1e-13
+        torch.testing.assert_close(b, w, rtol=rtol, atol=1e-15)
 
 
 def test_zero_inputs_give_finite_kernels():
