@@ -122,9 +122,7 @@ class KernelFn:
 
     def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
         """Per-step variances of every input and the kernels of the pairs (x, x)."""
-        probe = Context()
-        self.run(Raw(x[:1], None), probe)
-        self._pairs = probe.largest_pairs
+        self._pairs = self.position_pairs(x)
         batch = tile_entries(budget, x.device, self.entry_bytes())
         records: list[list[torch.Tensor]] = []
         outputs = []
@@ -143,6 +141,12 @@ class KernelFn:
         """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2."""
         out = self.run(Raw(x1, x2), Context(v1, v2))
         return out.nngp, out.ntk
+
+    def position_pairs(self, x: torch.Tensor) -> int:
+        """The largest number of position pairs per input pair (cost per kernel entry)."""
+        probe = Context()
+        self.run(Raw(finite_batch(x, "x")[:1].detach().to(torch.float64), None), probe)
+        return probe.largest_pairs
 
     def entry_bytes(self) -> int:
         """Working memory per pair of inputs: position pairs × the dual's arrays."""
