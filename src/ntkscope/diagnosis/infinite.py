@@ -12,14 +12,15 @@ from torch import nn
 
 from ntkscope import metrics
 from ntkscope.kernels import ProgramError, infinite_width
+from ntkscope.kernels.dual import Pair
 
 MAX_POSITION_PAIR_ENTRIES = 2 * 10**8
 """Skip the reference when N² × (position pairs per input pair) exceeds this (about a
 minute of closed-form work on one core; a 28×28 CNN on 128 probes is ~10¹¹)."""
 
 
-def infinite_reference(model: nn.Module, probe: torch.Tensor) -> tuple[torch.Tensor | None, str]:
-    """(Θ∞ on ``probe``, the kernel program), or (None, why not) for an unsupported model.
+def infinite_reference(model: nn.Module, probe: torch.Tensor) -> tuple[Pair | None, str]:
+    """((NNGP, NTK) on ``probe``, the kernel program), or (None, why not).
 
     ``model`` must still be at its initialization: plain torch layers' σ_w², σ_b² are read
     from its parameters.
@@ -32,16 +33,17 @@ def infinite_reference(model: nn.Module, probe: torch.Tensor) -> tuple[torch.Ten
                 f"n/a: {pairs} position pairs per input pair make the infinite NTK of "
                 f"{len(probe)} probes too costly here (use ntkscope.infinite_width directly)"
             )
-        _, ntk = kernel_fn(probe)
+        kernels = kernel_fn(probe)
     except ProgramError as error:
         return None, f"n/a: {error}"
-    return ntk, "\n".join(kernel_fn.layers)
+    return kernels, "\n".join(kernel_fn.layers)
 
 
-def infinite_distances(ntk: torch.Tensor | None, kernels: list[torch.Tensor]) -> dict:
+def infinite_distances(infinite: Pair | None, kernels: list[torch.Tensor]) -> dict:
     """Relative distances of one seed's eNTK and of the seed mean to Θ∞ (None without Θ∞)."""
-    if ntk is None:
+    if infinite is None:
         return {"infinite_distance_single": None, "infinite_distance_mean": None}
+    ntk = infinite[1]
     return {
         "infinite_distance_single": metrics.relative_distance(kernels[0], ntk),
         "infinite_distance_mean": metrics.relative_distance(torch.stack(kernels).mean(0), ntk),

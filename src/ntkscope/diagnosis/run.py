@@ -157,7 +157,7 @@ def diagnose(
     report("dispersion at initialization", 0, 1)
     probe_x = train_set.x[: min(probe, n_train)].to(like)
     dispersion, kernels = _dispersion(model_factory, seeds, probe_x, shape)
-    infinite_ntk, program = infinite_reference(model, shape(probe_x))
+    infinite, program = infinite_reference(model, shape(probe_x))
     if lr is None:
         lr = ADAM_LR if optimizer is Optimizer.ADAM else _sgd_lr(model, x_train)
     every = max(steps // positive_int(records, "records"), 1)
@@ -188,7 +188,7 @@ def diagnose(
         recorders[1],
         dispersion,
         kernels,
-        infinite_ntk,
+        infinite,
         {
             "data": train_set.name,
             "n_train": n_train,
@@ -214,9 +214,7 @@ def _final(trajectory: Trajectory, name: str) -> float:
         return math.nan
 
 
-def _conclude(
-    trajectory, kernel_recorder, dispersion, kernels, infinite_ntk, settings
-) -> Diagnosis:
+def _conclude(trajectory, kernel_recorder, dispersion, kernels, infinite, settings) -> Diagnosis:
     numbers: dict[str, float | None] = {
         name: _final(trajectory, name)
         for name in (
@@ -237,7 +235,7 @@ def _conclude(
     }
     numbers["init_dispersion"] = dispersion
     numbers["steps_taken"] = len(trajectory.losses)
-    numbers.update(infinite_distances(infinite_ntk, kernels))
+    numbers.update(infinite_distances(infinite, kernels))
     measured = criteria(numbers["kernel_change"], numbers["linear_gap"], dispersion)
     diverged = trajectory.stopped == "diverged"
     notes = []
