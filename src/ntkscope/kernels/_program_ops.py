@@ -50,8 +50,8 @@ class Affine:
 
     def apply(self, k: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(Σ, Θ) from a weight-summed K and T (already summed over offsets, for a conv)."""
-        nngp = k * self.weight_var + self.bias_var
-        ntk = t * self.weight_var + (k * self.weight_grad + self.bias_grad)
+        nngp = k.mul(self.weight_var).add_(self.bias_var)
+        ntk = t.mul(self.weight_var).add_(k, alpha=self.weight_grad).add_(self.bias_grad)
         return nngp, ntk
 
 
@@ -151,7 +151,7 @@ def activation(kernel: Kernel, act: Activation, ctx: Context, name: str) -> Kern
     e_ff, e_dd = dual(act, *ctx.variances(kernel), kernel.nngp)
     return kernel.with_kernels(
         e_ff,
-        e_dd * kernel.ntk,
+        e_dd.mul_(kernel.ntk),
         zero_mean=act.builtin in _ODD,
         terms=frozenset({Term("nonlinear", name)}),
     )
@@ -194,10 +194,11 @@ def norm(kernel: Kernel, spec: Norm, ctx: Context, name: str) -> Kernel:
             "ReLU) is not supported; RMSNorm is, or use ntkscope.monte_carlo_kernels"
         )
     v1, v2 = ctx.variances(kernel)
-    scale = ((v1 + spec.eps) * (v2 + spec.eps)).rsqrt()
-    k, t = kernel.nngp * scale, kernel.ntk * scale
-    nngp = k * spec.gain_var + spec.bias_var
-    ntk = t * spec.gain_var + (k * spec.gain_grad + spec.bias_grad)
+    scale = ((v1 + spec.eps) * (v2 + spec.eps)).rsqrt_()
+    k = kernel.nngp * scale
+    nngp = k.mul(spec.gain_var).add_(spec.bias_var)
+    ntk = kernel.ntk * scale
+    ntk.mul_(spec.gain_var).add_(k, alpha=spec.gain_grad).add_(spec.bias_grad)
     return kernel.with_kernels(
         nngp, ntk, zero_mean=spec.bias_var == 0, terms=frozenset({Term("nonlinear", name)})
     )
