@@ -16,14 +16,8 @@ from typing import Protocol
 
 import torch
 
-from ntkscope.kernels.dual import CLOSED_FORMS, Pair
-from ntkscope.models.activations import Activation
+from ntkscope.kernels.dual import Dual, Pair
 
-_CLOSED_FORM_ARRAYS = 16
-"""float64 values held per matrix entry while a closed-form tile is computed (an upper bound)."""
-_QUADRATURE_ARRAYS = 8
-"""deg × deg float64 arrays held per entry by the quadrature: v, φ(v), φ'(v) and the
-temporaries of φ' (measured peak: 4.3 for tanh, sigmoid and autograd callables, 7.3 for gelu)."""
 _CPU_TILE_BYTES = 2**23
 """Largest tile working memory on CPU: tiles that fit in cache ran fastest (measured)."""
 
@@ -83,11 +77,9 @@ def _take(variances: Sequence[torch.Tensor], examples: slice) -> list[torch.Tens
     return [v[examples] for v in variances]
 
 
-def entry_bytes(activation: Activation, deg: int) -> int:
-    """Working memory per kernel entry of a recursion that applies `dual` once per layer."""
-    if activation.builtin in CLOSED_FORMS:
-        return 8 * _CLOSED_FORM_ARRAYS
-    return 8 * (_QUADRATURE_ARRAYS * deg**2 + 4 * deg + _CLOSED_FORM_ARRAYS)
+def entry_bytes(dual: Dual) -> int:
+    """Working memory per kernel entry of a recursion that applies ``dual`` once per layer."""
+    return 8 * dual.arrays
 
 
 def tile_entries(budget: int, device: torch.device, bytes_per_entry: int) -> int:

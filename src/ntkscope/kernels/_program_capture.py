@@ -29,8 +29,8 @@ from torch.nn import functional as F
 
 from ntkscope.kernels import _program_ops as ops
 from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError, Term
-from ntkscope.kernels.dual import CLOSED_FORMS
-from ntkscope.models.activations import Activation, resolve_activation
+from ntkscope.kernels.dual import _FUNCTIONS as ELEMENTWISE_FUNCTIONS
+from ntkscope.kernels.dual import Dual, for_activation
 from ntkscope.models.layers import ActivationLayer, Conv, Dense
 
 SUGGESTION = "use ntkscope.monte_carlo_kernels for this architecture"
@@ -61,7 +61,7 @@ class Step:
     apply: Apply
     raw: str = "apply"
     channel: int = -1
-    quadrature: bool = False
+    arrays: int = 0  # float64 values per entry of the step's dual (0: no dual)
 
 
 def _is_number(value: object) -> bool:
@@ -198,13 +198,13 @@ def _conv_step(node: fx.Node, module: nn.Module) -> Step:
     )
 
 
-def _activation_step(node: fx.Node, act: Activation) -> Step:
+def _activation_step(node: fx.Node, dual: Dual) -> Step:
     name = node.name
     return Step(
         node,
-        f"{_label(node)}: activation {act.name}  Σ = E[φ(u)φ(v)], Θ = T·E[φ'(u)φ'(v)]",
-        lambda k, ctx: ops.activation(k[0], act, ctx, name),
-        quadrature=act.builtin not in CLOSED_FORMS,
+        f"{_label(node)}: activation {dual.name}  Σ = E[φ(u)φ(v)], Θ = T·E[φ'(u)φ'(v)]",
+        lambda k, ctx: ops.activation(k[0], dual, ctx, name),
+        arrays=dual.arrays,
     )
 
 
@@ -284,14 +284,6 @@ _ELEMENTWISE_MODULES = (
     nn.SELU,
     nn.Hardtanh,
 )
-_BUILTIN_MODULES = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
-
-
-def _module_activation(module: nn.Module) -> Activation:
-    name = _BUILTIN_MODULES.get(type(module))
-    if isinstance(module, nn.GELU) and module.approximate == "none":
-        name = "gelu"
-    return resolve_activation(name if name else module)
 
 
 def _module_step(node: fx.Node, module: nn.Module) -> Step:
@@ -302,9 +294,9 @@ def _module_step(node: fx.Node, module: nn.Module) -> Step:
     if isinstance(module, nn.Conv1d | nn.Conv2d | Conv):
         return _conv_step(node, module)
     if isinstance(module, ActivationLayer):
-        return _activation_step(node, module.activation)
+        return _activation_step(node, for_activation(module.activation))
     if isinstance(module, _ELEMENTWISE_MODULES):
-        return _activation_step(node, _module_activation(module))
+        return _activation_step(node, for_activation(module))
     if isinstance(module, nn.LayerNorm | nn.RMSNorm):
         return _norm_step(node, module)
     if isinstance(module, nn.Identity):
@@ -385,45 +377,33 @@ def _add_step(node: fx.Node, sign: float) -> Step:
     )
 
 
-_ACTIVATION_FUNCTIONS: dict[object, str] = {
-    torch.relu: "relu",
-    F.relu: "relu",
-    torch.tanh: "tanh",
-    F.tanh: "tanh",
-    torch.sigmoid: "sigmoid",
-    F.sigmoid: "sigmoid",
-    torch.erf: "erf",
-    torch.special.erf: "erf",
-}
-_ACTIVATION_METHODS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "erf": "erf"}
-_CALLABLE_FUNCTIONS = (
-    F.silu,
-    F.softplus,
-    F.elu,
-    F.mish,
-    F.leaky_relu,
-    F.gelu,
-    torch.sin,
-    torch.cos,
-)
+_ACTIVATION_METHODS = frozenset({"relu", "tanh", "sigmoid", "erf", "abs", "sin", "cos", "sign"})
 
 
-def _function_activation(node: fx.Node) -> Activation | None:
-    target = node.target
-    if target is F.gelu and node.kwargs.get("approximate", "none") == "none":
-        return resolve_activation("gelu")
+def _function_activation(node: fx.Node) -> Dual | None:
+    """The dual of an elementwise torch function or tensor method, else None."""
+    target, args, kwargs = node.target, node.args[1:], dict(node.kwargs)
     if node.op == "call_method":
-        name = _ACTIVATION_METHODS.get(target)
-        return resolve_activation(name) if name else None
-    name = _ACTIVATION_FUNCTIONS.get(target)
-    if name:
-        return resolve_activation(name)
-    if target in _CALLABLE_FUNCTIONS:
-        extra = dict(node.kwargs)
-        fn = functools.partial(target, *node.args[1:], **extra)
-        functools.update_wrapper(fn, target)
-        return resolve_activation(fn)
-    return None
+        return for_activation(target) if target in _ACTIVATION_METHODS and not args else None
+    if not _hashable(target) or target not in ELEMENTWISE_FUNCTIONS:
+        return None
+    if not args and not kwargs:
+        return for_activation(target)
+    if target is F.leaky_relu:
+        return for_activation(nn.LeakyReLU(*args, **kwargs))
+    if target is F.gelu:
+        return for_activation(nn.GELU(*args, **kwargs))
+    fn = functools.partial(target, *args, **kwargs)
+    functools.update_wrapper(fn, target)
+    return for_activation(fn)
+
+
+def _hashable(target: object) -> bool:
+    try:
+        hash(target)
+    except TypeError:
+        return False
+    return True
 
 
 def _numbers(node: fx.Node) -> list[float]:

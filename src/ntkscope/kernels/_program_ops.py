@@ -28,10 +28,9 @@ from dataclasses import dataclass
 import torch
 
 from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError, Term
-from ntkscope.kernels.dual import dual
-from ntkscope.models.activations import Activation, ActivationName
+from ntkscope.kernels.dual import Dual
 
-_ODD = frozenset({ActivationName.ERF, ActivationName.TANH, ActivationName.IDENTITY})
+_ODD = frozenset({"erf", "tanh", "identity", "sin", "sign"})
 """Built-in odd activations: they keep zero-mean features zero-mean."""
 
 
@@ -141,18 +140,18 @@ def conv(kernel: Kernel, affine: Affine, windows: Sequence[Window], name: str) -
     return kernel.with_kernels(nngp, ntk, **_fresh(kernel, name))
 
 
-def activation(kernel: Kernel, act: Activation, ctx: Context, name: str) -> Kernel:
+def activation(kernel: Kernel, act: Dual, ctx: Context, name: str) -> Kernel:
     """Σ = E[φ(u) φ(v)], Θ = T · E[φ'(u) φ'(v)], (u, v) ~ N(0, [[K(x,x), K], [K, K(x',x')]])."""
     if not kernel.zero_mean:
         raise ProgramError(
             f"{name}: the activation {act.name} acts on features whose mean is not zero "
             "(e.g. after a norm layer's bias); its dual needs zero-mean Gaussian inputs"
         )
-    e_ff, e_dd = dual(act, *ctx.variances(kernel), kernel.nngp)
+    e_ff, e_dd = act(*ctx.variances(kernel), kernel.nngp)
     return kernel.with_kernels(
         e_ff,
         e_dd.mul_(kernel.ntk),
-        zero_mean=act.builtin in _ODD,
+        zero_mean=act.name in _ODD,
         terms=frozenset({Term("nonlinear", name)}),
     )
 

@@ -4,145 +4,228 @@ For (u, v) ~ N(0, [[q1, c], [c, q2]]) the dual of an activation φ is the pair
 
     E[φ(u) φ(v)]   and   E[φ'(u) φ'(v)],
 
-the two expectations in the NNGP and NTK recursions of CONVENTIONS.md. ReLU, erf and the
-identity have closed forms; every other activation (tanh, sigmoid, gelu, any callable) is
-integrated by two-dimensional Gauss–Hermite quadrature.
+the two expectations in the NNGP and NTK recursions of CONVENTIONS.md. `for_activation`
+turns a name, a torch activation module or function, or any elementwise callable into a
+`Dual`, which evaluates both on broadcast tensors (q1, q2, c).
 
-Measured accuracy of the quadrature at the default ``deg = 64``: maximum absolute error /
-maximum error relative to √(E[f(u)²] E[f(v)²]) (the Cauchy–Schwarz scale of E[f(u) f(v)])
-of either expectation, over 121 (q1, q2, ρ) per band: 40 random (q1, q2 log-uniform in the
-band; ρ uniform in (−1, 1), within 1e-6..1e-1 of ±1, or exactly ±1) and the grid
-q1, q2 ∈ {low, middle, high} × ρ ∈ {0, ±0.9, ±0.999, ±0.999999, ±1}. Reference: a
-1600-node trapezoid rule on [−10, 10]², which agrees with ``scipy.integrate.dblquad`` to
-2e-16 on the hardest band. "sin" is a user callable, differentiated by autograd.
+Closed forms (`ntkscope.kernels._closed_duals`, a few ulps): relu, leaky_relu (any slope),
+abs, identity, erf, exact gelu, sin, cos, sign, step. Everything else (tanh, sigmoid, silu,
+softplus, elu, mish, any callable): the Mehler series of `ntkscope.kernels._series_dual`,
+with error ≤ 1e-9 relative to √(E[φ(u)²] E[φ(v)²]) for q ∈ [1e-4, 1e2] and every ρ.
 
-    q1, q2 in   tanh           sigmoid         gelu            sin
-    [0.1, 1]    1e-7 / 3e-7    2e-16 / 5e-16   2e-16 / 7e-16   4e-16 / 8e-16
-    [1, 3]      3e-4 / 9e-4    4e-10 / 1e-8    2e-8  / 4e-8    7e-16 / 2e-15
-    [3, 10]     2e-2 / 9e-2    6e-6  / 3e-4    2e-3  / 3e-3    8e-16 / 2e-15
-
-The worst cases are the largest variances with |ρ| near 1. Gauss–Hermite converges slowly
-when φ(√q z) varies on a scale much finer than z: its error is governed by the distance of
-φ's complex singularities from the real axis (π / (2√q) for tanh). The tanh errors per band
-are 5e-5, 6e-3, 6e-2 at deg = 32 and 7e-10, 2e-5, 4e-3 at deg = 96 (absolute); cost and
-memory grow as deg².
+Relative error, throughout: |error| / √(E[f(u)²] E[f(v)²]), the Cauchy–Schwarz bound on
+|E[f(u) f(v)]| (f = φ or φ'). It is the natural scale when the expectation itself crosses
+zero (odd φ at ρ = 0), where a plain relative error is undefined.
 """
 
 from __future__ import annotations
 
 import functools
-import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
 
+from ntkscope.kernels import _closed_duals as closed
+from ntkscope.kernels._closed_duals import THETA_SNAP as RELU_THETA_SNAP
+from ntkscope.kernels._series_dual import SeriesDual
 from ntkscope.models.activations import (
+    LEAKY_RELU_SLOPE,
     Activation,
     ActivationName,
     Elementwise,
     resolve_activation,
 )
 
-DEFAULT_QUADRATURE_DEGREE = 64
-"""Gauss–Hermite nodes per dimension (accuracy: see the module docstring)."""
-
-CLOSED_FORMS = frozenset({ActivationName.RELU, ActivationName.ERF, ActivationName.IDENTITY})
-"""Built-in activations whose duals are computed exactly, without quadrature."""
-
-RELU_THETA_SNAP = 2e-7
-"""θ = arccos ρ below this counts as 0 in ReLU's E[φ'(u) φ'(v)] = (π − θ)/(2π).
-
-arccos has infinite slope at ρ = 1: the few-ulp rounding that c accumulates over layers
-puts duplicate inputs at θ up to 6e-8 (measured, depth 10) instead of 0, which moves the
-NTK entry by ~1e-8 relative and leaves the NTK of duplicate inputs indefinite at that
-level. Snapping makes such entries exact; for genuine θ < 2e-7 it changes the expectation
-by at most θ/(2π) < 3.2e-8 (relative to its value 1/2: 6.4e-8)."""
-
 Pair = tuple[torch.Tensor, torch.Tensor]
 ActivationLike = str | Elementwise | Activation
 
+__all__ = [
+    "CLOSED_FORMS",
+    "RELU_THETA_SNAP",
+    "ActivationLike",
+    "Dual",
+    "Pair",
+    "dual",
+    "dual_diagonal",
+    "for_activation",
+]
 
-def dual(
-    activation: ActivationLike,
-    q1: torch.Tensor,
-    q2: torch.Tensor,
-    c: torch.Tensor,
-    *,
-    deg: int = DEFAULT_QUADRATURE_DEGREE,
-) -> Pair:
-    """(E[φ(u) φ(v)], E[φ'(u) φ'(v)]) for (u, v) ~ N(0, [[q1, c], [c, q2]]).
+_Formula = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Pair]
+"""(q1, q2, ρ) -> (E[φ(u) φ(v)], E[φ'(u) φ'(v)]) on broadcastable float64 tensors."""
 
-    With ρ = c / √(q1 q2) clamped to [−1, 1] (ρ = 0 where q1 q2 = 0) and θ = arccos ρ:
+_CLOSED: dict[ActivationName, _Formula] = {
+    ActivationName.RELU: functools.partial(closed.piecewise_linear, 0.0),
+    ActivationName.LEAKY_RELU: functools.partial(closed.piecewise_linear, LEAKY_RELU_SLOPE),
+    ActivationName.ABS: functools.partial(closed.piecewise_linear, -1.0),
+    ActivationName.IDENTITY: closed.identity,
+    ActivationName.ERF: closed.erf,
+    ActivationName.GELU: closed.gelu,
+    ActivationName.SIN: closed.sin,
+    ActivationName.COS: closed.cos,
+    ActivationName.SIGN: closed.sign,
+    ActivationName.STEP: closed.step,
+}
 
-    - ReLU (arc-cosine kernels of degree 1 and 0, Cho & Saul 2009, "Kernel Methods for
-      Deep Learning"): √(q1 q2) (sin θ + (π − θ) cos θ) / (2π) and (π − θ) / (2π), the
-      latter with θ < `RELU_THETA_SNAP` taken as 0.
-    - erf (Williams 1997, "Computing with infinite networks"):
-      (2/π) arcsin(2c / √((1 + 2q1)(1 + 2q2))) and (4/π) / √((1 + 2q1)(1 + 2q2) − 4c²).
-    - identity: c and 1.
-    - otherwise: Gauss–Hermite quadrature with ``deg`` nodes z_i and weights w_i (summing
-      to 1) per dimension, u_i = √q1 z_i, v_ij = √q2 (ρ z_i + √(1 − ρ²) z_j):
-      E[f(u) g(v)] ≈ Σ_i w_i f(u_i) Σ_j w_j g(v_ij). Accuracy: see the module docstring.
+CLOSED_FORMS = frozenset(_CLOSED)
+"""Built-in activations whose duals are computed exactly, by a formula."""
 
-    Args:
-        activation: a built-in name, an elementwise callable or an `Activation`.
-        q1: Σ(x, x), broadcastable with ``q2`` and ``c``; q1 ≥ 0.
-        q2: Σ(x', x'); q2 ≥ 0.
-        c: Σ(x, x').
-        deg: quadrature nodes per dimension; the quadrature works on broadcast(q1, q2, c)
-            × deg² values at once, so memory grows as deg².
+_CLOSED_FORM_ARRAYS = 16
+"""float64 values held per entry while a closed form is evaluated (an upper bound)."""
 
-    Returns:
-        Two float64 tensors of the broadcast shape of (q1, q2, c).
+
+@dataclass(frozen=True)
+class Dual:
+    """The dual of one activation φ: both expectations as functions of (q1, q2, c).
+
+    Attributes:
+        name: the activation's name (with its parameter, e.g. ``leaky_relu(0.2)``).
+        exact: True for a closed form, False for the numerical series.
+        arrays: float64 values of working memory per entry (tiles are sized by it).
     """
-    act = resolve_activation(activation)
-    q1, q2, c = (torch.as_tensor(t, dtype=torch.float64) for t in (q1, q2, c))
-    rho = _correlation(q1, q2, c)
-    if act.builtin is ActivationName.RELU:
-        theta = torch.acos(rho)
-        sin_theta = (1 - rho * rho).sqrt_()
-        scale = q1.sqrt() / (2 * math.pi) * q2.sqrt()  # outer product when q1, q2 are vectors
-        e_ff = torch.addcmul(sin_theta, math.pi - theta, rho, out=sin_theta).mul_(scale)
-        theta.masked_fill_(theta < RELU_THETA_SNAP, 0.0)
-        return e_ff, theta.mul_(-1 / (2 * math.pi)).add_(0.5)
-    if act.builtin is ActivationName.ERF:
-        c = rho * (q1 * q2).sqrt()
-        det = (1 + 2 * q1) * (1 + 2 * q2)
-        return 2 / math.pi * torch.asin(2 * c / det.sqrt()), 4 / math.pi / (det - 4 * c * c).sqrt()
-    if act.builtin is ActivationName.IDENTITY:
-        shape = rho.shape
-        return c.expand(shape).clone(), torch.ones(shape, dtype=torch.float64, device=c.device)
-    return _quadrature(act, q1, q2, rho, deg)
+
+    name: str
+    exact: bool
+    arrays: int
+    formula: _Formula
+
+    def __call__(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> Pair:
+        """(E[φ(u) φ(v)], E[φ'(u) φ'(v)]) for (u, v) ~ N(0, [[q1, c], [c, q2]]).
+
+        Args:
+            q1: Σ(x, x) ≥ 0, broadcastable with ``q2`` and ``c`` (e.g. (N1, 1) against
+                (1, N2)); the numerical series computes its coefficients once per element
+                of ``q1`` and of ``q2`` as given, so pass them unexpanded.
+            q2: Σ(x', x') ≥ 0.
+            c: Σ(x, x'); the correlation ρ = c / √(q1 q2) is clamped to [−1, 1] (0 where a
+                variance is 0).
+
+        Returns:
+            Two float64 tensors of the broadcast shape.
+        """
+        q1, q2, c = (torch.as_tensor(t, dtype=torch.float64) for t in (q1, q2, c))
+        return self.formula(q1, q2, _correlation(q1, q2, c))
+
+    def nngp(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """E[φ(u) φ(v)], the NNGP map of the layer (before σ_w², σ_b²)."""
+        return self(q1, q2, c)[0]
+
+    def ntk_derivative(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """E[φ'(u) φ'(v)], the factor Σ̇ the NTK recursion multiplies Θ by (before σ_w²)."""
+        return self(q1, q2, c)[1]
+
+    def diagonal(self, q: torch.Tensor) -> Pair:
+        """(E[φ(√q z)²], E[φ'(√q z)²]), z ~ N(0, 1): the pair on q1 = q2 = c = q."""
+        q = torch.as_tensor(q, dtype=torch.float64)
+        return self(q, q, q)
 
 
-def dual_diagonal(
-    activation: ActivationLike, q: torch.Tensor, *, deg: int = DEFAULT_QUADRATURE_DEGREE
-) -> Pair:
-    """(E[φ(√q z)²], E[φ'(√q z)²]) for z ~ N(0, 1): `dual` on its diagonal q1 = q2 = c = q.
+def for_activation(activation: ActivationLike | nn.Module | Dual) -> Dual:
+    """The `Dual` of an activation given by name, torch module, torch function or callable.
 
-    Closed forms: ReLU q/2 and 1/2; erf (2/π) arcsin(2q / (1 + 2q)) and (4/π) / √(1 + 4q);
-    identity q and 1. Otherwise the same ``deg``-node Gauss–Hermite rule as `dual` (so the
-    two agree exactly on the diagonal): E[f(√q z)²] ≈ Σ_i w_i f(√q z_i)².
+    Recognized exactly (closed form where `CLOSED_FORMS` has one): the names of
+    `ntkscope.models.ActivationName`; ``nn.ReLU``, ``nn.LeakyReLU(slope)``, ``nn.GELU()``
+    (``approximate="none"``), ``nn.Tanh``, ``nn.Sigmoid``, ``nn.SiLU``, ``nn.Mish``,
+    ``nn.Softplus()`` and ``nn.ELU()`` with default parameters, ``nn.Identity``; the torch
+    functions ``torch.relu``, ``F.gelu``, ``torch.tanh``, ``torch.sin``, ... (see
+    ``_FUNCTIONS``). Any other callable, e.g. ``nn.ELU(alpha=0.5)`` or
+    ``nn.GELU(approximate="tanh")``, gets the numerical series with its derivative by
+    autograd.
 
-    Args:
-        activation: a built-in name, an elementwise callable or an `Activation`.
-        q: variances, any shape, q ≥ 0.
-        deg: Gauss–Hermite nodes (ignored by the closed forms).
-
-    Returns:
-        Two float64 tensors shaped like ``q``.
+    Raises:
+        ValueError: for an unknown name; TypeError: for anything not callable.
     """
-    act = resolve_activation(activation)
-    q = torch.as_tensor(q, dtype=torch.float64)
-    if act.builtin is ActivationName.RELU:
-        return q / 2, torch.full_like(q, 0.5)
-    if act.builtin is ActivationName.ERF:
-        return 2 / math.pi * torch.asin(2 * q / (1 + 2 * q)), 4 / math.pi / (1 + 4 * q).sqrt()
-    if act.builtin is ActivationName.IDENTITY:
-        return q.clone(), torch.ones_like(q)
-    z, w = _hermite(deg, q.device)
-    u = q.sqrt().unsqueeze(-1) * z
-    return act.fn(u).square() @ w, act.derivative(u).square() @ w
+    if isinstance(activation, Dual):
+        return activation
+    if isinstance(activation, nn.LeakyReLU):
+        slope = float(activation.negative_slope)
+        formula = functools.partial(closed.piecewise_linear, slope)
+        return Dual(f"leaky_relu({slope:g})", True, _CLOSED_FORM_ARRAYS, formula)
+    name = _module_name(activation) if isinstance(activation, nn.Module) else None
+    if name is None and not isinstance(activation, str | Activation):
+        name = _FUNCTIONS.get(activation) if _hashable(activation) else None
+    return _resolved(resolve_activation(name or activation))
+
+
+def dual(activation: ActivationLike, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> Pair:
+    """(E[φ(u) φ(v)], E[φ'(u) φ'(v)]): ``for_activation(activation)(q1, q2, c)``."""
+    return for_activation(activation)(q1, q2, c)
+
+
+def dual_diagonal(activation: ActivationLike, q: torch.Tensor) -> Pair:
+    """(E[φ(√q z)²], E[φ'(√q z)²]): ``for_activation(activation).diagonal(q)``."""
+    return for_activation(activation).diagonal(q)
+
+
+def _resolved(act: Activation) -> Dual:
+    if act.builtin is None:
+        return _numerical(act)
+    return _builtin(act.builtin)
+
+
+@functools.cache
+def _builtin(name: ActivationName) -> Dual:
+    if name in _CLOSED:
+        return Dual(name.value, True, _CLOSED_FORM_ARRAYS, _CLOSED[name])
+    return _numerical(resolve_activation(name.value))
+
+
+def _numerical(act: Activation) -> Dual:
+    series = SeriesDual(act)
+    return Dual(act.name, False, series.arrays, series)
+
+
+def _module_name(module: nn.Module) -> str | None:
+    """The built-in name of a torch activation module with default parameters, else None."""
+    if isinstance(module, nn.GELU):
+        return "gelu" if module.approximate == "none" else None
+    if isinstance(module, nn.ELU):
+        return "elu" if module.alpha == 1.0 else None
+    if isinstance(module, nn.Softplus):
+        return "softplus" if (module.beta, module.threshold) == (1.0, 20.0) else None
+    return _MODULES.get(type(module))
+
+
+def _hashable(obj: object) -> bool:
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True
+
+
+_MODULES: dict[type, str] = {
+    nn.ReLU: "relu",
+    nn.Tanh: "tanh",
+    nn.Sigmoid: "sigmoid",
+    nn.SiLU: "silu",
+    nn.Mish: "mish",
+    nn.Identity: "identity",
+}
+
+_FUNCTIONS: dict[object, str] = {
+    torch.relu: "relu",
+    F.relu: "relu",
+    F.leaky_relu: "leaky_relu",
+    torch.abs: "abs",
+    torch.erf: "erf",
+    torch.special.erf: "erf",
+    F.gelu: "gelu",
+    torch.sin: "sin",
+    torch.cos: "cos",
+    torch.sign: "sign",
+    torch.tanh: "tanh",
+    F.tanh: "tanh",
+    torch.sigmoid: "sigmoid",
+    F.sigmoid: "sigmoid",
+    F.silu: "silu",
+    F.softplus: "softplus",
+    F.elu: "elu",
+    F.mish: "mish",
+}
+"""Torch functions with their default arguments, by the built-in name they compute."""
 
 
 def _correlation(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -150,38 +233,3 @@ def _correlation(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> torch.T
     inv1, inv2 = (torch.where(q > 0, q.rsqrt(), 0.0) for q in (q1, q2))
     return (c * inv1 * inv2).clamp_(-1.0, 1.0)
 
-
-def _quadrature(
-    act: Activation, q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor, deg: int
-) -> Pair:
-    """Both expectations by the ``deg`` × ``deg`` Gauss–Hermite rule of `dual`."""
-    z, w = _hermite(deg, rho.device)
-    u = q1.sqrt().unsqueeze(-1) * z  # (..., deg): φ(u_i) once per row node
-    s2 = q2.sqrt()
-    along = (s2 * rho)[..., None, None] * z[:, None]  # (..., deg, 1)
-    across = (s2 * (1 - rho * rho).sqrt())[..., None, None] * z  # (..., 1, deg)
-    v = along + across  # (..., deg, deg)
-    fv = act.fn(v)
-    from_value = _DERIVATIVE_FROM_VALUE.get(act.builtin)
-    dv = act.derivative(v) if from_value is None else from_value(fv)
-    e_ff = (w * act.fn(u) * (fv @ w)).sum(-1)
-    e_dd = (w * act.derivative(u) * (dv @ w)).sum(-1)
-    return e_ff, e_dd
-
-
-_DERIVATIVE_FROM_VALUE: dict[ActivationName | None, Elementwise] = {
-    ActivationName.TANH: lambda t: 1 - t * t,  # tanh' = 1 − tanh²: saves a tanh per node
-    ActivationName.SIGMOID: lambda s: s - s * s,  # σ' = σ (1 − σ)
-}
-
-
-@functools.lru_cache(maxsize=16)
-def _hermite_numpy(deg: int) -> tuple[np.ndarray, np.ndarray]:
-    z, w = np.polynomial.hermite_e.hermegauss(deg)
-    return z, w / w.sum()
-
-
-def _hermite(deg: int, device: torch.device) -> Pair:
-    """Probabilists' Gauss–Hermite nodes and weights normalized to sum 1 (E over N(0, 1))."""
-    z, w = _hermite_numpy(deg)
-    return torch.tensor(z, device=device), torch.tensor(w, device=device)

@@ -20,41 +20,33 @@ from dataclasses import dataclass
 
 import torch
 
-from ntkscope._checks import finite_batch, nonnegative_int, nonnegative_real, positive_int
+from ntkscope._checks import finite_batch, nonnegative_int, nonnegative_real
 from ntkscope.kernels._infinite_tiles import (
     check_second_inputs,
     entry_bytes,
     pairwise_kernels,
 )
 from ntkscope.kernels._tiling import resolve_budget
-from ntkscope.kernels.dual import (
-    DEFAULT_QUADRATURE_DEGREE,
-    ActivationLike,
-    Pair,
-    dual,
-    dual_diagonal,
-)
-from ntkscope.models.activations import Activation, resolve_activation
+from ntkscope.kernels.dual import ActivationLike, Dual, Pair, for_activation
 
 
 @dataclass(frozen=True)
 class _Recursion:
     """The layer recursion of CONVENTIONS.md for one network configuration."""
 
-    activation: Activation
+    dual: Dual
     depth: int
     weight_var: float  # σ_w²
     bias_var: float  # σ_b²
-    deg: int
 
     def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
         """([Σ^1(x, x), .., Σ^{L+1}(x, x)], each (N,); (Σ^{L+1}(x, x), Θ^{L+1}(x, x))).
 
-        O(N · (depth + deg)) memory: ``budget`` is not needed."""
+        O(N · depth) memory: ``budget`` is not needed."""
         nngp = self.weight_var * x.square().mean(1) + self.bias_var
         ntk, variances = nngp.clone(), [nngp]
         for _ in range(self.depth):
-            e_ff, e_dd = dual_diagonal(self.activation, nngp, deg=self.deg)
+            e_ff, e_dd = self.dual.diagonal(nngp)
             nngp = self.weight_var * e_ff + self.bias_var
             ntk = nngp + ntk * (self.weight_var * e_dd)
             variances.append(nngp)
@@ -67,18 +59,14 @@ class _Recursion:
         nngp = self.weight_var / x1.shape[1] * (x1 @ x2.T) + self.bias_var
         ntk = nngp
         for layer in range(self.depth):
-            e_ff, e_dd = dual(
-                self.activation, q1[layer][:, None], q2[layer][None, :], nngp, deg=self.deg
-            )
+            e_ff, e_dd = self.dual(q1[layer][:, None], q2[layer][None, :], nngp)
             nngp = e_ff.mul_(self.weight_var).add_(self.bias_var)
             ntk = torch.addcmul(nngp, ntk, e_dd, value=self.weight_var)
         return nngp, ntk
 
     def entry_bytes(self) -> int:
         """Working memory per matrix entry of a tile (depth 0: a closed form, the identity)."""
-        return entry_bytes(
-            resolve_activation("identity" if self.depth == 0 else self.activation), self.deg
-        )
+        return entry_bytes(for_activation("identity") if self.depth == 0 else self.dual)
 
 
 def infinite_kernels(
@@ -91,7 +79,6 @@ def infinite_kernels(
     sigma_b: float = 0.0,
     diagonal: bool = False,
     memory_budget: int | str | None = None,
-    quadrature_degree: int = DEFAULT_QUADRATURE_DEGREE,
 ) -> Pair:
     """NNGP kernel Σ^{L+1} and NTK Θ^{L+1} of an infinitely wide MLP with L = ``depth``.
 
@@ -124,11 +111,10 @@ def infinite_kernels(
         TypeError, ValueError: naming the offending argument.
     """
     rec = _Recursion(
-        activation=resolve_activation(activation),
+        dual=for_activation(activation),
         depth=nonnegative_int(depth, "depth"),
         weight_var=nonnegative_real(sigma_w, "sigma_w") ** 2,
         bias_var=nonnegative_real(sigma_b, "sigma_b") ** 2,
-        deg=positive_int(quadrature_degree, "quadrature_degree"),
     )
     x1 = _inputs(x1, "x1")
     x2 = None if x2 is None else _inputs(x2, "x2")

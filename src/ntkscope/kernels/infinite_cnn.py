@@ -48,8 +48,7 @@ from ntkscope.kernels._infinite_tiles import (
     tile_entries,
 )
 from ntkscope.kernels._tiling import resolve_budget
-from ntkscope.kernels.dual import DEFAULT_QUADRATURE_DEGREE, ActivationLike, Pair, dual
-from ntkscope.models.activations import Activation, resolve_activation
+from ntkscope.kernels.dual import ActivationLike, Dual, Pair, for_activation
 from ntkscope.models.builders import Readout, pooled_size, resolve_pools
 
 
@@ -104,11 +103,9 @@ def _conv(kernel: _Kernel, k: int, weight_var: float, bias_var: float) -> _Kerne
     return replace(kernel, nngp=nngp, ntk=conv(kernel.ntk).add_(nngp))
 
 
-def _activate(
-    kernel: _Kernel, act: Activation, v1: torch.Tensor, v2: torch.Tensor, deg: int
-) -> _Kernel:
+def _activate(kernel: _Kernel, dual: Dual, v1: torch.Tensor, v2: torch.Tensor) -> _Kernel:
     """E[φ(u) φ(v)] and Θ · E[φ'(u) φ'(v)], with variances v1, v2 spread over positions."""
-    e_ff, e_dd = dual(act, v1, v2, kernel.nngp, deg=deg)
+    e_ff, e_dd = dual(v1, v2, kernel.nngp)
     return replace(kernel, nngp=e_ff, ntk=e_dd.mul_(kernel.ntk))
 
 
@@ -145,14 +142,13 @@ Variances = Callable[[int, _Kernel], Pair]
 class _Recursion:
     """The layer recursion of the module docstring for one CNN configuration."""
 
-    activation: Activation
+    dual: Dual
     depth: int
     weight_var: float  # σ_w²
     bias_var: float  # σ_b²
     kernel_size: int
     pools: frozenset[int]
     readout: Readout
-    deg: int
     image_size: tuple[int, int]  # (H, W) of the inputs
 
     @property
@@ -164,7 +160,7 @@ class _Recursion:
         """The readout's (NNGP, NTK) from the input kernel, block by block."""
         for block in range(self.depth):
             kernel = _conv(kernel, self.kernel_size, self.weight_var, self.bias_var)
-            kernel = _activate(kernel, self.activation, *variances(block, kernel), self.deg)
+            kernel = _activate(kernel, self.dual, *variances(block, kernel))
             if block in self.pools:
                 kernel = _pool(kernel)
         return _readout(kernel, self.readout, self.weight_var, self.bias_var)
@@ -208,7 +204,7 @@ class _Recursion:
         """Working memory per pair of images: position pairs × the dual's arrays."""
         positions = math.prod(self.image_size)
         pairs = positions if self.same_position else positions**2
-        return pairs * entry_bytes(self.activation, self.deg)
+        return pairs * entry_bytes(self.dual)
 
 
 def infinite_cnn_kernels(
@@ -224,7 +220,6 @@ def infinite_cnn_kernels(
     readout: str | Readout = Readout.GAP,
     diagonal: bool = False,
     memory_budget: int | str | None = None,
-    quadrature_degree: int = DEFAULT_QUADRATURE_DEGREE,
 ) -> Pair:
     """NNGP and NTK of the infinitely wide `ntkscope.models.cnn` with the same arguments.
 
@@ -278,14 +273,13 @@ def infinite_cnn_kernels(
     x2 = None if x2 is None else _images(x2, "x2", len(pools))
     check_second_inputs(x1, x2, diagonal)
     rec = _Recursion(
-        activation=resolve_activation(activation),
+        dual=for_activation(activation),
         depth=depth,
         weight_var=nonnegative_real(sigma_w, "sigma_w") ** 2,
         bias_var=nonnegative_real(sigma_b, "sigma_b") ** 2,
         kernel_size=k,
         pools=pools,
         readout=choice(Readout, readout, "readout"),
-        deg=positive_int(quadrature_degree, "quadrature_degree"),
         image_size=(x1.shape[2], x1.shape[3]),
     )
     budget = resolve_budget(memory_budget, x1.device)

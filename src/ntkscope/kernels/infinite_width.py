@@ -25,7 +25,6 @@ from torch import nn
 from ntkscope._checks import finite_batch
 from ntkscope.kernels._infinite_tiles import (
     check_second_inputs,
-    entry_bytes,
     pairwise_kernels,
     tile_entries,
 )
@@ -38,8 +37,6 @@ from ntkscope.kernels._program_capture import (
 )
 from ntkscope.kernels._program_kernel import Context, Kernel, Pair, ProgramError
 from ntkscope.kernels._tiling import resolve_budget
-from ntkscope.kernels.dual import DEFAULT_QUADRATURE_DEGREE
-from ntkscope.models.activations import resolve_activation
 
 __all__ = ["KernelFn", "ProgramError", "infinite_width"]
 
@@ -75,7 +72,7 @@ class KernelFn:
         self._modules = dict(graph.named_modules())
         self._budget = memory_budget
         self._pairs = 1
-        self._quadrature = any(s.quadrature for s in self._steps)
+        self._arrays = max([16, *(s.arrays for s in self._steps)])
         self.layers: tuple[str, ...] = (
             f"{self._input.name}: input  K = mean_c x_c·x'_c, T = 0",
             *(s.text for s in self._steps if s.text),
@@ -150,8 +147,7 @@ class KernelFn:
 
     def entry_bytes(self) -> int:
         """Working memory per pair of inputs: position pairs × the dual's arrays."""
-        act = resolve_activation("tanh" if self._quadrature else "relu")
-        return self._pairs * entry_bytes(act, DEFAULT_QUADRATURE_DEGREE)
+        return self._pairs * 8 * self._arrays
 
     def __call__(
         self,

@@ -17,12 +17,12 @@ Elementwise = Callable[[torch.Tensor], torch.Tensor]
 
 
 class ActivationName(StrEnum):
-    """Built-in activations.
+    """Built-in activations (`ntkscope.kernels.dual` states how each kernel is computed).
 
-    RELU: max(0, x); closed-form kernels (arc-cosine, Cho & Saul 2009).
-    ERF: erf(x); closed-form kernels (Williams 1997).
-    IDENTITY: x; closed-form (linear) kernels.
-    TANH, SIGMOID, GELU (exact, x·Φ(x)): kernels by Gauss–Hermite quadrature.
+    Closed-form kernels: RELU max(0, x); LEAKY_RELU max(x, 0.01 x); ABS |x|; ERF erf(x);
+    GELU (exact) x·Φ(x); SIN, COS; IDENTITY x; SIGN sign(x); STEP 1[x > 0].
+    Numerical kernels (Mehler series): TANH, SIGMOID, SILU x·σ(x), SOFTPLUS log(1 + eˣ),
+    ELU (α = 1), MISH x·tanh(softplus(x)).
     """
 
     RELU = "relu"
@@ -31,12 +31,45 @@ class ActivationName(StrEnum):
     SIGMOID = "sigmoid"
     GELU = "gelu"
     IDENTITY = "identity"
+    LEAKY_RELU = "leaky_relu"
+    ABS = "abs"
+    SIN = "sin"
+    COS = "cos"
+    SIGN = "sign"
+    STEP = "step"
+    SILU = "silu"
+    SOFTPLUS = "softplus"
+    ELU = "elu"
+    MISH = "mish"
+
+
+LEAKY_RELU_SLOPE = 0.01
+"""Slope of "leaky_relu" for x < 0 (torch's default)."""
 
 
 def _gelu_derivative(x: torch.Tensor) -> torch.Tensor:
     cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
     pdf = torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
     return cdf + x * pdf
+
+
+def _silu_derivative(x: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(x)
+    return s * (1.0 + x * (1.0 - s))
+
+
+def _mish_derivative(x: torch.Tensor) -> torch.Tensor:
+    t = torch.tanh(torch.nn.functional.softplus(x))
+    return t + x * (1.0 - t * t) * torch.sigmoid(x)
+
+
+def _step(x: torch.Tensor) -> torch.Tensor:
+    return (x > 0).to(x.dtype)
+
+
+def _zero(x: torch.Tensor) -> torch.Tensor:
+    """The derivative autograd gives sign and step: 0 (their jump at 0 carries no gradient)."""
+    return torch.zeros_like(x)
 
 
 _TABLE: dict[ActivationName, tuple[Elementwise, Elementwise]] = {
@@ -49,6 +82,22 @@ _TABLE: dict[ActivationName, tuple[Elementwise, Elementwise]] = {
     ),
     ActivationName.GELU: (torch.nn.functional.gelu, _gelu_derivative),
     ActivationName.IDENTITY: (lambda x: x, torch.ones_like),
+    ActivationName.LEAKY_RELU: (
+        lambda x: torch.nn.functional.leaky_relu(x, LEAKY_RELU_SLOPE),
+        lambda x: torch.where(x > 0, 1.0, LEAKY_RELU_SLOPE).to(x.dtype),
+    ),
+    ActivationName.ABS: (torch.abs, torch.sign),
+    ActivationName.SIN: (torch.sin, torch.cos),
+    ActivationName.COS: (torch.cos, lambda x: -torch.sin(x)),
+    ActivationName.SIGN: (torch.sign, _zero),
+    ActivationName.STEP: (_step, _zero),
+    ActivationName.SILU: (torch.nn.functional.silu, _silu_derivative),
+    ActivationName.SOFTPLUS: (torch.nn.functional.softplus, torch.sigmoid),
+    ActivationName.ELU: (
+        torch.nn.functional.elu,
+        lambda x: torch.where(x > 0, 1.0, torch.exp(torch.clamp(x, max=0.0))),
+    ),
+    ActivationName.MISH: (torch.nn.functional.mish, _mish_derivative),
 }
 
 

@@ -1,0 +1,117 @@
+"""Closed-form duals: E[φ(u) φ(v)] and E[φ'(u) φ'(v)] where the literature has them.
+
+(u, v) ~ N(0, [[q1, c], [c, q2]]), ρ = c / √(q1 q2) ∈ [−1, 1], θ = arccos ρ. Each function
+takes float64 tensors (q1, q2, ρ), already broadcastable, and returns the pair. Accuracy: a
+few ulps of the formulas (≤ 1e-12 relative to the Cauchy–Schwarz scale √(E[φ(u)²] E[φ(v)²]),
+tested against adaptive quadrature in tests/kernels/test_dual.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+THETA_SNAP = 2e-7
+"""θ = arccos ρ below this counts as 0 in the piecewise-linear E[φ'(u) φ'(v)].
+
+arccos has infinite slope at ρ = 1: the few-ulp rounding that c accumulates over layers
+puts duplicate inputs at θ up to 6e-8 (measured, depth 10) instead of 0, which moves the
+NTK entry by ~1e-8 relative and leaves the NTK of duplicate inputs indefinite at that
+level. Snapping makes such entries exact; for genuine θ < 2e-7 it changes the expectation
+by at most θ/(2π) < 3.2e-8 (relative to its value 1/2 for ReLU: 6.4e-8)."""
+
+
+def piecewise_linear(slope: float, q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
+    """φ(x) = x for x > 0, ``slope``·x below: ReLU (0), leaky ReLU, |x| (−1), identity (1).
+
+    With φ = r(x) − a·r(−x), r = ReLU, the arc-cosine kernels of degree 1 and 0 (Cho & Saul
+    2009, "Kernel Methods for Deep Learning") and E[r(u) r(−v)] = √(q1 q2)(sin θ − θ cos θ)/2π
+    give (Tsuchida, Roosta & Gallagher 2018, "Invariance of Weight Distributions in Rectified
+    MLPs"):
+
+        E[φ(u) φ(v)]   = √(q1 q2)/(2π) · ((1 + a²)(sin θ + (π − θ) cos θ) − 2a (sin θ − θ cos θ))
+        E[φ'(u) φ'(v)] = ((1 + a²)(π − θ) + 2a θ) / (2π),   θ < `THETA_SNAP` taken as 0.
+    """
+    theta = torch.acos(rho)
+    sin_theta = (1 - rho * rho).sqrt_()
+    scale = q1.sqrt() / (2 * math.pi) * q2.sqrt()  # outer product when q1, q2 are vectors
+    a2 = 1 + slope * slope
+    e_ff = torch.addcmul(sin_theta, math.pi - theta, rho).mul_(a2)
+    if slope:
+        e_ff.sub_(torch.addcmul(sin_theta, theta, rho, value=-1.0).mul_(2 * slope))
+    theta.masked_fill_(theta < THETA_SNAP, 0.0)
+    e_dd = theta.mul_((2 * slope - a2) / (2 * math.pi)).add_(a2 / 2)
+    return e_ff.mul_(scale), e_dd
+
+
+def identity(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
+    """φ(x) = x: E[u v] = c and E[1] = 1."""
+    c = rho * (q1 * q2).sqrt()
+    return c, torch.ones_like(c)
+
+
+def erf(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
+    """φ = erf (Williams 1997, "Computing with infinite networks"):
+
+    (2/π) arcsin(2c / √((1 + 2q1)(1 + 2q2))) and (4/π) / √((1 + 2q1)(1 + 2q2) − 4c²).
+    """
+    c = rho * (q1 * q2).sqrt()
+    det = (1 + 2 * q1) * (1 + 2 * q2)
+    return 2 / math.pi * torch.asin(2 * c / det.sqrt()), 4 / math.pi / (det - 4 * c * c).sqrt()
+
+
+def gelu(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
+    """Exact GELU φ(x) = x Φ(x) (the kernel of neural-tangents' ``stax.Gelu``), derived here.
+
+    With Φ(u) Φ(v) = P(u − ξ1 ≥ 0, v − ξ2 ≥ 0) for independent ξ ~ N(0, 1), E[u v 1{W ≥ 0}]
+    for the Gaussian W = (u − ξ1, v − ξ2) follows from regressing (u, v) on W and the
+    orthant moments of W. With A = (1 + q1)(1 + q2), D = A − c², N = q1 q2 + c² (1 − q1 q2)/A:
+
+        E[φ(u) φ(v)]   = c/4 + c arcsin(c/√A) / (2π) + N / (2π √D)
+        E[φ'(u) φ'(v)] = 1/4 + arcsin(c/√A) / (2π) + c / (2π √D) · (1 + 2 (1 − q1 q2)/A + N/D)
+
+    the second being ∂/∂c of the first (Price's theorem).
+    """
+    c = rho * (q1 * q2).sqrt()
+    a = (1 + q1) * (1 + q2)
+    d = a - c * c
+    n = q1 * q2 + c * c * (1 - q1 * q2) / a
+    arcsin = torch.asin(c / a.sqrt()) / (2 * math.pi)
+    root = 2 * math.pi * d.sqrt()
+    e_ff = c / 4 + c * arcsin + n / root
+    e_dd = 0.25 + arcsin + c / root * (1 + 2 * (1 - q1 * q2) / a + n / d)
+    return e_ff, e_dd
+
+
+def sin(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
+    """φ = sin: E[sin u sin v] = e^{−(q1+q2)/2} sinh c, E[cos u cos v] = e^{−(q1+q2)/2} cosh c."""
+    return _sin_cos_moments(q1, q2, rho)
+
+
+def cos(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
+    """φ = cos, φ' = −sin: E[cos u cos v] and E[sin u sin v] (see `sin`)."""
+    odd, even = _sin_cos_moments(q1, q2, rho)
+    return even, odd
+
+
+def _sin_cos_moments(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
+    """(e^{−s} sinh c, e^{−s} cosh c), s = (q1 + q2)/2, as (e^{c−s} ∓ e^{−c−s})/2 (no overflow)."""
+    c = rho * (q1 * q2).sqrt()
+    s = (q1 + q2) / 2
+    up, down = torch.exp(c - s), torch.exp(-c - s)
+    return (up - down) / 2, (up + down) / 2
+
+
+def sign(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
+    """φ = sign: (2/π) arcsin ρ (Sheppard's formula); φ' = 0, as autograd differentiates it."""
+    e_ff = 2 / math.pi * torch.asin(rho) * ((q1 > 0) & (q2 > 0))
+    return e_ff, torch.zeros_like(e_ff)
+
+
+def step(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
+    """φ = 1[x > 0]: P(u > 0, v > 0) = (π − θ)/(2π), 0 if a variance is 0; φ' = 0 (autograd)."""
+    e_ff = (0.5 - torch.acos(rho) / (2 * math.pi)) * ((q1 > 0) & (q2 > 0))
+    return e_ff, torch.zeros_like(e_ff)
