@@ -320,3 +320,60 @@ def test_bad_inputs_name_the_argument():
         kernel_fn(torch.zeros(2, 3, dtype=torch.int64))
     with pytest.raises(TypeError, match="model"):
         ns.infinite_width(lambda x: x)
+
+
+class FunctionalCNN(nn.Module):
+    """`ntkscope.models.cnn(2, 4, 2, 1, pool_after=[0])` written with functional ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        reference = ns.models.cnn(2, 4, 2, 1, pool_after=[0], activation="erf")
+        self.c1, self.c2, self.out = reference[0], reference[3], reference[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.avg_pool2d(torch.erf(self.c1(x)), 2)
+        h = torch.erf(self.c2(h)).mean((2, 3), keepdim=True)
+        return self.out(h.view(h.size(0), -1))
+
+
+def test_functional_forms_equal_the_module_forms():
+    x1, x2 = inputs(3, 2, 4, 4), inputs(2, 2, 4, 4, seed=1)
+    ours = ns.infinite_width(FunctionalCNN())(x1, x2)
+    theirs = ns.infinite_cnn_kernels(x1, x2, depth=2, activation="erf", pool_after=[0])
+    for a, b in zip(ours, theirs, strict=True):
+        assert relative_error(a, b) < EXACT
+
+
+class Sequence(nn.Module):
+    """Linear over the features of (N, L, D) → ReLU → Dropout (eval) → mean over L → Linear."""
+
+    def __init__(self, d: int, width: int) -> None:
+        super().__init__()
+        self.inp, self.drop, self.out = nn.Linear(d, width), nn.Dropout(0.5), nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(nn.functional.relu(self.inp(x))).mean(1))
+
+
+def test_sequence_model_equals_recursion():
+    torch.manual_seed(0)
+    model = Sequence(3, 16).eval()
+    x, n, length = inputs(3, 5, 3), 3, 5
+    rows = x.reshape(n * length, 3)
+    sw2, sb2 = (
+        3 * model.inp.weight.double().square().mean(),
+        model.inp.bias.double().square().mean(),
+    )
+    k = sw2 * rows @ rows.T / 3 + sb2  # positions share the weights: every pair correlates
+    t = 3 * rows @ rows.T / 3 + 1  # standard parameterization: n · K + 1
+    e_ff, e_dd = relu_dual(k)
+    mean = torch.block_diag(*[torch.full((1, length), 1 / length, dtype=torch.float64)] * n)
+    k, t = mean @ e_ff @ mean.T, mean @ (t * e_dd) @ mean.T
+    sw2, sb2 = (
+        16 * model.out.weight.double().square().mean(),
+        model.out.bias.double().square().mean(),
+    )
+    nngp, ntk = sw2 * k + sb2, sw2 * t + 16 * k + 1
+    ours = ns.infinite_width(model)(x)
+    assert relative_error(ours[0], nngp.detach()) < RECURSION
+    assert relative_error(ours[1], ntk.detach()) < RECURSION

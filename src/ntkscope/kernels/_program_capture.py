@@ -439,6 +439,9 @@ def _function_step(node: fx.Node) -> Step:
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
         return _mean_step(node, dims, bool(keepdim))
+    pooling = _functional_pooling(node)
+    if pooling is not None:
+        return pooling
     if target in (F.dropout, "dropout") and not node.kwargs.get("training", True):
         return _identity_step(node, "dropout, training=False")
     if target in ("contiguous", "clone", "detach") or target is torch.clone:
@@ -448,6 +451,34 @@ def _function_step(node: fx.Node) -> Step:
     raise ProgramError(
         f"{node.name}: the operation {name}{tuple(str(a) for a in node.args)} has no "
         f"infinite-width kernel in ntkscope; {SUGGESTION}"
+    )
+
+
+_AVG_POOLS = {F.avg_pool1d: 1, F.avg_pool2d: 2}
+_ADAPTIVE_POOLS = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2}
+
+
+def _argument(node: fx.Node, index: int, name: str, default: object) -> object:
+    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
+
+
+def _functional_pooling(node: fx.Node) -> Step | None:
+    """F.avg_pool1d/2d and F.adaptive_avg_pool1d/2d as their modules, else None."""
+    if node.target in _ADAPTIVE_POOLS:
+        return _adaptive_step(
+            node, _ADAPTIVE_POOLS[node.target], _argument(node, 1, "output_size", None)
+        )
+    if node.target not in _AVG_POOLS:
+        return None
+    size = _argument(node, 1, "kernel_size", None)
+    return _avg_pool_step(
+        node,
+        _AVG_POOLS[node.target],
+        size,
+        _argument(node, 2, "stride", None),
+        _argument(node, 3, "padding", 0),
+        _argument(node, 4, "ceil_mode", False),
+        _argument(node, 5, "count_include_pad", True),
     )
 
 
