@@ -52,7 +52,9 @@ ACTIVATIONS = {  # (φ, φ') on Python floats
     "erf": (math.erf, lambda x: 2 / math.sqrt(math.pi) * math.exp(-x * x)),
     "gelu": (
         lambda x: x * math.erfc(-x / math.sqrt(2)) / 2,
-        lambda x: math.erfc(-x / math.sqrt(2)) / 2 + x * math.exp(-x * x / 2) / math.sqrt(2 * math.pi),
+        lambda x: (
+            math.erfc(-x / math.sqrt(2)) / 2 + x * math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+        ),
     ),
     "sin": (math.sin, math.cos),
     "cos": (math.cos, lambda x: -math.sin(x)),

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import ntkscope as ns
+from networks import Conv1dNet
 from ntkscope.models.layers import Dense
 from reference import relative_error
 
@@ -158,21 +159,6 @@ def test_layernorm_mlp_equals_recursion():
     ours = ns.infinite_width(LayerNormMLP(4, 8))(x)
     assert relative_error(ours[0], nngp) < RECURSION
     assert relative_error(ours[1], ntk) < RECURSION
-
-
-class Conv1dNet(nn.Module):
-    """Conv1d(k=3, pad 1) → ReLU → Conv1d(k=3, stride 2, dilation 2, pad 2) → ReLU → mean →
-    Linear: plain torch layers, standard parameterization."""
-
-    def __init__(self, c: int, width: int) -> None:
-        super().__init__()
-        self.c1 = nn.Conv1d(c, width, 3, padding=1)
-        self.c2 = nn.Conv1d(width, width, 3, stride=2, dilation=2, padding=2)
-        self.out = nn.Linear(width, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.c2(torch.relu(self.c1(x))))
-        return self.out(h.mean(-1))
 
 
 def selection(n: int, length: int, out: int, stride: int, dilation: int, pad: int, delta: int):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import ntkscope as ns
+from networks import Conv1dNet
 from reference import relative_error
 
 WIDTH, SEEDS, TOLERANCE = 1024, 64, 0.03
@@ -37,17 +38,6 @@ class ResidualLayerNorm(nn.Module):
         h = self.inp(x)
         h = h + self.fc2(nn.functional.gelu(self.fc1(self.norm(h))))
         return self.out(h)
-
-
-class Conv1dNet(nn.Module):
-    def __init__(self, c: int, width: int) -> None:
-        super().__init__()
-        self.c1 = nn.Conv1d(c, width, 3, padding=1)
-        self.c2 = nn.Conv1d(width, width, 3, stride=2, dilation=2, padding=2)
-        self.out = nn.Linear(width, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(torch.relu(self.c2(torch.relu(self.c1(x)))).mean(-1))
 
 
 class AdaptivePoolCNN(nn.Module):

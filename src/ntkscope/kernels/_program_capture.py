@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from ntkscope.kernels import _program_ops as ops
 from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError, Term
 from ntkscope.kernels.dual import _FUNCTIONS as ELEMENTWISE_FUNCTIONS
-from ntkscope.kernels.dual import Dual, for_activation
+from ntkscope.kernels.dual import Dual, _hashable, for_activation
 from ntkscope.models.layers import ActivationLayer, Conv, Dense
 
 SUGGESTION = "use ntkscope.monte_carlo_kernels for this architecture"
@@ -396,14 +396,6 @@ def _function_activation(node: fx.Node) -> Dual | None:
     fn = functools.partial(target, *args, **kwargs)
     functools.update_wrapper(fn, target)
     return for_activation(fn)
-
-
-def _hashable(target: object) -> bool:
-    try:
-        hash(target)
-    except TypeError:
-        return False
-    return True
 
 
 def _numbers(node: fx.Node) -> list[float]:
