@@ -14,6 +14,9 @@ machine hits every row alike:
   first ``N_OLD`` inputs: at N = 500 it takes ~40 s per run (its cost per entry does not
   depend on N).
 
+- ``residual_layernorm``: `infinite_width` of a ReLU MLP with residual blocks and LayerNorm
+  of the same depth (the cost of generality: target ≥ 0.5× relu, i.e. ≤ 2× the time).
+
 Add a row by writing one function ``(x) -> entries/s`` and listing it in ``ROWS``.
 """
 
@@ -25,10 +28,13 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from ntkscope.kernels.dual import Dual
 from ntkscope.kernels.infinite import infinite_kernels
+from ntkscope.kernels.infinite_width import infinite_width
 from ntkscope.models.activations import resolve_activation
+from ntkscope.models.layers import Dense
 
 DEPTH, FEATURES, N, N_OLD, REPEATS = 5, 64, 500, 100, 2
 
@@ -70,6 +76,32 @@ class _GaussHermite:
         return e_ff, e_dd
 
 
+class _ResidualLayerNormMLP(nn.Module):
+    """Dense, then DEPTH − 1 blocks h + Dense(relu(LayerNorm(h))), relu, Dense readout: as
+    many ReLU layers (DEPTH) as the plain MLP of the ``relu`` row."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.inp = Dense(FEATURES, width)
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(DEPTH - 1))
+        self.blocks = nn.ModuleList(Dense(width, width) for _ in range(DEPTH - 1))
+        self.out = Dense(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for norm, block in zip(self.norms, self.blocks, strict=True):
+            h = h + block(torch.relu(norm(h)))
+        return self.out(torch.relu(h))
+
+
+def residual_layernorm(x: torch.Tensor) -> float:
+    """Entries/s of `infinite_width` of `_ResidualLayerNormMLP` (x2 = None)."""
+    kernel_fn = infinite_width(_ResidualLayerNormMLP())
+    start = time.perf_counter()
+    kernel_fn(x)
+    return len(x) ** 2 / (time.perf_counter() - start)
+
+
 ROWS: dict[str, Callable[[torch.Tensor], float]] = {
     "relu": functools.partial(package, "relu"),
     "tanh": functools.partial(package, "tanh"),
@@ -78,6 +110,7 @@ ROWS: dict[str, Callable[[torch.Tensor], float]] = {
     "tanh_gauss_hermite": functools.partial(gauss_hermite, "tanh"),
     "gelu_gauss_hermite": functools.partial(gauss_hermite, "gelu"),
     "silu_gauss_hermite": functools.partial(gauss_hermite, "silu"),
+    "residual_layernorm": residual_layernorm,
 }
 
 

@@ -24,6 +24,8 @@ from ntkscope.kernels import (
     empirical_ntk,
     infinite_cnn_kernels,
     infinite_kernels,
+    infinite_width,
+    monte_carlo_kernels,
     order_chaos,
 )
 
@@ -36,6 +38,8 @@ __all__ = [
     "empirical_ntk",
     "infinite_cnn_kernels",
     "infinite_kernels",
+    "infinite_width",
+    "monte_carlo_kernels",
     # dynamics
     "kernel_regression",
     "KernelRidge",

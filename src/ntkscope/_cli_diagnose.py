@@ -53,6 +53,8 @@ def _facts(diagnosis: Diagnosis) -> list[str]:
             f"distance to the infinite NTK at init: one seed {n['infinite_distance_single']:.4g}, "
             f"seed mean {n['infinite_distance_mean']:.4g}"
         )
+    else:
+        lines.append(f"distance to the infinite NTK: {diagnosis.settings['kernel_program']}")
     return lines + diagnosis.notes
 
 

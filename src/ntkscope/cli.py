@@ -30,6 +30,8 @@ from ntkscope._cli_runs import report, reproduce, study_app, sweep
 from ntkscope._console import fail as _fail
 from ntkscope._console import progress_bar
 from ntkscope.data import Dataset, DatasetName, load
+from ntkscope.diagnosis.infinite import infinite_reference
+from ntkscope.diagnosis.inputs import build, fit_inputs, load_factory
 from ntkscope.kernels import Method, Mode, empirical_ntk, infinite_kernels, resolve_method
 from ntkscope.models import Parameterization
 
@@ -94,10 +96,19 @@ class _Outcome:
     seconds: float
     infinite: tuple[torch.Tensor, torch.Tensor] | str
     infinite_seconds: float
+    program: str = ""
+
+
+def _is_file(model: str) -> bool:
+    return ":" in model
 
 
 def _network(s: KernelSettings, data: Dataset) -> tuple[nn.Module, torch.Tensor]:
-    """The model of the settings and its inputs: flat for an MLP, images for a CNN."""
+    """The model of the settings and its inputs: flat for an MLP, images for a CNN; a
+    user's FILE.py:FUNCTION is built with the seed and fed as it accepts the data."""
+    if _is_file(s.model):
+        network = build(load_factory(s.model), s.seed).to(data.x.dtype)
+        return network, fit_inputs(network, data)(data.x)
     common = dict(
         activation=s.activation,
         parameterization=s.parameterization,
@@ -152,6 +163,8 @@ def _save(path: Path, s: KernelSettings, r: _Outcome, data: Dataset) -> None:
 
 def _model_summary(s: KernelSettings, x: torch.Tensor, d_out: int) -> str:
     shape = "×".join(str(n) for n in x.shape[1:])
+    if _is_file(s.model):
+        return f"{s.model} {shape} → {d_out}"
     return (
         f"{s.model} {shape} → {s.width}×{s.depth} → {d_out}, {s.activation}, "
         f"σ_w = {s.sigma_w:.4g}, σ_b = {s.sigma_b:.4g}"
@@ -173,12 +186,17 @@ def _distance(kernel: torch.Tensor, infinite: tuple[torch.Tensor, torch.Tensor] 
         return infinite
     ntk = infinite[1]
     distance = torch.linalg.norm(kernel.to(torch.float64) - ntk) / torch.linalg.norm(ntk)
-    return f"{float(distance):.4f} (infinite NTK in NTK parameterization)"
+    return f"{float(distance):.4f} (infinite NTK of this architecture)"
 
 
 @app.command()
 def kernel(
-    model: Annotated[str, typer.Option(metavar="mlp|cnn", help="Network.")] = "mlp",
+    model: Annotated[
+        str,
+        typer.Option(
+            metavar="mlp|cnn|FILE.py:FUNCTION", help="Network, or a function building one."
+        ),
+    ] = "mlp",
     width: Annotated[int, typer.Option(help="Hidden width (CNN: channels).")] = 512,
     depth: Annotated[int, typer.Option(help="Hidden layers (CNN: conv blocks).")] = 3,
     activation: Annotated[
@@ -209,7 +227,9 @@ def kernel(
 
     Prints the spectrum of the trace kernel (1/O)·tr Θ̂, with eigenvalues in float64.
 
-    For an MLP in NTK parameterization, also ‖Θ̂ − Θ‖_F / ‖Θ‖_F to the infinite NTK Θ (~1/√width).
+    For an MLP in NTK parameterization, also ‖Θ̂ − Θ‖_F / ‖Θ‖_F to the infinite NTK Θ (~1/√width);
+    for a model from FILE.py:FUNCTION (called with --seed), the distance to the infinite NTK
+    of its own architecture (`ntkscope.infinite_width`) and the kernel program behind it.
     """
     s = KernelSettings(
         model, width, depth, activation, parameterization, sigma_w, sigma_b, seed, data, n,
@@ -243,8 +263,14 @@ def _compute(s: KernelSettings, network: nn.Module, data: Dataset, x: torch.Tens
         )
         seconds = time.perf_counter() - start
         bar.add_task("infinite NTK", total=None)
-        infinite = _infinite_ntk(s, data.x)
-    return _Outcome(k, used, seconds, infinite, time.perf_counter() - start - seconds)
+        program = ""
+        if _is_file(s.model):  # the user's architecture: its kernel program
+            kernels, program = infinite_reference(network, x)
+            infinite = program if kernels is None else kernels
+        else:
+            infinite = _infinite_ntk(s, data.x)
+    seconds_infinite = time.perf_counter() - start - seconds
+    return _Outcome(k, used, seconds, infinite, seconds_infinite, program)
 
 
 def _rows(
@@ -278,6 +304,10 @@ def _kernel(s: KernelSettings, out: Path | None) -> None:
     outcome = _compute(s, network, data, x)
     console = Console()
     console.print(_table(_rows(s, data, network, x, outcome)))
+    if outcome.program and not isinstance(outcome.infinite, str):
+        console.print(
+            Text("kernel program of the infinite NTK:\n  " + outcome.program.replace("\n", "\n  "))
+        )
     if out is not None:
         _save(out, s, outcome, data)
         console.print(Text(f"saved {out}"))

@@ -7,7 +7,8 @@ Three measurements (thresholds and verdict in `ntkscope.diagnosis.verdict`):
 2. one training run of the seed-0 model with every recorder: loss, kernel change and
    velocity (Fort et al. 2020), parameter change, the linearized network trained alongside
    (Lee et al. 2019) and, for MSE trained by SGD, the NTK-predicted loss curve;
-3. for an NTK-parameterized ntkscope MLP, the distance of the eNTK to the infinite NTK.
+3. for every network `ntkscope.infinite_width` supports, the distance of the eNTK to the
+   infinite NTK of its architecture (`ntkscope.diagnosis.infinite`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from ntkscope import metrics
 from ntkscope._checks import choice, nonnegative_real, positive_int
 from ntkscope.data import Dataset
+from ntkscope.diagnosis.infinite import infinite_distances, infinite_reference
 from ntkscope.diagnosis.inputs import Factory, build, fit_inputs, split
 from ntkscope.diagnosis.verdict import Criterion, Verdict, criteria, decide
 from ntkscope.dynamics import (
@@ -34,8 +36,7 @@ from ntkscope.dynamics import (
     train,
 )
 from ntkscope.dynamics.train import Loss, Optimizer
-from ntkscope.kernels import empirical_ntk, infinite_kernels
-from ntkscope.models.spec import mlp_spec
+from ntkscope.kernels import empirical_ntk
 
 ADAM_LR = 1e-3
 """Default learning rate of Adam."""
@@ -102,23 +103,6 @@ def _dispersion(factory: Factory, seeds: int, probe: torch.Tensor, shape) -> tup
     return metrics.seed_dispersion(kernels), kernels
 
 
-def _infinite_distance(model, probe: torch.Tensor, kernels: list) -> dict[str, float | None]:
-    spec = mlp_spec(model)
-    if spec is None:
-        return {"infinite_distance_single": None, "infinite_distance_mean": None}
-    _, ntk = infinite_kernels(
-        probe.flatten(1),
-        depth=spec.depth,
-        activation=spec.activation,
-        sigma_w=spec.sigma_w,
-        sigma_b=spec.sigma_b,
-    )
-    return {
-        "infinite_distance_single": metrics.relative_distance(kernels[0], ntk),
-        "infinite_distance_mean": metrics.relative_distance(torch.stack(kernels).mean(0), ntk),
-    }
-
-
 def diagnose(
     model_factory: Factory,
     data: str | Path | Dataset = "digits",
@@ -173,6 +157,7 @@ def diagnose(
     report("dispersion at initialization", 0, 1)
     probe_x = train_set.x[: min(probe, n_train)].to(like)
     dispersion, kernels = _dispersion(model_factory, seeds, probe_x, shape)
+    infinite, program = infinite_reference(model, shape(probe_x))
     if lr is None:
         lr = ADAM_LR if optimizer is Optimizer.ADAM else _sgd_lr(model, x_train)
     every = max(steps // positive_int(records, "records"), 1)
@@ -203,7 +188,7 @@ def diagnose(
         recorders[1],
         dispersion,
         kernels,
-        probe_x,
+        infinite,
         {
             "data": train_set.name,
             "n_train": n_train,
@@ -217,6 +202,7 @@ def diagnose(
             "momentum": momentum,
             "seeds": seeds,
             "seed": seed,
+            "kernel_program": program,
         },
     )
 
@@ -228,7 +214,7 @@ def _final(trajectory: Trajectory, name: str) -> float:
         return math.nan
 
 
-def _conclude(trajectory, kernel_recorder, dispersion, kernels, probe_x, settings) -> Diagnosis:
+def _conclude(trajectory, kernel_recorder, dispersion, kernels, infinite, settings) -> Diagnosis:
     numbers: dict[str, float | None] = {
         name: _final(trajectory, name)
         for name in (
@@ -249,7 +235,7 @@ def _conclude(trajectory, kernel_recorder, dispersion, kernels, probe_x, setting
     }
     numbers["init_dispersion"] = dispersion
     numbers["steps_taken"] = len(trajectory.losses)
-    numbers.update(_infinite_distance(trajectory.model, probe_x, kernels))
+    numbers.update(infinite_distances(infinite, kernels))
     measured = criteria(numbers["kernel_change"], numbers["linear_gap"], dispersion)
     diverged = trajectory.stopped == "diverged"
     notes = []

@@ -5,6 +5,8 @@ from ntkscope.kernels.empirical import Method, Mode, empirical_ntk, resolve_meth
 from ntkscope.kernels.gp import GaussianProcess, GPHyperparameters, GPPrediction
 from ntkscope.kernels.infinite import infinite_kernels
 from ntkscope.kernels.infinite_cnn import infinite_cnn_kernels
+from ntkscope.kernels.infinite_width import KernelFn, ProgramError, infinite_width
+from ntkscope.kernels.monte_carlo import MonteCarloKernels, monte_carlo_kernels
 from ntkscope.kernels.order_chaos import OrderChaos, Phase, order_chaos
 
 __all__ = [
@@ -20,6 +22,11 @@ __all__ = [
     "for_activation",
     "infinite_cnn_kernels",
     "infinite_kernels",
+    "infinite_width",
+    "KernelFn",
+    "ProgramError",
+    "monte_carlo_kernels",
+    "MonteCarloKernels",
     # Gaussian-process posterior
     "GPHyperparameters",
     "GPPrediction",

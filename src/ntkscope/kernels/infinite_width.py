@@ -1,0 +1,208 @@
+"""`infinite_width`: the NNGP and NTK of any supported PyTorch module at infinite width.
+
+The module's computation is captured once with torch.fx (why not torch.export: see
+`ntkscope.kernels._program_capture`) and translated into a program of small `Kernel ->
+Kernel` functions, one per operation (`ntkscope.kernels._program_ops`, which states each
+formula and its source), in the style of neural-tangents' ``stax`` layers acting on a frozen
+``Kernel``. The limit is the one in which every width axis (features of a dense layer,
+channels of a convolution) goes to infinity with each layer's initialization variances as
+they are in the model: ntkscope's `Dense` and `Conv` carry their parameterization and σ's;
+plain torch layers are read as standard parameterization with σ_w² = fan_in · mean(W²) and
+σ_b² = mean(b²) of their actual parameters, and their NTK is the leading order of E[Θ̂] at the
+model's actual fan-ins (CONVENTIONS.md, standard parameterization).
+
+The program runs like `infinite_kernels`: once on every input paired with itself (which
+records each input's per-position variances at every activation and norm), then on tiles
+of input pairs within the memory budget (`ntkscope.kernels._infinite_tiles`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ntkscope._checks import finite_batch
+from ntkscope.kernels._infinite_tiles import (
+    check_second_inputs,
+    pairwise_kernels,
+    tile_entries,
+)
+from ntkscope.kernels._program_capture import (
+    Raw,
+    Step,
+    input_kernel,
+    steps,
+    trace,
+)
+from ntkscope.kernels._program_kernel import Context, Kernel, Pair, ProgramError
+from ntkscope.kernels._tiling import resolve_budget
+
+__all__ = ["KernelFn", "ProgramError", "infinite_width"]
+
+
+def _raw(node: fx.Node, env: dict, modules: dict[str, nn.Module]) -> Raw:
+    """Run ``node`` as the network would, on x (and on x' for a pair)."""
+
+    def side(which: int) -> object:
+        def value(n: fx.Node) -> object:
+            return env[n].x1 if which == 1 else env[n].x2
+
+        args, kwargs = fx.node.map_arg(node.args, value), fx.node.map_arg(node.kwargs, value)
+        if node.op == "call_module":
+            return modules[node.target](*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        return node.target(*args, **kwargs)
+
+    first = next(iter(env.values()))
+    return Raw(side(1), None if first.x2 is None else side(2))
+
+
+class KernelFn:
+    """``kernel_fn(x1, x2=None, *, diagonal=False) -> (nngp, ntk)`` of one network.
+
+    Attributes:
+        layers: the kernel program, one line per operation (K, T: the NNGP and NTK of the
+            operation's input; q = K(x, x)).
+    """
+
+    def __init__(self, graph: fx.GraphModule, memory_budget: int | str | None) -> None:
+        self._input, self._steps, self._output = steps(graph)
+        self._modules = dict(graph.named_modules())
+        self._budget = memory_budget
+        self._pairs = 1
+        self._arrays = max([16, *(s.arrays for s in self._steps)])
+        self.layers: tuple[str, ...] = (
+            f"{self._input.name}: input  K = mean_c x_c·x'_c, T = 0",
+            *(s.text for s in self._steps if s.text),
+        )
+
+    def __repr__(self) -> str:
+        return "KernelFn(\n  " + "\n  ".join(self.layers) + "\n)"
+
+    def run(self, raw: Raw, ctx: Context) -> Kernel:
+        """The output kernel of the program for the raw inputs ``raw``."""
+        env: dict[fx.Node, Raw | Kernel] = {self._input: raw}
+        for step in self._steps:
+            env[step.node] = self._step(step, [env[n] for n in step.node.all_input_nodes], env, ctx)
+        out = env[self._output]
+        if not isinstance(out, Kernel):
+            raise ProgramError("model: no weight layer between the input and the output")
+        if out.positions:
+            raise ProgramError(
+                f"model: its output has position axes {out.position_shape()}; expected "
+                "outputs (N, O) (add a pooling or a flatten and a dense readout)"
+            )
+        return out
+
+    def _step(self, step: Step, args: list, env: dict, ctx: Context) -> Raw | Kernel:
+        kernels = [a for a in args if isinstance(a, Kernel)]
+        if not kernels:
+            if step.raw == "apply":
+                return _raw(step.node, env, self._modules)
+            if step.raw == "refuse":
+                raise ProgramError(
+                    f"{step.node.name}: a layer with parameters before the first Linear or "
+                    "Conv is not supported"
+                )
+            return step.apply([input_kernel(args[0], step.channel)], ctx)
+        channel = kernels[0].channel
+        given = [
+            a if isinstance(a, Kernel) else input_kernel(a, channel)
+            for a in args
+            if isinstance(a, Kernel) or torch.is_tensor(a.x1)
+        ]
+        return step.apply(given, ctx)
+
+    # The Recursion protocol of `ntkscope.kernels._infinite_tiles`.
+
+    def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
+        """Per-step variances of every input and the kernels of the pairs (x, x)."""
+        self._pairs = self.position_pairs(x)
+        batch = tile_entries(budget, x.device, self.entry_bytes())
+        records: list[list[torch.Tensor]] = []
+        outputs = []
+        for i in range(0, len(x), batch):
+            ctx = Context()
+            out = self.run(Raw(x[i : i + batch], None), ctx)
+            records.append(ctx.records)
+            outputs.append((out.nngp, out.ntk))
+        variances = [torch.cat(parts) for parts in zip(*records, strict=True)]
+        nngp, ntk = (torch.cat(parts) for parts in zip(*outputs, strict=True))
+        return variances, (nngp, ntk)
+
+    def tile(
+        self, x1: torch.Tensor, x2: torch.Tensor, v1: list[torch.Tensor], v2: list[torch.Tensor]
+    ) -> Pair:
+        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2."""
+        out = self.run(Raw(x1, x2), Context(v1, v2))
+        return out.nngp, out.ntk
+
+    def position_pairs(self, x: torch.Tensor) -> int:
+        """The largest number of position pairs per input pair (cost per kernel entry)."""
+        probe = Context()
+        self.run(Raw(finite_batch(x, "x")[:1].detach().to(torch.float64), None), probe)
+        return probe.largest_pairs
+
+    def entry_bytes(self) -> int:
+        """Working memory per pair of inputs: position pairs × the dual's arrays."""
+        return self._pairs * 8 * self._arrays
+
+    def __call__(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor | None = None,
+        *,
+        diagonal: bool = False,
+        memory_budget: int | str | None = None,
+    ) -> Pair:
+        """(nngp, ntk): float64 (N1, N2), (N1, N1) for x2 = None, or (N1,) when ``diagonal``.
+
+        Args:
+            x1: inputs (N1, ...) as the model takes them, any float dtype; computed in
+                float64 on x1's device.
+            x2: inputs (N2, ...) of the same per-example shape, or None for x2 = x1 (then
+                the result is exactly symmetric).
+            diagonal: only the kernels of the pairs (x, x) of x1.
+            memory_budget: working memory of the tiles (bytes or "2GB"); default the one
+                given to `infinite_width`, else a quarter of the device's free memory.
+        """
+        x1 = finite_batch(x1, "x1").detach().to(torch.float64)
+        x2 = None if x2 is None else finite_batch(x2, "x2").detach().to(torch.float64)
+        check_second_inputs(x1, x2, diagonal)
+        budget = resolve_budget(self._budget if memory_budget is None else memory_budget, x1.device)
+        return pairwise_kernels(self, x1, x2, diagonal=diagonal, budget=budget)
+
+
+def infinite_width(model: nn.Module, *, memory_budget: int | str | None = None) -> KernelFn:
+    """The infinite-width NNGP and NTK of ``model``'s architecture, as a kernel function.
+
+    ``kernel_fn = ns.infinite_width(model)``; ``nngp, ntk = kernel_fn(x1, x2)`` with the
+    same shapes, tiling and float64 results as `ntkscope.infinite_kernels`, which it equals
+    for an ntkscope MLP (and `infinite_cnn_kernels` for an ntkscope CNN). Both are scalar
+    kernels: the output covariance is the kernel times I_O.
+
+    Supported: ``nn.Linear`` and ntkscope `Dense`; ``nn.Conv1d``/``nn.Conv2d`` (stride,
+    dilation, zero padding incl. "same") and ntkscope `Conv`; average pooling, adaptive
+    average pooling, means over position axes; flatten (``nn.Flatten``, ``flatten(1)``,
+    ``view(N, -1)``); sums of independent branches (x + f(x), a·f(x) + b·x) and scalar
+    multiples; LayerNorm and RMSNorm over the last axis, with or without affine parameters;
+    Dropout in eval mode, identity; elementwise activations (closed-form or quadrature
+    duals of `ntkscope.kernels.dual`). Formulas and sources: `ntkscope.kernels._program_ops`.
+
+    Departures: concatenation is not supported yet, nor LayerNorm of features with nonzero
+    mean (RMSNorm of them is), nor sums of correlated branches (φ(h) + h): each raises.
+
+    Args:
+        model: the network; its forward takes one tensor (N, ...) and returns (N, O).
+        memory_budget: default working memory of the kernel function's tiles.
+
+    Returns:
+        A `KernelFn`; ``kernel_fn.layers`` lists the kernel program, one line per operation.
+
+    Raises:
+        ProgramError (a ValueError): naming the layer or operation that has no
+            infinite-width kernel here, and suggesting `ntkscope.monte_carlo_kernels`.
+    """
+    return KernelFn(trace(model), memory_budget)
