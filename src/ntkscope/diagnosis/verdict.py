@@ -18,8 +18,11 @@ init dispersion        mean_s ‖Θ̂_s − Θ̂̄‖_F / ‖Θ̂̄‖_F over se
 change or the linearization gap above its second threshold (the network learned what its
 initial kernel could not). *partly*: anything in between, including a lazy run whose
 kernel still depends on the seed (then the infinite-width NTK does not describe it even
-though training is lazy). *diverged*: training stopped on a NaN/inf or exploding loss, so
-no verdict on the regime is possible.
+though training is lazy). *incomplete*: no measured criterion signals feature learning but
+at least one could not be measured (NaN, e.g. the linearized network overflowed), so neither
+*kernel regime* nor *partly* can be told apart; `describe` names the missing criteria.
+*diverged*: training stopped on a NaN/inf or exploding loss, so no verdict on the regime is
+possible.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ class Verdict(StrEnum):
     KERNEL_REGIME: NTK theory describes this training run.
     PARTLY: some criteria hold, others do not.
     FEATURE_LEARNING: the kernel moved or the network left its linearization.
+    INCOMPLETE: no criterion signals feature learning, but some could not be measured.
     DIVERGED: training diverged; no verdict on the regime.
     """
 
     KERNEL_REGIME = "kernel regime"
     PARTLY = "partly"
     FEATURE_LEARNING = "feature learning"
+    INCOMPLETE = "incomplete"
     DIVERGED = "diverged"
 
 
@@ -106,6 +111,22 @@ def decide(measured: list[Criterion], diverged: bool) -> Verdict:
     statuses = [c.status for c in measured]
     if "feature learning" in statuses:
         return Verdict.FEATURE_LEARNING
+    if "not measured" in statuses:
+        return Verdict.INCOMPLETE
     if all(s == "kernel" for s in statuses):
         return Verdict.KERNEL_REGIME
     return Verdict.PARTLY
+
+
+def missing(measured: list[Criterion]) -> list[str]:
+    """Names of the criteria that could not be measured."""
+    return [c.name for c in measured if c.status == "not measured"]
+
+
+def describe(verdict: Verdict, measured: list[Criterion]) -> str:
+    """The verdict in words, naming the criteria it lacks, e.g. "incomplete (not measured:
+    linearization gap)" or "feature learning (not measured: init dispersion)"."""
+    absent = missing(measured)
+    if verdict is Verdict.DIVERGED or not absent:
+        return verdict.value
+    return f"{verdict.value} (not measured: {', '.join(absent)})"
