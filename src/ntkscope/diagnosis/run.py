@@ -31,6 +31,7 @@ from ntkscope.dynamics import (
     ParameterRecorder,
     PredictionRecorder,
     Trajectory,
+    stability_limit,
     train,
 )
 from ntkscope.dynamics.train import Loss, Optimizer
@@ -95,8 +96,7 @@ def _sgd_lr(model, x: torch.Tensor) -> float:
     MSE ``½‖f − Y‖²/N`` of the linearized network, which is stable below 2N/λ_max with
     Θ̂_0 the *full* (N·O × N·O) kernel ``J Jᵀ`` (docs/conventions.md, "Dynamics"). The
     trace kernel's λ_max can be several times smaller when O > 1, so it is not used."""
-    kernel = empirical_ntk(model, x, mode="full").double()
-    return len(x) / float(metrics.spectrum(kernel)[0])
+    return stability_limit(empirical_ntk(model, x, mode="full")) / 2
 
 
 def _dispersion(factory: Factory, seeds: int, probe: torch.Tensor, shape) -> tuple[float, list]:
