@@ -68,6 +68,8 @@ def test_divergence_is_reported_with_exit_1(models_file, tmp_path):
     assert result.exit_code == 1, result.output
     assert "verdict: diverged" in result.output and "error: training diverged" in result.output
     assert (tmp_path / "index.html").is_file()
+    rows = [line for line in result.output.splitlines() if "kernel change" in line]
+    assert rows and "n/a (diverged)" in rows[0], result.output  # not "kernel" (issue 18)
 
 
 def _bad_npz_files(folder: Path) -> dict[str, str]:

@@ -94,3 +94,23 @@ def test_reproduce_quick_end_to_end(tmp_path):
     # sizes (depth 1-2, widths 64-1024, 4 seeds), so 0.25 is > 3.5 sd.
     slopes = runs[runs.study == "width_convergence"]["metrics.slope"]
     assert slopes.between(-0.75, -0.25).all(), slopes
+
+
+def test_store_and_sweep_file_errors_name_the_file(tmp_path, monkeypatch):
+    """Regression (issue 18, defect 5): DatabaseError and utf-8 tracebacks, a repeated --set."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "ntkscope.sqlite").write_bytes(b"not a database" * 100)
+    (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
+    cases = [
+        (["report", "bad"], "dir: 'bad/ntkscope.sqlite' is not an ntkscope result store"),
+        (["sweep", EXAMPLE, "--out", "bad"], "out: 'bad/ntkscope.sqlite' is not an ntkscope"),
+        (["sweep", "binary.toml", "--out", "x"], "sweep: 'binary.toml' is not a text"),
+        (["study", "run", "width_convergence", "--set", "n=8", "--set", "n=9"],
+         "set: 'n' is given twice"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr

@@ -24,6 +24,7 @@ from ntkscope.runner import (
     DaskExecutor,
     Executor,
     InlineExecutor,
+    Interrupted,
     LocalExecutor,
     Summary,
     Sweep,
@@ -50,12 +51,19 @@ DaskLocal = Annotated[
 Threads = Annotated[int, typer.Option(help="torch threads per run (same value, same results).")]
 
 
-def _guarded(action: Callable[[], None]) -> None:
-    """Run ``action``; the library's ValueError/TypeError become ``error: ...``, exit 2."""
+def _guarded(action: Callable[[], None], resume: str | None = None) -> None:
+    """Run ``action``; the library's ValueError/TypeError become ``error: ...``, exit 2;
+    Ctrl-C in a sweep says what is done and the command ``resume`` that goes on, exit 130."""
     try:
         action()
     except (ValueError, TypeError) as error:
         fail(str(error))
+    except Interrupted as stop:
+        fail(
+            f"interrupted: {stop.study}: {stop.done} of {stop.configs} runs done; the store "
+            f"is consistent (runs in flight run again). Resume with: {resume}",
+            status=130,
+        )
 
 
 @contextlib.contextmanager
@@ -159,7 +167,7 @@ def sweep(
         plan = load_sweep(file)
         _report_failures(_run([plan], out, (workers, scheduler, dask_local), threads))
 
-    _guarded(action)
+    _guarded(action, resume=f"ntkscope sweep {file} --out {out}")
 
 
 def report(
@@ -191,4 +199,4 @@ def reproduce(
         Console().print(f"wrote {write_report(out)}")
         _report_failures(summaries)
 
-    _guarded(action)
+    _guarded(action, resume=f"ntkscope reproduce --preset {preset} --out {out}")

@@ -44,3 +44,10 @@ def test_a_criterion_not_measured_is_named_in_the_verdict():
         "feature learning (not measured: init dispersion)"
     )
     assert describe(decide(measured, True), measured) == "diverged"
+
+
+def test_a_diverged_run_has_no_regime_statuses():
+    """Regression (issue 18, defect 5): a diverged run's "kernel change 0" read "kernel"."""
+    measured = criteria(0.0, math.nan, 0.05, diverged=True)
+    assert {c.status for c in measured} == {"n/a (diverged)"}
+    assert decide(measured, diverged=True) is Verdict.DIVERGED

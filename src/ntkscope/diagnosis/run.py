@@ -253,8 +253,10 @@ def _conclude(trajectory, kernel_recorder, dispersion, kernels, probe_x, setting
     numbers["init_dispersion"] = dispersion
     numbers["steps_taken"] = len(trajectory.losses)
     numbers.update(_infinite_distance(trajectory.model, probe_x, kernels))
-    measured = criteria(numbers["kernel_change"], numbers["linear_gap"], dispersion)
     diverged = trajectory.stopped == "diverged"
+    measured = criteria(
+        numbers["kernel_change"], numbers["linear_gap"], dispersion, diverged=diverged
+    )
     notes = []
     if diverged:
         notes.append(

@@ -28,7 +28,7 @@ possible.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -59,6 +59,7 @@ class Criterion:
         lazy_below: below this it agrees with NTK theory.
         rich_above: above this it signals feature learning (inf: never).
         meaning: one line saying what the number is.
+        diverged: measured on a diverged run, which has no regime status.
     """
 
     name: str
@@ -66,10 +67,14 @@ class Criterion:
     lazy_below: float
     rich_above: float
     meaning: str
+    diverged: bool = False
 
     @property
     def status(self) -> str:
-        """ "kernel", "feature learning", "between" or "not measured"."""
+        """ "kernel", "feature learning", "between", "not measured" or, on a diverged run,
+        "n/a (diverged)"."""
+        if self.diverged:
+            return "n/a (diverged)"
         if math.isnan(self.value):
             return "not measured"
         if self.value < self.lazy_below:
@@ -77,9 +82,12 @@ class Criterion:
         return "feature learning" if self.value > self.rich_above else "between"
 
 
-def criteria(kernel_change: float, linear_gap: float, dispersion: float) -> list[Criterion]:
-    """The three criteria of the module docstring with their thresholds."""
-    return [
+def criteria(
+    kernel_change: float, linear_gap: float, dispersion: float, *, diverged: bool = False
+) -> list[Criterion]:
+    """The three criteria of the module docstring with their thresholds (``diverged``: of a
+    diverged run, so without regime statuses)."""
+    measured = [
         Criterion(
             "kernel change",
             kernel_change,
@@ -102,6 +110,7 @@ def criteria(kernel_change: float, linear_gap: float, dispersion: float) -> list
             "mean over seeds of ‖Θ̂_s − mean Θ̂‖_F / ‖mean Θ̂‖_F at initialization",
         ),
     ]
+    return [replace(c, diverged=diverged) for c in measured]
 
 
 def decide(measured: list[Criterion], diverged: bool) -> Verdict:
