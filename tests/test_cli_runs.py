@@ -1,3 +1,8 @@
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +119,36 @@ def test_store_and_sweep_file_errors_name_the_file(tmp_path, monkeypatch):
         assert result.exit_code == 2, result.output
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr
+
+
+def test_ctrl_c_during_a_sweep_says_what_is_done_and_how_to_resume(toy, tmp_path):
+    """Regression (issue 18, defect 5): SIGINT to ``ntkscope sweep`` exited 130 silently."""
+    sweep_file = tmp_path / "slow.toml"
+    sweep_file.write_text(
+        f'study = "{toy}"\n[fixed]\nsleep = 0.5\n[product]\nvalue = [0, 1, 2, 3, 4, 5, 6, 7]\n'
+    )
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ntkscope.cli", "sweep", str(sweep_file), "--out", str(out)]
+    process = subprocess.Popen(
+        [*command, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not _done(out) and time.monotonic() < deadline:  # wait for a first finished run
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    message = " ".join(stderr.split())
+    assert re.search(r"interrupted: _toy_study: [1-7] of 8 runs done; the store is consistent",
+                     message), stderr  # fmt: skip
+    assert f"Resume with: ntkscope sweep {sweep_file} --out {out}" in message, stderr
+    resumed = invoke("sweep", str(sweep_file), "--out", str(out), "--workers", "1")
+    assert resumed.exit_code == 0 and _done(out) == 8, resumed.output
+
+
+def _done(out: Path) -> int:
+    """Runs done in the store at ``out`` (0 before it exists)."""
+    try:
+        return int((store.load(out).status == "done").sum())
+    except ValueError:
+        return 0
