@@ -94,7 +94,7 @@ def test_reproduce_quick_end_to_end(tmp_path):
     runs = store.load(tmp_path)
     assert (runs.status == "done").all() and len(runs) >= 6
     assert (tmp_path / "report" / "index.html").is_file()
-    # The published finding (CONVENTIONS.md, 1/√width): each run's fitted slope lies within
+    # The published finding (docs/conventions.md, 1/√width): each run's fitted slope lies within
     # 0.25 of −1/2; over 10 data/initialization seeds the slope's sd is 0.06-0.07 at these
     # sizes (depth 1-2, widths 64-1024, 4 seeds), so 0.25 is > 3.5 sd.
     slopes = runs[runs.study == "width_convergence"]["metrics.slope"]

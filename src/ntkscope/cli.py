@@ -169,7 +169,7 @@ def _table(rows: list[tuple[str, str]]) -> Table:
 
 
 def _distance(kernel: torch.Tensor, infinite: tuple[torch.Tensor, torch.Tensor] | str) -> str:
-    """‖Θ̂ − Θ‖_F / ‖Θ‖_F of the trace kernel to the infinite NTK (CONVENTIONS.md)."""
+    """‖Θ̂ − Θ‖_F / ‖Θ‖_F of the trace kernel to the infinite NTK (docs/conventions.md)."""
     if isinstance(infinite, str):
         return infinite
     ntk = infinite[1]

@@ -2,7 +2,7 @@
 
 Setting of every measurement here: ReLU, width 128 (default), standard parameterization with
 trainable biases and σ_b = 0.1 (so that the phase matters: with σ_b = 0 in NTK
-parameterization a ReLU network is positively homogeneous in σ_w, CONVENTIONS.md), 32 digits,
+parameterization a ReLU network is positively homogeneous in σ_w, docs/conventions.md), 32 digits,
 20 steps of gradient descent at η = N / λ_max(Θ̂_0). The budget matters for the ordered
 phase: measured over 3 seeds, the deep (L = 12) ordered network's kernel change is 0.06 after
 20 steps but 0.6 after 60, when the hidden biases have moved its tiny (q* = 0.02)

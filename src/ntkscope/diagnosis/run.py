@@ -94,7 +94,7 @@ def _json(value: float | None) -> float | str | None:
 def _sgd_lr(model, x: torch.Tensor) -> float:
     """N / λ_max(Θ̂_0): half the largest stable step of full-batch gradient descent on the
     MSE ``½‖f − Y‖²/N`` of the linearized network, which is stable below 2N/λ_max with
-    Θ̂_0 the *full* (N·O × N·O) kernel ``J Jᵀ`` (docs/conventions.md, "Dynamics"). The
+    Θ̂_0 the *full* (N·O × N·O) kernel ``J Jᵀ`` (docs/conventions.md, "Training dynamics"). The
     trace kernel's λ_max can be several times smaller when O > 1, so it is not used."""
     return stability_limit(empirical_ntk(model, x, mode="full")) / 2
 

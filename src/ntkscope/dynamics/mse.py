@@ -1,7 +1,7 @@
 """Closed-form MSE training of a linearized (or infinitely wide) network.
 
 For the loss ``½‖f(X) − Y‖² / N`` and learning rate η, the linearized network evolves
-under its (fixed) NTK Θ as (Jacot et al. 2018; Lee et al. 2019, eq. 9; CONVENTIONS.md)
+under its (fixed) NTK Θ as (Jacot et al. 2018; Lee et al. 2019, eq. 9; docs/conventions.md)
 
     f_t(x) = f_0(x) + Θ(x, X) Θ(X, X)⁻¹ (I − exp(−η Θ(X, X) t / N)) (Y − f_0(X))
 

@@ -6,7 +6,7 @@
 - `LinearizedRecorder`: the linearized network trained alongside; output gap and losses.
 - `PredictionRecorder`: the NTK-predicted MSE loss curve (eNTK at t = 0, infinite NTK).
 
-Formulas and sources are in CONVENTIONS.md ("Finite-width diagnostics") and in each class.
+Formulas and sources are in docs/conventions.md ("Metrics") and in each class.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ For (u, v) ~ N(0, [[q1, c], [c, q2]]) the dual of an activation φ is the pair
 
     E[φ(u) φ(v)]   and   E[φ'(u) φ'(v)],
 
-the two expectations in the NNGP and NTK recursions of CONVENTIONS.md. ReLU, erf and the
+the two expectations in the NNGP and NTK recursions of docs/conventions.md. ReLU, erf and the
 identity have closed forms; every other activation (tanh, sigmoid, gelu, any callable) is
 integrated by two-dimensional Gauss–Hermite quadrature.
 

@@ -1,6 +1,6 @@
 """The empirical neural tangent kernel of any PyTorch model.
 
-    Θ̂(x, x') = Σ_p ∂f(x)/∂θ_p ⊗ ∂f(x')/∂θ_p        (CONVENTIONS.md, "Empirical NTK")
+    Θ̂(x, x') = Σ_p ∂f(x)/∂θ_p ⊗ ∂f(x')/∂θ_p        (docs/conventions.md, "The empirical NTK")
 
 One public function, `empirical_ntk`, with interchangeable methods that agree to float
 tolerance (the tests prove it against a brute-force autograd reference).

@@ -1,6 +1,6 @@
 """Infinite-width NNGP and NTK kernels of a multilayer perceptron (NTK parameterization).
 
-The recursion of CONVENTIONS.md (Neal 1996; Lee et al. 2018, "Deep Neural Networks as
+The recursion of docs/conventions.md (Neal 1996; Lee et al. 2018, "Deep Neural Networks as
 Gaussian Processes"; Jacot, Gabriel & Hongler 2018, "Neural Tangent Kernel"), identical to
 neural-tangents' ``stax.serial(*[Dense(W_std=σ_w, b_std=σ_b), φ] * L, Dense(...))``:
 
@@ -39,7 +39,7 @@ from ntkscope.models.activations import Activation, resolve_activation
 
 @dataclass(frozen=True)
 class _Recursion:
-    """The layer recursion of CONVENTIONS.md for one network configuration."""
+    """The layer recursion of docs/conventions.md for one network configuration."""
 
     activation: Activation
     depth: int
@@ -95,7 +95,7 @@ def infinite_kernels(
 ) -> Pair:
     """NNGP kernel Σ^{L+1} and NTK Θ^{L+1} of an infinitely wide MLP with L = ``depth``.
 
-    Recursion and parameterization: see the module docstring (CONVENTIONS.md). Depth 0 is
+    Recursion and parameterization: see the module docstring (docs/conventions.md). Depth 0 is
     the linear model f(x) = σ_w/√n_0 · W x + σ_b b, whose NNGP and NTK are both Σ¹. Duals of
     ReLU, erf and identity are exact; other activations use Gauss–Hermite quadrature whose
     accuracy `ntkscope.kernels.dual` states.

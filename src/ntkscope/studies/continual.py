@@ -7,7 +7,7 @@ Kristiadi ("On the disconnect between theory and practice of neural networks: li
 NTK perspective", 2023) report that this benefit of width appears when networks are not
 trained to convergence on each task, and largely disappears when they are. One run trains
 one MLP on a sequence of T tasks, one after another, with SGD on the cross-entropy, and
-measures (CONVENTIONS.md, "Finite-width diagnostics"):
+measures (docs/conventions.md, "Metrics"):
 
 - the accuracy matrix ``a[i, j]``: test accuracy on task j after training task i;
 - the average forgetting ``1/(T−1) Σ_{j<T−1} (max_{i≥j} a[i, j] − a[T−1, j])`` and the final
@@ -150,7 +150,7 @@ class Config(StudyConfig):
     activation: ActivationName = ActivationName.RELU
     """Activation φ."""
     parameterization: Parameterization = Parameterization.NTK
-    """"ntk" or "standard" (CONVENTIONS.md); σ_w = √2, σ_b = 0 (standard: zero-initialized
+    """"ntk" or "standard" (docs/conventions.md); σ_w = √2, σ_b = 0 (standard: zero-initialized
     trainable biases)."""
     lr: PositiveFloat = 4.0
     """SGD learning rate (no momentum). NTK parameterization trains at a width-independent

@@ -8,7 +8,7 @@ show for ReLU with σ_b = 0 and a scalar output that its diagonal has
 
 as widths and depth grow together: the fluctuations grow with depth and shrink with width.
 One run is one (width, depth, activation) cell, with many independent initializations on
-n probe inputs. It measures (CONVENTIONS.md, "Finite-width diagnostics"):
+n probe inputs. It measures (docs/conventions.md, "Metrics"):
 
 - the dispersion Var/E² over seeds of the diagonal and of the off-diagonal entries of Θ̂
   (mean over entries), against exp(5β) − 1;
@@ -96,7 +96,7 @@ def predicted_dispersion(config: Config) -> float:
 
     Their theorem is for σ_w² = 2; with σ_b = 0 a ReLU network in NTK parameterization is
     positively homogeneous in σ_w (every gradient carries σ_w^{L+1}), so the ratio Var/E²
-    is the same for every σ_w (CONVENTIONS.md, order/chaos caution).
+    is the same for every σ_w (docs/conventions.md, order/chaos caution).
     """
     if config.activation != ActivationName.RELU or config.sigma_b != 0:
         return math.nan

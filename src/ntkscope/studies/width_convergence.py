@@ -2,7 +2,7 @@
 
 At initialization the empirical NTK Θ̂ of an MLP in NTK parameterization fluctuates around
 the infinite-width NTK Θ with a standard deviation of order 1/√width (Jacot et al. 2018;
-Hanin & Nica 2019), so the relative distance ‖Θ̂ − Θ‖_F / ‖Θ‖_F (CONVENTIONS.md) falls as
+Hanin & Nica 2019), so the relative distance ‖Θ̂ − Θ‖_F / ‖Θ‖_F (docs/conventions.md) falls as
 width^(-1/2). For each width the distance is averaged over independent initializations, and
 the exponent is the least-squares slope of log(mean distance) against log(width).
 """

@@ -92,7 +92,7 @@ class Config(TrainingConfig):
         if value is not Parameterization.NTK:
             raise ValueError(
                 "parameterization: the eNTK converges to the infinite NTK in 'ntk' "
-                "parameterization only (CONVENTIONS.md)"
+                "parameterization only (docs/conventions.md)"
             )
         return value
 
