@@ -117,6 +117,12 @@ def above(value: Estimate, bound: float) -> Finding:
     return Finding.NOT_REPRODUCED if value.high < bound else Finding.INCONCLUSIVE
 
 
+def below(value: Estimate, bound: float) -> Finding:
+    """REPRODUCED if the interval lies below ``bound``, NOT_REPRODUCED if above."""
+    flipped = Estimate(-value.mean, -value.high, -value.low, value.n)
+    return above(flipped, -bound)
+
+
 def within(value: Estimate, low: float, high: float) -> Finding:
     """REPRODUCED if the interval lies inside [low, high], NOT_REPRODUCED if outside it."""
     if value.n < MIN_RUNS or not math.isfinite(value.low):

@@ -38,8 +38,9 @@ from ntkscope.dynamics import KernelRecorder, train
 from ntkscope.kernels import empirical_ntk, infinite_kernels
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
+from ntkscope.studies._claims import Claim, below, estimate, within
 
-__all__ = ["PRESETS", "Config", "captions", "figures", "predicted_dispersion", "run"]
+__all__ = ["PRESETS", "Config", "captions", "claims", "figures", "predicted_dispersion", "run"]
 
 
 class Config(StudyConfig):
@@ -334,3 +335,32 @@ def captions(results: Results) -> dict[str, str]:
         if runs["metrics.kernel_change"].notna().any()
         else "No run trained a network (train_seeds = 0).",
     }  # fmt: skip
+
+
+def claims(results: Results) -> list[Claim]:
+    """Hanin & Nica's dispersion law (ReLU, σ_b = 0, β ≤ 0.5), and the kernel's change in
+    training shrinking with width (one log-log slope per setting)."""
+    runs = results.runs
+    ratio = estimate(runs.loc[runs["metrics.beta"] <= 0.5, "metrics.dispersion_ratio"])
+    slope = estimate(
+        _slope(group, "kernel_change") for _, group in settings(runs, ("width",), "all")
+    )
+    falls = Claim(
+        "the kernel moves less in training as width grows (lazy training at large width)",
+        "Jacot et al. 2018; Lee et al. 2019",
+        f"log-log slope of the relative kernel change against width {slope}",
+        below(slope, 0.0),
+        "reproduced if the 95% interval of the mean slope over settings lies below 0; not "
+        "reproduced if above",
+    )
+    return [
+        Claim(
+            "the eNTK's seed dispersion at initialization is exp(5β) − 1, β = depth / width (ReLU)",
+            "Hanin & Nica 2019",
+            f"measured / predicted dispersion at β ≤ 0.5 {ratio}",
+            within(ratio, 0.5, 2.0),
+            "reproduced if the 95% interval of the mean ratio over runs lies in [1/2, 2] "
+            "(the law within a factor 2); not reproduced if it lies outside",
+        ),
+        falls,
+    ]

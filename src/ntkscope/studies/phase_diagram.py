@@ -49,9 +49,9 @@ from ntkscope.dynamics import LinearizedRecorder, LossRecorder, predict_mse, tra
 from ntkscope.kernels import empirical_ntk, infinite_kernels, order_chaos
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, StudyConfig
-from ntkscope.studies._phase_figures import captions, figures
+from ntkscope.studies._phase_figures import captions, claims, figures
 
-__all__ = ["PRESETS", "Config", "captions", "figures", "run"]
+__all__ = ["PRESETS", "Config", "captions", "claims", "figures", "run"]
 
 
 class Config(StudyConfig):

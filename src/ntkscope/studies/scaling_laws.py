@@ -73,10 +73,10 @@ from ntkscope.metrics import classification_error, fit_power_law
 from ntkscope.models import ActivationName
 from ntkscope.models.scaling import OutputScaled
 from ntkscope.studies._base import Progress, Result, StudyConfig
-from ntkscope.studies._scaling_figures import captions, figures
+from ntkscope.studies._scaling_figures import captions, claims, figures
 from ntkscope.studies._training import Architecture, bare_network, infinite, inputs, splits
 
-__all__ = ["MIN_SEEDS", "MIN_SIZES", "PRESETS", "Config", "captions", "figures", "run"]
+__all__ = ["MIN_SEEDS", "MIN_SIZES", "PRESETS", "Config", "captions", "claims", "figures", "run"]
 
 MIN_SIZES = 6
 """Fewest distinct training-set sizes per run. The exponent α is a least-squares slope of log
