@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 MIN_RUNS = 2
@@ -159,3 +160,10 @@ def majority(findings: Sequence[Finding]) -> Finding:
     if not decided or 2 * len(decided) < len(findings) or len(set(decided)) > 1:
         return Finding.INCONCLUSIVE
     return decided[0]
+
+
+def extreme_widths(runs: pd.DataFrame, values: pd.Series) -> tuple[pd.Series, pd.Series, str]:
+    """``values`` of the runs at the narrowest and at the widest width, and "width a → b"."""
+    widths = runs["config.width"]
+    narrow, wide = widths.min(), widths.max()
+    return values[widths == narrow], values[widths == wide], f"width {narrow:g} → {wide:g}"

@@ -66,8 +66,16 @@ from ntkscope.dynamics import train
 from ntkscope.kernels import empirical_ntk
 from ntkscope.models import ActivationName, Parameterization
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
+from ntkscope.studies._claims import (
+    Claim,
+    above,
+    all_of,
+    difference,
+    extreme_widths,
+    intervals_apart,
+)
 
-__all__ = ["PRESETS", "Config", "Head", "Regime", "Variant", "captions", "figures", "run"]
+__all__ = ["PRESETS", "Config", "Head", "Regime", "Variant", "captions", "claims", "figures", "run"]
 
 
 class Variant(StrEnum):
@@ -485,3 +493,27 @@ def captions(results: Results) -> dict[str, str]:
         "kernel_change_vs_width": "Relative eNTK change during a task, narrowest to widest "
         f"width: {_trend(change)}.",
     }
+
+
+def claims(results: Results) -> list[Claim]:
+    """Forgetting narrow against wide, per regime: width must help when stopping early and
+    help less when training to convergence."""
+    runs = results.runs
+    falls = {}
+    for regime in Regime:
+        chosen = runs[runs["config.regime"] == regime.value]
+        falls[regime] = difference(*extreme_widths(chosen, chosen["metrics.forgetting"])[:2])
+    early, converged = falls[Regime.EARLY], falls[Regime.CONVERGED]
+    helps = above(early, 0.0)
+    less = intervals_apart((early.low, early.high), (converged.low, converged.high))
+    return [
+        Claim(
+            "width reduces forgetting only without training to convergence",
+            "Mirzadeh et al. 2022; Wenger, Dangel & Kristiadi 2023",
+            f"fall of forgetting from the narrowest to the widest width: early stopping {early}, "
+            f"trained to convergence {converged}",
+            all_of([helps, less]),
+            "reproduced if the Welch 95% interval of the fall lies above 0 with early stopping "
+            "and above the converged regime's interval; not reproduced if either lies below",
+        )
+    ]
