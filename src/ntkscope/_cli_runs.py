@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -20,6 +21,7 @@ from ntkscope import studies
 from ntkscope._checks import choice
 from ntkscope._console import fail
 from ntkscope.report import write_report
+from ntkscope.report.study_report import FINDINGS, RULES
 from ntkscope.runner import (
     DaskExecutor,
     Executor,
@@ -170,11 +172,25 @@ def sweep(
     _guarded(action, resume=f"ntkscope sweep {file} --out {out}")
 
 
+def _findings(page: Path) -> None:
+    """Print the findings table written beside the report ``page``, then the page's path."""
+    frame = pd.read_csv(page.parent / FINDINGS.name).fillna("")
+    table = Table("study", "claim (source)", "measured, 95% intervals", "verdict",
+                  title="published claims tested", show_lines=True)  # fmt: skip
+    for row in frame.itertuples():
+        table.add_row(row.study, f"{row.claim} ({row.source})", row[4], row.verdict)
+    console = Console()
+    console.print(table)
+    console.print(f"rules: {RULES} The rule of each row is in the report.")
+    console.print(f"wrote {page}")
+
+
 def report(
     directory: Annotated[Path, typer.Argument(help="Results directory.")],
 ) -> None:
-    """Render DIR's runs as one static HTML page: figures, tables, configs, versions, times."""
-    _guarded(lambda: Console().print(f"wrote {write_report(directory)}"))
+    """Render DIR's runs as one static HTML page (findings table, figures, tables, configs,
+    versions, times) and print its findings table."""
+    _guarded(lambda: _findings(write_report(directory)))
 
 
 def reproduce(
@@ -196,7 +212,7 @@ def reproduce(
         chosen = choice(Preset, preset, "preset")
         plans = [expand(studies.get(n).presets[chosen], n) for n in studies.names()]
         summaries = _run(plans, out, (workers, scheduler, dask_local), threads)
-        Console().print(f"wrote {write_report(out)}")
+        _findings(write_report(out))
         _report_failures(summaries)
 
     _guarded(action, resume=f"ntkscope reproduce --preset {preset} --out {out}")

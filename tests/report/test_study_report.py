@@ -129,3 +129,11 @@ def test_studies_read_as_formatted_text_with_tables_folded(results):
 def test_studies_follow_the_argument():
     assert _order(["continual", "zz_user", "width_convergence", "phase_diagram"]) == [
         "width_convergence", "phase_diagram", "continual", "zz_user"]  # fmt: skip
+
+
+def test_report_prints_the_findings_table(results):
+    result = CliRunner().invoke(app, ["report", str(results)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "published claims tested" in result.output and "width_convergence" in result.output
+    assert re.search(r"│ (reproduced|not reproduced|inconclusive)", result.output)
+    assert (results / "report" / "findings.csv").read_text().startswith("study,claim,source")

@@ -26,6 +26,8 @@ from ntkscope.studies import Claim, Finding, Results
 
 REPORT = Path("report") / "index.html"
 """Where the page goes, relative to the results directory."""
+FINDINGS = Path("report") / "findings.csv"
+"""The findings table as CSV, beside the page (what ``ntkscope report`` prints)."""
 
 
 def _short(runs: pd.DataFrame) -> pd.Series:
@@ -158,7 +160,8 @@ RULES = (
 
 
 def write_report(directory: str | Path) -> Path:
-    """Render the store in ``directory`` to ``directory/report/index.html``; returns its path.
+    """Render the store in ``directory`` to ``directory/report/index.html`` (and its findings
+    table to ``report/findings.csv``); returns the page's path.
 
     Raises:
         ValueError: when ``directory`` holds no store.
@@ -174,4 +177,6 @@ def write_report(directory: str | Path) -> Path:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = f"Result store {directory.resolve()}: {len(runs)} runs, rendered {now}."
     sections = [top, *(section for section, _ in built)]
-    return write_page(directory / REPORT, "ntkscope report", sections, text=text)
+    page = write_page(directory / REPORT, "ntkscope report", sections, text=text)
+    table.to_csv(directory / FINDINGS, index=False)
+    return page

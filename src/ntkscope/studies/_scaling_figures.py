@@ -155,8 +155,8 @@ def claims(results: Results) -> list[Claim]:
             for _, run, _ in runs
         ]  # fmt: skip
         measured = "; ".join(
-            f"{label}: network {_exponent(run, 'network')}, {_label(kernel)} "
-            f"{_exponent(run, kernel)}"
+            f"{label}: network {_exponent(run, 'network')}, {_versus(run, 'network', kernel)} "
+            f"{_label(kernel)}'s {_exponent(run, kernel)}"
             for label, run, _ in runs
         )
         rows.append(

@@ -338,7 +338,7 @@ def claims(results: Results) -> list[Claim]:
         Claim(
             "the kernel keeps improving late in training (K^t's test loss falls after the "
             "early phase)",
-            "Vyas, Bansal & Nakkiran 2022 (against Fort et al. 2020)",
+            "Vyas, Bansal & Nakkiran 2022, against Fort et al. 2020",
             f"relative fall of K^t's test MSE from t_e to the end {late}",
             above(late, 0.0),
             "reproduced if the 95% interval of the mean relative fall over runs lies above 0; "
