@@ -45,6 +45,7 @@ dt { font-weight: bold; } pre { background: #f6f6f6; padding: 0.5em; overflow-x:
 figcaption { font-size: 14px; color: #333; margin-bottom: 1em; }
 details { margin: 0.5em 0 1em; } summary { cursor: pointer; font-weight: bold; }
 nav li { margin: 2px 0; } .note { color: #555; }
+table.text td, table.text th { text-align: left; vertical-align: top; }
 """
 MAX_ROWS = 50
 """Tables longer than this show their first rows only (the full data stay in the store)."""
@@ -128,7 +129,9 @@ def _slug(text: str) -> str:
 def _table(caption: str, frame: pd.DataFrame) -> str:
     shown = frame.head(MAX_ROWS)
     note = f" (first {MAX_ROWS} of {len(frame)} rows)" if len(frame) > MAX_ROWS else ""
-    body = shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")
+    words = len(frame.columns) and all(t == object for t in frame.dtypes)  # left-aligned
+    body = shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="",
+                         classes="text" if words else None)  # fmt: skip
     return f'<div class="scroll"><p><b>{html.escape(caption + note)}</b></p>{body}</div>'
 
 
