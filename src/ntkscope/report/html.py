@@ -129,7 +129,7 @@ def _slug(text: str) -> str:
 def _table(caption: str, frame: pd.DataFrame) -> str:
     shown = frame.head(MAX_ROWS)
     note = f" (first {MAX_ROWS} of {len(frame)} rows)" if len(frame) > MAX_ROWS else ""
-    words = len(frame.columns) and all(t == "object" for t in frame.dtypes)  # left-aligned
+    words = len(frame.columns) and all(map(pd.api.types.is_string_dtype, frame.dtypes))
     body = shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="",
                          classes="text" if words else None)  # fmt: skip
     return f'<div class="scroll"><p><b>{html.escape(caption + note)}</b></p>{body}</div>'
