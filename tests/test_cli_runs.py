@@ -5,10 +5,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from ntkscope import store
+from ntkscope import store, studies
 from ntkscope.cli import app
 
 ENV = {"COLUMNS": "200"}
@@ -94,6 +95,11 @@ def test_reproduce_quick_end_to_end(tmp_path):
     runs = store.load(tmp_path)
     assert (runs.status == "done").all() and len(runs) >= 6
     assert (tmp_path / "report" / "index.html").is_file()
+    # the findings table leads the output and the page: a row for every study's claims
+    assert "published claims tested" in result.output
+    findings = pd.read_csv(tmp_path / "report" / "findings.csv")
+    assert set(findings.study) == set(studies.names()), findings
+    assert set(findings.verdict) <= {"reproduced", "not reproduced", "inconclusive"}
     # The published finding (docs/conventions.md, 1/√width): each run's fitted slope lies within
     # 0.25 of −1/2; over 10 data/initialization seeds the slope's sd is 0.06-0.07 at these
     # sizes (depth 1-2, widths 64-1024, 4 seeds), so 0.25 is > 3.5 sd.
