@@ -33,7 +33,7 @@ def brute_force_ntk(
     mode: str = "trace",
     diagonal: bool = False,
 ) -> torch.Tensor:
-    """Θ̂ from explicit Jacobians, by the definition in CONVENTIONS.md."""
+    """Θ̂ from explicit Jacobians, by the definition in docs/conventions.md."""
     j1 = brute_force_jacobian(model, x1)
     j2 = j1 if x2 is None else brute_force_jacobian(model, x2)
     full = torch.einsum("nap,mbp->nmab", j1, j2)
@@ -44,7 +44,7 @@ def brute_force_ntk(
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    """‖a − b‖_F / ‖b‖_F (CONVENTIONS.md: relative kernel distance); ‖a − b‖_F if b = 0."""
+    """‖a − b‖_F / ‖b‖_F (docs/conventions.md: relative kernel distance); ‖a − b‖_F if b = 0."""
     assert a.shape == b.shape, (a.shape, b.shape)
     difference, scale = torch.linalg.norm((a - b).flatten()), torch.linalg.norm(b.flatten())
     return float(difference / scale if scale > 0 else difference)

@@ -101,6 +101,7 @@ def test_regression_data_without_infinite_kernel(tmp_path):
         (["--memory-budget", "10"], "memory_budget: 10 bytes is too small"),
         (["--model", "cnn", "--data", "gaussian"], "data: 'gaussian' has no image shape"),
         (["--out", "/nonexistent/dir/k.npz"], "out: directory '/nonexistent/dir' does not exist"),
+        (["--out", "k.txt"], "out: expected a .npz file name"),  # issue 18, defect 5
     ],
 )
 def test_bad_input_gives_one_error_line(args, message):
@@ -110,6 +111,13 @@ def test_bad_input_gives_one_error_line(args, message):
     assert result.stdout.strip() == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr
+
+
+def test_depth_0_is_a_model_without_hidden_layers():
+    """Regression (issue 18, defect 5): the summary printed "64×0"."""
+    result = invoke("kernel", "--n", "8", "--width", "64", "--depth", "0")
+    assert result.exit_code == 0, result.output
+    assert "no hidden layer" in result.stdout and "64×0" not in result.stdout
 
 
 def test_unparsable_number_is_a_usage_error():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -67,3 +68,36 @@ def test_divergence_is_reported_with_exit_1(models_file, tmp_path):
     assert result.exit_code == 1, result.output
     assert "verdict: diverged" in result.output and "error: training diverged" in result.output
     assert (tmp_path / "index.html").is_file()
+    rows = [line for line in result.output.splitlines() if "kernel change" in line]
+    assert rows and "n/a (diverged)" in rows[0], result.output  # not "kernel" (issue 18)
+
+
+def _bad_npz_files(folder: Path) -> dict[str, str]:
+    """Bad ``--data`` files (issue 18, defect 2), each with what its error must say."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 64)), rng.integers(0, 10, 60)
+    files = {
+        "lengths.npz": (dict(x=x, y=y[:50]), "array 'y' of .* has 50 rows but 'x' has 60"),
+        "features.npz": (
+            dict(x=x, y=y, x_test=x[:10, :32], y_test=y[:10]),
+            r"array 'x_test' of .* has examples of shape \(32,\), 'x' has \(64,\)",
+        ),
+        "nan.npz": (dict(x=np.where(x > 2, np.nan, x), y=y), "array 'x' of .* contains NaN"),
+    }
+    expected = {}
+    for name, (arrays, message) in files.items():
+        np.savez(folder / name, **arrays)
+        expected[name] = message
+    (folder / "text.npz").write_text("x,y\n1,2\n")
+    expected["text.npz"] = "is not a .npz file of arrays written by numpy.savez"
+    return expected
+
+
+def test_bad_npz_data_gives_one_line_naming_key_and_file(models_file, tmp_path):
+    for name, message in _bad_npz_files(tmp_path).items():
+        path = tmp_path / name
+        result = invoke(f"{models_file}:fine", "--data", str(path), "--out", str(tmp_path), *FAST)
+        assert result.exit_code == 2, (name, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: data: "), result.output
+        assert re.search(message, lines[0]) and name in lines[0], result.output

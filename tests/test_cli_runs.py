@@ -1,9 +1,15 @@
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from ntkscope import store
+from ntkscope import store, studies
 from ntkscope.cli import app
 
 ENV = {"COLUMNS": "200"}
@@ -89,8 +95,66 @@ def test_reproduce_quick_end_to_end(tmp_path):
     runs = store.load(tmp_path)
     assert (runs.status == "done").all() and len(runs) >= 6
     assert (tmp_path / "report" / "index.html").is_file()
-    # The published finding (CONVENTIONS.md, 1/√width): each run's fitted slope lies within
+    # the findings table leads the output and the page: a row for every study's claims
+    assert "published claims tested" in result.output
+    findings = pd.read_csv(tmp_path / "report" / "findings.csv")
+    assert set(findings.study) == set(studies.names()), findings
+    assert set(findings.verdict) <= {"reproduced", "not reproduced", "inconclusive"}
+    # The published finding (docs/conventions.md, 1/√width): each run's fitted slope lies within
     # 0.25 of −1/2; over 10 data/initialization seeds the slope's sd is 0.06-0.07 at these
     # sizes (depth 1-2, widths 64-1024, 4 seeds), so 0.25 is > 3.5 sd.
     slopes = runs[runs.study == "width_convergence"]["metrics.slope"]
     assert slopes.between(-0.75, -0.25).all(), slopes
+
+
+def test_store_and_sweep_file_errors_name_the_file(tmp_path, monkeypatch):
+    """Regression (issue 18, defect 5): DatabaseError and utf-8 tracebacks, a repeated --set."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "ntkscope.sqlite").write_bytes(b"not a database" * 100)
+    (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
+    cases = [
+        (["report", "bad"], "dir: 'bad/ntkscope.sqlite' is not an ntkscope result store"),
+        (["sweep", EXAMPLE, "--out", "bad"], "out: 'bad/ntkscope.sqlite' is not an ntkscope"),
+        (["sweep", "binary.toml", "--out", "x"], "sweep: 'binary.toml' is not a text"),
+        (["study", "run", "width_convergence", "--set", "n=8", "--set", "n=9"],
+         "set: 'n' is given twice"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr
+
+
+def test_ctrl_c_during_a_sweep_says_what_is_done_and_how_to_resume(toy, tmp_path):
+    """Regression (issue 18, defect 5): SIGINT to ``ntkscope sweep`` exited 130 silently."""
+    sweep_file = tmp_path / "slow.toml"
+    sweep_file.write_text(
+        f'study = "{toy}"\n[fixed]\nsleep = 0.5\n[product]\nvalue = [0, 1, 2, 3, 4, 5, 6, 7]\n'
+    )
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ntkscope.cli", "sweep", str(sweep_file), "--out", str(out)]
+    process = subprocess.Popen(
+        [*command, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300  # a busy machine starts the worker slowly
+    while not _done(out) and time.monotonic() < deadline:  # wait for a first finished run
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    message = " ".join(stderr.split())
+    assert re.search(r"interrupted: _toy_study: [0-7] of 8 runs done; the store is consistent",
+                     message), stderr  # fmt: skip
+    assert f"Resume with: ntkscope sweep {sweep_file} --out {out}" in message, stderr
+    resumed = invoke("sweep", str(sweep_file), "--out", str(out), "--workers", "1")
+    assert resumed.exit_code == 0 and _done(out) == 8, resumed.output
+
+
+def _done(out: Path) -> int:
+    """Runs done in the store at ``out`` (0 before it exists)."""
+    try:
+        return int((store.load(out).status == "done").sum())
+    except ValueError:
+        return 0

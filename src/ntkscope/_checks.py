@@ -130,6 +130,8 @@ def memory_bytes(value: int | float | str, argument: str) -> int:
     if isinstance(value, bool):
         raise TypeError(f"{argument}: expected bytes or a string such as '2GB', got a bool")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{argument}: expected a positive size, got {value!r}")
         size = int(value)
     elif isinstance(value, str):
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
@@ -145,6 +147,13 @@ def memory_bytes(value: int | float | str, argument: str) -> int:
     if size <= 0:
         raise ValueError(f"{argument}: expected a positive size, got {value!r}")
     return size
+
+
+def boolean(value: object, argument: str) -> bool:
+    """True or False (not 1, "yes" or a tensor)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{argument}: expected True or False, got {value!r}")
+    return value
 
 
 def integer(value: object, argument: str) -> int:

@@ -16,19 +16,21 @@ from rich.console import Console
 from rich.table import Table
 
 from ntkscope._console import fail, progress_bar
-from ntkscope.diagnosis import Diagnosis, Verdict, diagnose, load_factory
+from ntkscope.diagnosis import Diagnosis, Verdict, describe, diagnose, load_factory
 
 _COLORS = {
     Verdict.KERNEL_REGIME: "green",
     Verdict.PARTLY: "yellow",
     Verdict.FEATURE_LEARNING: "magenta",
+    Verdict.INCOMPLETE: "yellow",
     Verdict.DIVERGED: "red",
 }
 
 
 def _table(diagnosis: Diagnosis) -> Table:
     color = _COLORS[diagnosis.verdict]
-    table = Table(title=f"verdict: [bold {color}]{diagnosis.verdict.value}[/]")
+    verdict = describe(diagnosis.verdict, diagnosis.criteria)
+    table = Table(title=f"verdict: [bold {color}]{verdict}[/]")
     for column in ("criterion", "value", "kernel regime", "feature learning", "status"):
         table.add_column(column)
     for c in diagnosis.criteria:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -20,10 +21,12 @@ from ntkscope import studies
 from ntkscope._checks import choice
 from ntkscope._console import fail
 from ntkscope.report import write_report
+from ntkscope.report.study_report import FINDINGS, RULES
 from ntkscope.runner import (
     DaskExecutor,
     Executor,
     InlineExecutor,
+    Interrupted,
     LocalExecutor,
     Summary,
     Sweep,
@@ -50,12 +53,19 @@ DaskLocal = Annotated[
 Threads = Annotated[int, typer.Option(help="torch threads per run (same value, same results).")]
 
 
-def _guarded(action: Callable[[], None]) -> None:
-    """Run ``action``; the library's ValueError/TypeError become ``error: ...``, exit 2."""
+def _guarded(action: Callable[[], None], resume: str | None = None) -> None:
+    """Run ``action``; the library's ValueError/TypeError become ``error: ...``, exit 2;
+    Ctrl-C in a sweep says what is done and the command ``resume`` that goes on, exit 130."""
     try:
         action()
     except (ValueError, TypeError) as error:
         fail(str(error))
+    except Interrupted as stop:
+        fail(
+            f"interrupted: {stop.study}: {stop.done} of {stop.configs} runs done; the store "
+            f"is consistent (runs in flight run again). Resume with: {resume}",
+            status=130,
+        )
 
 
 @contextlib.contextmanager
@@ -159,14 +169,28 @@ def sweep(
         plan = load_sweep(file)
         _report_failures(_run([plan], out, (workers, scheduler, dask_local), threads))
 
-    _guarded(action)
+    _guarded(action, resume=f"ntkscope sweep {file} --out {out}")
+
+
+def _findings(page: Path) -> None:
+    """Print the findings table written beside the report ``page``, then the page's path."""
+    frame = pd.read_csv(page.parent / FINDINGS.name).fillna("")
+    table = Table("study", "claim (source)", "measured, 95% intervals", "verdict",
+                  title="published claims tested", show_lines=True)  # fmt: skip
+    for row in frame.itertuples():
+        table.add_row(row.study, f"{row.claim} ({row.source})", row[4], row.verdict)
+    console = Console()
+    console.print(table)
+    console.print(f"rules: {RULES} The rule of each row is in the report.")
+    console.print(f"wrote {page}")
 
 
 def report(
     directory: Annotated[Path, typer.Argument(help="Results directory.")],
 ) -> None:
-    """Render DIR's runs as one static HTML page: figures, tables, configs, versions, times."""
-    _guarded(lambda: Console().print(f"wrote {write_report(directory)}"))
+    """Render DIR's runs as one static HTML page (findings table, figures, tables, configs,
+    versions, times) and print its findings table."""
+    _guarded(lambda: _findings(write_report(directory)))
 
 
 def reproduce(
@@ -188,7 +212,7 @@ def reproduce(
         chosen = choice(Preset, preset, "preset")
         plans = [expand(studies.get(n).presets[chosen], n) for n in studies.names()]
         summaries = _run(plans, out, (workers, scheduler, dask_local), threads)
-        Console().print(f"wrote {write_report(out)}")
+        _findings(write_report(out))
         _report_failures(summaries)
 
-    _guarded(action)
+    _guarded(action, resume=f"ntkscope reproduce --preset {preset} --out {out}")

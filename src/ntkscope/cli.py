@@ -165,8 +165,9 @@ def _model_summary(s: KernelSettings, x: torch.Tensor, d_out: int) -> str:
     shape = "×".join(str(n) for n in x.shape[1:])
     if _is_file(s.model):
         return f"{s.model} {shape} → {d_out}"
+    hidden = f"{s.width}×{s.depth}" if s.depth else "no hidden layer"
     return (
-        f"{s.model} {shape} → {s.width}×{s.depth} → {d_out}, {s.activation}, "
+        f"{s.model} {shape} → {hidden} → {d_out}, {s.activation}, "
         f"σ_w = {s.sigma_w:.4g}, σ_b = {s.sigma_b:.4g}"
     )
 
@@ -181,7 +182,7 @@ def _table(rows: list[tuple[str, str]]) -> Table:
 
 
 def _distance(kernel: torch.Tensor, infinite: tuple[torch.Tensor, torch.Tensor] | str) -> str:
-    """‖Θ̂ − Θ‖_F / ‖Θ‖_F of the trace kernel to the infinite NTK (CONVENTIONS.md)."""
+    """‖Θ̂ − Θ‖_F / ‖Θ‖_F of the trace kernel to the infinite NTK (docs/conventions.md)."""
     if isinstance(infinite, str):
         return infinite
     ntk = infinite[1]
@@ -235,6 +236,8 @@ def kernel(
         model, width, depth, activation, parameterization, sigma_w, sigma_b, seed, data, n,
         data_seed, method, mode, dtype, memory_budget,
     )  # fmt: skip
+    if out is not None and out.suffix != ".npz":
+        _fail(f"out: expected a .npz file name (numpy.savez writes the kernels), got {str(out)!r}")
     if out is not None and not out.parent.is_dir():
         _fail(f"out: directory {str(out.parent)!r} does not exist")
     try:

@@ -1,4 +1,4 @@
-"""Finite-width diagnostics (CONVENTIONS.md, "Finite-width diagnostics"), in float64.
+"""Finite-width diagnostics (docs/conventions.md, "Metrics"), in float64.
 
 Kernels here are matrices: an (N, N) scalar kernel or any tensor compared entrywise
 (a full (N, N, O, O) kernel is compared as a whole).
@@ -67,8 +67,8 @@ def centered_alignment(kernel: torch.Tensor, y: torch.Tensor) -> float:
 def seed_dispersion(kernels: Sequence[torch.Tensor]) -> float:
     """Seed-to-seed spread of kernels drawn at independent initializations:
     ``mean_s ‖K_s − K̄‖_F / ‖K̄‖_F`` with K̄ the mean over seeds. Of order
-    ``√(Var_θ[Θ̂]/E_θ[Θ̂]²)`` (CONVENTIONS' dispersion) averaged over the entries; it shrinks as
-    1/√width in NTK parameterization (Hanin & Nica 2019)."""
+    ``√(Var_θ[Θ̂]/E_θ[Θ̂]²)`` (docs/conventions.md, "Metrics") averaged over the entries; it
+    shrinks as 1/√width in NTK parameterization (Hanin & Nica 2019)."""
     if len(kernels) < 2:
         raise ValueError(f"kernels: expected at least 2 seeds, got {len(kernels)}")
     stack = torch.stack([tensor(k, "kernels").detach().to(torch.float64) for k in kernels])
@@ -154,7 +154,7 @@ def _log_fit(log_n: np.ndarray, mean_losses: np.ndarray) -> tuple[np.ndarray, np
 def fit_power_law(
     n: Sequence[float], losses: np.ndarray, *, n_boot: int = 2000, seed: int = 0
 ) -> PowerLaw:
-    """Data-scaling exponent α of ``log(test loss) = c − α log n`` (CONVENTIONS.md).
+    """Data-scaling exponent α of ``log(test loss) = c − α log n`` (docs/conventions.md).
 
     The fit is least squares on the seed means of each n. The 95% interval is the percentile
     bootstrap over seeds: each replicate redraws, for every n independently, as many seeds
@@ -202,7 +202,7 @@ def fit_power_law(
 # "On the disconnect between theory and practice of neural networks: limits of the NTK
 # perspective" compares wide networks with their NTK predictions on calibration (negative
 # log-likelihood, expected calibration error), out-of-distribution detection (AUROC) and
-# catastrophic forgetting (CONVENTIONS.md, "Finite-width diagnostics").
+# catastrophic forgetting (docs/conventions.md, "Metrics").
 
 
 def _classes(probs: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,7 +259,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     Args:
         probs: class probabilities (N, C), rows summing to 1.
         labels: int class labels (N,) in 0..C-1.
-        bins: number of equal-width confidence bins (CONVENTIONS.md: 15).
+        bins: number of equal-width confidence bins (docs/conventions.md: 15).
     """
     probs, labels = _classes(probs, labels)
     bins = positive_int(bins, "bins")

@@ -232,8 +232,11 @@ def test_npz_errors(tmp_path):
     with pytest.raises(ValueError, match=r"^y: expected labels of shape \(N,\)"):
         load_npz(tmp_path / "c.npz")
     np.savez(tmp_path / "d.npz", x=np.ones((3, 2)), y=np.zeros(4, dtype=int))
-    with pytest.raises(ValueError, match=r"3 inputs but 4 labels"):
+    with pytest.raises(ValueError, match=r"^y_key: array 'y' of .* has 4 rows but 'x' has 3"):
         load_npz(tmp_path / "d.npz")
+    (tmp_path / "text.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(ValueError, match=r"^path: .*text.npz' is not a .npz file of arrays"):
+        load_npz(tmp_path / "text.npz")
     np.savez(tmp_path / "e.npz", x=np.ones(3), y=np.zeros(3, dtype=int))
     with pytest.raises(ValueError, match=r"^x: expected \(N, d\)"):
         load_npz(tmp_path / "e.npz")

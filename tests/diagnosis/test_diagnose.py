@@ -13,6 +13,7 @@ from torch import nn
 
 import ntkscope as ns
 from ntkscope.diagnosis import load_factory
+from ntkscope.diagnosis.inputs import split
 from ntkscope.report.diagnosis import write_report
 
 SMALL = dict(steps=20, n_train=48, n_test=32, probe=24, seeds=2, records=4)
@@ -78,6 +79,24 @@ def test_npz_data_with_its_own_test_split(tmp_path):
     diagnosis = ns.diagnose(lambda s: ns.models.mlp(5, 32, 1, 1, seed=s), path, **SMALL)
     assert diagnosis.settings["data"] == "task"
     assert diagnosis.trajectory.frame()["test_loss"].notna().all()
+
+
+def test_the_default_sgd_learning_rate_is_stable_for_many_outputs():
+    """Regression (issue 18, defect 1): the default lr was N/λ_max of the *trace* kernel,
+    above the stability limit 2N/λ_max of the full (N·O × N·O) kernel on a narrow tanh
+    network in standard parameterization with 10 outputs (λ_max ratio 3.3 here)."""
+
+    def factory(seed: int) -> nn.Module:
+        return ns.models.mlp(64, 16, 2, 10, activation="tanh", parameterization="standard",
+                             seed=seed)  # fmt: skip
+
+    diagnosis = ns.diagnose(factory, "digits", **SMALL)
+    x = split("digits", 48, 32, 0)[0].x
+    full = ns.metrics.spectrum(ns.empirical_ntk(factory(0), x, mode="full"))[0]
+    assert diagnosis.settings["lr"] == pytest.approx(48 / float(full), rel=1e-4)  # float32 eNTK
+    for name in ("predicted_train_loss", "linear_gap"):
+        assert np.isfinite(diagnosis.numbers[name]), name
+    assert diagnosis.verdict is not ns.Verdict.INCOMPLETE
 
 
 @pytest.mark.parametrize(

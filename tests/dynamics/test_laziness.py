@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 import ntkscope as ns
 
@@ -33,6 +34,7 @@ def lazy_run(width: int) -> ns.Trajectory:
         ns.LinearizedRecorder(test.x, every=100)])  # fmt: skip
 
 
+@pytest.mark.slow  # a scientific check (minutes on one core), not a unit test
 def test_laziness_grows_with_width_in_ntk_parameterization():
     """Measured (this seed): parameter-change slope −0.47; kernel-change slope −0.89; the
     linearization RMSE falls monotonically.
@@ -54,6 +56,7 @@ def test_laziness_grows_with_width_in_ntk_parameterization():
     assert slope(WIDTHS, linear) < -0.3, numbers
 
 
+@pytest.mark.slow  # a scientific check (minutes on one core), not a unit test
 def test_the_widest_network_is_diagnosed_kernel_regime():
     diagnosis = ns.diagnose(lambda s: ns.models.mlp(64, 2048, 1, 10, seed=s), "digits", steps=200)
     assert diagnosis.verdict is ns.Verdict.KERNEL_REGIME, diagnosis.summary()
@@ -76,6 +79,7 @@ def test_a_larger_output_scale_is_lazier():
     assert loss.max() < 2 * loss.min(), rows
 
 
+@pytest.mark.slow  # a scientific check (minutes on one core), not a unit test
 def test_narrow_standard_network_with_adam_learns_features():
     diagnosis = ns.diagnose(
         lambda s: ns.models.mlp(64, 32, 2, 10, parameterization="standard", seed=s),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ntkscope as ns
-from ntkscope.dynamics import kernel_regression, predict_mse
+from ntkscope.dynamics import kernel_regression, predict_mse, stability_limit
 
 
 def linear_problem(n_out: int, seed: int = 0):
@@ -85,11 +85,62 @@ def test_bad_arguments():
         predict_mse(k, k, y, y, y, t=-1.0, lr=1.0)
     with pytest.raises(ValueError, match="kernel_train: expected"):
         predict_mse(torch.ones(3, 2), k, y, y, y, t=1.0, lr=1.0)
-    with pytest.raises(ValueError, match="y: expected 3 rows"):
+    with pytest.raises(ValueError, match=r"y: expected \(3,\) or \(3, O\)"):
         kernel_regression(k, k, torch.zeros(2, 1))
     with pytest.raises(ValueError, match="kernel_test_train: expected"):
         kernel_regression(k, torch.ones(2, 4), y)
-    with pytest.raises(ValueError, match="kernel_test_train: expected O×O blocks with O = 2"):
+    with pytest.raises(ValueError, match=r"kernel_test_train: expected \(M, 3, 2, 2\)"):
         kernel_regression(torch.ones(3, 3, 2, 2), torch.ones(2, 3, 1, 1), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="y: contains NaN"):
         kernel_regression(k, k, torch.full((3, 1), math.nan))
+
+
+def test_shape_errors_name_the_argument_that_is_wrong():
+    """Regression (issue 18, defect 3): raw reshape errors, a transposed K_test blamed on
+    f0, a self-contradicting message for a full kernel, with y of another width."""
+    k, ks, y = torch.eye(4), torch.ones(2, 4), torch.zeros(4, 2)
+    f0, f0s = torch.zeros(4, 2), torch.zeros(2, 2)
+    cases = [
+        ((k, ks, torch.zeros(3, 2), f0, f0s), r"^y: expected \(4,\) or \(4, O\) like"),
+        ((torch.ones(4, 3), ks, y, f0, f0s), r"^kernel_train: expected \(N, N\)"),
+        ((k, ks.T, y, f0, f0s), r"^kernel_test_train: expected \(M, 4\), got \(4, 2\)"),
+        ((k, ks, y, f0[:3], f0s), r"^f0_train: expected \(4, 2\), got \(3, 2\)"),
+        ((torch.eye(8).reshape(4, 2, 4, 2).permute(0, 2, 1, 3), torch.ones(2, 4, 2, 2),
+          y[:, :1], f0[:, :1], f0s[:, :1]),
+         r"^y: expected \(4, 2\), one target per output of the full kernel_train"),
+    ]  # fmt: skip
+    for arguments, message in cases:
+        with pytest.raises(ValueError, match=message):
+            predict_mse(*arguments, t=1.0, lr=1.0)
+        if not message.startswith("^f0"):
+            with pytest.raises(ValueError, match=message):
+                kernel_regression(*arguments[:3])
+
+
+def test_a_non_symmetric_kernel_is_refused():
+    """Asymmetry above SYMMETRY_TOLERANCE (1e-5 of max|K|) is refused; float32 rounding of
+    a symmetric kernel (1e-7 relative) is accepted."""
+    g = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    k, y = g @ g.T, torch.zeros(5, 1)
+    kernel_regression(k.float() + 1e-7 * torch.triu(k.abs().max() * torch.ones(5, 5)), k, y)
+    with pytest.raises(
+        ValueError, match=r"kernel_train: expected a symmetric .*\(tolerance 1e-05\)"
+    ):
+        kernel_regression(k + 1e-3 * torch.triu(k.abs().max() * torch.ones(5, 5)), k, y)
+
+
+def test_unstable_gradient_descent_is_refused_with_its_limit():
+    """Gradient descent with ηλ_max/N >= 2 used to return NaN or overflow silently."""
+    k, y = torch.diag(torch.tensor([4.0, 1.0])), torch.ones(2, 1)
+    limit = 2 * 2 / 4.0  # 2N / λ_max
+    predict_mse(k, k, y, 0 * y, 0 * y, t=[10.0], lr=0.99 * limit, discrete=True)
+    with pytest.raises(ValueError, match=r"lr: gradient descent diverges for lr >= 2N/λ_max = 1"):
+        predict_mse(k, k, y, 0 * y, 0 * y, t=[10.0], lr=1.01 * limit, discrete=True)
+    predict_mse(k, k, y, 0 * y, 0 * y, t=[10.0], lr=1.01 * limit)  # gradient flow: any lr
+
+
+def test_stability_limit_of_a_full_kernel():
+    """2N/λ_max of the (N·O × N·O) matrix, here N = 2, blocks diag(3, 1) and diag(1, 1)."""
+    blocks = torch.zeros(2, 2, 2, 2)
+    blocks[0, 0], blocks[1, 1] = torch.diag(torch.tensor([3.0, 1.0])), torch.eye(2)
+    assert stability_limit(blocks) == pytest.approx(2 * 2 / 3.0, rel=1e-12)

@@ -33,6 +33,7 @@ def sample_kernels(width: int, seeds: int, activation: str, sigma_b: float = 0.0
     return torch.stack(kernels), torch.stack(outputs)
 
 
+@pytest.mark.slow  # a scientific check (minutes on one core), not a unit test
 @pytest.mark.parametrize(("activation", "sigma_b"), [("relu", 0.0), ("erf", 0.2)])
 def test_mean_entk_of_wide_networks_is_the_infinite_ntk(activation, sigma_b):
     """100 networks of width 1024: each eNTK deviates by O(1/√1024) ≈ 5-10% (depth 2), their

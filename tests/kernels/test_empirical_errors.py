@@ -34,6 +34,20 @@ def model():
         (dict(memory_budget=10), ValueError, r"memory_budget: 10 bytes is too small"),
         (dict(params={"9.weight": torch.zeros(2)}), ValueError, r"params: '9.weight' is not"),
         (dict(params={"0.weight": torch.zeros(2)}), ValueError, r"params: '0.weight' must be"),
+        # issue 18, defect 4: these were blamed on x1, unnamed, or accepted
+        (
+            dict(params={"0.weight": torch.zeros(8, 4, dtype=torch.float64)}),
+            TypeError,
+            r"params: '0.weight' has dtype/device torch.float64",
+        ),
+        (
+            dict(params={"0.weight": torch.full((8, 4), float("nan"))}),
+            ValueError,
+            r"params: '0.weight' contains NaN",
+        ),
+        (dict(memory_budget=float("nan")), ValueError, r"memory_budget: expected a positive size"),
+        (dict(memory_budget=float("inf")), ValueError, r"memory_budget: expected a positive size"),
+        (dict(diagonal="yes"), TypeError, r"diagonal: expected True or False, got 'yes'"),
     ],
 )
 def test_bad_arguments_are_named(model, kwargs, error, match):

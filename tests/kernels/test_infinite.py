@@ -1,6 +1,6 @@
 """Infinite-width kernels against a naive float64 recursion integrated by scipy.
 
-The reference runs the recursion of CONVENTIONS.md entry by entry, with every Gaussian
+The reference runs the recursion of docs/conventions.md entry by entry, with every Gaussian
 expectation computed by adaptive quadrature (scipy.integrate.nquad, kinks of ReLU given as
 break points) on scalar transcriptions of the activations, independent of the package's
 activation table and of its autograd derivatives.
@@ -63,7 +63,7 @@ def gaussian_square(f, q: float, opts=QUAD) -> float:
 
 @functools.cache
 def reference_kernels(name: str, x: tuple, depth: int, sigma_w: float, sigma_b: float):
-    """(Σ^{L+1}, Θ^{L+1}) by the recursion of CONVENTIONS.md, one entry at a time."""
+    """(Σ^{L+1}, Θ^{L+1}) by the recursion of docs/conventions.md, one entry at a time."""
     phi, dphi = SCALAR[name]
     x = np.array(x)
     nngp = sigma_w**2 * x @ x.T / x.shape[1] + sigma_b**2

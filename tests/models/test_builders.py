@@ -1,4 +1,4 @@
-"""Model builders: parameterizations as in CONVENTIONS.md, and argument checks."""
+"""Model builders: parameterizations as in docs/conventions.md, and argument checks."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_parameter_distributions():
 
 def test_ntk_parameterization_scales_gradients_with_width():
     """NTK parameterization: E[(∂f/∂W¹_ij)²] ∝ 1/width, so the layer's share of the NTK stays
-    O(1) as its entry count grows (CONVENTIONS.md). Averaged over 20 seeds the ratio of
+    O(1) as its entry count grows (docs/conventions.md). Averaged over 20 seeds the ratio of
     mean squares between widths 64 and 1024 is 1/16 up to ~10% seed noise: 25% tolerance."""
     x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
     mean_squares = []

@@ -36,3 +36,36 @@ def test_long_tables_are_cut(tmp_path):
     html = write_page(tmp_path / "p.html", "t", [Section("s", tables={"t": frame})]).read_text()
     assert f"first {MAX_ROWS} of {MAX_ROWS + 5} rows" in html
     assert f"<td>{MAX_ROWS - 1}</td>" in html and f"<td>{MAX_ROWS}</td>" not in html
+
+
+def test_docstring_markup_is_rendered_and_escaped(tmp_path):
+    text = (
+        "Uses ``empirical_ntk`` and **bold** and *italic* and `name`, <b>not html</b>.\n\n"
+        "- first item\n  continued\n- second ``x``\n\n"
+        "    Θ = Σ + Θ·Σ̇\n    f < g"
+    )
+    html = write_page(tmp_path / "p.html", "t", [Section("s", text=text, markup=True)]).read_text()
+    assert "<code>empirical_ntk</code>" in html and "<b>bold</b>" in html
+    assert "<i>italic</i>" in html and "<code>name</code>" in html
+    assert "&lt;b&gt;not html&lt;/b&gt;" in html and "``" not in html and "**" not in html
+    assert "<ul><li>first item continued</li><li>second <code>x</code></li></ul>" in html
+    assert "<pre>Θ = Σ + Θ·Σ̇\nf &lt; g</pre>" in html
+    plain = write_page(tmp_path / "q.html", "t", [Section("s", text="``raw``")]).read_text()
+    assert "``raw``" in plain  # markup only when asked
+
+
+def test_contents_folded_sections_and_figure_captions(tmp_path):
+    figure = Figure()
+    figure.subplots().plot([1, 2], [3, 4])
+    folded = Section("Data", tables={"t": pd.DataFrame({"a": [1]})}, folded=True)
+    sections = [
+        Section("First study", note="1 reproduced", figures={"fig": figure},
+                captions={"fig": "What the **data** say."}, sections=[folded]),
+        Section("Second", note=""),
+    ]  # fmt: skip
+    html = write_page(tmp_path / "p.html", "t", sections).read_text()
+    assert '<li><a href="#first-study">First study</a> <span class="note">— 1 reproduced' in html
+    assert '<li><a href="#second">Second</a></li>' in html and 'id="second"' in html
+    assert "<figcaption>What the <b>data</b> say.</figcaption></figure>" in html
+    assert '<details id="first-study--data"><summary>Data</summary>' in html
+    assert html.index("<nav>") < html.index('id="first-study"')

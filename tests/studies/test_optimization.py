@@ -81,6 +81,7 @@ def test_threshold_width_needs_every_wider_run_within_the_factor():
     assert np.isnan(threshold_width(group.assign(**{"metrics.shortfall": [1, 1, 1, 9.0]})))
 
 
+@pytest.mark.slow  # a scientific check (minutes on one core), not a unit test
 def test_jacobian_change_falls_with_width():
     """Regression, λ = mean eigenvalue, 8 steps. Measured over seeds 0-3: GN's change is
     0.46-0.70 at width 32 and 0.16-0.17 at width 2048 (GD: 0.17-0.34 and 0.07-0.10); the

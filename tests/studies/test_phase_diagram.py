@@ -2,7 +2,7 @@
 
 Setting of every measurement here: ReLU, width 128 (default), standard parameterization with
 trainable biases and σ_b = 0.1 (so that the phase matters: with σ_b = 0 in NTK
-parameterization a ReLU network is positively homogeneous in σ_w, CONVENTIONS.md), 32 digits,
+parameterization a ReLU network is positively homogeneous in σ_w, docs/conventions.md), 32 digits,
 20 steps of gradient descent at η = N / λ_max(Θ̂_0). The budget matters for the ordered
 phase: measured over 3 seeds, the deep (L = 12) ordered network's kernel change is 0.06 after
 20 steps but 0.6 after 60, when the hidden biases have moved its tiny (q* = 0.02)
@@ -43,6 +43,7 @@ FACTORS = {"dispersion": (2.0, 1.2), "kernel_change": (2.0, 1.1)}
 """Least ratios chaotic/ordered at L = 12 and chaotic L = 12 / L = 4."""
 
 
+@pytest.mark.slow  # a scientific check (minutes on one core), not a unit test
 @pytest.mark.parametrize("name", FACTORS)
 def test_chaotic_kernel_is_more_random_and_moves_more_than_ordered(name):
     ordered, chaotic = measured(ORDERED, DEEP)[name], measured(CHAOTIC, DEEP)[name]
@@ -54,6 +55,7 @@ def test_chaotic_kernel_is_more_random_and_moves_more_than_ordered(name):
     assert chaotic > depth * shallow, numbers
 
 
+@pytest.mark.slow  # a scientific check (minutes on one core), not a unit test
 def test_ordered_network_stops_training_with_depth_while_its_kernel_stays_put():
     shallow, deep = measured(ORDERED, SHALLOW), measured(ORDERED, DEEP)
     numbers = (

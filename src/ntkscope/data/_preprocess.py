@@ -9,7 +9,7 @@ def standardize(x: torch.Tensor, name: str) -> torch.Tensor:
     """Each row of ``x`` (N, d) to mean 0 and variance 1 over its own d entries: ``‖x‖² = d``.
 
     Per-example standardization puts every input on the sphere of radius √d, where the NTK
-    of CONVENTIONS.md depends on the angle between inputs alone. It is invariant to the pixel
+    of docs/conventions.md depends on the angle between inputs alone. It is invariant to the pixel
     scale (dividing by 255 or 16 first changes nothing).
 
     Raises:

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from ntkscope.data.builtin import Dataset, load
-from ntkscope.data.files import load_cifar10, load_idx, load_npz, load_svhn
+from ntkscope.data.files import load_cifar10, load_idx, load_npz, load_svhn, read_npz
 
 Pools = tuple[Dataset, Dataset | None]
 """The pool of train/val examples, and the separate test pool or None (test drawn from it)."""
@@ -88,7 +88,7 @@ def svhn(root: Path | None) -> Pools:
 
 def npz(root: Path | None) -> Pools:
     """Arrays ``x``, ``y`` (the pool) and, if present, ``x_test``, ``y_test`` (the test pool)."""
-    with np.load(root, allow_pickle=False) as arrays:
-        has_test = "x_test" in arrays or "y_test" in arrays
+    arrays = read_npz(root, "root")
+    has_test = "x_test" in arrays or "y_test" in arrays
     test = load_npz(root, x_key="x_test", y_key="y_test") if has_test else None
     return load_npz(root), test

@@ -4,7 +4,7 @@
 Pixels are divided by 16 (to [0, 1]) and then each image is standardized over its own 64
 pixels (mean 0, variance 1), so every input has ``‖x‖² = d = 64``. Per-image
 standardization puts all inputs on one sphere, where the NTK is a function of the angle
-alone, and makes ``Σ¹(x, x) = σ_w² + σ_b²`` in CONVENTIONS.md's recursion whatever the
+alone, and makes ``Σ¹(x, x) = σ_w² + σ_b²`` in docs/conventions.md's recursion whatever the
 stroke thickness; a global standardization would leave the norms, and so the kernel's
 diagonal, varying from image to image.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zipfile
 from os import PathLike
 from pathlib import Path
 
@@ -56,6 +57,50 @@ def _labelled(
     return Dataset(inputs, labels, name, n_classes, image_shape)
 
 
+def read_npz(path: Path, argument: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` file ``path`` (a zip of ``.npy`` arrays written by
+    ``numpy.savez``, read without pickle); a ValueError naming ``argument`` and the file
+    when it is something else (text, a single ``.npy`` array, a damaged archive)."""
+    problem = f"{argument}: {str(path)!r} is not a .npz file of arrays written by numpy.savez"
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        raise ValueError(problem) from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{problem} (it holds one .npy array)")
+    with loaded:
+        try:
+            return {key: loaded[key] for key in loaded.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{problem} ({error})") from None
+
+
+def npz_pair(
+    arrays: dict[str, np.ndarray], keys: tuple[str, str], arguments: tuple[str, str], path: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets ``keys`` of an ``.npz`` file's ``arrays``: both present, finite and
+    with as many rows; errors name the argument blamed for each key, the key and the file."""
+    for key, argument in zip(keys, arguments, strict=True):
+        if key not in arrays:
+            raise ValueError(
+                f"{argument}: {str(path)!r} has no array {key!r}; it has {sorted(arrays)}"
+            )
+        array = arrays[key]
+        if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+            raise ValueError(
+                f"{argument}: array {key!r} of {str(path)!r} contains NaN or infinite values"
+            )
+        if array.ndim == 0:
+            raise ValueError(f"{argument}: array {key!r} of {str(path)!r} is a scalar")
+    x, y = (arrays[key] for key in keys)
+    if len(x) != len(y):
+        raise ValueError(
+            f"{arguments[1]}: array {keys[1]!r} of {str(path)!r} has {len(y)} rows but "
+            f"{keys[0]!r} has {len(x)}; expected as many"
+        )
+    return x, y
+
+
 def load_npz(path: str | PathLike[str], *, x_key: str = "x", y_key: str = "y") -> Dataset:
     """A data set saved with ``numpy.savez(path, x=inputs, y=labels)``.
 
@@ -75,22 +120,14 @@ def load_npz(path: str | PathLike[str], *, x_key: str = "x", y_key: str = "y") -
             inputs, or are integers other than 0..C−1 with every class present.
     """
     path = existing_path(path, "path")
-    with np.load(path, allow_pickle=False) as arrays:
-        for key, argument in ((x_key, "x_key"), (y_key, "y_key")):
-            if key not in arrays:
-                raise ValueError(
-                    f"{argument}: {str(path)!r} has no array {key!r}; it has {sorted(arrays)}"
-                )
-        x, y = arrays[x_key], arrays[y_key]
-    if x.ndim < 2 or x.ndim > 4:
-        raise ValueError(f"{x_key}: expected (N, d), (N, H, W) or (N, C, H, W), got {x.shape}")
-    if y.ndim != 1:
-        raise ValueError(f"{y_key}: expected labels of shape (N,), got {y.shape}")
-    for array, key, argument in ((x, x_key, "x_key"), (y, y_key, "y_key")):
-        if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
-            raise ValueError(
-                f"{argument}: array {key!r} of {str(path)!r} contains NaN or infinite values"
-            )
+    arrays = read_npz(path, "path")
+    if y_key in arrays and arrays[y_key].ndim != 1:
+        raise ValueError(f"{y_key}: expected labels of shape (N,), got {arrays[y_key].shape}")
+    if x_key in arrays and not 2 <= arrays[x_key].ndim <= 4:
+        raise ValueError(
+            f"{x_key}: expected (N, d), (N, H, W) or (N, C, H, W), got {arrays[x_key].shape}"
+        )
+    x, y = npz_pair(arrays, (x_key, y_key), ("x_key", "y_key"), path)
     image_shape = {2: None, 3: (1, *x.shape[1:]), 4: x.shape[1:]}[x.ndim]
     data = _labelled(x, y, path.stem, image_shape)
     present = np.unique(y) if data.n_classes is not None else None

@@ -2,6 +2,6 @@
 
 from ntkscope.diagnosis.inputs import build, load_factory
 from ntkscope.diagnosis.run import Diagnosis, diagnose
-from ntkscope.diagnosis.verdict import Criterion, Verdict
+from ntkscope.diagnosis.verdict import Criterion, Verdict, describe
 
-__all__ = ["Criterion", "Diagnosis", "Verdict", "build", "diagnose", "load_factory"]
+__all__ = ["Criterion", "Diagnosis", "Verdict", "build", "describe", "diagnose", "load_factory"]

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ntkscope.data import Dataset, DatasetName, load
+from ntkscope.data.files import npz_pair, read_npz
 
 Factory = Callable[..., nn.Module]
 
@@ -73,13 +74,19 @@ def build(factory: Factory, seed: int) -> nn.Module:
 
 
 def _from_npz(path: Path) -> tuple[Dataset, Dataset | None]:
-    try:
-        arrays = np.load(path)
-    except Exception as error:  # unreadable file
-        raise ValueError(f"data: cannot read {str(path)!r} as .npz: {error}") from error
-    missing = {"x", "y"} - set(arrays.files)
-    if missing:
-        raise ValueError(f"data: {str(path)!r} lacks arrays {sorted(missing)} (needs x and y)")
+    """The pool ``x``, ``y`` and the test set ``x_test``, ``y_test`` if present (`read_npz`,
+    `npz_pair`: errors name the key and the file)."""
+    arrays = read_npz(path, "data")
+    x, y = npz_pair(arrays, ("x", "y"), ("data", "data"), path)
+    test = None
+    if "x_test" in arrays or "y_test" in arrays:
+        x_test, y_test = npz_pair(arrays, ("x_test", "y_test"), ("data", "data"), path)
+        if x_test.shape[1:] != x.shape[1:]:
+            raise ValueError(
+                f"data: array 'x_test' of {str(path)!r} has examples of shape "
+                f"{x_test.shape[1:]}, 'x' has {x.shape[1:]}; expected the same"
+            )
+        test = (x_test, y_test)
 
     def dataset(x: np.ndarray, y: np.ndarray) -> Dataset:
         labels = np.issubdtype(y.dtype, np.integer)
@@ -89,10 +96,7 @@ def _from_npz(path: Path) -> tuple[Dataset, Dataset | None]:
         shape = tuple(xt.shape[1:]) if xt.dim() == 4 else None
         return Dataset(xt.reshape(len(xt), -1), yt, path.stem, n_classes, shape)
 
-    test = None
-    if "x_test" in arrays.files and "y_test" in arrays.files:
-        test = dataset(arrays["x_test"], arrays["y_test"])
-    return dataset(arrays["x"], arrays["y"]), test
+    return dataset(x, y), None if test is None else dataset(*test)
 
 
 def _subset(pool: Dataset, index: torch.Tensor) -> Dataset:

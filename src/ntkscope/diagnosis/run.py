@@ -25,7 +25,7 @@ from ntkscope._checks import choice, nonnegative_real, positive_int
 from ntkscope.data import Dataset
 from ntkscope.diagnosis.infinite import infinite_distances, infinite_reference
 from ntkscope.diagnosis.inputs import Factory, build, fit_inputs, split
-from ntkscope.diagnosis.verdict import Criterion, Verdict, criteria, decide
+from ntkscope.diagnosis.verdict import Criterion, Verdict, criteria, decide, missing
 from ntkscope.dynamics import (
     KernelRecorder,
     LinearizedRecorder,
@@ -33,6 +33,7 @@ from ntkscope.dynamics import (
     ParameterRecorder,
     PredictionRecorder,
     Trajectory,
+    stability_limit,
     train,
 )
 from ntkscope.dynamics.train import Loss, Optimizer
@@ -92,10 +93,11 @@ def _json(value: float | None) -> float | str | None:
 
 
 def _sgd_lr(model, x: torch.Tensor) -> float:
-    """N / λ_max(Θ̂_0): half the largest stable step of gradient descent on the MSE
-    ``½‖f − Y‖²/N`` of the linearized network (stable below 2N/λ_max)."""
-    kernel = empirical_ntk(model, x).double()
-    return len(x) / float(torch.linalg.eigvalsh(kernel)[-1])
+    """N / λ_max(Θ̂_0): half the largest stable step of full-batch gradient descent on the
+    MSE ``½‖f − Y‖²/N`` of the linearized network, which is stable below 2N/λ_max with
+    Θ̂_0 the *full* (N·O × N·O) kernel ``J Jᵀ`` (docs/conventions.md, "Training dynamics"). The
+    trace kernel's λ_max can be several times smaller when O > 1, so it is not used."""
+    return stability_limit(empirical_ntk(model, x, mode="full")) / 2
 
 
 def _dispersion(factory: Factory, seeds: int, probe: torch.Tensor, shape) -> tuple[float, list]:
@@ -128,8 +130,9 @@ def diagnose(
             `ntkscope.diagnosis.inputs`).
         data: a built-in name, a `Dataset` or a ``.npz`` path.
         loss, optimizer, lr, steps, batch_size, momentum: the training run (see
-            `ntkscope.train`). ``lr=None`` picks N/λ_max(Θ̂_0) for SGD (half the stability
-            limit of gradient descent in the kernel regime) and 1e-3 for Adam.
+            `ntkscope.train`). ``lr=None`` picks N/λ_max(Θ̂_0) for SGD, Θ̂_0 the full
+            (N·O × N·O) eNTK on the training inputs (half the stability limit of gradient
+            descent in the kernel regime), and 1e-3 for Adam.
         n_train, n_test: sizes of the disjoint training and test sets.
         probe: size of the probe set (the first training inputs) for kernels.
         seeds: initializations for the dispersion (>= 2).
@@ -236,8 +239,10 @@ def _conclude(trajectory, kernel_recorder, dispersion, kernels, infinite, settin
     numbers["init_dispersion"] = dispersion
     numbers["steps_taken"] = len(trajectory.losses)
     numbers.update(infinite_distances(infinite, kernels))
-    measured = criteria(numbers["kernel_change"], numbers["linear_gap"], dispersion)
     diverged = trajectory.stopped == "diverged"
+    measured = criteria(
+        numbers["kernel_change"], numbers["linear_gap"], dispersion, diverged=diverged
+    )
     notes = []
     if diverged:
         notes.append(
@@ -251,6 +256,11 @@ def _conclude(trajectory, kernel_recorder, dispersion, kernels, infinite, settin
         notes.append(
             f"the training loss fell only from {start:.3g} to {end:.3g}: a run that "
             "barely trains looks lazy whatever the network"
+        )
+    if not diverged:
+        notes.extend(
+            f"{name}: could not be measured (not a finite number), so the verdict is incomplete"
+            for name in missing(measured)
         )
     spectra = {
         "init": metrics.spectrum(kernel_recorder.initial),

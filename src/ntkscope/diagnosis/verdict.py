@@ -18,14 +18,17 @@ init dispersion        mean_s ‖Θ̂_s − Θ̂̄‖_F / ‖Θ̂̄‖_F over se
 change or the linearization gap above its second threshold (the network learned what its
 initial kernel could not). *partly*: anything in between, including a lazy run whose
 kernel still depends on the seed (then the infinite-width NTK does not describe it even
-though training is lazy). *diverged*: training stopped on a NaN/inf or exploding loss, so
-no verdict on the regime is possible.
+though training is lazy). *incomplete*: no measured criterion signals feature learning but
+at least one could not be measured (NaN, e.g. the linearized network overflowed), so neither
+*kernel regime* nor *partly* can be told apart; `describe` names the missing criteria.
+*diverged*: training stopped on a NaN/inf or exploding loss, so no verdict on the regime is
+possible.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -35,12 +38,14 @@ class Verdict(StrEnum):
     KERNEL_REGIME: NTK theory describes this training run.
     PARTLY: some criteria hold, others do not.
     FEATURE_LEARNING: the kernel moved or the network left its linearization.
+    INCOMPLETE: no criterion signals feature learning, but some could not be measured.
     DIVERGED: training diverged; no verdict on the regime.
     """
 
     KERNEL_REGIME = "kernel regime"
     PARTLY = "partly"
     FEATURE_LEARNING = "feature learning"
+    INCOMPLETE = "incomplete"
     DIVERGED = "diverged"
 
 
@@ -54,6 +59,7 @@ class Criterion:
         lazy_below: below this it agrees with NTK theory.
         rich_above: above this it signals feature learning (inf: never).
         meaning: one line saying what the number is.
+        diverged: measured on a diverged run, which has no regime status.
     """
 
     name: str
@@ -61,10 +67,14 @@ class Criterion:
     lazy_below: float
     rich_above: float
     meaning: str
+    diverged: bool = False
 
     @property
     def status(self) -> str:
-        """ "kernel", "feature learning", "between" or "not measured"."""
+        """ "kernel", "feature learning", "between", "not measured" or, on a diverged run,
+        "n/a (diverged)"."""
+        if self.diverged:
+            return "n/a (diverged)"
         if math.isnan(self.value):
             return "not measured"
         if self.value < self.lazy_below:
@@ -72,9 +82,12 @@ class Criterion:
         return "feature learning" if self.value > self.rich_above else "between"
 
 
-def criteria(kernel_change: float, linear_gap: float, dispersion: float) -> list[Criterion]:
-    """The three criteria of the module docstring with their thresholds."""
-    return [
+def criteria(
+    kernel_change: float, linear_gap: float, dispersion: float, *, diverged: bool = False
+) -> list[Criterion]:
+    """The three criteria of the module docstring with their thresholds (``diverged``: of a
+    diverged run, so without regime statuses)."""
+    measured = [
         Criterion(
             "kernel change",
             kernel_change,
@@ -97,6 +110,7 @@ def criteria(kernel_change: float, linear_gap: float, dispersion: float) -> list
             "mean over seeds of ‖Θ̂_s − mean Θ̂‖_F / ‖mean Θ̂‖_F at initialization",
         ),
     ]
+    return [replace(c, diverged=diverged) for c in measured]
 
 
 def decide(measured: list[Criterion], diverged: bool) -> Verdict:
@@ -106,6 +120,22 @@ def decide(measured: list[Criterion], diverged: bool) -> Verdict:
     statuses = [c.status for c in measured]
     if "feature learning" in statuses:
         return Verdict.FEATURE_LEARNING
+    if "not measured" in statuses:
+        return Verdict.INCOMPLETE
     if all(s == "kernel" for s in statuses):
         return Verdict.KERNEL_REGIME
     return Verdict.PARTLY
+
+
+def missing(measured: list[Criterion]) -> list[str]:
+    """Names of the criteria that could not be measured."""
+    return [c.name for c in measured if c.status == "not measured"]
+
+
+def describe(verdict: Verdict, measured: list[Criterion]) -> str:
+    """The verdict in words, naming the criteria it lacks, e.g. "incomplete (not measured:
+    linearization gap)" or "feature learning (not measured: init dispersion)"."""
+    absent = missing(measured)
+    if verdict is Verdict.DIVERGED or not absent:
+        return verdict.value
+    return f"{verdict.value} (not measured: {', '.join(absent)})"

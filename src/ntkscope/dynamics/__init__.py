@@ -14,7 +14,7 @@ from ntkscope.dynamics.gauss_newton import (
 )
 from ntkscope.dynamics.jacobian import JacobianRecorder, jacobian_change
 from ntkscope.dynamics.linearize import LinearizedModel, linearize
-from ntkscope.dynamics.mse import MSEPrediction, kernel_regression, predict_mse
+from ntkscope.dynamics.mse import MSEPrediction, kernel_regression, predict_mse, stability_limit
 from ntkscope.dynamics.recorders import (
     KernelRecorder,
     LinearizedRecorder,
@@ -51,6 +51,7 @@ __all__ = [
     "kernel_regression",
     "linearize",
     "predict_mse",
+    "stability_limit",
     # Gauss–Newton and the Jacobian
     "GaussNewton",
     "GaussNewtonStep",

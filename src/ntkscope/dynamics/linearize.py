@@ -1,5 +1,5 @@
 """The linearized network (Lee et al. 2019, "Wide neural networks of any depth evolve as
-linear models under gradient descent"; CONVENTIONS.md):
+linear models under gradient descent"; docs/conventions.md):
 
     f_lin(x; θ) = f(x; θ_0) + ∇_θ f(x; θ_0) · (θ − θ_0)
 

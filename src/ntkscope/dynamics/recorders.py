@@ -6,7 +6,7 @@
 - `LinearizedRecorder`: the linearized network trained alongside; output gap and losses.
 - `PredictionRecorder`: the NTK-predicted MSE loss curve (eNTK at t = 0, infinite NTK).
 
-Formulas and sources are in CONVENTIONS.md ("Finite-width diagnostics") and in each class.
+Formulas and sources are in docs/conventions.md ("Metrics") and in each class.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ntkscope import metrics
 from ntkscope._checks import choice, finite_batch, positive_int
 from ntkscope.dynamics.linearize import linearize
-from ntkscope.dynamics.mse import predict_mse
+from ntkscope.dynamics.mse import predict_mse, stability_limit
 from ntkscope.dynamics.train import Loss, Optimizer, Recorder, Split, TrainState, objective
 from ntkscope.kernels import Method, Mode, empirical_ntk, infinite_kernels, resolve_method
 from ntkscope.models.spec import mlp_spec
@@ -216,6 +216,8 @@ class PredictionRecorder(Recorder):
     predicted step by step (discrete gradient descent: exact for the linearized network
     when Θ is the full eNTK); mini-batches and momentum μ by gradient flow with rate
     η/(1 − μ) per step (their average drift). Needs ``loss="mse"`` and ``optimizer="sgd"``.
+    Full-batch SGD at or above a kernel's `stability_limit` 2N/λ_max is predicted to
+    diverge: those predicted losses are inf.
 
     Args:
         every: steps between records.
@@ -271,16 +273,17 @@ class PredictionRecorder(Recorder):
             kernels["_infinite"] = (k, k_test)
         with torch.no_grad():
             f0, f0_test = state.model(state.train.x), state.model(test.x)
+        lr, discrete = state.lr / (1 - state.momentum), state.full_batch and state.momentum == 0
         for suffix, (k, k_test) in kernels.items():
+            if discrete and lr >= stability_limit(k):  # the kernel predicts divergence
+                for prefix, split in (("train_", state.train), ("test_", test)):
+                    if len(split):
+                        self._losses[f"predicted_{prefix}loss{suffix}"] = torch.full(
+                            (len(steps),), math.inf, dtype=torch.float64
+                        )
+                continue
             prediction = predict_mse(
-                k,
-                k_test,
-                state.train.targets,
-                f0,
-                f0_test,
-                t=steps,
-                lr=state.lr / (1 - state.momentum),
-                discrete=state.full_batch and state.momentum == 0,
+                k, k_test, state.train.targets, f0, f0_test, t=steps, lr=lr, discrete=discrete
             )
             for prefix, split, outputs in (
                 ("train_", state.train, prediction.train),

@@ -3,7 +3,7 @@
 `train` runs SGD (with momentum) or Adam on an MSE or cross-entropy loss, full batch or in
 seeded mini-batches, or full-batch Gauss–Newton steps on MSE, and calls `Recorder` objects
 as it goes (see `ntkscope.dynamics.recorders`). MSE is ``½‖f(X) − Y‖² / N`` as in
-CONVENTIONS.md, so plain full-batch SGD on it is the gradient descent that `predict_mse`
+docs/conventions.md, so plain full-batch SGD on it is the gradient descent that `predict_mse`
 describes.
 
 A run stops early, keeping every record taken so far, on Ctrl-C (``stopped="interrupted"``)

@@ -54,10 +54,16 @@ class FunctionalModel:
             if name not in trainable:
                 what = "a frozen parameter" if name in named else "not a parameter of the model"
                 raise ValueError(f"params: {name!r} is {what}")
-            if not isinstance(value, torch.Tensor) or value.shape != named[name].shape:
-                raise ValueError(
-                    f"params: {name!r} must be a tensor of shape {tuple(named[name].shape)}"
+            like = named[name]
+            if not isinstance(value, torch.Tensor) or value.shape != like.shape:
+                raise ValueError(f"params: {name!r} must be a tensor of shape {tuple(like.shape)}")
+            if value.dtype != like.dtype or value.device != like.device:
+                raise TypeError(
+                    f"params: {name!r} has dtype/device {value.dtype}/{value.device}, the "
+                    f"model's parameter {like.dtype}/{like.device}; convert with .to(...)"
                 )
+            if not torch.isfinite(value).all():
+                raise ValueError(f"params: {name!r} contains NaN or infinite values")
         return {name: value.detach() for name, value in params.items()}
 
     @property

@@ -10,7 +10,7 @@ so and points to `ntkscope.monte_carlo_kernels`).
 
 Before the first weight layer the program runs on the inputs themselves (any
 parameter-free operation is applied to x and x' as the network would); a weight layer turns
-them into a `Kernel` (Σ⁰[p, p'] = mean_c x_c[p] x'_c[p'], Θ⁰ = 0, CONVENTIONS.md), and from
+them into a `Kernel` (Σ⁰[p, p'] = mean_c x_c[p] x'_c[p'], Θ⁰ = 0, docs/conventions.md), and from
 there each node is one `Kernel -> Kernel` function of `ntkscope.kernels._program_ops`.
 """
 

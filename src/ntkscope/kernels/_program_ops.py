@@ -15,7 +15,7 @@ v_b (a = σ_w/√n, v_w = 1 in NTK parameterization; a = 1, v_w = σ_w²/n in st
 (the β² term only for a trainable bias, a² n K only for trainable weights): the gradient
 with respect to W_ij contributes a² x_j x'_j, summed over the n inputs, and the chain rule
 through x contributes Σ_j a² W_ij² T_j. In NTK parameterization this is Σ = σ_w² K + σ_b²,
-Θ = Σ + σ_w² T (CONVENTIONS.md); in standard parameterization Θ = n K + 1 + σ_w² T grows
+Θ = Σ + σ_w² T (docs/conventions.md); in standard parameterization Θ = n K + 1 + σ_w² T grows
 with the actual fan-in n, the leading order of E[Θ̂] at the model's widths.
 """
 

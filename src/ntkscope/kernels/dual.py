@@ -4,7 +4,7 @@ For (u, v) ~ N(0, [[q1, c], [c, q2]]) the dual of an activation φ is the pair
 
     E[φ(u) φ(v)]   and   E[φ'(u) φ'(v)],
 
-the two expectations in the NNGP and NTK recursions of CONVENTIONS.md. `for_activation`
+the two expectations in the NNGP and NTK recursions of docs/conventions.md. `for_activation`
 turns a name, a torch activation module or function, or any elementwise callable into a
 `Dual`, which evaluates both on broadcast tensors (q1, q2, c).
 

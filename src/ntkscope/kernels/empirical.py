@@ -1,6 +1,6 @@
 """The empirical neural tangent kernel of any PyTorch model.
 
-    Θ̂(x, x') = Σ_p ∂f(x)/∂θ_p ⊗ ∂f(x')/∂θ_p        (CONVENTIONS.md, "Empirical NTK")
+    Θ̂(x, x') = Σ_p ∂f(x)/∂θ_p ⊗ ∂f(x')/∂θ_p        (docs/conventions.md, "The empirical NTK")
 
 One public function, `empirical_ntk`, with interchangeable methods that agree to float
 tolerance (the tests prove it against a brute-force autograd reference).
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ntkscope._checks import choice, finite_batch
+from ntkscope._checks import boolean, choice, finite_batch
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._generic import JacobianStrategy, NTVPStrategy
 from ntkscope.kernels._structured import (
@@ -163,6 +163,7 @@ def _plan(model, x1, x2, mode, diagonal, method, memory_budget, params) -> _Plan
     """Check every argument (errors name it) and choose the method."""
     kind = choice(Mode, mode, "mode")
     method = choice(Method, method, "method")
+    diagonal = boolean(diagonal, "diagonal")
     if x2 is x1:
         x2 = None  # the same batch: compute the upper triangle only
     fm = FunctionalModel(model, params)

@@ -1,6 +1,6 @@
 """Infinite-width NNGP and NTK kernels of a multilayer perceptron (NTK parameterization).
 
-The recursion of CONVENTIONS.md (Neal 1996; Lee et al. 2018, "Deep Neural Networks as
+The recursion of docs/conventions.md (Neal 1996; Lee et al. 2018, "Deep Neural Networks as
 Gaussian Processes"; Jacot, Gabriel & Hongler 2018, "Neural Tangent Kernel"), identical to
 neural-tangents' ``stax.serial(*[Dense(W_std=σ_w, b_std=σ_b), φ] * L, Dense(...))``:
 
@@ -32,7 +32,7 @@ from ntkscope.kernels.dual import ActivationLike, Dual, Pair, for_activation
 
 @dataclass(frozen=True)
 class _Recursion:
-    """The layer recursion of CONVENTIONS.md for one network configuration."""
+    """The layer recursion of docs/conventions.md for one network configuration."""
 
     dual: Dual
     depth: int
@@ -82,7 +82,7 @@ def infinite_kernels(
 ) -> Pair:
     """NNGP kernel Σ^{L+1} and NTK Θ^{L+1} of an infinitely wide MLP with L = ``depth``.
 
-    Recursion and parameterization: see the module docstring (CONVENTIONS.md). Depth 0 is
+    Recursion and parameterization: see the module docstring (docs/conventions.md). Depth 0 is
     the linear model f(x) = σ_w/√n_0 · W x + σ_b b, whose NNGP and NTK are both Σ¹. The duals
     are those of `ntkscope.kernels.dual.for_activation`: closed forms where they exist,
     otherwise a series with error ≤ 1e-9 per expectation (accuracy and cost stated there).

@@ -9,7 +9,7 @@ For a pair of images (x, x') the kernels are (H, W, H, W) arrays over pairs of p
 (p of x, p' of x'). Each layer maps the covariance Σ (NNGP) and the NTK Θ of its input to
 those of its output; with k×k filters, offsets δ ∈ {−⌊k/2⌋..⌊k/2⌋}², entries outside the
 image counted as zero ("same" padding), C input channels, and φ(u), φ'(u) as in
-CONVENTIONS.md:
+docs/conventions.md:
 
     input       Σ⁰[p, p'] = Σ_c x_c[p] x'_c[p'] / C,          Θ⁰ = 0
     conv        Σ[p, p'] = σ_w²/k² Σ_δ K[p+δ, p'+δ] + σ_b²,

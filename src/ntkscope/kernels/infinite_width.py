@@ -9,7 +9,7 @@ channels of a convolution) goes to infinity with each layer's initialization var
 they are in the model: ntkscope's `Dense` and `Conv` carry their parameterization and σ's;
 plain torch layers are read as standard parameterization with σ_w² = fan_in · mean(W²) and
 σ_b² = mean(b²) of their actual parameters, and their NTK is the leading order of E[Θ̂] at the
-model's actual fan-ins (CONVENTIONS.md, standard parameterization).
+model's actual fan-ins (docs/conventions.md, standard parameterization).
 
 The program runs like `infinite_kernels`: once on every input paired with itself (which
 records each input's per-position variances at every activation and norm), then on tiles

@@ -3,7 +3,7 @@
 For any architecture (including those `infinite_width` refuses): S models from a factory,
 each with its own seed, give
 
-    Θ̄ = (1/S) Σ_s Θ̂_s(x, x')     (trace mode: the mean over outputs, CONVENTIONS.md)
+    Θ̄ = (1/S) Σ_s Θ̂_s(x, x')     (trace mode: the mean over outputs, docs/conventions.md)
     Σ̄ = (1/S) Σ_s (1/O) f_s(x)·f_s(x')   (the NNGP estimate: E[f(x) f(x')] at init)
 
 with standard errors std_s / √S. With ``widths``, the factory is called with ``width=n``

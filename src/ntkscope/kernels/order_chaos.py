@@ -80,8 +80,8 @@ def order_chaos(activation: ActivationLike, sigma_w: float, sigma_b: float) -> O
     Gauss–Legendre rule on z ∈ [−10, 10] whose panels shrink geometrically towards 0 down
     to width 0.05/√q resolves φ(√q z) at every q (measured against scipy.integrate.quad
     for tanh, sigmoid and gelu, q from 1e-6 to 1e4: relative error ≤ 4e-16). This departs
-    from CONVENTIONS.md's Gauss–Hermite rule on purpose: Gauss–Hermite cannot resolve the
-    steep φ(√q z) of large q, which the divergence test (q* = inf) must reach.
+    from the Gauss–Hermite rule of `ntkscope.kernels.dual` on purpose: Gauss–Hermite cannot
+    resolve the steep φ(√q z) of large q, which the divergence test (q* = inf) must reach.
 
     Args:
         activation: a built-in name, an elementwise callable or an `Activation`.

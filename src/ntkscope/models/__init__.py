@@ -1,4 +1,4 @@
-"""Networks in NTK and standard parameterization (CONVENTIONS.md)."""
+"""Networks in NTK and standard parameterization (docs/conventions.md)."""
 
 from ntkscope.models.activations import Activation, ActivationName, resolve_activation
 from ntkscope.models.builders import Readout, cnn, mlp

@@ -82,7 +82,7 @@ def mlp(
     bias: bool | None = None,
     seed: int | None = None,
 ) -> nn.Sequential:
-    """Fully connected network ``d_in -> width × depth -> d_out`` (CONVENTIONS.md, MLP).
+    """Fully connected network ``d_in -> width × depth -> d_out`` (docs/conventions.md, "Networks").
 
     ``h¹ = σ_w/√n₀ W¹x + σ_b b¹``, ``h^{l+1} = σ_w/√n_l W^{l+1} φ(h^l) + σ_b b^{l+1}``,
     ``f = h^{L+1}`` in NTK parameterization; standard parameterization moves the scales into

@@ -1,6 +1,6 @@
 """Dense and convolutional layers in NTK or standard parameterization.
 
-NTK parameterization (Jacot et al. 2018; CONVENTIONS.md): W, b ~ N(0, 1) and
+NTK parameterization (Jacot et al. 2018; docs/conventions.md): W, b ~ N(0, 1) and
 ``h = σ_w/√fan_in · W x + σ_b · b``. Standard parameterization: ``W ~ N(0, σ_w²/fan_in)``,
 ``b ~ N(0, σ_b²)`` and ``h = W x + b``. Both compute the same function at initialization
 and differ in their gradients. The forward multipliers are the attributes

@@ -1,5 +1,5 @@
 """Recognize a network whose infinite-width limit ntkscope knows: an NTK-parameterized
-`ntkscope.models.mlp` with a built-in activation (CONVENTIONS.md, MLP)."""
+`ntkscope.models.mlp` with a built-in activation (docs/conventions.md, "Networks")."""
 
 from __future__ import annotations
 

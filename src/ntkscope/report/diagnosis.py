@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ntkscope.diagnosis import Diagnosis
+from ntkscope.diagnosis import Diagnosis, describe
 from ntkscope.dynamics import Trajectory
 from ntkscope.report.html import Section, write_page
 
@@ -130,7 +130,10 @@ def _rule(diagnosis: Diagnosis) -> str:
     rich = " or ".join(
         f"{c.name} above {c.rich_above:g}" for c in diagnosis.criteria if c.rich_above < math.inf
     )
-    return f"Kernel regime: {lazy}. Feature learning: {rich}. Partly: anything in between."
+    return (
+        f"Kernel regime: {lazy}. Feature learning: {rich}. Partly: anything in between. "
+        "Incomplete: no sign of feature learning, but a criterion could not be measured."
+    )
 
 
 def write_report(diagnosis: Diagnosis, out: str | Path) -> Path:
@@ -151,5 +154,5 @@ def write_report(diagnosis: Diagnosis, out: str | Path) -> Path:
         Section("All numbers", facts=numbers),
         Section("Settings", facts=diagnosis.settings),
     ]  # fmt: skip
-    title = f"ntkscope diagnosis: {diagnosis.verdict.value}"
+    title = f"ntkscope diagnosis: {describe(diagnosis.verdict, diagnosis.criteria)}"
     return write_page(out / "index.html", title, sections, text=_rule(diagnosis))

@@ -9,7 +9,11 @@ Generic: ``ntkscope report`` renders result stores with it, and any other report
     ])
 
 Figures are saved as PNG files in ``images/`` beside the page; existing PNG files named in
-``images`` are copied there, so the page's folder is self-contained.
+``images`` are copied there, so the page's folder is self-contained. A section's text may
+use a little docstring markup (``Section.markup``): ````code````, ``**bold**``, ``*italic*``,
+``- `` bullet lists and indented blocks (shown preformatted). ``folded`` sections are
+``<details>`` that the reader opens; ``write_page`` puts a table of contents of the top
+sections (with each section's ``note``) under the title.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ th { background: #f0f0f0; } caption { text-align: left; font-weight: bold; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; }
 dt { font-weight: bold; } pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; }
 .scroll { overflow-x: auto; }
+figcaption { font-size: 14px; color: #333; margin-bottom: 1em; }
+details { margin: 0.5em 0 1em; } summary { cursor: pointer; font-weight: bold; }
+nav li { margin: 2px 0; } .note { color: #555; }
+table.text td, table.text th { text-align: left; vertical-align: top; }
 """
 MAX_ROWS = 50
 """Tables longer than this show their first rows only (the full data stay in the store)."""
@@ -55,6 +63,10 @@ class Section:
         tables: caption -> DataFrame.
         facts: label -> value, shown as a definition list.
         sections: subsections.
+        captions: figure name -> caption, shown under the figure.
+        markup: render the text's docstring markup (module docstring) instead of plain text.
+        folded: show the section as a ``<details>`` block, closed until the reader opens it.
+        note: a short remark shown beside the title in the table of contents.
     """
 
     title: str
@@ -64,6 +76,50 @@ class Section:
     tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     facts: Mapping[str, object] = field(default_factory=dict)
     sections: Sequence[Section] = ()
+    captions: Mapping[str, str] = field(default_factory=dict)
+    markup: bool = False
+    folded: bool = False
+    note: str = ""
+
+
+_INLINE = [
+    (re.compile(r"``(.+?)``"), r"<code>\1</code>"),
+    (re.compile(r"\*\*(.+?)\*\*"), r"<b>\1</b>"),
+    (re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])"), r"<i>\1</i>"),
+    (re.compile(r"(?<![\w`])`([^`]+?)`(?![\w`])"), r"<code>\1</code>"),
+]
+
+
+def _inline(text: str) -> str:
+    """Escaped text with ``code``, **bold**, *italic* and `name` rendered."""
+    text = html.escape(text)
+    for pattern, replacement in _INLINE:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _block(block: str) -> str:
+    """One blank-line separated block: a bullet list, a preformatted block or a paragraph."""
+    lines = block.splitlines()
+    if all(line.startswith("    ") for line in lines):
+        return f"<pre>{html.escape(chr(10).join(line[4:] for line in lines))}</pre>"
+    if lines[0].startswith("- "):
+        items, current = [], []
+        for line in lines:
+            if line.startswith("- ") and current:
+                items.append(" ".join(current))
+                current = []
+            current.append(line.removeprefix("- ").strip())
+        items.append(" ".join(current))
+        return "<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in items) + "</ul>"
+    return f"<p>{_inline(' '.join(line.strip() for line in lines))}</p>"
+
+
+def _text(text: str, markup: bool) -> list[str]:
+    blocks = [b.strip("\n") for b in re.split(r"\n\s*\n", text) if b.strip()]
+    if markup:
+        return [_block(b) for b in blocks]
+    return [f"<p>{html.escape(b.strip())}</p>" for b in blocks]
 
 
 def _slug(text: str) -> str:
@@ -73,7 +129,9 @@ def _slug(text: str) -> str:
 def _table(caption: str, frame: pd.DataFrame) -> str:
     shown = frame.head(MAX_ROWS)
     note = f" (first {MAX_ROWS} of {len(frame)} rows)" if len(frame) > MAX_ROWS else ""
-    body = shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")
+    words = len(frame.columns) and all(map(pd.api.types.is_string_dtype, frame.dtypes))
+    body = shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="",
+                         classes="text" if words else None)  # fmt: skip
     return f'<div class="scroll"><p><b>{html.escape(caption + note)}</b></p>{body}</div>'
 
 
@@ -84,27 +142,43 @@ def _facts(facts: Mapping[str, object]) -> str:
     return f"<dl>{items}</dl>" if facts else ""
 
 
-def _image(src: str, alt: str) -> str:
-    return f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}"></figure>'
+def _image(src: str, alt: str, caption: str = "") -> str:
+    below = f"<figcaption>{_inline(caption)}</figcaption>" if caption else ""
+    return f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}">{below}</figure>'
 
 
 def _render(section: Section, level: int, prefix: str, images: Path) -> str:
     """HTML of a section; writes its figures and copies its images into ``images``."""
     slug = f"{prefix}{_slug(section.title)}"
-    parts = [f'<h{level} id="{slug}">{html.escape(section.title)}</h{level}>']
-    parts += [f"<p>{html.escape(p.strip())}</p>" for p in section.text.split("\n\n") if p.strip()]
+    title = html.escape(section.title)
+    parts = [] if section.folded else [f'<h{level} id="{slug}">{title}</h{level}>']
+    parts += _text(section.text, section.markup)
     parts.append(_facts(section.facts))
     for name, figure in section.figures.items():
         file = f"{slug}--{_slug(name)}.png"
         figure.savefig(images / file, format="png", dpi=110)
-        parts.append(_image(f"{images.name}/{file}", name))
+        parts.append(_image(f"{images.name}/{file}", name, section.captions.get(name, "")))
     for index, source in enumerate(section.images):
         file = f"{slug}--{index}-{Path(source).name}"
         shutil.copyfile(source, images / file)
         parts.append(_image(f"{images.name}/{file}", Path(source).stem))
     parts += [_table(caption, frame) for caption, frame in section.tables.items()]
     parts += [_render(s, min(level + 1, 6), f"{slug}--", images) for s in section.sections]
-    return "\n".join(p for p in parts if p)
+    body = "\n".join(p for p in parts if p)
+    if section.folded:
+        return f'<details id="{slug}"><summary>{title}</summary>\n{body}\n</details>'
+    return body
+
+
+def _contents(sections: Sequence[Section]) -> str:
+    """A table of contents of the top sections, linking their anchors, with their notes."""
+    items = "".join(
+        f'<li><a href="#{_slug(s.title)}">{html.escape(s.title)}</a>'
+        + (f' <span class="note">— {html.escape(s.note)}</span>' if s.note else "")
+        + "</li>"
+        for s in sections
+    )
+    return f"<nav><h2>Contents</h2><ol>{items}</ol></nav>"
 
 
 def write_page(path: str | Path, title: str, sections: Sequence[Section], text: str = "") -> Path:
@@ -122,7 +196,7 @@ def write_page(path: str | Path, title: str, sections: Sequence[Section], text: 
     path = Path(path)
     images = path.parent / "images"
     images.mkdir(parents=True, exist_ok=True)
-    body = _render(Section(title, text), 1, "", images)
+    body = _render(Section(title, text), 1, "", images) + "\n" + _contents(sections)
     body += "\n" + "\n".join(_render(s, 2, "", images) for s in sections)
     page = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -4,7 +4,7 @@ The runner knows nothing of NTKs: only studies' configs, tasks and results.
 """
 
 from ntkscope.runner.executors import DaskExecutor, Executor, InlineExecutor, LocalExecutor
-from ntkscope.runner.run import Summary, run_sweep
+from ntkscope.runner.run import Interrupted, Summary, run_sweep
 from ntkscope.runner.store import Status, Store, load, load_arrays, load_table
 from ntkscope.runner.sweep import Sweep, config_hash, expand, load_sweep, parse_assignments
 
@@ -21,6 +21,7 @@ __all__ = [
     "InlineExecutor",
     "LocalExecutor",
     # running and storing
+    "Interrupted",
     "Status",
     "Store",
     "Summary",

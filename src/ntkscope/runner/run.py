@@ -37,6 +37,21 @@ class Summary:
         )
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_sweep`. The store stays consistent: finished runs are recorded,
+    runs in flight stay ``running`` and run again when the sweep is resumed.
+
+    Attributes:
+        study: the sweep's study.
+        configs: configs in the sweep.
+        done: of them, done in the store (before and during this call).
+    """
+
+    def __init__(self, study: str, configs: int, done: int) -> None:
+        super().__init__(f"{study}: {done} of {configs} runs done")
+        self.study, self.configs, self.done = study, configs, done
+
+
 def run_sweep(
     sweep: Sweep,
     out: str | Path,
@@ -56,6 +71,9 @@ def run_sweep(
 
     Returns:
         The counts, and the outcomes of this call (results included).
+
+    Raises:
+        Interrupted: on Ctrl-C, with the counts so far.
     """
     threads = positive_int(threads, "threads")
     configs = {h: canonical_json(c) for h, c in zip(sweep.hashes(), sweep.configs, strict=True)}
@@ -65,10 +83,14 @@ def run_sweep(
         tasks = [Task(sweep.study.name, h, configs[h], threads) for h in todo]
         store.mark_running(todo)
         with SweepProgress(sweep.study.name, len(tasks), console) as progress:
-            for outcome in executor.run(tasks):
-                store.record(outcome)
-                progress.advance(outcome.ok)
-                outcomes.append(outcome)
+            try:
+                for outcome in executor.run(tasks):
+                    store.record(outcome)
+                    progress.advance(outcome.ok)
+                    outcomes.append(outcome)
+            except KeyboardInterrupt:
+                done = len(configs) - len(todo) + sum(o.ok for o in outcomes)
+                raise Interrupted(sweep.study.name, len(configs), done) from None
     failed = sum(not o.ok for o in outcomes)
     return Summary(
         sweep.study.name, len(configs), len(configs) - len(todo), len(outcomes) - failed, failed,

@@ -71,9 +71,21 @@ class Status(StrEnum):
 
 def _connect(directory: Path, *, read_only: bool) -> sqlite3.Connection:
     path = directory / DATABASE
+    if read_only and not path.is_file():
+        raise ValueError(f"dir: no ntkscope store in {str(directory)!r} (no {DATABASE})")
+    argument = "dir" if read_only else "out"
+    try:
+        return _open(path, read_only, argument)
+    except sqlite3.DatabaseError as error:
+        raise ValueError(
+            f"{argument}: {str(path)!r} is not an ntkscope result store (not a readable SQLite "
+            f"database: {error}); move it away or choose another directory"
+        ) from None
+
+
+def _open(path: Path, read_only: bool, argument: str) -> sqlite3.Connection:
+    """The store's database, created with its schema unless ``read_only``."""
     if read_only:
-        if not path.is_file():
-            raise ValueError(f"dir: no ntkscope store in {str(directory)!r} (no {DATABASE})")
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     else:
         connection = sqlite3.connect(path, isolation_level=None)
@@ -81,7 +93,13 @@ def _connect(directory: Path, *, read_only: bool) -> sqlite3.Connection:
         connection.execute("PRAGMA synchronous=NORMAL")
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version not in (0, _SCHEMA_VERSION):
-        raise ValueError(f"dir: store schema {version}, this ntkscope reads {_SCHEMA_VERSION}")
+        raise ValueError(
+            f"{argument}: store schema {version}, this ntkscope reads {_SCHEMA_VERSION}"
+        )
+    if not read_only:
+        connection.executescript(_SCHEMA)  # idempotent
+        connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+    connection.execute("SELECT count(*) FROM runs").fetchone()  # reads the tables
     return connection
 
 
@@ -112,9 +130,11 @@ class Store:
         except BlockingIOError:
             self._lock.close()
             raise ValueError(f"out: another sweep is writing to {str(directory)!r}") from None
-        self._db = _connect(self.directory, read_only=False)
-        self._db.executescript(_SCHEMA)  # idempotent
-        self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        try:
+            self._db = _connect(self.directory, read_only=False)
+        except ValueError:
+            self._lock.close()
+            raise
         for stale in self.directory.glob("runs/*/.*.tmp"):
             stale.unlink()
 

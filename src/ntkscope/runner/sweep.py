@@ -203,6 +203,8 @@ def load_sweep(path: str | Path) -> Sweep:
         spec = tomllib.loads(path.read_text())
     except OSError as error:
         raise ValueError(f"sweep: cannot read {str(path)!r}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"sweep: {str(path)!r} is not a text (UTF-8 TOML) file") from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"sweep: {path.name} is not valid TOML: {error}") from None
     try:
@@ -218,6 +220,8 @@ def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
         name, sep, text = item.partition("=")
         if not sep or not name.strip():
             raise ValueError(f"set: expected field=value, got {item!r}")
+        if name.strip() in values:
+            raise ValueError(f"set: {name.strip()!r} is given twice; give each field once")
         try:
             values[name.strip()] = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:

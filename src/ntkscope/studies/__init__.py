@@ -4,6 +4,7 @@ Registered studies are listed by `names`; `get` also imports users' studies by m
 """
 
 from ntkscope.studies._base import Preset, Progress, Result, Results, Study, StudyConfig
+from ntkscope.studies._claims import Claim, Finding
 from ntkscope.studies._registry import get, names
 
 __all__ = [
@@ -14,6 +15,9 @@ __all__ = [
     "Results",
     "Study",
     "StudyConfig",
+    # published claims
+    "Claim",
+    "Finding",
     # registry
     "get",
     "names",

@@ -8,6 +8,9 @@ A study is a module (see `ntkscope.studies` for the registry) defining:
   results (the runs of one study in a result store).
 - ``captions(results: Results) -> dict[str, str]`` (optional): one line per figure that states
   what the data say, computed from the stored results (e.g. "fitted slope −0.52, theory −1/2").
+- ``claims(results: Results) -> list[Claim]`` (optional): the published claims the study
+  tests, each with its measured numbers and a verdict by a stated rule
+  (`ntkscope.studies.Claim`); the report's findings table lists them.
 - ``PRESETS``: ``{"quick": sweep, "full": sweep}``, the published-finding sweeps that
   ``ntkscope reproduce`` runs, written as sweep tables (see `ntkscope.runner.sweep`).
 
@@ -31,6 +34,8 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from ntkscope.studies._claims import Claim
 
 Progress = Callable[[int, int], None]
 """Called by a study as ``progress(steps_done, steps_total)``."""
@@ -166,6 +171,7 @@ class Study:
         figures: ``figures(results) -> {name: Figure}``.
         presets: ``{Preset: sweep table}``.
         captions: ``captions(results) -> {figure name: one line}``; none by default.
+        claims: ``claims(results) -> [Claim]``; none by default.
     """
 
     name: str
@@ -175,6 +181,7 @@ class Study:
     figures: Callable[[Results], dict[str, Figure]]
     presets: Mapping[Preset, Mapping[str, Any]]
     captions: Callable[[Results], dict[str, str]] = lambda results: {}
+    claims: Callable[[Results], list[Claim]] = lambda results: []
 
     @property
     def summary(self) -> str:
@@ -201,4 +208,5 @@ class Study:
             figures=module.figures,
             presets={Preset(k): v for k, v in module.PRESETS.items()},
             captions=getattr(module, "captions", lambda results: {}),
+            claims=getattr(module, "claims", lambda results: []),
         )

@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ntkscope.studies._base import Results, settings
+from ntkscope.studies._claims import Claim, above, difference, estimate
 
 QUANTITIES = {
     "dispersion": "dispersion Var/E² of Θ̂(x, x)",
@@ -166,3 +167,33 @@ def captions(results: Results) -> dict[str, str]:
         "output_variance": f"NTK-predicted / measured output variance at depth {deepest}"
         f"{setting}: {_at(runs, 'output_variance_ratio', deepest)}.",
     }
+
+
+def _angle_dispersions(runs: pd.DataFrame, sigma_w2: float, depth: int) -> pd.Series:
+    """The seed dispersions at each probe angle of the run at (σ_w², depth)."""
+    run = runs[(runs["config.sigma_w2"] == sigma_w2) & (runs["config.depth"] == depth)]
+    return run.filter(regex=r"^metrics\.dispersion_\d+$").iloc[0]
+
+
+def claims(results: Results) -> list[Claim]:
+    """The chaotic phase's random eNTK, at the deepest depth of the first setting."""
+    label, runs = settings(results.runs, _GRID)[0]
+    deepest, chosen = int(runs["config.depth"].max()), phases(runs)
+    chaotic, ordered = (
+        _angle_dispersions(runs, chosen[p], deepest) for p in ("chaotic", "ordered")
+    )
+    gap = difference(chaotic, ordered)
+    setting = f", {label}" if label else ""
+    return [
+        Claim(
+            "the eNTK is random at initialization in the chaotic phase (deep networks), "
+            "near-deterministic in the ordered phase",
+            "Seleznova & Kutyniok 2022",
+            f"seed dispersion at depth {deepest}{setting}: chaotic {estimate(chaotic)}, ordered "
+            f"{estimate(ordered)}; chaotic − ordered {gap}",
+            above(gap, 0.0),
+            "over the probe angles, reproduced if the Welch 95% interval of the dispersion "
+            "difference chaotic − ordered at the deepest depth lies above 0; not reproduced if "
+            "below",
+        )
+    ]

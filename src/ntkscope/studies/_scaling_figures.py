@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ntkscope.studies._base import Results
+from ntkscope.studies._claims import Claim, intervals_apart, majority
 
 _LABELS = {"network": "network", "entk_init": "eNTK at init", "ntk": "infinite NTK",
            "nngp": "NNGP"}  # fmt: skip
@@ -141,3 +142,32 @@ def captions(results: Results) -> dict[str, str]:
         "loss_vs_n": " ".join(_loss_caption(label, run) for label, run, _ in runs),
         "after_kernel_vs_m": " ".join(_after_caption(*r) for r in runs),
     }
+
+
+def claims(results: Results) -> list[Claim]:
+    """Finding (a): the network's exponent against its kernels', per run (task)."""
+    runs = list(_runs(results))
+    rows = []
+    for kernel in ("ntk", "entk_init"):
+        per_run = [
+            intervals_apart(*((run[f"metrics.alpha_{m}_low"], run[f"metrics.alpha_{m}_high"])
+                              for m in ("network", kernel)))
+            for _, run, _ in runs
+        ]  # fmt: skip
+        measured = "; ".join(
+            f"{label}: network {_exponent(run, 'network')}, {_versus(run, 'network', kernel)} "
+            f"{_label(kernel)}'s {_exponent(run, kernel)}"
+            for label, run, _ in runs
+        )
+        rows.append(
+            Claim(
+                f"a network has a better data-scaling exponent than its {_label(kernel)}",
+                "Vyas, Bansal & Nakkiran 2022",
+                measured,
+                majority(per_run),
+                "per run, reproduced if the network's bootstrap 95% interval of α lies above "
+                "the kernel's, not reproduced if below, inconclusive if they overlap; overall "
+                "the runs' common verdict when at least half are decided and none disagree",
+            )
+        )
+    return rows

@@ -80,7 +80,7 @@ class TrainingConfig(StudyConfig):
     activation: ActivationName = ActivationName.RELU
     """Activation φ."""
     parameterization: Parameterization = Parameterization.NTK
-    """"ntk" or "standard" (CONVENTIONS.md)."""
+    """"ntk" or "standard" (docs/conventions.md)."""
     sigma_w: NonNegativeFloat = math.sqrt(2.0)
     """Weight standard deviation σ_w."""
     sigma_b: NonNegativeFloat = 0.0

@@ -8,7 +8,7 @@ show for ReLU with σ_b = 0 and a scalar output that its diagonal has
 
 as widths and depth grow together: the fluctuations grow with depth and shrink with width.
 One run is one (width, depth, activation) cell, with many independent initializations on
-n probe inputs. It measures (CONVENTIONS.md, "Finite-width diagnostics"):
+n probe inputs. It measures (docs/conventions.md, "Metrics"):
 
 - the dispersion Var/E² over seeds of the diagonal and of the off-diagonal entries of Θ̂
   (mean over entries), against exp(5β) − 1;
@@ -38,8 +38,9 @@ from ntkscope.dynamics import KernelRecorder, train
 from ntkscope.kernels import empirical_ntk, infinite_kernels
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
+from ntkscope.studies._claims import Claim, below, estimate, within
 
-__all__ = ["PRESETS", "Config", "captions", "figures", "predicted_dispersion", "run"]
+__all__ = ["PRESETS", "Config", "captions", "claims", "figures", "predicted_dispersion", "run"]
 
 
 class Config(StudyConfig):
@@ -96,7 +97,7 @@ def predicted_dispersion(config: Config) -> float:
 
     Their theorem is for σ_w² = 2; with σ_b = 0 a ReLU network in NTK parameterization is
     positively homogeneous in σ_w (every gradient carries σ_w^{L+1}), so the ratio Var/E²
-    is the same for every σ_w (CONVENTIONS.md, order/chaos caution).
+    is the same for every σ_w (docs/conventions.md, order/chaos caution).
     """
     if config.activation != ActivationName.RELU or config.sigma_b != 0:
         return math.nan
@@ -334,3 +335,32 @@ def captions(results: Results) -> dict[str, str]:
         if runs["metrics.kernel_change"].notna().any()
         else "No run trained a network (train_seeds = 0).",
     }  # fmt: skip
+
+
+def claims(results: Results) -> list[Claim]:
+    """Hanin & Nica's dispersion law (ReLU, σ_b = 0, β ≤ 0.5), and the kernel's change in
+    training shrinking with width (one log-log slope per setting)."""
+    runs = results.runs
+    ratio = estimate(runs.loc[runs["metrics.beta"] <= 0.5, "metrics.dispersion_ratio"])
+    slope = estimate(
+        _slope(group, "kernel_change") for _, group in settings(runs, ("width",), "all")
+    )
+    falls = Claim(
+        "the kernel moves less in training as width grows (lazy training at large width)",
+        "Jacot et al. 2018; Lee et al. 2019",
+        f"log-log slope of the relative kernel change against width {slope}",
+        below(slope, 0.0),
+        "reproduced if the 95% interval of the mean slope over settings lies below 0; not "
+        "reproduced if above",
+    )
+    return [
+        Claim(
+            "the eNTK's seed dispersion at initialization is exp(5β) − 1, β = depth / width (ReLU)",
+            "Hanin & Nica 2019",
+            f"measured / predicted dispersion at β ≤ 0.5 {ratio}",
+            within(ratio, 0.5, 2.0),
+            "reproduced if the 95% interval of the mean ratio over runs lies in [1/2, 2] "
+            "(the law within a factor 2); not reproduced if it lies outside",
+        ),
+        falls,
+    ]

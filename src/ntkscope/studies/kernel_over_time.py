@@ -40,6 +40,7 @@ from ntkscope.data import targets
 from ntkscope.dynamics import KernelRegressionRecorder, checkpoint_steps, train
 from ntkscope.kernels import empirical_ntk
 from ntkscope.studies._base import Progress, Result, Results, settings
+from ntkscope.studies._claims import Claim, above, estimate
 from ntkscope.studies._panels import without_errors
 from ntkscope.studies._training import (
     TrainingConfig,
@@ -49,7 +50,7 @@ from ntkscope.studies._training import (
     splits,
 )
 
-__all__ = ["MIN_CHECKPOINTS", "PRESETS", "Config", "captions", "figures", "run"]
+__all__ = ["MIN_CHECKPOINTS", "PRESETS", "Config", "captions", "claims", "figures", "run"]
 
 MIN_CHECKPOINTS = 6
 """Fewest checkpoints (step 0 included) from which the study reads a trend."""
@@ -326,3 +327,21 @@ def captions(results: Results) -> dict[str, str]:
         "kernel_motion_vs_time": "; ".join(f"{label}: {_motion(runs)}" for label, runs in groups)
         + ".",
     }
+
+
+def claims(results: Results) -> list[Claim]:
+    """K^t's late improvement: test MSE at the early boundary t_e against the end."""
+    runs = results.runs
+    early = runs["metrics.kernel_test_mse_early"]
+    late = estimate((early - runs["metrics.kernel_test_mse_final"]) / early)
+    return [
+        Claim(
+            "the kernel keeps improving late in training (K^t's test loss falls after the "
+            "early phase)",
+            "Vyas, Bansal & Nakkiran 2022, against Fort et al. 2020",
+            f"relative fall of K^t's test MSE from t_e to the end {late}",
+            above(late, 0.0),
+            "reproduced if the 95% interval of the mean relative fall over runs lies above 0; "
+            "not reproduced if below",
+        )
+    ]

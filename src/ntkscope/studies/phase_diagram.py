@@ -6,14 +6,14 @@ empirical NTK Θ̂ is random at initialization (large dispersion Var_θ[Θ̂] / 
 seeds) and moves a lot in training; at the edge of chaos (χ_1 = 1) the dispersion grows with
 depth; in the ordered phase (χ_1 < 1, vanishing gradients) Θ̂ is near-deterministic and
 nearly frozen, but the network stops training as depth grows. χ_1 and q* are the mean-field
-quantities of Schoenholz et al. (2017), "Deep information propagation" (CONVENTIONS.md).
+quantities of Schoenholz et al. (2017), "Deep information propagation" (docs/conventions.md).
 
 One run is one cell (activation, σ_w², σ_b, depth, parameterization) at a fixed width, with
 ``seeds`` independent initializations on one data sample. It measures
 
 - theory: q*, χ_1 and the phase from `ntkscope.kernels.order_chaos`;
 - at initialization: the dispersion Var_s[Θ̂(x_0, x_a)] / E_s[Θ̂(x_0, x_a)]² of pairs on the
-  sphere ‖x‖² = n_0 at angles a (a = 0 is the diagonal, CONVENTIONS' dispersion), the
+  sphere ‖x‖² = n_0 at angles a (a = 0 is the diagonal, docs/conventions.md's seed dispersion), the
   condition number λ_max / λ_min of Θ̂ on the training inputs, and (NTK parameterization
   only, where `infinite_kernels` applies) ‖Θ̂ − Θ‖_F / ‖Θ‖_F;
 - after ``steps`` steps of full-batch gradient descent on the MSE ½‖f(X) − Y‖² / N with the
@@ -29,7 +29,7 @@ One run is one cell (activation, σ_w², σ_b, depth, parameterization) at a fix
 
 Which setting a result uses is part of its config: ``parameterization`` and ``sigma_b``. A
 ReLU network with σ_b = 0 in NTK parameterization is positively homogeneous in σ_w, so its
-normalized kernel statistics do not depend on σ_w (CONVENTIONS.md); the quick preset uses
+normalized kernel statistics do not depend on σ_w (docs/conventions.md); the quick preset uses
 standard parameterization (trainable biases) with σ_b = 0.1 so the phase matters.
 """
 
@@ -49,9 +49,9 @@ from ntkscope.dynamics import LinearizedRecorder, LossRecorder, predict_mse, tra
 from ntkscope.kernels import empirical_ntk, infinite_kernels, order_chaos
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, StudyConfig
-from ntkscope.studies._phase_figures import captions, figures
+from ntkscope.studies._phase_figures import captions, claims, figures
 
-__all__ = ["PRESETS", "Config", "captions", "figures", "run"]
+__all__ = ["PRESETS", "Config", "captions", "claims", "figures", "run"]
 
 
 class Config(StudyConfig):
@@ -68,7 +68,7 @@ class Config(StudyConfig):
     width: PositiveInt = 128
     """Width of every hidden layer."""
     parameterization: models.Parameterization = models.Parameterization.STANDARD
-    """"standard" or "ntk" (CONVENTIONS.md); the distance to the infinite NTK needs "ntk"."""
+    """"standard" or "ntk" (docs/conventions.md); the distance to the infinite NTK needs "ntk"."""
     seeds: int = Field(4, ge=2)
     """Initializations trained: seeds seed, seed + 1, ... (at least 2, for the output variance)."""
     init_seeds: int = Field(32, ge=2)

@@ -73,18 +73,18 @@ from ntkscope.metrics import classification_error, fit_power_law
 from ntkscope.models import ActivationName
 from ntkscope.models.scaling import OutputScaled
 from ntkscope.studies._base import Progress, Result, StudyConfig
-from ntkscope.studies._scaling_figures import captions, figures
+from ntkscope.studies._scaling_figures import captions, claims, figures
 from ntkscope.studies._training import Architecture, bare_network, infinite, inputs, splits
 
-__all__ = ["MIN_SEEDS", "MIN_SIZES", "PRESETS", "Config", "captions", "figures", "run"]
+__all__ = ["MIN_SEEDS", "MIN_SIZES", "PRESETS", "Config", "captions", "claims", "figures", "run"]
 
 MIN_SIZES = 6
 """Fewest distinct training-set sizes per run. The exponent α is a least-squares slope of log
 loss on log n: six sizes leave four residual degrees of freedom, enough for the slope to
-average out seed noise and for a bend away from a power law to show (CONVENTIONS.md asks for
+average out seed noise and for a bend away from a power law to show (docs/conventions.md asks for
 at least four sizes; `ntkscope.metrics.fit_power_law` refuses fewer)."""
 MIN_SEEDS = 3
-"""Fewest seeds per size (CONVENTIONS.md: each n averaged over ≥ 3 seeds). The bootstrap
+"""Fewest seeds per size (docs/conventions.md: each n averaged over ≥ 3 seeds). The bootstrap
 interval of α resamples seeds with replacement at each n: two seeds give only three distinct
 resampled means per n, three give ten."""
 
@@ -140,7 +140,7 @@ class Config(StudyConfig):
     activation: ActivationName = ActivationName.RELU
     """Activation φ (relu, erf and identity have closed-form infinite kernels)."""
     parameterization: models.Parameterization = models.Parameterization.NTK
-    """"ntk" or "standard" (CONVENTIONS.md); the eNTK and infinite kernels match at "ntk"."""
+    """"ntk" or "standard" (docs/conventions.md); the eNTK and infinite kernels match at "ntk"."""
     sigma_w: NonNegativeFloat = math.sqrt(2.0)
     """Weight standard deviation σ_w."""
     sigma_b: NonNegativeFloat = 0.0

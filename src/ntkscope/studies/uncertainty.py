@@ -77,9 +77,10 @@ from ntkscope.metrics import expected_calibration_error, negative_log_likelihood
 from ntkscope.models import ActivationName
 from ntkscope.studies import _bandit
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig
+from ntkscope.studies._claims import Claim, above, difference, estimate, extreme_widths
 from ntkscope.studies._fit import FitRule, fit
 
-__all__ = ["METHODS", "PRESETS", "Config", "captions", "figures", "run"]
+__all__ = ["METHODS", "PRESETS", "Config", "captions", "claims", "figures", "run"]
 
 METHODS = ("ntk_gp", "ensemble", "infinite_gp")
 """The predictive distributions compared (module docstring)."""
@@ -502,3 +503,23 @@ def captions(results: Results) -> dict[str, str]:
         "regret": f"Cumulative eNTK-UCB regret after {int(runs['config.bandit_rounds'].max())} "
         f"rounds ({over}; {regret}); lowest at width {w}: {best} β.",
     }
+
+
+def claims(results: Results) -> list[Claim]:
+    """The ensemble's OOD AUROC against the infinite-NTK GP's, narrow against wide."""
+    runs = results.runs
+    gap = (runs["metrics.ensemble_auroc_ood"] - runs["metrics.infinite_gp_auroc_ood"]).abs()
+    narrow, wide, span = extreme_widths(runs, gap)
+    closer = difference(narrow, wide)
+    return [
+        Claim(
+            "a deep ensemble's uncertainty approaches the NTK Gaussian process's only as width "
+            "grows",
+            "Wenger, Dangel & Kristiadi 2023",
+            f"|OOD AUROC ensemble − infinite-NTK GP|, {span}: {estimate(narrow)} → "
+            f"{estimate(wide)}; fall {closer}",
+            above(closer, 0.0),
+            "reproduced if the Welch 95% interval of the fall from the narrowest to the widest "
+            "width lies above 0; not reproduced if below",
+        )
+    ]

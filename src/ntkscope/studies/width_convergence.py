@@ -2,7 +2,7 @@
 
 At initialization the empirical NTK Θ̂ of an MLP in NTK parameterization fluctuates around
 the infinite-width NTK Θ with a standard deviation of order 1/√width (Jacot et al. 2018;
-Hanin & Nica 2019), so the relative distance ‖Θ̂ − Θ‖_F / ‖Θ‖_F (CONVENTIONS.md) falls as
+Hanin & Nica 2019), so the relative distance ‖Θ̂ − Θ‖_F / ‖Θ‖_F (docs/conventions.md) falls as
 width^(-1/2). For each width the distance is averaged over independent initializations, and
 the exponent is the least-squares slope of log(mean distance) against log(width).
 """
@@ -22,6 +22,7 @@ from ntkscope.data import DatasetName, load
 from ntkscope.kernels import empirical_ntk, infinite_kernels
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig
+from ntkscope.studies._claims import Claim, estimate, within
 
 EXPECTED_SLOPE = -0.5
 """The exponent that NTK theory predicts for the distance against width."""
@@ -157,3 +158,18 @@ def captions(results: Results) -> dict[str, str]:
         f"(theory −1/2); distance at the widest width {widest.min():.3g} to {widest.max():.3g}.",
         "slopes": f"Fitted exponent per run: {pairs}.",
     }
+
+
+def claims(results: Results) -> list[Claim]:
+    """The 1/√width rate: the mean fitted exponent over runs, against −1/2."""
+    slope = estimate(results.runs["metrics.slope"])
+    return [
+        Claim(
+            "the eNTK's distance to the infinite NTK falls as width^(−1/2)",
+            "Jacot et al. 2018; Hanin & Nica 2019",
+            f"fitted exponent {slope}",
+            within(slope, -0.75, -0.25),
+            "reproduced if the 95% interval of the mean exponent over runs lies in "
+            "[−0.75, −0.25]; not reproduced if it lies outside",
+        )
+    ]

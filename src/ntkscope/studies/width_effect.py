@@ -38,6 +38,7 @@ from ntkscope.kernels import empirical_ntk
 from ntkscope.metrics import classification_error
 from ntkscope.models import Parameterization
 from ntkscope.studies._base import Progress, Result, Results
+from ntkscope.studies._claims import Claim, below, estimate
 from ntkscope.studies._panels import without_errors
 from ntkscope.studies._training import (
     TrainingConfig,
@@ -48,7 +49,7 @@ from ntkscope.studies._training import (
     splits,
 )
 
-__all__ = ["PRESETS", "Config", "Stopping", "captions", "figures", "run"]
+__all__ = ["PRESETS", "Config", "Stopping", "captions", "claims", "figures", "run"]
 
 
 class Stopping(StrEnum):
@@ -92,7 +93,7 @@ class Config(TrainingConfig):
         if value is not Parameterization.NTK:
             raise ValueError(
                 "parameterization: the eNTK converges to the infinite NTK in 'ntk' "
-                "parameterization only (CONVENTIONS.md)"
+                "parameterization only (docs/conventions.md)"
             )
         return value
 
@@ -290,3 +291,19 @@ def captions(results: Results) -> dict[str, str]:
             f"the NTK's {m('ntk_test_mse'):.3g} (NNGP {m('nngp_test_mse'):.3g})"
         )
     return {"test_loss_vs_width": "; ".join(parts) + "."}
+
+
+def claims(results: Results) -> list[Claim]:
+    """Finding (d), its kernel half: the eNTK-at-init regression's gap to the infinite NTK
+    falls with width (log-log slope per run)."""
+    slope = estimate(results.runs["metrics.entk_gap_slope"])
+    return [
+        Claim(
+            "with width, eNTK regression at initialization approaches infinite-NTK regression",
+            "Vyas, Bansal & Nakkiran 2022",
+            f"log-log slope of the gap against width {slope}",
+            below(slope, 0.0),
+            "reproduced if the 95% interval of the mean slope over runs lies below 0; not "
+            "reproduced if above",
+        )
+    ]
