@@ -9,6 +9,7 @@ from torch import nn
 
 import ntkscope as ns
 from ntkscope.diagnosis.inputs import build
+from tiny_transformers import tiny_transformer
 
 TINY = dict(steps=6, n_train=24, n_test=12, probe=8, seeds=2, records=2)
 VOCAB, LENGTH = 20, 6
@@ -67,20 +68,7 @@ class SequenceEncoder(nn.Module):
 
 
 def _bert():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=LENGTH,
-        num_labels=2,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        attn_implementation="eager",
-    )
-    return transformers.BertForSequenceClassification(config)
+    return tiny_transformer("bert", VOCAB, LENGTH)
 
 
 def _tokens(tmp_path):

@@ -16,39 +16,18 @@ from torch import nn
 
 import ntkscope as ns
 from reference import brute_force_ntk, relative_error
+from tiny_transformers import tiny_transformer
 
 TOL = 1e-10
 VOCAB, LENGTH = 12, 6
 
 
 def _bert():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=LENGTH,
-        num_labels=2,
-        attn_implementation="eager",
-    )
-    return transformers.BertForSequenceClassification(config)
+    return tiny_transformer("bert", VOCAB, LENGTH)
 
 
 def _gpt2():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(
-        vocab_size=VOCAB,
-        n_embd=16,
-        n_layer=1,
-        n_head=2,
-        n_positions=LENGTH,
-        bos_token_id=0,
-        eos_token_id=0,
-        attn_implementation="eager",
-    )
-    return transformers.GPT2LMHeadModel(config)
+    return tiny_transformer("gpt2", VOCAB, LENGTH)
 
 
 class Recurrent(nn.Module):
