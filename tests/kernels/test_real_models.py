@@ -156,3 +156,18 @@ def test_unused_parameters_have_zero_gradient(method):
     model, x = UnusedHead().double(), _floats(4)(4, 0)
     kernel = ns.empirical_ntk(model, x, mode="full", method=method)
     assert relative_error(kernel, brute_force_ntk(model, x, mode="full")) < TOL
+
+
+@pytest.mark.parametrize(
+    ("method", "match"),
+    [
+        ("ntvp", r"method='ntvp': RuntimeError: .*use method='auto'"),
+        ("structured", r"method='structured': layer '(embed|rnn)'"),
+    ],
+)
+def test_an_explicit_method_that_cannot_run_says_why(method, match):
+    torch.manual_seed(0)
+    model = Recurrent(nn.GRU).double()
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=match):
+        warnings.simplefilter("ignore")
+        ns.empirical_ntk(model, _ids(3, 0), method=method)
