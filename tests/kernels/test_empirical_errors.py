@@ -22,9 +22,15 @@ def model():
         (dict(x1=torch.tensor([[0.0, float("nan"), 1.0, 2.0]])), ValueError, r"x1: .*NaN"),
         (dict(x2=torch.full((2, 4), float("inf"))), ValueError, r"x2: .*NaN or infinite"),
         (dict(x1=torch.randn(3, 5)), ValueError, r"x1: the model cannot be applied"),
-        (dict(x2=torch.randn(3, 5)), ValueError, r"x2: feature shape \(5,\) differs"),
-        (dict(x1=[[1.0, 2.0, 3.0, 4.0]]), TypeError, r"x1: expected a torch.Tensor"),
-        (dict(x1=torch.ones(3, 4, dtype=torch.int64)), TypeError, r"x1: expected a floating"),
+        (dict(x2=torch.randn(3, 5)), ValueError, r"x2: the model cannot be applied"),
+        (dict(x1=[[1.0, 2.0, 3.0, 4.0]]), TypeError, r"x1: expected a tensor, a tuple"),
+        (dict(x1=torch.ones(3, 4, dtype=torch.int64)), ValueError, r"x1: the model cannot be"),
+        (dict(x1=(torch.ones(3, 4), torch.ones(2))), ValueError, r"x1: tensors have different"),
+        (dict(x1={"a": torch.ones(3, 4), "b": 1}), TypeError, r"x1\['b'\]: expected a torch"),
+        (dict(x1=(torch.ones(3, 4), 1j * torch.ones(3))), TypeError, r"x1\[1\]: complex"),
+        (dict(x2=(torch.randn(2, 4),)), ValueError, r"x2: a tuple of 1 tensors, but x1 is a"),
+        (dict(output="logits"), TypeError, r"output: expected a callable"),
+        (dict(output=lambda out: None), TypeError, r"output: expected the selected model output"),
         (dict(x1=torch.randn(3, 4, dtype=torch.float64)), TypeError, r"x1: dtype/device"),
         (dict(method="fast"), ValueError, r"method: expected one of 'auto', 'structured'"),
         (dict(mode="diag"), ValueError, r"mode: expected one of 'full', 'trace'"),
@@ -64,19 +70,75 @@ def test_model_errors():
     with pytest.raises(ValueError, match="model: has no trainable parameters"):
         ns.empirical_ntk(frozen, x)
 
-    class TupleOutput(nn.Module):
+    class TextOutput(nn.Module):
         def __init__(self):
             super().__init__()
             self.layer = nn.Linear(4, 2)
 
         def forward(self, t):
-            return self.layer(t), t
+            return f"{self.layer(t).sum()}"
 
-    with pytest.raises(TypeError, match="model: expected the forward pass to return one tensor"):
-        ns.empirical_ntk(TupleOutput(), x)
+    with pytest.raises(TypeError, match="output: the model returns str"):
+        ns.empirical_ntk(TextOutput(), x)
 
 
 def test_non_finite_kernel_is_refused():
     model = ns.models.mlp(4, 8, 1, 2, activation=torch.sqrt, seed=0)  # sqrt of negatives: NaN
     with pytest.raises(ValueError, match="NaN or infinite entries"):
         ns.empirical_ntk(model, torch.randn(5, 4), method="jacobian")
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.Dropout(0.1),
+        nn.Dropout1d(0.1),
+        nn.Dropout2d(0.1),
+        nn.Dropout3d(0.1),
+        nn.AlphaDropout(0.1),
+        nn.FeatureAlphaDropout(0.1),
+    ],
+)
+def test_dropout_in_training_mode_is_refused(layer):
+    model = nn.Sequential(nn.Linear(4, 4), layer, nn.Linear(4, 2))
+    name = type(layer).__name__
+    with pytest.raises(ValueError, match=rf"model: layer '1' \({name}\) is in training mode"):
+        ns.empirical_ntk(model, torch.randn(3, 4))
+    ns.empirical_ntk(model.eval(), torch.randn(3, 4))  # in eval mode it is the identity
+
+
+class _Centered(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.layer(x - x.mean(0))
+
+
+def test_batch_coupled_model_is_refused():
+    with pytest.raises(ValueError, match=r"model: its output for the first example of x1 change"):
+        ns.empirical_ntk(_Centered(), torch.randn(3, 4))
+
+
+class _NoBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError("my_op has no derivative")
+
+
+def test_error_when_every_method_fails_names_the_op():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return _NoBackward.apply(self.layer(x))
+
+    with pytest.raises(ValueError, match=r"model: no eNTK method .*autograd: .*my_op has no"):
+        ns.empirical_ntk(Model(), torch.randn(3, 4))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ntkscope import metrics
+from ntkscope import _batch, metrics
 from ntkscope._checks import choice, nonnegative_real, positive_int
 from ntkscope.data import Dataset
 from ntkscope.diagnosis.infinite import infinite_distances, infinite_reference
@@ -37,7 +37,7 @@ from ntkscope.dynamics import (
     train,
 )
 from ntkscope.dynamics.train import Loss, Optimizer
-from ntkscope.kernels import empirical_ntk
+from ntkscope.kernels import empirical_ntk, resolve_method
 
 ADAM_LR = 1e-3
 """Default learning rate of Adam."""
@@ -155,10 +155,12 @@ def diagnose(
     model = build(model_factory, seed)
     shape = fit_inputs(model, train_set)
     like = next(iter(model.parameters()))
-    x_train, x_test = (shape(d.x.to(like)) for d in (train_set, test_set))
+    x_train, x_test = (
+        shape(_batch.to(d.x, like.device, like.dtype)) for d in (train_set, test_set)
+    )
     report = progress or (lambda *_: None)
     report("dispersion at initialization", 0, 1)
-    probe_x = train_set.x[: min(probe, n_train)].to(like)
+    probe_x = _batch.to(train_set.x[: min(probe, n_train)], like.device, like.dtype)
     dispersion, kernels = _dispersion(model_factory, seeds, probe_x, shape)
     infinite, program = infinite_reference(model, shape(probe_x))
     if lr is None:
@@ -193,6 +195,7 @@ def diagnose(
         kernels,
         infinite,
         {
+            "method": resolve_method(model, shape(probe_x)).value,
             "data": train_set.name,
             "n_train": n_train,
             "n_test": n_test,

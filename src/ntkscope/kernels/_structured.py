@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._gram import gram, gram_diagonal
+from ntkscope.kernels._probe import disagreement
 from ntkscope.models.layers import Conv, Dense
 
 SUPPORTED = (nn.Linear, nn.Conv2d, Dense, Conv)
@@ -269,8 +270,8 @@ class StructuredStrategy:
         return _diagonal(f, self.full)
 
 
-def check_against_autograd(strategy: StructuredStrategy, f: Features, x: torch.Tensor) -> None:
-    """Compare ``vᵀ Θ̂(x₀, x₀) v`` with ``‖∇_θ (v · f(x₀))‖²`` from one plain backward pass.
+def check_against_autograd(strategy: StructuredStrategy, f: Features, x) -> None:
+    """Compare ``vᵀ Θ̂(x₀, x₀) v`` with ``‖∇_θ (v · f(x₀))‖²`` (`_probe.disagreement`).
 
     Catches what the layer inspection cannot see (a parameter used outside its layer's
     forward, a layer whose forward is not ``s_w W a + s_b b``) at the cost of one example.
@@ -280,21 +281,9 @@ def check_against_autograd(strategy: StructuredStrategy, f: Features, x: torch.T
     Raises:
         UnsupportedModel: when the two differ by more than the dtype's tolerance.
     """
-    fm = strategy.fm
-    generator = torch.Generator().manual_seed(0)
-    v = torch.randn(strategy.n_out, generator=generator, dtype=torch.float64).to(fm.dtype)
-    v = v.to(fm.device)
-    structured = v @ _diagonal(f, full=True)[0] @ v
-    theta = {name: t.clone().requires_grad_(True) for name, t in fm.theta.items()}
-    with torch.enable_grad():
-        grads = torch.autograd.grad(
-            fm(theta, x[:1])[0] @ v, list(theta.values()), allow_unused=True
-        )
-    reference = sum(float((g * g).sum()) for g in grads if g is not None)
-    tolerance = 1e-9 if fm.dtype == torch.float64 else 1e-3
-    if abs(float(structured) - reference) > tolerance * max(abs(reference), 1e-30):
+    why = disagreement(strategy.fm, _diagonal(f, full=True)[0], x)
+    if why is not None:
         raise UnsupportedModel(
-            "the layer-wise eNTK disagrees with autograd on a probe example "
-            f"({float(structured):.6g} vs {reference:.6g}); a parameter is probably used "
-            "outside its layer's forward"
+            f"the layer-wise eNTK disagrees with autograd ({why}); a parameter is probably "
+            "used outside its layer's forward"
         )
