@@ -8,12 +8,37 @@ import torch
 from torch import nn
 
 
-def brute_force_jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(N, O, P): one autograd backward per example and output, example fed alone."""
+def _example(x, n: int):
+    """Example n of a batch (tensor, tuple or dict of tensors), as a batch of one."""
+    if isinstance(x, dict):
+        return {key: value[n : n + 1] for key, value in x.items()}
+    if isinstance(x, tuple):
+        return tuple(value[n : n + 1] for value in x)
+    return x[n : n + 1]
+
+
+def _call(model: nn.Module, x):
+    if isinstance(x, dict):
+        return model(**x)
+    return model(*x) if isinstance(x, tuple) else model(x)
+
+
+def _size(x) -> int:
+    first = next(iter(x.values())) if isinstance(x, dict) else x[0] if isinstance(x, tuple) else x
+    return first.shape[0]
+
+
+def brute_force_jacobian(model: nn.Module, x, output=None) -> torch.Tensor:
+    """(N, O, P): one autograd backward per example and output, example fed alone.
+
+    ``x`` is a tensor, a tuple (``model(*x)``) or a dict (``model(**x)``); ``output``
+    selects the tensor to differentiate from the model's return value (default: itself).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
+    select = output or (lambda out: out)
     rows = []
-    for n in range(x.shape[0]):
-        out = model(x[n : n + 1]).reshape(-1)
+    for n in range(_size(x)):
+        out = select(_call(model, _example(x, n))).reshape(-1)
         per_output = []
         for o in range(out.numel()):
             grads = torch.autograd.grad(out[o], params, retain_graph=True, allow_unused=True)
@@ -27,15 +52,16 @@ def brute_force_jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def brute_force_ntk(
     model: nn.Module,
-    x1: torch.Tensor,
-    x2: torch.Tensor | None = None,
+    x1,
+    x2=None,
     *,
     mode: str = "trace",
     diagonal: bool = False,
+    output=None,
 ) -> torch.Tensor:
     """Θ̂ from explicit Jacobians, by the definition in CONVENTIONS.md."""
-    j1 = brute_force_jacobian(model, x1)
-    j2 = j1 if x2 is None else brute_force_jacobian(model, x2)
+    j1 = brute_force_jacobian(model, x1, output)
+    j2 = j1 if x2 is None else brute_force_jacobian(model, x2, output)
     full = torch.einsum("nap,mbp->nmab", j1, j2)
     if diagonal:
         full = torch.stack([full[n, n] for n in range(full.shape[0])])

@@ -22,9 +22,15 @@ def model():
         (dict(x1=torch.tensor([[0.0, float("nan"), 1.0, 2.0]])), ValueError, r"x1: .*NaN"),
         (dict(x2=torch.full((2, 4), float("inf"))), ValueError, r"x2: .*NaN or infinite"),
         (dict(x1=torch.randn(3, 5)), ValueError, r"x1: the model cannot be applied"),
-        (dict(x2=torch.randn(3, 5)), ValueError, r"x2: feature shape \(5,\) differs"),
-        (dict(x1=[[1.0, 2.0, 3.0, 4.0]]), TypeError, r"x1: expected a torch.Tensor"),
-        (dict(x1=torch.ones(3, 4, dtype=torch.int64)), TypeError, r"x1: expected a floating"),
+        (dict(x2=torch.randn(3, 5)), ValueError, r"x2: the model cannot be applied"),
+        (dict(x1=[[1.0, 2.0, 3.0, 4.0]]), TypeError, r"x1: expected a tensor, a tuple"),
+        (dict(x1=torch.ones(3, 4, dtype=torch.int64)), ValueError, r"x1: the model cannot be"),
+        (dict(x1=(torch.ones(3, 4), torch.ones(2))), ValueError, r"x1: tensors have different"),
+        (dict(x1={"a": torch.ones(3, 4), "b": 1}), TypeError, r"x1\['b'\]: expected a torch"),
+        (dict(x1=(torch.ones(3, 4), 1j * torch.ones(3))), TypeError, r"x1\[1\]: complex"),
+        (dict(x2=(torch.randn(2, 4),)), ValueError, r"x2: a tuple of 1 tensors, but x1 is a"),
+        (dict(output="logits"), TypeError, r"output: expected a callable"),
+        (dict(output=lambda out: None), TypeError, r"output: expected the selected model output"),
         (dict(x1=torch.randn(3, 4, dtype=torch.float64)), TypeError, r"x1: dtype/device"),
         (dict(method="fast"), ValueError, r"method: expected one of 'auto', 'structured'"),
         (dict(mode="diag"), ValueError, r"mode: expected one of 'full', 'trace'"),
@@ -50,16 +56,16 @@ def test_model_errors():
     with pytest.raises(ValueError, match="model: has no trainable parameters"):
         ns.empirical_ntk(frozen, x)
 
-    class TupleOutput(nn.Module):
+    class TextOutput(nn.Module):
         def __init__(self):
             super().__init__()
             self.layer = nn.Linear(4, 2)
 
         def forward(self, t):
-            return self.layer(t), t
+            return f"{self.layer(t).sum()}"
 
-    with pytest.raises(TypeError, match="model: expected the forward pass to return one tensor"):
-        ns.empirical_ntk(TupleOutput(), x)
+    with pytest.raises(TypeError, match="output: the model returns str"):
+        ns.empirical_ntk(TextOutput(), x)
 
 
 def test_non_finite_kernel_is_refused():

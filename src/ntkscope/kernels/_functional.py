@@ -1,4 +1,7 @@
-"""A module seen as a function ``f(θ, x) -> (N, O)`` of its trainable parameters θ."""
+"""A module seen as a function ``f(θ, x) -> (N, O)`` of its trainable parameters θ.
+
+``x`` is a batch (`ntkscope._batch`): a tensor, a tuple or a mapping of tensors.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
+
+from ntkscope import _batch
+from ntkscope._batch import Batch, OutputSelector
 
 Params = dict[str, torch.Tensor]
 
@@ -17,14 +24,23 @@ class FunctionalModel:
 
     θ are the parameters with ``requires_grad=True``; frozen parameters and buffers are
     held fixed. ``params`` replaces some or all of θ (same names and shapes as
-    ``model.named_parameters()``) without touching the module. Outputs are flattened to
-    (N, O): a model returning (N,) has O = 1.
+    ``model.named_parameters()``) without touching the module. ``output`` selects the
+    tensor to differentiate from what the model returns (default `_batch.default_output`);
+    it is flattened to (N, O): a model returning (N,) has O = 1.
     """
 
-    def __init__(self, model: nn.Module, params: Mapping[str, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        params: Mapping[str, torch.Tensor] | None = None,
+        output: OutputSelector | None = None,
+    ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        if output is not None and not callable(output):
+            raise TypeError(f"output: expected a callable or None, got {type(output).__name__}")
         self.module = model
+        self.output = output or _batch.default_output
         named = dict(model.named_parameters())
         trainable = {name: p for name, p in named.items() if p.requires_grad}
         if not trainable:
@@ -35,12 +51,7 @@ class FunctionalModel:
         self.theta.update(self._checked(params or {}, named, trainable))
         self.fixed = {n: p.detach() for n, p in named.items() if n not in trainable}
         self.fixed.update(dict(model.named_buffers()))
-        for name, module in model.named_modules():
-            if isinstance(module, _BatchNorm) and module.training:
-                raise ValueError(
-                    f"model: layer {name!r} ({type(module).__name__}) is in training mode, "
-                    "which couples the examples of a batch; call model.eval() first"
-                )
+        _refuse_training_mode(model)
         first = next(iter(self.theta.values()))
         self.dtype, self.device = first.dtype, first.device
 
@@ -65,29 +76,53 @@ class FunctionalModel:
         """Number of trainable scalars P."""
         return sum(t.numel() for t in self.theta.values())
 
-    def __call__(self, theta: Params, x: torch.Tensor) -> torch.Tensor:
-        """f(θ, x) as an (N, O) tensor."""
-        out = functional_call(self.module, {**self.fixed, **theta}, (x,))
-        return out.reshape(x.shape[0], -1)
+    def raw(self, theta: Params, x: Batch) -> torch.Tensor:
+        """The selected output of the model on batch ``x``, before flattening."""
+        args, kwargs = _batch.arguments(x)
+        return self.output(functional_call(self.module, {**self.fixed, **theta}, args, kwargs))
 
-    def check_inputs(self, x: torch.Tensor, argument: str) -> int:
+    def __call__(self, theta: Params, x: Batch) -> torch.Tensor:
+        """f(θ, x) as an (N, O) tensor."""
+        return self.raw(theta, x).reshape(_batch.size(x), -1)
+
+    def batch(self, x: object, argument: str) -> Batch:
+        """``x`` validated as a batch for this model (`_batch.check`)."""
+        return _batch.check(x, argument, self.dtype, self.device)
+
+    def check_inputs(self, x: Batch, argument: str) -> int:
         """Run one example; return O. Errors name ``argument`` instead of torch internals."""
-        if x.dtype != self.dtype or x.device != self.device:
-            raise TypeError(
-                f"{argument}: dtype/device {x.dtype}/{x.device} differ from the model's "
-                f"parameters {self.dtype}/{self.device}; convert with .to(...)"
-            )
+        one = _batch.take(x, slice(0, 1))
         try:
             with torch.no_grad():
-                out = functional_call(self.module, {**self.fixed, **self.theta}, (x[:1],))
+                args, kwargs = _batch.arguments(one)
+                out = functional_call(self.module, {**self.fixed, **self.theta}, args, kwargs)
         except Exception as error:  # the model's own error, re-raised with the argument named
+            shapes = [tuple(t.shape) for t in _batch.tensors(x)]
             raise ValueError(
                 f"{argument}: the model cannot be applied to inputs of shape "
-                f"{tuple(x.shape)}: {error}"
+                f"{shapes[0] if len(shapes) == 1 else shapes}: {error}"
             ) from error
+        out = self.output(out)
         if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != 1:
             raise TypeError(
-                "model: expected the forward pass to return one tensor of shape (N, ...), got "
-                f"{type(out).__name__}{tuple(getattr(out, 'shape', ()))}"
+                "output: expected the selected model output to be one tensor of shape "
+                f"(N, ...), got {type(out).__name__}{tuple(getattr(out, 'shape', ()))}"
             )
         return out[0].numel()
+
+
+def _refuse_training_mode(model: nn.Module) -> None:
+    """BatchNorm (couples the examples) and Dropout with p > 0 (random) must be in eval mode."""
+    for name, module in model.named_modules():
+        if not module.training:
+            continue
+        if isinstance(module, _BatchNorm):
+            why = "couples the examples of a batch"
+        elif isinstance(module, _DropoutNd) and module.p > 0:
+            why = "makes the output random"
+        else:
+            continue
+        raise ValueError(
+            f"model: layer {name!r} ({type(module).__name__}) is in training mode, "
+            f"which {why}; call model.eval() first"
+        )

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch.func import jacrev, jvp, vjp, vmap
 
+from ntkscope import _batch
+from ntkscope._batch import Batch
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._gram import gram, gram_diagonal
 
@@ -30,9 +32,9 @@ class JacobianStrategy:
         self.feature_bytes = 2 * n_out * fm.n_params * item  # Jacobian and its flat copy
         self.pair_bytes = item * (2 * n_out**2 if full else 2)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: Batch) -> torch.Tensor:
         def single(theta, example):
-            return self.fm(theta, example.unsqueeze(0))[0]
+            return self.fm(theta, _batch.unsqueeze(example))[0]
 
         jac = vmap(jacrev(single), (None, 0))(self.fm.theta, x)  # name -> (n, O, *shape)
         return torch.cat([j.flatten(2) for j in jac.values()], dim=2)
@@ -55,21 +57,25 @@ class NTVPStrategy:
         # per pair: the jvp's activations for every (row, output) and the O×O block
         self.pair_bytes = item * n_out * (2 * activation_numel + n_out)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: Batch) -> Batch:
         return x
 
-    def pair(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        theta, n1, n_out = self.fm.theta, x1.shape[0], self.n_out
+    def pair(self, x1: Batch, x2: Batch) -> torch.Tensor:
+        theta, n1, n_out = self.fm.theta, _batch.size(x1), self.n_out
         _, pullback = vjp(lambda t: self.fm(t, x1), theta)
 
         def column(cotangent):
             (tangent,) = pullback(cotangent)
             return jvp(lambda t: self.fm(t, x2), (theta,), (tangent,))[1]
 
-        basis = torch.eye(n1 * n_out, dtype=x1.dtype, device=x1.device)
+        basis = torch.eye(n1 * n_out, dtype=self.fm.dtype, device=self.fm.device)
         block = vmap(column)(basis.view(n1 * n_out, n1, n_out))  # (n1·O, n2, O)
         block = block.view(n1, n_out, -1, n_out).permute(0, 2, 1, 3)  # (n1, n2, O, O)
         return block if self.full else block.diagonal(dim1=2, dim2=3).sum(-1)
 
-    def diagonal(self, x: torch.Tensor) -> torch.Tensor:
-        return vmap(lambda example: self.pair(example[None], example[None])[0, 0])(x)
+    def diagonal(self, x: Batch) -> torch.Tensor:
+        def one(example):
+            example = _batch.unsqueeze(example)
+            return self.pair(example, example)[0, 0]
+
+        return vmap(one)(x)

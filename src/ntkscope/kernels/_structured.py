@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ntkscope import _batch
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._gram import gram, gram_diagonal
 from ntkscope.kernels._rules import Factors, Jacobian, Rule, UnsupportedModel, rule_type
@@ -300,7 +301,7 @@ def check_against_autograd(strategy: StructuredStrategy, f: Features, x: torch.T
     theta = {name: t.clone().requires_grad_(True) for name, t in fm.theta.items()}
     with torch.enable_grad():
         grads = torch.autograd.grad(
-            fm(theta, x[:1])[0] @ v, list(theta.values()), allow_unused=True
+            fm(theta, _batch.take(x, slice(0, 1)))[0] @ v, list(theta.values()), allow_unused=True
         )
     reference = sum(float((g * g).sum()) for g in grads if g is not None)
     tolerance = 1e-9 if fm.dtype == torch.float64 else 1e-3

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import torch
 
+from ntkscope import _batch
+from ntkscope._batch import Batch
 from ntkscope._checks import memory_bytes
 
 _MIN_SPLIT = 128
@@ -97,7 +99,7 @@ class Strategy(Protocol):
     feature_bytes: int
     pair_bytes: int
 
-    def features(self, x: torch.Tensor) -> Any: ...
+    def features(self, x: Batch) -> Any: ...
 
     def pair(self, fa: Any, fb: Any) -> torch.Tensor: ...
 
@@ -117,8 +119,8 @@ def _tile_pairs(rows: list[slice], cols: list[slice], symmetric: bool) -> Iterat
 
 def tiled_kernel(
     strategy: Strategy,
-    x1: torch.Tensor,
-    x2: torch.Tensor | None,
+    x1: Batch,
+    x2: Batch | None,
     out: torch.Tensor,
     budget: int,
     progress: Progress | None = None,
@@ -130,21 +132,24 @@ def tiled_kernel(
     """
     symmetric = x2 is None
     x2 = x1 if x2 is None else x2
-    plan = plan_tiles(
-        len(x1), len(x2), strategy.feature_bytes, strategy.pair_bytes, budget, symmetric
-    )
-    rows, cols = _blocks(len(x1), plan.block), _blocks(len(x2), plan.block)
-    cache = [strategy.features(x2[c]) for c in cols] if plan.cache_columns else None
+    n1, n2 = _batch.size(x1), _batch.size(x2)
+    plan = plan_tiles(n1, n2, strategy.feature_bytes, strategy.pair_bytes, budget, symmetric)
+    rows, cols = _blocks(n1, plan.block), _blocks(n2, plan.block)
+    cache = [strategy.features(_batch.take(x2, c)) for c in cols] if plan.cache_columns else None
     pairs = list(_tile_pairs(rows, cols, symmetric))
     row_index, row_features = -1, None
     for done, (i, r, j, c) in enumerate(pairs, start=1):
         if i != row_index:
             row_index = i
-            row_features = cache[i] if cache is not None and symmetric else strategy.features(x1[r])
+            row_features = (
+                cache[i]
+                if cache is not None and symmetric
+                else strategy.features(_batch.take(x1, r))
+            )
         if symmetric and j == i:
             col_features = row_features
         else:
-            col_features = cache[j] if cache is not None else strategy.features(x2[c])
+            col_features = cache[j] if cache is not None else strategy.features(_batch.take(x2, c))
         tile = strategy.pair(row_features, col_features)
         out[r, c] = tile
         if symmetric and j != i:
@@ -156,16 +161,17 @@ def tiled_kernel(
 
 def tiled_diagonal(
     strategy: Strategy,
-    x: torch.Tensor,
+    x: Batch,
     out: torch.Tensor,
     budget: int,
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """Fill ``out`` (N, ...) with Θ(x_n, x_n), block by block."""
-    plan = plan_tiles(len(x), 0, strategy.feature_bytes, 0, budget // 2)
-    blocks = _blocks(len(x), plan.block)
+    n = _batch.size(x)
+    plan = plan_tiles(n, 0, strategy.feature_bytes, 0, budget // 2)
+    blocks = _blocks(n, plan.block)
     for done, r in enumerate(blocks, start=1):
-        out[r] = strategy.diagonal(strategy.features(x[r]))
+        out[r] = strategy.diagonal(strategy.features(_batch.take(x, r)))
         if progress is not None:
             progress(done, len(blocks))
     return out

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ntkscope._checks import choice, finite_batch
+from ntkscope import _batch
+from ntkscope._batch import Batch, OutputSelector
+from ntkscope._checks import choice
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._generic import JacobianStrategy, NTVPStrategy
 from ntkscope.kernels._structured import (
@@ -66,7 +68,7 @@ class Method(StrEnum):
     NTVP = "ntvp"
 
 
-def _profile(fm: FunctionalModel, x: torch.Tensor) -> tuple[int, int]:
+def _profile(fm: FunctionalModel, x: Batch) -> tuple[int, int]:
     """Forward FLOPs and activation numbers of one example (counted by torch)."""
     sizes: list[int] = []
 
@@ -76,13 +78,14 @@ def _profile(fm: FunctionalModel, x: torch.Tensor) -> tuple[int, int]:
 
     leaves = [m for m in fm.module.modules() if not list(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
+    one = _batch.take(x, slice(0, 1))
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            fm(fm.theta, x[:1])
+            fm(fm.theta, one)
     finally:
         for handle in handles:
             handle.remove()
-    return counter.get_total_flops(), sum(sizes) + x[:1].numel()
+    return counter.get_total_flops(), sum(sizes) + sum(t.numel() for t in _batch.tensors(one))
 
 
 def _generic_strategy(fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Strategy]:
@@ -109,7 +112,7 @@ def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Stra
         return method, NTVPStrategy(fm, n_out, full, _profile(fm, x1)[1])
     try:
         strategy = StructuredStrategy(fm, n_out, full)
-        probe = strategy.features(x1[:1])
+        probe = strategy.features(_batch.take(x1, slice(0, 1)))
         check_against_autograd(strategy, probe, x1)
     except UnsupportedModel as why:
         if method is Method.STRUCTURED:
@@ -126,8 +129,8 @@ class _Plan:
     """A validated eNTK request, ready to run."""
 
     fm: FunctionalModel
-    x1: torch.Tensor
-    x2: torch.Tensor | None
+    x1: Batch
+    x2: Batch | None
     n_out: int
     full: bool
     diagonal: bool
@@ -136,8 +139,8 @@ class _Plan:
     strategy: Strategy
 
     def run(self, progress: Progress | None) -> torch.Tensor:
-        n1 = len(self.x1)
-        rows = (n1,) if self.diagonal else (n1, n1 if self.x2 is None else len(self.x2))
+        n1 = _batch.size(self.x1)
+        rows = (n1,) if self.diagonal else (n1, n1 if self.x2 is None else _batch.size(self.x2))
         shape = rows + ((self.n_out, self.n_out) if self.full else ())
         out = torch.empty(shape, dtype=self.fm.dtype, device=self.fm.device)
         if self.diagonal:
@@ -154,67 +157,69 @@ class _Plan:
         return out
 
 
-def _plain(x: torch.Tensor) -> torch.Tensor:
-    """Inputs outside any autograd graph (and not inference tensors, which autograd refuses)."""
-    return x.detach().clone() if x.is_inference() else x.detach()
+def _second_batch(fm: FunctionalModel, x1: Batch, x2: object, n_out: int) -> Batch:
+    """x2 validated: the same kind of batch as x1, giving as many outputs per example."""
+    x2 = fm.batch(x2, "x2")
+    _batch.same_kind(x2, x1, "x2", "x1")
+    n_out2 = fm.check_inputs(x2, "x2")
+    if n_out2 != n_out:
+        raise ValueError(f"x2: the model gives {n_out2} outputs per example, on x1 {n_out}")
+    return x2
 
 
-def _plan(model, x1, x2, mode, diagonal, method, memory_budget, params) -> _Plan:
+def _plan(model, x1, x2, mode, diagonal, method, memory_budget, params, output) -> _Plan:
     """Check every argument (errors name it) and choose the method."""
     kind = choice(Mode, mode, "mode")
     method = choice(Method, method, "method")
     if x2 is x1:
         x2 = None  # the same batch: compute the upper triangle only
-    fm = FunctionalModel(model, params)
-    x1 = _plain(finite_batch(x1, "x1"))
-    if x2 is not None:
-        x2 = _plain(finite_batch(x2, "x2"))
-        if x2.shape[1:] != x1.shape[1:]:
-            raise ValueError(
-                f"x2: feature shape {tuple(x2.shape[1:])} differs from x1's {tuple(x1.shape[1:])}"
-            )
-        if diagonal:
-            raise ValueError("x2: diagonal=True computes Θ̂(x, x) over x1 only; pass x2=None")
+    fm = FunctionalModel(model, params, output)
+    x1 = fm.batch(x1, "x1")
+    if x2 is not None and diagonal:
+        raise ValueError("x2: diagonal=True computes Θ̂(x, x) over x1 only; pass x2=None")
     n_out = fm.check_inputs(x1, "x1")
     if x2 is not None:
-        fm.check_inputs(x2, "x2")
+        x2 = _second_batch(fm, x1, x2, n_out)
     budget = resolve_budget(memory_budget, fm.device)
     full = kind is Mode.FULL
-    n1 = len(x1)
-    n2 = 1 if diagonal else (n1 if x2 is None else len(x2))
+    n1 = _batch.size(x1)
+    n2 = 1 if diagonal else (n1 if x2 is None else _batch.size(x2))
     used, strategy = _strategy(method, fm, x1, n1, n2, n_out, full, budget)
     return _Plan(fm, x1, x2, n_out, full, diagonal, budget, used, strategy)
 
 
 def resolve_method(
     model: nn.Module,
-    x1: torch.Tensor,
-    x2: torch.Tensor | None = None,
+    x1: Batch,
+    x2: Batch | None = None,
     *,
     mode: str | Mode = Mode.TRACE,
     diagonal: bool = False,
     method: str | Method = Method.AUTO,
     memory_budget: int | float | str | None = None,
     params: Mapping[str, torch.Tensor] | None = None,
+    output: OutputSelector | None = None,
 ) -> Method:
     """The method `empirical_ntk` would run with these arguments (AUTO resolved).
 
     Costs one forward and backward pass of one example. Arguments as in `empirical_ntk`.
     """
     with torch.inference_mode(False), torch.enable_grad():
-        return _plan(model, x1, x2, mode, diagonal, method, memory_budget, params).method
+        plan = _plan(model, x1, x2, mode, diagonal, method, memory_budget, params, output)
+        return plan.method
 
 
 def empirical_ntk(
     model: nn.Module,
-    x1: torch.Tensor,
-    x2: torch.Tensor | None = None,
+    x1: Batch,
+    x2: Batch | None = None,
     *,
     mode: str | Mode = Mode.TRACE,
     diagonal: bool = False,
     method: str | Method = Method.AUTO,
     memory_budget: int | float | str | None = None,
     params: Mapping[str, torch.Tensor] | None = None,
+    output: OutputSelector | None = None,
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """Empirical NTK ``Θ̂(x, x') = J(x) J(x')ᵀ`` of ``model`` w.r.t. its trainable parameters.
@@ -225,10 +230,15 @@ def empirical_ntk(
     it is refused).
 
     Args:
-        model: any ``nn.Module`` mapping a batch (N, ...) to outputs (N, ...) (flattened to
-            O outputs). Parameters with ``requires_grad=False`` are excluded from θ.
-        x1: inputs (N1, ...), same dtype and device as the model's parameters.
-        x2: inputs (N2, ...) with x1's feature shape; None means x1 (and half the work).
+        model: any ``nn.Module`` mapping a batch of N examples to outputs (N, ...)
+            (flattened to O outputs). Parameters with ``requires_grad=False`` are excluded
+            from θ.
+        x1: a batch of N1 examples: a tensor (``model(x1)``), a tuple of tensors
+            (``model(*x1)``) or a mapping of tensors (``model(**x1)``, e.g. ``input_ids``
+            and ``attention_mask``), every tensor with first dimension N1. Floating-point
+            tensors must have the parameters' dtype and device; integer tensors (token
+            ids, masks) are data, not differentiated.
+        x2: a batch of N2 examples of the same kind; None means x1 (and half the work).
         mode: "trace" (mean over outputs, (N1, N2)) or "full" ((N1, N2, O, O)).
         diagonal: only Θ̂(x_n, x_n): (N1,) or (N1, O, O); requires x2=None.
         method: "auto", "structured", "jacobian" or "ntvp" (see `Method`).
@@ -238,6 +248,10 @@ def empirical_ntk(
         params: replacement values for some trainable parameters, by name as in
             ``model.named_parameters()`` (e.g. a trajectory's checkpoints); the module
             itself is not changed.
+        output: a callable taking what the model returns and giving the (N, ...) tensor to
+            differentiate, e.g. ``lambda out: out.logits[:, -1]``. Default: a tensor as it
+            is; an object or dict with ``logits`` (a Hugging Face ``ModelOutput``) its
+            logits; a tuple or mapping its first tensor.
         progress: called as ``progress(tiles_done, tiles_total)`` after each tile.
 
     Returns:
@@ -248,5 +262,5 @@ def empirical_ntk(
         model's outputs or gradients are not finite on these inputs.
     """
     with torch.inference_mode(False), torch.enable_grad():  # autograd works in any context
-        plan = _plan(model, x1, x2, mode, diagonal, method, memory_budget, params)
+        plan = _plan(model, x1, x2, mode, diagonal, method, memory_budget, params, output)
         return plan.run(progress)
