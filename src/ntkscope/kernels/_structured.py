@@ -234,7 +234,7 @@ class StructuredStrategy:
     def _record(self, x: torch.Tensor) -> list[tuple[Rule, torch.Tensor, torch.Tensor]]:
         """(rule, input a, output gradients g (n, O, *h.shape[1:])) of each layer called."""
         records: dict[str, tuple] = {}
-        handles = self._hooks(len(x), records)
+        handles = self._hooks(_batch.size(x), records)
         try:
             with torch.enable_grad():
                 out = self.fm(self.fm.theta, x)
@@ -286,7 +286,7 @@ def check_against_autograd(strategy: StructuredStrategy, f: Features, x: torch.T
 
     Catches what the layer inspection cannot see (a parameter used outside its layer's
     forward, a layer whose forward is not what its rule assumes) at the cost of one example.
-    ``f`` are the structured features of x₀ = ``x[:1]``, computed once and reused by
+    ``f`` are the structured features of x₀, the first example of ``x``, computed once and reused by
     `StructuredStrategy.measure`.
 
     Raises:
