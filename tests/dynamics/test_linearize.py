@@ -59,3 +59,57 @@ def test_a_linear_model_is_its_own_linearization_during_training():
             opt.step()
     with torch.no_grad():
         assert relative_error(lin(x), model(x)) <= 1e-12
+
+
+class _TokenLSTM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(9, 4)
+        self.lstm = torch.nn.LSTM(4, 5, batch_first=True)
+        self.head = torch.nn.Linear(5, 2)
+
+    def forward(self, ids):
+        return self.head(self.lstm(self.embed(ids))[0][:, -1])
+
+
+def _moved(lin, scale=0.1):
+    with torch.no_grad():
+        for q in lin.linear_parameters:
+            q.add_(scale * torch.randn_like(q))
+
+
+def test_double_vjp_equals_forward_mode():
+    """Where forward-mode AD works (LSTM in float64), the double-VJP J·δ equals jvp's and so
+    do the gradients in θ, to float64 rounding (1e-12: both are the same sums of products)."""
+    torch.manual_seed(0)
+    model = _TokenLSTM().double()
+    x = torch.randint(0, 9, (4, 6))
+    lin, twin = linearize(model), linearize(model)
+    _moved(lin)
+    with torch.no_grad():
+        for q, r in zip(lin.linear_parameters, twin.linear_parameters, strict=True):
+            r.copy_(q)
+    twin.forward_mode = False
+    a, b = lin(x), twin(x)
+    assert lin.forward_mode and relative_error(b, a) <= 1e-12
+    a.pow(2).sum().backward()
+    b.pow(2).sum().backward()
+    for q, r in zip(lin.linear_parameters, twin.linear_parameters, strict=True):
+        assert relative_error(r.grad, q.grad) <= 1e-12
+
+
+def test_linearize_without_forward_mode_ad():
+    """LSTM in float32 has no forward-mode rule: the linearization falls back to the
+    double-VJP and matches the float64 one to float32 rounding (1e-5)."""
+    torch.manual_seed(0)
+    model = _TokenLSTM()
+    x = torch.randint(0, 9, (4, 6))
+    lin = linearize(model)
+    _moved(lin)
+    out = lin(x)
+    assert not lin.forward_mode
+    wide = linearize(model.double())
+    with torch.no_grad():
+        for q, r in zip(lin.linear_parameters, wide.linear_parameters, strict=True):
+            r.copy_(q)
+    assert relative_error(out.double(), wide(x)) <= 1e-5

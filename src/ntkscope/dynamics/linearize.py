@@ -4,7 +4,10 @@ linear models under gradient descent"; CONVENTIONS.md):
     f_lin(x; θ) = f(x; θ_0) + ∇_θ f(x; θ_0) · (θ − θ_0)
 
 computed with one forward-mode Jacobian-vector product (``torch.func.jvp``) per call, so
-no Jacobian is stored. Its eNTK is the eNTK of the network at θ_0, for every θ.
+no Jacobian is stored. For models with an op that has no forward-mode rule (LSTM in
+float32, fused attention kernels), the product J·δ comes from two reverse passes instead
+(the "double-VJP" trick): u ↦ Jᵀu is linear in u, so J·δ = ∂(δ · Jᵀu)/∂u. Its eNTK is the
+eNTK of the network at θ_0, for every θ.
 """
 
 from __future__ import annotations
@@ -13,7 +16,25 @@ import torch
 from torch import nn
 from torch.func import jvp
 
-from ntkscope.kernels._functional import FunctionalModel
+from ntkscope._batch import Batch, OutputSelector
+from ntkscope.kernels._functional import FunctionalModel, Params
+
+
+def _double_vjp(f, theta0: Params, delta: Params) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(f(θ_0), J·δ)`` by two reverse passes; differentiable in δ (Pearlmutter-style
+    transposition of the linear map u ↦ Jᵀu)."""
+    theta = {name: t.detach().requires_grad_(True) for name, t in theta0.items()}
+    with torch.enable_grad():
+        out = f(theta)
+        u = torch.zeros_like(out, requires_grad=True)
+        transposed = torch.autograd.grad(
+            out, list(theta.values()), u, create_graph=True, allow_unused=True
+        )
+        pairs = [(g, delta[n]) for g, n in zip(transposed, theta, strict=True) if g is not None]
+        (change,) = torch.autograd.grad(
+            [g for g, _ in pairs], u, [d for _, d in pairs], create_graph=True, allow_unused=True
+        )
+    return out.detach(), torch.zeros_like(out) if change is None else change
 
 
 class LinearizedModel(nn.Module):
@@ -21,27 +42,41 @@ class LinearizedModel(nn.Module):
 
     The module owns a copy θ of the model's trainable parameters (starting at θ_0), in
     ``linear_parameters`` in the order of ``names``; the model itself is not changed.
-    Frozen parameters and buffers stay those of the model. Outputs have shape (N, O).
+    Frozen parameters and buffers stay those of the model. ``x`` is a batch (a tensor, a
+    tuple or a mapping of tensors, as in `ntkscope.empirical_ntk`); ``output`` selects
+    what is linearized from the model's return value. Outputs have shape (N, O).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, output: OutputSelector | None = None) -> None:
         super().__init__()
-        self._functional = FunctionalModel(model)
+        self._functional = FunctionalModel(model, output=output)
         self.names = list(self._functional.theta)
         self._theta0 = {n: t.clone() for n, t in self._functional.theta.items()}
         self.linear_parameters = nn.ParameterList(
             nn.Parameter(t.clone()) for t in self._theta0.values()
         )
+        self.forward_mode = True
+        """False once forward-mode AD failed on this model: then the double-VJP is used."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Batch) -> torch.Tensor:
         delta = {
             name: p - self._theta0[name]
             for name, p in zip(self.names, self.linear_parameters, strict=True)
         }
-        out, change = jvp(lambda theta: self._functional(theta, x), (self._theta0,), (delta,))
+
+        def f(theta):
+            return self._functional(theta, x)
+
+        if self.forward_mode:
+            try:
+                out, change = jvp(f, (self._theta0,), (delta,))
+                return out + change
+            except (NotImplementedError, RuntimeError):  # no forward-mode rule for an op
+                self.forward_mode = False
+        out, change = _double_vjp(f, self._theta0, delta)
         return out + change
 
 
-def linearize(model: nn.Module) -> LinearizedModel:
+def linearize(model: nn.Module, output: OutputSelector | None = None) -> LinearizedModel:
     """The linearization of ``model`` around its current parameters (see `LinearizedModel`)."""
-    return LinearizedModel(model)
+    return LinearizedModel(model, output)

@@ -10,6 +10,10 @@ a vector-Jacobian product gives the row ``J_{n,o}(x1)`` and a Jacobian-vector pr
 through f(x2) gives ``J(x2) J_{n,o}(x1)ᵀ``, a column of Θ̂. Never stores more than one
 block's Jacobian rows; costs about N1·N2·O forward-and-backward passes of one example, so
 it wins when O is large in full mode, or when per-example Jacobians do not fit in memory.
+
+Per-example autograd: the same per-example Jacobians as Jacobian contraction, one plain
+backward pass per example and output (no ``vmap``, no forward-mode AD), so it works for
+every model autograd can differentiate; the slowest, it is the last resort of ``auto``.
 """
 
 from __future__ import annotations
@@ -79,3 +83,28 @@ class NTVPStrategy:
             return self.pair(example, example)[0, 0]
 
         return vmap(one)(x)
+
+
+class AutogradStrategy(JacobianStrategy):
+    """`JacobianStrategy` whose Jacobians come from a loop of plain backward passes."""
+
+    def features(self, x: Batch) -> torch.Tensor:
+        theta = {name: t.clone().requires_grad_(True) for name, t in self.fm.theta.items()}
+        leaves = list(theta.values())
+        rows = []
+        with torch.enable_grad():
+            for n in range(_batch.size(x)):
+                out = self.fm(theta, _batch.take(x, slice(n, n + 1)))[0]
+                rows.append(torch.stack([self._row(out[o], leaves) for o in range(len(out))]))
+        return torch.stack(rows)  # (n, O, P)
+
+    @staticmethod
+    def _row(value: torch.Tensor, leaves: list[torch.Tensor]) -> torch.Tensor:
+        """∂value/∂θ flattened to (P,); zeros for parameters the value does not use."""
+        grads = torch.autograd.grad(value, leaves, retain_graph=True, allow_unused=True)
+        return torch.cat(
+            [
+                (torch.zeros_like(t) if g is None else g).reshape(-1)
+                for g, t in zip(grads, leaves, strict=True)
+            ]
+        )

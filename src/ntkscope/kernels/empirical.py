@@ -20,7 +20,8 @@ from ntkscope import _batch
 from ntkscope._batch import Batch, OutputSelector
 from ntkscope._checks import choice
 from ntkscope.kernels._functional import FunctionalModel
-from ntkscope.kernels._generic import JacobianStrategy, NTVPStrategy
+from ntkscope.kernels._generic import AutogradStrategy, JacobianStrategy, NTVPStrategy
+from ntkscope.kernels._probe import check_independent, disagreement
 from ntkscope.kernels._structured import (
     StructuredStrategy,
     UnsupportedModel,
@@ -56,16 +57,21 @@ class Method(StrEnum):
         anything else.
     JACOBIAN: per-example Jacobians by ``vmap(jacrev)`` contracted in one GEMM. Any model;
         fastest generic method when O·P numbers per example fit in memory and O is small.
-    NTVP: NTK-vector products (vjp then jvp). Any model; needs the least memory; wins for
-        many outputs in full mode.
-    AUTO: STRUCTURED when every trainable layer is supported and a probe example agrees with
-        autograd, otherwise whichever generic method a FLOP and memory estimate says is cheaper.
+    NTVP: NTK-vector products (vjp then jvp). Any model whose ops have forward-mode AD and
+        vmap rules; needs the least memory; wins for many outputs in full mode.
+    AUTOGRAD: per-example Jacobians from one plain backward pass per example and output.
+        Any model autograd can differentiate (LSTM, GRU, attention kernels without vmap or
+        forward-mode rules); the slowest.
+    AUTO: the first that runs on a probe of 1–2 examples and agrees there with autograd,
+        in the order STRUCTURED (every trainable layer supported), then JACOBIAN and NTVP
+        by a FLOP and memory estimate, then AUTOGRAD. `resolve_method` says which.
     """
 
     AUTO = "auto"
     STRUCTURED = "structured"
     JACOBIAN = "jacobian"
     NTVP = "ntvp"
+    AUTOGRAD = "autograd"
 
 
 def _profile(fm: FunctionalModel, x: Batch) -> tuple[int, int]:
@@ -88,40 +94,82 @@ def _profile(fm: FunctionalModel, x: Batch) -> tuple[int, int]:
     return counter.get_total_flops(), sum(sizes) + sum(t.numel() for t in _batch.tensors(one))
 
 
-def _generic_strategy(fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Strategy]:
-    """The cheaper of JACOBIAN and NTVP by estimated FLOPs, JACOBIAN only if it fits."""
-    flops, activations = _profile(fm, x1)
+def _generic_order(fm, x1, n1, n2, n_out, full, budget) -> list[Method]:
+    """JACOBIAN and NTVP, cheaper first by estimated FLOPs; JACOBIAN only if it fits."""
+    flops, _ = _profile(fm, x1)
     forward = max(flops, 2 * fm.n_params)
     jacobian = JacobianStrategy(fm, n_out, full)
-    ntvp = NTVPStrategy(fm, n_out, full, activations)
     jacobian_flops = (n1 + n2) * n_out * 3 * forward + n1 * n2 * 2 * fm.n_params * (
         n_out**2 if full else n_out
     )
     ntvp_flops = n1 * n2 * n_out * 5 * forward
-    fits = 2 * jacobian.feature_bytes + jacobian.pair_bytes <= budget
-    if fits and jacobian_flops <= ntvp_flops:
-        return Method.JACOBIAN, jacobian
-    return Method.NTVP, ntvp
+    if 2 * jacobian.feature_bytes + jacobian.pair_bytes > budget:
+        return [Method.NTVP]
+    if jacobian_flops <= ntvp_flops:
+        return [Method.JACOBIAN, Method.NTVP]
+    return [Method.NTVP, Method.JACOBIAN]
 
 
-def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Strategy]:
-    """The method that runs (never AUTO) and its tiling strategy."""
+def _generic(method: Method, fm, x1, n_out: int, full: bool) -> Strategy:
     if method is Method.JACOBIAN:
-        return method, JacobianStrategy(fm, n_out, full)
+        return JacobianStrategy(fm, n_out, full)
     if method is Method.NTVP:
-        return method, NTVPStrategy(fm, n_out, full, _profile(fm, x1)[1])
-    try:
+        return NTVPStrategy(fm, n_out, full, _profile(fm, x1)[1])
+    return AutogradStrategy(fm, n_out, full)
+
+
+def _checked(method: Method, fm, x1, n_out: int, full: bool) -> Strategy:
+    """The strategy of ``method``, run on a probe of 1–2 examples and checked against
+    autograd there (`_probe.disagreement`).
+
+    Raises:
+        UnsupportedModel: for a structured rule that does not apply, or a disagreement;
+            NotImplementedError, RuntimeError: from torch when an op has no vmap or
+            forward-mode rule.
+    """
+    if method is Method.STRUCTURED:
         strategy = StructuredStrategy(fm, n_out, full)
         probe = strategy.features(_batch.take(x1, slice(0, 1)))
         check_against_autograd(strategy, probe, x1)
-    except UnsupportedModel as why:
-        if method is Method.STRUCTURED:
+        strategy.measure(probe)
+        return strategy
+    strategy = _generic(method, fm, x1, n_out, full)
+    twin = strategy if full else _generic(method, fm, x1, n_out, True)
+    why = disagreement(fm, twin.diagonal(twin.features(_batch.take(x1, slice(0, 2))))[0], x1)
+    if why is not None:
+        raise UnsupportedModel(f"the kernel disagrees with autograd ({why})")
+    return strategy
+
+
+def _reason(error: BaseException) -> str:
+    """First line of an error, as in the message of a method that failed."""
+    lines = str(error).strip().splitlines() or [""]
+    kind = "" if isinstance(error, UnsupportedModel) else f"{type(error).__name__}: "
+    return kind + lines[0][:300]
+
+
+def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Strategy]:
+    """The method that runs (never AUTO) and its tiling strategy.
+
+    AUTO tries STRUCTURED, then JACOBIAN and NTVP in the order of their estimated cost,
+    then AUTOGRAD, and takes the first that passes `_checked`.
+    """
+    if method is not Method.AUTO:
+        try:
+            return method, _checked(method, fm, x1, n_out, full)
+        except (UnsupportedModel, NotImplementedError, RuntimeError) as why:
             raise ValueError(
-                f"method='structured': {why}; use method='auto', 'jacobian' or 'ntvp'"
+                f"method={method.value!r}: {_reason(why)}; use method='auto', which falls "
+                "back to a method that works"
             ) from None
-        return _generic_strategy(fm, x1, n1, n2, n_out, full, budget)
-    strategy.measure(probe)
-    return Method.STRUCTURED, strategy
+    failures = []
+    order = _generic_order(fm, x1, n1, n2, n_out, full, budget)
+    for candidate in [Method.STRUCTURED, *order, Method.AUTOGRAD]:
+        try:
+            return candidate, _checked(candidate, fm, x1, n_out, full)
+        except Exception as why:  # any failure of a method: try the next
+            failures.append(f"{candidate.value}: {_reason(why)}")
+    raise ValueError("model: no eNTK method can differentiate it; " + "; ".join(failures))
 
 
 @dataclass
@@ -178,6 +226,7 @@ def _plan(model, x1, x2, mode, diagonal, method, memory_budget, params, output) 
     if x2 is not None and diagonal:
         raise ValueError("x2: diagonal=True computes Θ̂(x, x) over x1 only; pass x2=None")
     n_out = fm.check_inputs(x1, "x1")
+    check_independent(fm, x1, "x1")
     if x2 is not None:
         x2 = _second_batch(fm, x1, x2, n_out)
     budget = resolve_budget(memory_budget, fm.device)
@@ -241,7 +290,7 @@ def empirical_ntk(
         x2: a batch of N2 examples of the same kind; None means x1 (and half the work).
         mode: "trace" (mean over outputs, (N1, N2)) or "full" ((N1, N2, O, O)).
         diagonal: only Θ̂(x_n, x_n): (N1,) or (N1, O, O); requires x2=None.
-        method: "auto", "structured", "jacobian" or "ntvp" (see `Method`).
+        method: "auto", "structured", "jacobian", "ntvp" or "autograd" (see `Method`).
         memory_budget: bound on working memory beyond the returned kernel, bytes or a
             string such as "2GB"; default half of free GPU memory or a quarter of free RAM.
             The kernel is computed in tiles that fit it.
