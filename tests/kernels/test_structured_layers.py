@@ -280,7 +280,7 @@ def test_random_conv2d_geometries(kernel, stride, dilation, padding, groups, tra
     else:
         layer = nn.Conv2d(2, 4, kernel, stride, padding, dilation=dilation, groups=groups)
     model = nn.Sequential(layer, nn.Tanh(), nn.Flatten(1), nn.LazyLinear(2))
-    x1, x2 = torch.randn(2, 2, 5, 4), torch.randn(2, 2, 5, 4)
+    x1, x2 = torch.randn(2, 2, 6, 5), torch.randn(2, 2, 6, 5)
     model(x1)  # materialize the lazy readout
     model, x1, x2 = randomize(model, seed), x1.double(), x2.double()
     assert_structured_matches(model, x1, x2)
