@@ -57,8 +57,9 @@ def _strategies(model: nn.Module, x: torch.Tensor, reference: Mapping[str, torch
     n_out = now.check_inputs(x, "x")
     n = len(x)
     method, strategy = _strategy(Method.AUTO, now, x, n, n, n_out, False, DEFAULT_BUDGET)
-    kind = StructuredStrategy if method is Method.STRUCTURED else JacobianStrategy
-    return strategy, kind(before, n_out, False)
+    if method is Method.STRUCTURED:
+        return strategy, StructuredStrategy(before, n_out, False)
+    return JacobianStrategy(now, n_out, False), JacobianStrategy(before, n_out, False)
 
 
 def jacobian_change(

@@ -43,34 +43,32 @@ def _label(name: str, module) -> str:
     return f"layer {name or '(root)'!r} ({type(module).__name__})"
 
 
+def _qualified(module_name: str, parameter: str) -> str:
+    return f"{module_name}.{parameter}" if module_name else parameter
+
+
 def _rules(fm: FunctionalModel) -> tuple[dict[str, Rule], dict[str, torch.nn.Module]]:
-    """Rules of the supported layers holding θ, and the unsupported ones by name.
+    """Rules of the supported layers holding θ, and the unsupported ones by name (refused
+    when the forward pass calls them).
 
     Raises:
-        UnsupportedModel: for a parameter outside every layer's own ``weight``/``bias``, or a
-            supported layer configured in a way its rule cannot factorize.
+        UnsupportedModel: for a parameter of a supported layer other than its ``weight`` and
+            ``bias``, or a supported layer configured in a way its rule cannot factorize.
     """
     rules, unsupported, owned = {}, {}, set()
     for name, module in fm.module.named_modules():
-        own = {n for n, _ in module.named_parameters(recurse=False)}
-        trainable = frozenset(n for n in own if (f"{name}.{n}" if name else n) in fm.theta)
+        own = (n for n, _ in module.named_parameters(recurse=False))
+        trainable = frozenset(n for n in own if _qualified(name, n) in fm.theta)
         if not trainable:
             continue
         kind = rule_type(module)
         if kind is None:
             unsupported[name] = module
-            continue
-        rules[name] = kind(module, _label(name, module), trainable)
-        owned |= {f"{name}.{n}" if name else n for n in trainable & {"weight", "bias"}}
-    stray = (
-        set(fm.theta)
-        - owned
-        - {
-            f"{name}.{n}" if name else n
-            for name, m in unsupported.items()
-            for n, _ in m.named_parameters(recurse=False)
-        }
-    )
+        else:
+            rules[name] = kind(module, _label(name, module), trainable)
+            trainable &= {"weight", "bias"}
+        owned |= {_qualified(name, n) for n in trainable}
+    stray = set(fm.theta) - owned
     if stray:
         raise UnsupportedModel(f"parameters {sorted(stray)} belong to no supported layer")
     return rules, unsupported
