@@ -15,7 +15,7 @@ ResNet (a comparison only; install it with ``--no-deps``, it would replace torch
 
     python benchmarks/entk.py            # all cases (several minutes on 2 cores)
     python benchmarks/entk.py --quick    # N = 128 only in part 1
-    python benchmarks/entk.py --methods  # part 2 only
+    python benchmarks/entk.py --methods --only structured,jacobian  # part 2, two methods
 
 At N = 512 the baseline's per-example Jacobians do not fit in memory (24 GB); its time
 there is that of its 16 tiles of 128×128, i.e. 16 × its time at N = 128.
@@ -91,10 +91,10 @@ def run_case(name, model, x, mode, gemm, repeat):
 METHODS = ("structured", "jacobian", "ntvp", "autograd")
 
 
-def method_times(model, x, output, repeat) -> dict[str, float]:
+def method_times(model, x, output, repeat, methods=METHODS) -> dict[str, float]:
     """Best time of every method that runs on this model (full mode), and of auto."""
     times = {}
-    for method in (*METHODS, "auto"):
+    for method in (*methods, "auto"):
 
         def run(method=method):
             ns.empirical_ntk(model, x, x, mode="full", method=method, output=output)
@@ -106,11 +106,11 @@ def method_times(model, x, output, repeat) -> dict[str, float]:
     return times
 
 
-def run_methods(name, model, x, output=None, repeat=2, extra=None):
+def run_methods(name, model, x, methods, output=None, repeat=2, extra=None):
     """One row of part 2: every method's speed-up over the baseline, and auto's choice."""
     select = output or (lambda out: out)
     base = best_time(lambda: tutorial_baseline(model, x, x, "full", select), 1)
-    times = method_times(model, x, output, repeat)
+    times = method_times(model, x, output, repeat, methods)
     times.update(extra or {})
     used = ns.kernels.resolve_method(model, x, mode="full", output=output)
     fastest = min(t for m, t in times.items() if m != "auto")
@@ -192,21 +192,26 @@ def bert_encoder():
     return transformers.BertForSequenceClassification(config).eval()
 
 
-def part_two() -> None:
+def part_two(methods=METHODS) -> None:
     cnn = ns.models.cnn(3, 64, 3, 10, seed=0)
-    run_methods("Myrtle CNN 3x8x8, 64 ch", cnn, torch.randn(128, 3, 8, 8))
+    run_methods("Myrtle CNN 3x8x8, 64 ch", cnn, torch.randn(128, 3, 8, 8), methods)
     model, x = resnet(), torch.randn(64, 3, 16, 16)
-    run_methods("ResNet 16/32/64 BatchNorm, 16x16", model, x, extra=nngeometry_time(model, x))
+    extra = nngeometry_time(model, x)
+    run_methods("ResNet 16/32/64 BatchNorm, 16x16", model, x, methods, extra=extra)
     bert = bert_encoder()
     if bert is not None:
         ids = torch.randint(0, 30522, (64, 32), generator=torch.Generator().manual_seed(0))
-        run_methods("BERT-style, vocab 30522, seq 32", bert, ids, output=lambda out: out.logits)
+        logits = lambda out: out.logits  # noqa: E731
+        run_methods("BERT-style, vocab 30522, seq 32", bert, ids, methods, output=logits)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N = 128 only in part 1")
     parser.add_argument("--methods", action="store_true", help="part 2 only")
+    parser.add_argument(
+        "--only", default=",".join(METHODS), help="methods timed in part 2, comma-separated"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     gemm = gemm_rate()
@@ -214,8 +219,9 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"float32 GEMM {gemm / 1e9:.1f} GFLOP/s"
     )
+    methods = tuple(args.only.split(","))
     if args.methods:
-        return part_two()
+        return part_two(methods)
     mlp = ns.models.mlp(100, 512, 3, 10, seed=0)
     sizes = [128] if args.quick else [128, 512]
     for n in sizes:
@@ -227,7 +233,7 @@ def main() -> None:
         x = torch.randn(n, 3, 8, 8)
         for mode in ("full", "trace"):
             run_case("Myrtle CNN 3x8x8, 64 ch", cnn, x, mode, gemm, repeat=3)
-    part_two()
+    part_two(methods)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,12 @@ def assert_structured_matches(model, x1, x2, *, output=None):
         assert relative_error(got, reference) <= TOL, (mode, "diagonal")
 
 
+def check_on_random_inputs(model: nn.Module, shape: tuple[int, ...]) -> None:
+    """`assert_structured_matches` for the randomized model on 3 and 2 inputs of ``shape``."""
+    x1, x2 = torch.randn(3, *shape).double(), torch.randn(2, *shape).double()
+    assert_structured_matches(randomize(model), x1, x2)
+
+
 class ResNet(nn.Module):
     """Conv–BatchNorm stem, a residual block, a strided block with a 1×1 shortcut."""
 
@@ -103,10 +109,7 @@ def test_cnn_with_groupnorm_and_batchnorm1d():
         nn.Tanh(),
         nn.Linear(5, 2),
     )
-    model = randomize(model)
-    assert_structured_matches(
-        model, torch.randn(3, 2, 4, 6).double(), torch.randn(2, 2, 4, 6).double()
-    )
+    check_on_random_inputs(model, (2, 4, 6))
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
@@ -120,10 +123,7 @@ def test_grouped_and_depthwise_conv2d_with_every_padding_mode(padding_mode):
         nn.Flatten(),
         nn.Linear(4 * 9, 2),
     )
-    model = randomize(model)
-    assert_structured_matches(
-        model, torch.randn(3, 4, 5, 6).double(), torch.randn(2, 4, 5, 6).double()
-    )
+    check_on_random_inputs(model, (4, 5, 6))
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
@@ -136,8 +136,7 @@ def test_conv1d_on_sequences(padding_mode):
         nn.Conv1d(4, 2, 4, padding="same", dilation=2, padding_mode=padding_mode),
         nn.Flatten(),
     )
-    model = randomize(model)
-    assert_structured_matches(model, torch.randn(3, 3, 8).double(), torch.randn(2, 3, 8).double())
+    check_on_random_inputs(model, (3, 8))
 
 
 def test_conv_transpose():
@@ -175,8 +174,7 @@ class SequenceModel(nn.Module):
 
 
 def test_layer_and_rms_norm_on_sequences():
-    model = randomize(SequenceModel())
-    assert_structured_matches(model, torch.randn(3, 4, 3).double(), torch.randn(2, 4, 3).double())
+    check_on_random_inputs(SequenceModel(), (4, 3))
 
 
 class Conv1D(nn.Module):
