@@ -55,7 +55,7 @@ class Method(StrEnum):
         Linear (on any (N, ..., E) input), Conv1d/Conv2d (groups, every padding mode),
         ConvTranspose1d/2d, Embedding, LayerNorm, RMSNorm, GroupNorm, BatchNorm (eval),
         GPT-2's Conv1D, `ntkscope.models.Dense` and `ntkscope.models.Conv`, with any
-        parameter-free operations between them (README, "Supported layers"). Fastest by
+        parameter-free operations between them (the layer table in the README). Fastest by
         far for these (no per-example Jacobian of the whole model is formed); fails, naming
         the layer, on any other layer holding trainable parameters that the forward calls.
     JACOBIAN: per-example Jacobians by ``vmap(jacrev)`` contracted in one GEMM. Any model;
