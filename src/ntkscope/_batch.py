@@ -98,6 +98,11 @@ def call(model: Callable, batch: Batch) -> Any:
     return model(*args, **kwargs)
 
 
+def forward(model: Callable, batch: Batch) -> torch.Tensor:
+    """The model's output on ``batch``, selected by `default_output`."""
+    return default_output(call(model, batch))
+
+
 def _first_tensor(out: Any) -> torch.Tensor | None:
     values = out.values() if isinstance(out, Mapping) else out
     return next((v for v in values if isinstance(v, torch.Tensor)), None)
@@ -144,6 +149,19 @@ def check(batch: object, argument: str, dtype: torch.dtype, device: torch.device
     if len(sizes) > 1:
         raise ValueError(f"{argument}: tensors have different first dimensions {sorted(sizes)}")
     return plain(batch)
+
+
+def like(batch: object, argument: str, reference: torch.Tensor) -> Batch:
+    """``batch`` on ``reference``'s device, floating-point tensors in its dtype, then
+    validated by `check` (inputs of a training run, given in any float dtype)."""
+    if isinstance(batch, (torch.Tensor, tuple, list, Mapping)):
+        batch = apply(
+            lambda t: (
+                to(t, reference.device, reference.dtype) if isinstance(t, torch.Tensor) else t
+            ),
+            tuple(batch) if isinstance(batch, list) else batch,
+        )
+    return check(batch, argument, reference.dtype, reference.device)
 
 
 def _named(batch: Batch, argument: str) -> list[tuple[str, Any]]:

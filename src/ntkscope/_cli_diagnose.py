@@ -44,6 +44,7 @@ def _facts(diagnosis: Diagnosis) -> list[str]:
         f"{n['steps_taken']} steps; train loss {n['train_loss']:.4g}, "
         f"test loss {n['test_loss']:.4g}",
         f"relative parameter change {n['param_change']:.4g}",
+        f"eNTK method: {diagnosis.settings.get('method', 'auto')}",
     ]
     predicted = n.get("predicted_train_loss")
     if predicted is not None and math.isfinite(predicted):

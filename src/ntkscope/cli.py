@@ -191,7 +191,7 @@ def kernel(
     data: Annotated[str, typer.Option(metavar="digits|gaussian", help="Data set.")] = "digits",
     n: Annotated[int, typer.Option(help="Number of examples.")] = 256,
     data_seed: Annotated[int, typer.Option(help="Seed of the data subset / sample.")] = 0,
-    method: Annotated[str, typer.Option(metavar="auto|structured|jacobian|ntvp")] = "auto",
+    method: Annotated[str, typer.Option(metavar="auto|structured|jacobian|ntvp|autograd")] = "auto",
     mode: Annotated[
         str, typer.Option(metavar="trace|full", help="full: every output pair, (N, N, O, O).")
     ] = "trace",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import ntkscope as ns
@@ -78,9 +79,11 @@ def _moved(lin, scale=0.1):
             q.add_(scale * torch.randn_like(q))
 
 
-def test_double_vjp_equals_forward_mode():
-    """Where forward-mode AD works (LSTM in float64), the double-VJP J·δ equals jvp's and so
-    do the gradients in θ, to float64 rounding (1e-12: both are the same sums of products)."""
+@pytest.mark.parametrize("product", ["double-vjp", "autograd"])
+def test_fallback_products_equal_forward_mode(product):
+    """Where forward-mode AD works (LSTM in float64), J·δ by the double-VJP or by explicit
+    per-example Jacobians equals jvp's, and so do the gradients in θ, to float64 rounding
+    (1e-12: the same sums of products in another order)."""
     torch.manual_seed(0)
     model = _TokenLSTM().double()
     x = torch.randint(0, 9, (4, 6))
@@ -89,9 +92,10 @@ def test_double_vjp_equals_forward_mode():
     with torch.no_grad():
         for q, r in zip(lin.linear_parameters, twin.linear_parameters, strict=True):
             r.copy_(q)
-    twin.forward_mode = False
+    twin.product = product
     a, b = lin(x), twin(x)
-    assert lin.forward_mode and relative_error(b, a) <= 1e-12
+    assert lin.product == "jvp" and twin.product == product
+    assert relative_error(b, a) <= 1e-12
     a.pow(2).sum().backward()
     b.pow(2).sum().backward()
     for q, r in zip(lin.linear_parameters, twin.linear_parameters, strict=True):
@@ -107,7 +111,7 @@ def test_linearize_without_forward_mode_ad():
     lin = linearize(model)
     _moved(lin)
     out = lin(x)
-    assert not lin.forward_mode
+    assert lin.product == "double-vjp"
     wide = linearize(model.double())
     with torch.no_grad():
         for q, r in zip(lin.linear_parameters, wide.linear_parameters, strict=True):

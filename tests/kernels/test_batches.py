@@ -90,3 +90,15 @@ def test_output_selector_and_tiles():
     expected = brute_force_ntk(model, x, mode="full", output=select)
     assert kernel.shape == (5, 5, 2, 2)
     assert relative_error(kernel, expected) < TOL
+
+
+def test_params_replace_the_weights_for_dict_batches():
+    """``params`` with a dict batch equals the kernel of a model holding those weights."""
+    model, x = _model("ids"), _batch("dict", 4, 5)
+    doubled = {name: 2 * p.detach() for name, p in model.named_parameters()}
+    other = _model("ids")
+    with torch.no_grad():
+        for name, p in other.named_parameters():
+            p.copy_(doubled[name])
+    kernel = ns.empirical_ntk(model, x, params=doubled, method="jacobian")
+    assert relative_error(kernel, brute_force_ntk(other, x)) < TOL

@@ -72,3 +72,59 @@ def test_non_finite_kernel_is_refused():
     model = ns.models.mlp(4, 8, 1, 2, activation=torch.sqrt, seed=0)  # sqrt of negatives: NaN
     with pytest.raises(ValueError, match="NaN or infinite entries"):
         ns.empirical_ntk(model, torch.randn(5, 4), method="jacobian")
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.Dropout(0.1),
+        nn.Dropout1d(0.1),
+        nn.Dropout2d(0.1),
+        nn.Dropout3d(0.1),
+        nn.AlphaDropout(0.1),
+        nn.FeatureAlphaDropout(0.1),
+    ],
+)
+def test_dropout_in_training_mode_is_refused(layer):
+    model = nn.Sequential(nn.Linear(4, 4), layer, nn.Linear(4, 2))
+    name = type(layer).__name__
+    with pytest.raises(ValueError, match=rf"model: layer '1' \({name}\) is in training mode"):
+        ns.empirical_ntk(model, torch.randn(3, 4))
+    ns.empirical_ntk(model.eval(), torch.randn(3, 4))  # in eval mode it is the identity
+
+
+class _Centered(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.layer(x - x.mean(0))
+
+
+def test_batch_coupled_model_is_refused():
+    with pytest.raises(ValueError, match=r"model: its output for the first example of x1 change"):
+        ns.empirical_ntk(_Centered(), torch.randn(3, 4))
+
+
+class _NoBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError("my_op has no derivative")
+
+
+def test_error_when_every_method_fails_names_the_op():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return _NoBackward.apply(self.layer(x))
+
+    with pytest.raises(ValueError, match=r"model: no eNTK method .*autograd: .*my_op has no"):
+        ns.empirical_ntk(Model(), torch.randn(3, 4))

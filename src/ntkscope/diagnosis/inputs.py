@@ -1,11 +1,15 @@
 """What `ntkscope.diagnose` is given: a model factory and data, checked with clear errors.
 
-A factory is a callable returning a fresh ``nn.Module``; it takes the seed as its one
-argument (``make_model(seed)``) or no argument, in which case the seed goes to
-``torch.manual_seed`` before the call. From the command line it is named
-``path/to/file.py:function``. Data are a built-in name (`ntkscope.data.load`), a
-`Dataset`, or a ``.npz`` file with arrays ``x`` and ``y`` (optionally ``x_test`` and
-``y_test``; integer ``y`` are class labels).
+A factory is a callable returning a fresh ``nn.Module``. ``torch.manual_seed(seed)`` is
+always called first; then the seed is passed by keyword if the factory has a parameter
+named ``seed`` (``make_model(seed=0)``), positionally if it has exactly one required
+positional parameter (``make_model(s)``), and otherwise not at all: the factory is called
+with no arguments and keeps its defaults (``make_model(d_in=64, d_out=10)``). From the
+command line it is named ``path/to/file.py:function``. Data are a built-in name
+(`ntkscope.data.load`), a `Dataset`, or a ``.npz`` file with arrays ``x`` and ``y``
+(optionally ``x_test`` and ``y_test``; integer ``y`` are class labels). Signed-integer
+``x`` are token ids, kept as int64 (N, L) for an ``nn.Embedding``; float or unsigned
+(pixel) ``x`` are inputs, flattened to (N, d).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ntkscope import _batch
 from ntkscope.data import Dataset, DatasetName, load
 
 Factory = Callable[..., nn.Module]
@@ -52,17 +57,46 @@ def load_factory(spec: str) -> Factory:
     return factory
 
 
+_FORMS = (
+    "make_model(), make_model(seed) with one required positional parameter, "
+    "make_model(..., seed=...) with a parameter named seed, or any factory whose other "
+    "parameters all have defaults"
+)
+
+
+def _seed_arguments(factory: Factory, seed: int) -> tuple[tuple, dict]:
+    """How ``factory`` takes the seed (module docstring); a clear error if it cannot be
+    called in any accepted form."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return (), {}
+    kinds = inspect.Parameter
+    if any(p.name == "seed" and p.kind != kinds.POSITIONAL_ONLY for p in parameters):
+        return (), {"seed": seed}
+    required = [p for p in parameters if p.default is p.empty and p.kind not in (
+        kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)]  # fmt: skip
+    positional = (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+    if len(required) == 1 and required[0].kind in positional:
+        return (seed,), {}
+    if required:
+        names = ", ".join(p.name for p in required)
+        raise TypeError(
+            f"model_factory: cannot be called with the seed alone (required parameters: "
+            f"{names}); accepted forms: {_FORMS}"
+        )
+    return (), {}
+
+
 def build(factory: Factory, seed: int) -> nn.Module:
-    """``factory(seed)``, or ``factory()`` after ``torch.manual_seed(seed)``; checked."""
+    """The factory's model after ``torch.manual_seed(seed)``, the seed passed as the module
+    docstring says; checked."""
     if not callable(factory):
         raise TypeError(f"model_factory: expected a callable, got {type(factory).__name__}")
-    try:
-        takes_seed = len(inspect.signature(factory).parameters) > 0
-    except (TypeError, ValueError):  # builtins without a signature
-        takes_seed = False
+    args, kwargs = _seed_arguments(factory, seed)
     torch.manual_seed(seed)
     try:
-        model = factory(seed) if takes_seed else factory()
+        model = factory(*args, **kwargs)
     except Exception as error:  # the user's code failed
         raise ValueError(f"model_factory: raised {type(error).__name__}: {error}") from error
     if not isinstance(model, nn.Module):
@@ -85,6 +119,8 @@ def _from_npz(path: Path) -> tuple[Dataset, Dataset | None]:
         labels = np.issubdtype(y.dtype, np.integer)
         yt = torch.as_tensor(y, dtype=torch.int64 if labels else torch.float32)
         n_classes = int(y.max()) + 1 if labels else None
+        if np.issubdtype(x.dtype, np.signedinteger):  # token ids
+            return Dataset(torch.as_tensor(x, dtype=torch.int64), yt, path.stem, n_classes, None)
         xt = torch.as_tensor(x, dtype=torch.float32)
         shape = tuple(xt.shape[1:]) if xt.dim() == 4 else None
         return Dataset(xt.reshape(len(xt), -1), yt, path.stem, n_classes, shape)
@@ -133,7 +169,7 @@ def fit_inputs(model: nn.Module, data: Dataset) -> Callable[[torch.Tensor], torc
     """How to feed ``data.x`` to ``model``: flat, or as images (N, C, H, W) if only that
     works. Raises a ValueError quoting the model's own error when neither does."""
     like = next(iter(model.parameters()), torch.empty(0))
-    flat = data.x[:2].to(like.dtype)
+    flat = _batch.to(data.x[:2], dtype=like.dtype)
     tries: list[tuple[str, Callable]] = [("flat", lambda x: x)]
     if data.image_shape is not None:
         tries.append(("images", lambda x: x.reshape(len(x), *data.image_shape)))
@@ -141,7 +177,7 @@ def fit_inputs(model: nn.Module, data: Dataset) -> Callable[[torch.Tensor], torc
     for name, shape in tries:
         try:
             with torch.no_grad():
-                out = model(shape(flat).to(like.device))
+                out = _batch.forward(model, shape(flat).to(like.device))
         except Exception as error:  # the model rejects this layout; try the next
             errors.append(f"as {name} {tuple(shape(flat).shape)}: {type(error).__name__}: {error}")
             continue

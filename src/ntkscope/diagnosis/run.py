@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ntkscope import metrics
+from ntkscope import _batch, metrics
 from ntkscope._checks import choice, nonnegative_real, positive_int
 from ntkscope.data import Dataset
 from ntkscope.diagnosis.inputs import Factory, build, fit_inputs, split
@@ -34,7 +34,7 @@ from ntkscope.dynamics import (
     train,
 )
 from ntkscope.dynamics.train import Loss, Optimizer
-from ntkscope.kernels import empirical_ntk, infinite_kernels
+from ntkscope.kernels import empirical_ntk, infinite_kernels, resolve_method
 from ntkscope.models.spec import mlp_spec
 
 ADAM_LR = 1e-3
@@ -168,10 +168,12 @@ def diagnose(
     model = build(model_factory, seed)
     shape = fit_inputs(model, train_set)
     like = next(iter(model.parameters()))
-    x_train, x_test = (shape(d.x.to(like)) for d in (train_set, test_set))
+    x_train, x_test = (
+        shape(_batch.to(d.x, like.device, like.dtype)) for d in (train_set, test_set)
+    )
     report = progress or (lambda *_: None)
     report("dispersion at initialization", 0, 1)
-    probe_x = train_set.x[: min(probe, n_train)].to(like)
+    probe_x = _batch.to(train_set.x[: min(probe, n_train)], like.device, like.dtype)
     dispersion, kernels = _dispersion(model_factory, seeds, probe_x, shape)
     if lr is None:
         lr = ADAM_LR if optimizer is Optimizer.ADAM else _sgd_lr(model, x_train)
@@ -205,6 +207,7 @@ def diagnose(
         kernels,
         probe_x,
         {
+            "method": resolve_method(model, shape(probe_x)).value,
             "data": train_set.name,
             "n_train": n_train,
             "n_test": n_test,

@@ -30,7 +30,6 @@ from ntkscope.dynamics.train import Recorder, TrainState
 from ntkscope.kernels import Method
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._generic import JacobianStrategy
-from ntkscope.kernels._structured import StructuredStrategy
 from ntkscope.kernels.empirical import _strategy
 
 DEFAULT_BUDGET = 2**28
@@ -57,9 +56,9 @@ def _strategies(model: nn.Module, x: torch.Tensor, reference: Mapping[str, torch
     n_out = now.check_inputs(x, "x")
     n = len(x)
     method, strategy = _strategy(Method.AUTO, now, x, n, n, n_out, False, DEFAULT_BUDGET)
-    if method is Method.STRUCTURED:
-        return strategy, StructuredStrategy(before, n_out, False)
-    return JacobianStrategy(now, n_out, False), JacobianStrategy(before, n_out, False)
+    if method is Method.NTVP:  # its features are the inputs: per-example Jacobians instead
+        strategy = JacobianStrategy(now, n_out, False)
+    return strategy, type(strategy)(before, n_out, False)
 
 
 def jacobian_change(

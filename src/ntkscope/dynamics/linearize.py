@@ -6,7 +6,9 @@ linear models under gradient descent"; CONVENTIONS.md):
 computed with one forward-mode Jacobian-vector product (``torch.func.jvp``) per call, so
 no Jacobian is stored. For models with an op that has no forward-mode rule (LSTM in
 float32, fused attention kernels), the product J·δ comes from two reverse passes instead
-(the "double-VJP" trick): u ↦ Jᵀu is linear in u, so J·δ = ∂(δ · Jᵀu)/∂u. Its eNTK is the
+(the "double-VJP" trick): u ↦ Jᵀu is linear in u, so J·δ = ∂(δ · Jᵀu)/∂u. When an op
+has no double-backward either (CPU flash attention), the per-example Jacobians J(x) are
+formed by one backward pass per example and output and multiplied with δ. Its eNTK is the
 eNTK of the network at θ_0, for every θ.
 """
 
@@ -16,8 +18,13 @@ import torch
 from torch import nn
 from torch.func import jvp
 
+from ntkscope import _batch
 from ntkscope._batch import Batch, OutputSelector
 from ntkscope.kernels._functional import FunctionalModel, Params
+from ntkscope.kernels._generic import AutogradStrategy
+
+PRODUCTS = ("jvp", "double-vjp", "autograd")
+"""How J·δ is computed, fastest first; `LinearizedModel` keeps the first that works."""
 
 
 def _double_vjp(f, theta0: Params, delta: Params) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,26 +62,43 @@ class LinearizedModel(nn.Module):
         self.linear_parameters = nn.ParameterList(
             nn.Parameter(t.clone()) for t in self._theta0.values()
         )
-        self.forward_mode = True
-        """False once forward-mode AD failed on this model: then the double-VJP is used."""
+        self.product = PRODUCTS[0]
+        """How J·δ is computed (`PRODUCTS`): the first that worked on this model."""
 
     def forward(self, x: Batch) -> torch.Tensor:
         delta = {
             name: p - self._theta0[name]
             for name, p in zip(self.names, self.linear_parameters, strict=True)
         }
+        remaining = PRODUCTS[PRODUCTS.index(self.product) :]
+        for product in remaining[:-1]:
+            try:
+                out, change = self._product(product, x, delta)
+            except (NotImplementedError, RuntimeError):  # an op lacks this kind of derivative
+                continue
+            self.product = product
+            return out + change
+        self.product = remaining[-1]
+        out, change = self._product(self.product, x, delta)
+        return out + change
+
+    def _product(self, product: str, x: Batch, delta: Params) -> tuple[torch.Tensor, ...]:
+        """``(f(x; θ_0), J(x)·δ)`` by ``product``."""
 
         def f(theta):
             return self._functional(theta, x)
 
-        if self.forward_mode:
-            try:
-                out, change = jvp(f, (self._theta0,), (delta,))
-                return out + change
-            except (NotImplementedError, RuntimeError):  # no forward-mode rule for an op
-                self.forward_mode = False
-        out, change = _double_vjp(f, self._theta0, delta)
-        return out + change
+        if product == "jvp":
+            return jvp(f, (self._theta0,), (delta,))
+        if product == "double-vjp":
+            return _double_vjp(f, self._theta0, delta)
+        with torch.no_grad():
+            out = f(self._theta0)
+        if _batch.size(x) == 0:
+            return out, torch.zeros_like(out)
+        jacobian = AutogradStrategy(self._functional, out.shape[1], full=False).features(x)
+        flat = torch.cat([delta[name].reshape(-1) for name in self._theta0])
+        return out, jacobian @ flat
 
 
 def linearize(model: nn.Module, output: OutputSelector | None = None) -> LinearizedModel:

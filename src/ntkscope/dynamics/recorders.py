@@ -16,8 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ntkscope import metrics
-from ntkscope._checks import choice, finite_batch, positive_int
+from ntkscope import _batch, metrics
+from ntkscope._checks import choice, positive_int
 from ntkscope.dynamics.linearize import linearize
 from ntkscope.dynamics.mse import predict_mse
 from ntkscope.dynamics.train import Loss, Optimizer, Recorder, Split, TrainState, objective
@@ -25,9 +25,14 @@ from ntkscope.kernels import Method, Mode, empirical_ntk, infinite_kernels, reso
 from ntkscope.models.spec import mlp_spec
 
 
+def _like(state: TrainState) -> torch.Tensor:
+    """A trainable parameter of the model: inputs take its dtype and device."""
+    return next(p for p in state.model.parameters() if p.requires_grad)
+
+
 def _evaluate(state: TrainState, split: Split, prefix: str) -> dict[str, float]:
     with torch.no_grad():
-        outputs = state.model(split.x)
+        outputs = _batch.forward(state.model, split.x)
     row = {f"{prefix}_loss": float(state.objective(outputs, split.targets))}
     if split.labels is not None:
         row[f"{prefix}_accuracy"] = float((outputs.argmax(dim=1) == split.labels).double().mean())
@@ -75,7 +80,7 @@ class KernelRecorder(Recorder):
         probe_size: int = 256,
         **ntk_options,
     ) -> None:
-        self.probe_x = None if probe_x is None else finite_batch(probe_x, "probe_x")
+        self.probe_x = probe_x
         self.probe_y, self.mode, self.options = probe_y, mode, ntk_options
         self.every, self.probe_size = (
             positive_int(every, "every"),
@@ -90,12 +95,12 @@ class KernelRecorder(Recorder):
 
     def start(self, state: TrainState) -> dict[str, float]:
         if self.probe_x is None:
-            self.probe_x = state.train.x[: self.probe_size]
+            self.probe_x = _batch.take(state.train.x, slice(0, self.probe_size))
             self.probe_y = (
                 state.train.labels if state.train.labels is not None else state.train.targets
             )
             self.probe_y = self.probe_y[: self.probe_size]
-        self.probe_x = self.probe_x.to(state.train.x)
+        self.probe_x = _batch.like(self.probe_x, "probe_x", _like(state))
         self.initial = self.latest = self._kernel(state)
         return {"kernel_change": 0.0, "kernel_distance": 0.0, **self._alignment(self.initial)}
 
@@ -169,17 +174,17 @@ class LinearizedRecorder(Recorder):
     """
 
     def __init__(self, test_x: torch.Tensor | None = None, every: int = 1) -> None:
-        self.test_x = None if test_x is None else finite_batch(test_x, "test_x")
+        self.test_x = test_x
         self.every = positive_int(every, "every")
 
     def start(self, state: TrainState) -> dict[str, float]:
         if self.test_x is None:
             self.test_x = (state.test or state.train).x
-        self.test_x = self.test_x.to(state.train.x)
+        self.test_x = _batch.like(self.test_x, "test_x", _like(state))
         self.linear = linearize(state.model)
         self.optimizer = state.make_optimizer(self.linear)
         with torch.no_grad():
-            self._f0 = state.model(self.test_x).detach()
+            self._f0 = _batch.forward(state.model, self.test_x).detach()
         return self.record(state)
 
     def after_step(self, state: TrainState) -> None:
@@ -190,7 +195,7 @@ class LinearizedRecorder(Recorder):
 
     def record(self, state: TrainState) -> dict[str, float]:
         with torch.no_grad():
-            f, f_lin = state.model(self.test_x), self.linear(self.test_x)
+            f, f_lin = _batch.forward(state.model, self.test_x), self.linear(self.test_x)
             row = {"linear_rmse": metrics.rmse(f, f_lin)}
             moved = metrics.rmse(f, self._f0)
             if state.step > 0 and moved > 0:
@@ -254,7 +259,7 @@ class PredictionRecorder(Recorder):
         test = (
             state.test
             if state.test is not None
-            else Split(state.train.x[:0], state.train.targets[:0], None)
+            else Split(_batch.take(state.train.x, slice(0, 0)), state.train.targets[:0], None)
         )
         kernels = {"": self._entk(state, test.x)}
         spec = mlp_spec(state.model) if self.infinite else None
@@ -270,7 +275,7 @@ class PredictionRecorder(Recorder):
             k_test = infinite_kernels(test.x.flatten(1), x, **options)[1] if len(test) else k[:0]
             kernels["_infinite"] = (k, k_test)
         with torch.no_grad():
-            f0, f0_test = state.model(state.train.x), state.model(test.x)
+            f0, f0_test = (_batch.forward(state.model, s.x) for s in (state.train, test))
         for suffix, (k, k_test) in kernels.items():
             prediction = predict_mse(
                 k,
@@ -297,13 +302,13 @@ class PredictionRecorder(Recorder):
         x, model = state.train.x, state.model
         mode = self.mode
         if mode is None:
-            small = len(x) * state.train.targets.shape[1] <= FULL_KERNEL_LIMIT
+            small = _batch.size(x) * state.train.targets.shape[1] <= FULL_KERNEL_LIMIT
             structured = (
                 resolve_method(model, x, mode=Mode.FULL, **self.options) is Method.STRUCTURED
             )
             mode = Mode.FULL if small and structured else Mode.TRACE
         k = empirical_ntk(model, x, mode=mode, **self.options).double()
-        if len(x_test) == 0:
+        if _batch.size(x_test) == 0:
             return k, k[:0]
         return k, empirical_ntk(model, x_test, x, mode=mode, **self.options).double()
 

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ntkscope import _batch
+from ntkscope._batch import Batch
 from ntkscope._checks import (
     choice,
     finite_batch,
@@ -71,18 +73,19 @@ class Split:
     """Inputs, training targets and (for classes) labels of one data split.
 
     Attributes:
-        x: inputs (N, ...) in the model's dtype and device.
+        x: inputs, a batch of N examples (`ntkscope.empirical_ntk`: a tensor, a tuple or a
+            mapping of tensors), floating-point tensors in the model's dtype and device.
         targets: what the loss compares outputs with: (N, O) reals for MSE, (N,) labels for
             cross-entropy.
         labels: int64 class labels (N,) for accuracy, or None for regression.
     """
 
-    x: torch.Tensor
+    x: Batch
     targets: torch.Tensor
     labels: torch.Tensor | None
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        return _batch.size(self.x)
 
 
 def objective(loss: Loss, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -206,10 +209,10 @@ def as_split(data: object, loss: Loss, n_outputs: int, argument: str, like: torc
         x, y = data
     else:
         raise TypeError(f"{argument}: expected a ntkscope Dataset or an (x, y) pair")
-    x = finite_batch(x, f"{argument} x").to(like)
+    x = _batch.like(x, f"{argument} x", like)
     y = tensor(y, f"{argument} y").to(like.device)
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"{argument}: x has {x.shape[0]} examples but y has {y.shape[0]}")
+    if y.shape[0] != _batch.size(x):
+        raise ValueError(f"{argument}: x has {_batch.size(x)} examples but y has {y.shape[0]}")
     if not y.is_floating_point():
         if y.dim() != 1 or (y < 0).any() or (y >= n_outputs).any():
             raise ValueError(
@@ -231,14 +234,17 @@ def as_split(data: object, loss: Loss, n_outputs: int, argument: str, like: torc
 def _n_outputs(model: nn.Module, data: object, like: torch.Tensor) -> int:
     """O of the model on one training example; errors say that the data do not fit it."""
     x = data.x if isinstance(data, Dataset) else data[0] if isinstance(data, tuple | list) else None
-    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
+    if not isinstance(x, torch.Tensor | tuple | dict) or not _batch.tensors(x):
         raise TypeError("data: expected a ntkscope Dataset or an (x, y) pair of tensors")
+    x = _batch.to(x, like.device, like.dtype)
     try:
         with torch.no_grad():
-            out = model(x[:1].to(like))
+            out = _batch.forward(model, _batch.take(x, slice(0, 1)))
     except Exception as error:  # the model's own message, with the argument named
+        shapes = [tuple(t.shape) for t in _batch.tensors(x)]
         raise ValueError(
-            f"data: the model cannot be applied to inputs of shape {tuple(x.shape)}: {error}"
+            f"data: the model cannot be applied to inputs of shape "
+            f"{shapes[0] if len(shapes) == 1 else shapes}: {error}"
         ) from error
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise TypeError(
@@ -268,7 +274,8 @@ def _schedule(n: int, batch_size: int | None, steps: int | None, epochs: int | N
 
 def _full_loss(state: TrainState) -> float:
     with torch.no_grad():
-        return float(state.objective(state.model(state.train.x), state.train.targets))
+        outputs = _batch.forward(state.model, state.train.x)
+        return float(state.objective(outputs, state.train.targets))
 
 
 def train(
@@ -378,9 +385,9 @@ def _run(state, trajectory, batch_size, seed, progress) -> None:
         for step in range(1, state.steps + 1):
             index = next(batches)
             xb, yb = (split.x, split.targets) if index is None else (
-                split.x[index], split.targets[index])  # fmt: skip
+                _batch.take(split.x, index), split.targets[index])  # fmt: skip
             step_optimizer.zero_grad(set_to_none=True)
-            value = state.objective(model(xb), yb)
+            value = state.objective(_batch.forward(model, xb), yb)
             if not math.isfinite(value.item()) or value.item() > limit:
                 trajectory.stopped = "diverged"
                 return

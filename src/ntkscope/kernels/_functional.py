@@ -76,14 +76,11 @@ class FunctionalModel:
         """Number of trainable scalars P."""
         return sum(t.numel() for t in self.theta.values())
 
-    def raw(self, theta: Params, x: Batch) -> torch.Tensor:
-        """The selected output of the model on batch ``x``, before flattening."""
-        args, kwargs = _batch.arguments(x)
-        return self.output(functional_call(self.module, {**self.fixed, **theta}, args, kwargs))
-
     def __call__(self, theta: Params, x: Batch) -> torch.Tensor:
-        """f(θ, x) as an (N, O) tensor."""
-        return self.raw(theta, x).reshape(_batch.size(x), -1)
+        """f(θ, x) as an (N, O) tensor: the selected output of the model on batch ``x``."""
+        args, kwargs = _batch.arguments(x)
+        out = self.output(functional_call(self.module, {**self.fixed, **theta}, args, kwargs))
+        return out.reshape(_batch.size(x), -1)
 
     def batch(self, x: object, argument: str) -> Batch:
         """``x`` validated as a batch for this model (`_batch.check`)."""

@@ -260,9 +260,10 @@ def resolve_method(
     params: Mapping[str, torch.Tensor] | None = None,
     output: OutputSelector | None = None,
 ) -> Method:
-    """The method `empirical_ntk` would run with these arguments (AUTO resolved).
+    """The method `empirical_ntk` runs with these arguments (AUTO resolved).
 
-    Costs one forward and backward pass of one example. Arguments as in `empirical_ntk`.
+    Costs the probes of `Method.AUTO`: for each method tried, its kernel on one or two
+    examples and one backward pass. Arguments as in `empirical_ntk`.
     """
     with torch.inference_mode(False), torch.enable_grad():
         plan = _plan(model, x1, x2, mode, diagonal, method, memory_budget, params, output)
@@ -286,8 +287,9 @@ def empirical_ntk(
 
     Jacot, Gabriel & Hongler (2018); methods after Novak, Sohl-Dickstein & Schoenholz,
     "Fast finite width neural tangent kernel" (ICML 2022). The model must treat the
-    examples of a batch independently (BatchNorm in eval mode is fine; in training mode
-    it is refused).
+    examples of a batch independently and deterministically: BatchNorm and Dropout in
+    training mode are refused, and so is a model whose output for one example changes with
+    the rest of the batch (checked on up to 3 examples of x1).
 
     Args:
         model: any ``nn.Module`` mapping a batch of N examples to outputs (N, ...)
