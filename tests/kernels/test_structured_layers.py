@@ -17,6 +17,7 @@ from torch import nn
 
 import ntkscope as ns
 from reference import brute_force_jacobian, relative_error
+from tiny_transformers import tiny_transformer
 
 TOL = 1e-10
 
@@ -286,18 +287,7 @@ def test_random_conv2d_geometries(kernel, stride, dilation, padding, groups, tra
 
 def test_bert_encoder_from_transformers_takes_the_structured_path():
     """Embedding, LayerNorm, Linear and parameter-free attention; called with a dict."""
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=8,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=8,
-        num_labels=2,
-    )
-    torch.manual_seed(0)
-    model = randomize(transformers.BertForSequenceClassification(config))
+    model = randomize(tiny_transformer("bert", vocab=50, length=8))
     ids = torch.randint(0, 50, (5, 6), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[0, -2:] = 0
@@ -309,13 +299,8 @@ def test_bert_encoder_from_transformers_takes_the_structured_path():
 
 def test_gpt2_decoder_from_transformers_takes_the_structured_path():
     """Token and position embeddings, LayerNorm, GPT-2's Conv1D; the last token's logits."""
-    transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(
-        vocab_size=50, n_embd=8, n_layer=2, n_head=2, n_positions=8, bos_token_id=1, eos_token_id=1
-    )
-    torch.manual_seed(0)
-    model = randomize(transformers.GPT2LMHeadModel(config))
-    model.lm_head = nn.Linear(8, 3)  # a small untied head: O = 3
+    model = tiny_transformer("gpt2", vocab=50, length=8)
+    model.lm_head = nn.Linear(16, 3)  # a small untied head: O = 3
     model = randomize(model)
     ids = torch.randint(0, 50, (5, 6), generator=torch.Generator().manual_seed(1))
     last = lambda out: out.logits[:, -1]  # noqa: E731
