@@ -1,12 +1,21 @@
-"""eNTK speed: ntkscope's structured method against the torch.func tutorial baseline.
+"""eNTK speed: ntkscope's methods against the torch.func tutorial baseline.
 
-Prints, for each case, the time of method="structured", the time of the Jacobian-
+Part 1 prints, for an MLP, the time of method="structured", the time of the Jacobian-
 contraction baseline from PyTorch's NTK tutorial (vmap(jacrev) + one einsum per
 parameter), their ratio, and the structured method's FLOP rate (FLOPs counted by
 torch.utils.flop_counter) divided by the float32 GEMM rate measured in the same run.
 
+Part 2, full mode, for a Myrtle CNN (N = 128), a ResNet-style CNN with BatchNorm (eval;
+3 stages of 16/32/64 channels, 16×16 inputs, N = 64) and a BERT-style encoder (Hugging
+Face config, random weights: vocabulary 30,522, hidden 128, 2 layers, 4 heads, sequence
+32, 2 labels, N = 64; skipped without ``transformers``), prints the time of every method
+that can run the model as a speed-up over the baseline, which method ``auto`` ran, and its
+time over the fastest's; and, where ``nngeometry`` imports, its ``GramMatrix`` on the
+ResNet (a comparison only; install it with ``--no-deps``, it would replace torch).
+
     python benchmarks/entk.py            # all cases (several minutes on 2 cores)
-    python benchmarks/entk.py --quick    # N = 128 only
+    python benchmarks/entk.py --quick    # N = 128 only in part 1
+    python benchmarks/entk.py --methods --only structured,jacobian  # part 2, two methods
 
 At N = 512 the baseline's per-example Jacobians do not fit in memory (24 GB); its time
 there is that of its 16 tiles of 128×128, i.e. 16 × its time at N = 128.
@@ -41,12 +50,12 @@ def gemm_rate(size: int = 2048) -> float:
     return 2 * size**3 / best_time(lambda: a @ b, repeat=5)
 
 
-def tutorial_baseline(model, x1, x2, mode):
+def tutorial_baseline(model, x1, x2, mode, output=lambda out: out):
     """PyTorch's NTK tutorial, "Jacobian contraction" (mode 'full' or 'trace')."""
     params = {k: v.detach() for k, v in model.named_parameters()}
 
     def fnet_single(p, x):
-        return functional_call(model, p, (x.unsqueeze(0),)).squeeze(0)
+        return output(functional_call(model, p, (x.unsqueeze(0),))).squeeze(0)
 
     jac1 = [j.flatten(2) for j in vmap(jacrev(fnet_single), (None, 0))(params, x1).values()]
     jac2 = [j.flatten(2) for j in vmap(jacrev(fnet_single), (None, 0))(params, x2).values()]
@@ -79,9 +88,130 @@ def run_case(name, model, x, mode, gemm, repeat):
     )
 
 
+METHODS = ("structured", "jacobian", "ntvp", "autograd")
+
+
+def method_times(model, x, output, repeat, methods=METHODS) -> dict[str, float]:
+    """Best time of every method that runs on this model (full mode), and of auto."""
+    times = {}
+    for method in (*methods, "auto"):
+
+        def run(method=method):
+            ns.empirical_ntk(model, x, x, mode="full", method=method, output=output)
+
+        try:
+            times[method] = best_time(run, 1 if method == "autograd" else repeat)
+        except ValueError as error:  # the method refuses this model
+            print(f"    {method}: {str(error).splitlines()[0][:100]}")
+    return times
+
+
+def run_methods(name, model, x, methods, output=None, repeat=2, extra=None):
+    """One row of part 2: every method's speed-up over the baseline, and auto's choice."""
+    select = output or (lambda out: out)
+    base = best_time(lambda: tutorial_baseline(model, x, x, "full", select), 1)
+    times = method_times(model, x, output, repeat, methods)
+    times.update(extra or {})
+    used = ns.kernels.resolve_method(model, x, mode="full", output=output)
+    fastest = min(t for m, t in times.items() if m != "auto")
+    cells = "  ".join(f"{m} {t * 1e3:8.0f} ms ({base / t:5.1f}x)" for m, t in times.items())
+    print(
+        f"{name:<34} N={len(x):<4} full  baseline {base * 1e3:8.0f} ms  {cells}  "
+        f"auto -> {used}, {times['auto'] / fastest:4.2f}x the fastest",
+        flush=True,
+    )
+
+
+def resnet(seed: int = 0) -> torch.nn.Module:
+    """ResNet-style CNN: stem, 3 stages (16/32/64 channels, stride 2 after the first) of one
+    residual block each, conv–BatchNorm–ReLU, global average pooling, 10 outputs; eval mode
+    with random running statistics."""
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, c_in, c_out, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.shortcut = nn.Identity()
+            if stride != 1 or c_in != c_out:
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+                )
+
+        def forward(self, x):
+            h = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        Block(16, 16, 1),
+        Block(16, 32, 2),
+        Block(32, 64, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    )
+    model(torch.randn(64, 3, 16, 16))  # running statistics from one training-mode batch
+    return model.eval()
+
+
+def nngeometry_time(model, x) -> dict[str, float]:
+    """nngeometry's GramMatrix (full mode, all parameters) on x, if it imports."""
+    try:
+        from nngeometry import GramMatrix
+    except ImportError:
+        print("    nngeometry: not installed (pip install --no-deps nngeometry)")
+        return {}
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=len(x))
+    return {"nngeometry": best_time(lambda: GramMatrix(model, loader), 1)}
+
+
+def bert_encoder():
+    """BERT-style encoder from a Hugging Face config (random weights), or None."""
+    try:
+        import transformers
+    except ImportError:
+        print("BERT-style encoder: skipped (transformers is not installed)")
+        return None
+    config = transformers.BertConfig(
+        vocab_size=30522,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(config).eval()
+
+
+def part_two(methods=METHODS) -> None:
+    cnn = ns.models.cnn(3, 64, 3, 10, seed=0)
+    run_methods("Myrtle CNN 3x8x8, 64 ch", cnn, torch.randn(128, 3, 8, 8), methods)
+    model, x = resnet(), torch.randn(64, 3, 16, 16)
+    extra = nngeometry_time(model, x)
+    run_methods("ResNet 16/32/64 BatchNorm, 16x16", model, x, methods, extra=extra)
+    bert = bert_encoder()
+    if bert is not None:
+        ids = torch.randint(0, 30522, (64, 32), generator=torch.Generator().manual_seed(0))
+        logits = lambda out: out.logits  # noqa: E731
+        run_methods("BERT-style, vocab 30522, seq 32", bert, ids, methods, output=logits)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N = 128 only")
+    parser.add_argument("--quick", action="store_true", help="N = 128 only in part 1")
+    parser.add_argument("--methods", action="store_true", help="part 2 only")
+    parser.add_argument(
+        "--only", default=",".join(METHODS), help="methods timed in part 2, comma-separated"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     gemm = gemm_rate()
@@ -89,6 +219,9 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"float32 GEMM {gemm / 1e9:.1f} GFLOP/s"
     )
+    methods = tuple(args.only.split(","))
+    if args.methods:
+        return part_two(methods)
     mlp = ns.models.mlp(100, 512, 3, 10, seed=0)
     sizes = [128] if args.quick else [128, 512]
     for n in sizes:
@@ -100,6 +233,7 @@ def main() -> None:
         x = torch.randn(n, 3, 8, 8)
         for mode in ("full", "trace"):
             run_case("Myrtle CNN 3x8x8, 64 ch", cnn, x, mode, gemm, repeat=3)
+    part_two(methods)
 
 
 if __name__ == "__main__":

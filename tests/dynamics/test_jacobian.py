@@ -59,9 +59,12 @@ def test_structured_change_equals_explicit_jacobians(n, width, depth, n_out, sca
 
 
 def test_generic_model_and_convolutions_equal_explicit_jacobians():
-    """LayerNorm is outside the structured method (per-example Jacobians); a CNN uses it."""
+    """A layer called twice is outside the structured method (per-example Jacobians); a CNN
+    uses it."""
     torch.manual_seed(0)
-    generic = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.LayerNorm(5), nn.Linear(5, 2)).double()
+    twice = nn.Linear(5, 5)
+    generic = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), twice, nn.Tanh(), twice, nn.Linear(5, 2))
+    generic = generic.double()
     x = torch.randn(4, 3, dtype=torch.float64)
     cnn = ns.models.cnn(1, 3, 2, 2, seed=0).double()
     images = torch.randn(3, 1, 4, 4, dtype=torch.float64)

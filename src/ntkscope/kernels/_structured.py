@@ -1,132 +1,112 @@
 """Structured eNTK: per-layer Gram products instead of per-example Jacobians.
 
-For a layer ``h = s_w · W a + s_b · b`` (Linear, or Conv2d on unfolded patches), the
-Jacobian of output o with respect to W at example x is ``s_w · Σ_p g_{o,p}(x) a_p(x)ᵀ``,
-where ``a_p`` is the layer input at position p (patch, sequence element) and
-``g_{o,p} = ∂f_o/∂h_p`` the output gradient there. Its contribution to the eNTK is
+Each supported layer has a rule (`ntkscope.kernels._rules`, one per layer type) that turns
+its input ``a`` and output gradients ``g_o = ∂f_o/∂h`` into terms. A `Factors` term is a
+parameter Jacobian ``Σ_p g_{o,p} ⊗ a_p`` over positions p (sequence elements, patches),
+whose eNTK contribution is
 
-    Θ_W(x, x')_{oo'} = s_w² Σ_{p,p'} (a_p · a'_{p'}) (g_{o,p} · g'_{o',p'})
+    Θ_W(x, x')_{oo'} = Σ_{p,q} (a_p · a'_q)(g_{o,p} · g'_{o',q})
 
-With a single position (dense layers on flat inputs) this is the product of two Gram
-matrices, ``s_w² (a · a') (g_o · g'_{o'})`` — the layer-wise form of Novak, Sohl-Dickstein &
-Schoenholz, "Fast finite width neural tangent kernel" (ICML 2022), which costs
-O(N² (d_in + O² d_out)) per layer instead of O(N² O² d_in d_out). The bias adds
-``s_b² (g_o · g'_{o'})``, folded in as a constant input column. With several positions
-(convolutions) the per-example weight Jacobian is formed from the unfolded patches and
-contracted in one GEMM.
+contracted per layer in the cheapest of three forms by a count of multiply-adds per pair
+of examples (the choice of neural-tangents' structured derivatives; Novak, Sohl-Dickstein
+& Schoenholz, "Fast finite width neural tangent kernel", ICML 2022):
 
-The activations ``a`` and gradients ``g`` come from one forward pass with hooks on the
-supported layers, and one backward pass per output through zero "probe" tensors added to
-each layer's output (∂f/∂probe = ∂f/∂h), so no parameter gradient is ever formed.
+- *outer* (one position): ``(a · a') (g_o · g'_{o'})``, two Gram matrices —
+  d_a + O²·d_g per pair (full mode) instead of O²·d_a·d_g;
+- *positional*: the sum above in three GEMM-shaped steps — P²·(d_a + O·d_g) + P·O²·d_g;
+- *Jacobian*: the per-example Jacobian formed once, then ``J Jᵀ`` — O²·d_a·d_g, cheapest
+  when positions are many and the layer small (the first layers of a CNN).
+
+A `Jacobian` term (norm scales and shifts) is concatenated with the Jacobian-form layers
+and contracted in the same GEMM. ``a`` and ``g`` come from one forward pass with hooks on
+the layers holding θ, and one backward pass per output through zero "probe" tensors added
+to each layer's output (∂f/∂probe = ∂f/∂h), so no parameter gradient is ever formed.
+`check_against_autograd` compares the result with plain autograd on one example.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
+from ntkscope import _batch
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._gram import gram, gram_diagonal
 from ntkscope.kernels._probe import disagreement
-from ntkscope.models.layers import Conv, Dense
+from ntkscope.kernels._rules import Factors, Jacobian, Rule, UnsupportedModel, rule_type
 
-SUPPORTED = (nn.Linear, nn.Conv2d, Dense, Conv)
-
-
-class UnsupportedModel(ValueError):
-    """The structured method cannot compute this model's eNTK; the message says why."""
+__all__ = ["StructuredStrategy", "UnsupportedModel", "check_against_autograd"]
 
 
-@dataclass(frozen=True)
-class _Layer:
-    name: str
-    module: nn.Module
-    has_weight: bool
-    has_bias: bool
-    weight_scale: float
-    bias_scale: float
+def _label(name: str, module) -> str:
+    return f"layer {name or '(root)'!r} ({type(module).__name__})"
 
 
-def _conv_padding(module: nn.Conv2d) -> tuple[int, int]:
-    if module.padding == "valid":
-        return (0, 0)
-    if module.padding == "same":
-        total = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size, strict=True)]
-        if any(t % 2 for t in total):
-            raise UnsupportedModel("asymmetric 'same' padding (even kernel size)")
-        return (total[0] // 2, total[1] // 2)
-    return tuple(module.padding)
+def _qualified(module_name: str, parameter: str) -> str:
+    return f"{module_name}.{parameter}" if module_name else parameter
 
 
-def _supported_layers(fm: FunctionalModel) -> list[_Layer]:
-    """The layers holding θ; raises `UnsupportedModel` naming the first that is not supported."""
-    layers = []
+def _rules(fm: FunctionalModel) -> tuple[dict[str, Rule], dict[str, torch.nn.Module]]:
+    """Rules of the supported layers holding θ, and the unsupported ones by name (refused
+    when the forward pass calls them).
+
+    Raises:
+        UnsupportedModel: for a parameter of a supported layer other than its ``weight`` and
+            ``bias``, or a supported layer configured in a way its rule cannot factorize.
+    """
+    rules, unsupported, owned = {}, {}, set()
     for name, module in fm.module.named_modules():
-        own = {n for n, _ in module.named_parameters(recurse=False)}
-        trainable = {n for n in own if (f"{name}.{n}" if name else n) in fm.theta}
+        own = (n for n, _ in module.named_parameters(recurse=False))
+        trainable = frozenset(n for n in own if _qualified(name, n) in fm.theta)
         if not trainable:
             continue
-        prefix = f"layer {name or '(root)'!r} ({type(module).__name__})"
-        if type(module) not in SUPPORTED:
-            raise UnsupportedModel(f"{prefix} has trainable parameters and is not supported")
-        if isinstance(module, nn.Conv2d):
-            if module.groups != 1 or module.padding_mode != "zeros":
-                raise UnsupportedModel(f"{prefix}: groups != 1 or non-zero padding mode")
-            _conv_padding(module)
-        scales = (getattr(module, "weight_scale", 1.0), getattr(module, "bias_scale", 1.0))
-        layers.append(_Layer(name, module, "weight" in trainable, "bias" in trainable, *scales))
-    return layers
-
-
-def _patches(a, kernel, stride, padding, dilation) -> torch.Tensor:
-    """Convolution patches (n, P, C·kh·kw) in the weight's (C, kh, kw) order.
-
-    Same result as ``F.unfold`` (im2col), built from strided views and one copy, which on
-    CPU is many times faster than PyTorch's im2col.
-    """
-    padded = F.pad(a, (padding[1], padding[1], padding[0], padding[0]))
-    for dim, (k, s, d) in enumerate(zip(kernel, stride, dilation, strict=True), start=2):
-        padded = padded.unfold(dim, d * (k - 1) + 1, s)[..., ::d]
-    # (n, C, H', W', kh, kw) -> (n, H'·W', C·kh·kw)
-    n, c, h, w, kh, kw = padded.shape
-    return padded.permute(0, 2, 3, 1, 4, 5).reshape(n, h * w, c * kh * kw)
-
-
-def _positions(layer: _Layer, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Inputs (n, P, d_in) and output gradients (n, O, P, d_out) at every position."""
-    m = layer.module
-    n, n_out = a.shape[0], g.shape[1]
-    if isinstance(m, nn.Conv2d):
-        patches = _patches(a, m.kernel_size, m.stride, _conv_padding(m), m.dilation)
-    elif isinstance(m, Conv):
-        patches = _patches(a, m.weight.shape[-2:], (1, 1), (m.padding,) * 2, (1, 1))
-    else:
-        return a.reshape(n, -1, a.shape[-1]), g.reshape(n, n_out, -1, g.shape[-1])
-    return patches, g.flatten(3).transpose(2, 3)
+        kind = rule_type(module)
+        if kind is None:
+            unsupported[name] = module
+        else:
+            rules[name] = kind(module, _label(name, module), trainable)
+            trainable &= {"weight", "bias"}
+        owned |= {_qualified(name, n) for n in trainable}
+    stray = set(fm.theta) - owned
+    if stray:
+        raise UnsupportedModel(f"parameters {sorted(stray)} belong to no supported layer")
+    return rules, unsupported
 
 
 @dataclass
 class Features:
-    """Per-example factors of Θ̂, one entry per layer in the cheapest of three forms.
+    """Per-example factors of Θ̂ for one block of examples, each layer in its chosen form.
 
-    ``outer``: [(A (n, d_in'), G (n, O, d_out))], one position: (A Aᵀ) ⊙ (G Gᵀ).
-    ``positional``: [(A (n, P, d_in'), G (n, O, P, d_out))]: Σ_{p,q} (a_p·a'_q)(g_p·g'_q).
-    ``jacobians``: [J (n, O, d_in'·d_out)], per-example Jacobians: J Jᵀ.
-    A carries the bias as a constant column s_b (d_in' = d_in + 1), the weight part as s_w·a.
+    ``outer``: `Factors` with one position. ``positional``: `Factors` with several.
+    ``jacobian``: (n, O, D), the Jacobian-form layers and `Jacobian` terms side by side.
     """
 
-    outer: list[tuple[torch.Tensor, torch.Tensor]]
-    positional: list[tuple[torch.Tensor, torch.Tensor]]
-    jacobians: list[torch.Tensor]
+    outer: list[Factors] = field(default_factory=list)
+    positional: list[Factors] = field(default_factory=list)
+    jacobian: torch.Tensor | None = None
 
 
-def _positional_pair(a1, g1, a2, g2, full: bool) -> torch.Tensor:
+def _costs(term: Factors, full: bool) -> dict[str, int]:
+    """Multiply-adds per pair of examples of each form (module docstring)."""
+    (_, n_out, p, d_g), d_a = term.g.shape, term.width
+    outputs = n_out**2 if full else n_out
+    inner = 1 if term.vocab is not None else d_a  # ids are compared, not multiplied
+    pairs = p * p * (inner + n_out * d_g) + (p * d_g * outputs if full else p * p)
+    return {"jacobian": outputs * d_a * d_g, "positional": pairs, "outer": inner + outputs * d_g}
+
+
+def _form(term: Factors, full: bool) -> str:
+    costs = _costs(term, full)
+    if term.positions == 1:
+        return "outer"
+    return "positional" if costs["positional"] < costs["jacobian"] else "jacobian"
+
+
+def _positional_pair(f1: Factors, f2: Factors, full: bool) -> torch.Tensor:
     """Σ_{p,q} (a1_p · a2_q)(g1_{o,p} · g2_{o',q}) for every pair: three GEMM-shaped steps."""
-    (n, p1, _), (m, p2, _) = a1.shape, a2.shape
-    aa = (a1.flatten(0, 1) @ a2.flatten(0, 1).T).view(n, p1, m, p2)
+    aa = f1.inner(f2)  # (n, P, m, Q)
+    (n, p1, m, p2), g1, g2 = aa.shape, f1.g, f2.g
     if not full:
         g1t, g2t = g1.transpose(1, 2).flatten(2), g2.transpose(1, 2).flatten(2)  # (n, P, O·D)
         gg = (g1t.flatten(0, 1) @ g2t.flatten(0, 1).T).view(n, p1, m, p2)
@@ -142,128 +122,158 @@ def _positional_pair(a1, g1, a2, g2, full: bool) -> torch.Tensor:
     return torch.stack([g1[i] @ b[:, i] for i in range(n)])
 
 
-def _positional_diagonal(a, g, full: bool) -> torch.Tensor:
+def _positional_diagonal(f: Factors, full: bool) -> torch.Tensor:
     """`_positional_pair` of each example with itself."""
-    aa = a @ a.transpose(1, 2)  # (n, P, P)
+    aa, g = f.self_inner(), f.g  # (n, P, P), (n, O, P, D)
     if not full:
         gt = g.transpose(1, 2).flatten(2)
         return (aa * (gt @ gt.transpose(1, 2))).sum((1, 2))
     return torch.einsum("nopd,npqd->noq", g, torch.einsum("npq,noqd->npod", aa, g))
 
 
+def _outer(f: Factors) -> tuple[torch.Tensor, torch.Tensor]:
+    """One position's factors as (n, d_a) or (n, 1) ids, and (n, O, d_g)."""
+    return f.a[:, 0], f.g[:, :, 0]
+
+
 def _diagonal(f: Features, full: bool) -> torch.Tensor:
     """Θ̂(x_n, x_n) from one block's features: (n, O, O) if full, else (n,) summed over o."""
     total = 0
-    for a, g in f.outer:
-        aa = (a * a).sum(1)
-        total = total + (aa[:, None, None] if full else aa) * gram_diagonal(g, full)
-    for a, g in f.positional:
-        total = total + _positional_diagonal(a, g, full)
-    for j in f.jacobians:
-        total = total + gram_diagonal(j, full)
+    for term in f.outer:
+        aa = term.self_inner()[:, 0, 0]
+        total = total + (aa[:, None, None] if full else aa) * gram_diagonal(_outer(term)[1], full)
+    for term in f.positional:
+        total = total + _positional_diagonal(term, full)
+    if f.jacobian is not None:
+        total = total + gram_diagonal(f.jacobian, full)
     return total
 
 
 def _output_gradients(out: torch.Tensor, probes: list[torch.Tensor]) -> list[torch.Tensor]:
     """∂f_o/∂probe for every output o, stacked as (n, O, *probe.shape[1:]).
 
-    One backward pass vectorized over the O one-hot cotangents (``is_grads_batched``).
+    One plain backward pass per output (on CPU several times faster than one pass
+    vectorized over the outputs with ``is_grads_batched``, whose batching rules fall back
+    to slow kernels for convolutions and pooling).
     """
-    n, n_out = out.shape
-    eye = torch.eye(n_out, dtype=out.dtype, device=out.device)
-    cotangents = eye[:, None, :].expand(n_out, n, n_out)
-    grads = torch.autograd.grad(out, probes, cotangents, is_grads_batched=True, allow_unused=True)
-    return [
-        torch.zeros((n_out, *p.shape), dtype=p.dtype, device=p.device).transpose(0, 1)
-        if g is None
-        else g.transpose(0, 1)
-        for g, p in zip(grads, probes, strict=True)
-    ]
+    per_output = []
+    for o in range(out.shape[1]):
+        grads = torch.autograd.grad(out[:, o].sum(), probes, retain_graph=True, allow_unused=True)
+        per_output.append(
+            [torch.zeros_like(p) if g is None else g for g, p in zip(grads, probes, strict=True)]
+        )
+    return [torch.stack(grads, dim=1) for grads in zip(*per_output, strict=True)]
 
 
 class StructuredStrategy:
-    """Tiling strategy (see `_tiling.Strategy`) for models made of supported layers."""
+    """Tiling strategy (see `_tiling.Strategy`) for models made of supported layers.
+
+    ``pair_macs``: multiply-adds per pair of examples of the chosen forms, set by `measure`
+    (the cost `auto` compares with the generic methods').
+    """
 
     def __init__(self, fm: FunctionalModel, n_out: int, full: bool):
         self.fm, self.n_out, self.full = fm, n_out, full
-        self.layers = _supported_layers(fm)
-        owned = {
-            f"{layer.name}.{p}" if layer.name else p
-            for layer in self.layers
-            for p in ("weight", "bias")
-        }
-        stray = set(fm.theta) - owned
-        if stray:
-            raise UnsupportedModel(f"parameters {sorted(stray)} belong to no supported layer")
+        self.rules, self.unsupported = _rules(fm)
         item = torch.empty((), dtype=fm.dtype).element_size()
         self.feature_bytes, self.pair_bytes = 0, item * (3 * n_out**2 if full else 3)
+        self.pair_macs = 0
 
     def measure(self, f: Features) -> None:
-        """Set ``feature_bytes`` and ``pair_bytes`` from one example's features ``f``."""
-        pieces = [*f.outer, *f.positional]
+        """Set the memory and cost estimates from one example's features ``f``."""
         item = torch.empty((), dtype=self.fm.dtype).element_size()
-        sizes = [a.numel() + g.numel() for a, g in pieces] + [j.numel() for j in f.jacobians]
-        self.feature_bytes = sum(sizes) * item
+        tensors = [t for term in f.outer + f.positional for t in (term.a, term.g)]
+        tensors += [] if f.jacobian is None else [f.jacobian]
+        self.feature_bytes = sum(t.numel() for t in tensors) * item
         # positional temporaries per pair: a·a' (P²) and g·g' (P²), or b and its copy (P·O·d_out)
-        for a, g in f.positional:
-            self.pair_bytes += item * (
-                a.shape[1] ** 2 + (2 * g[0].numel() if self.full else a.shape[1] ** 2)
-            )
+        for term in f.positional:
+            p = term.positions
+            self.pair_bytes += item * (p**2 + (2 * term.g[0].numel() if self.full else p**2))
+        outputs = self.n_out**2 if self.full else self.n_out
+        self.pair_macs = sum(_costs(term, self.full)["outer"] for term in f.outer)
+        self.pair_macs += sum(_costs(term, self.full)["positional"] for term in f.positional)
+        self.pair_macs += 0 if f.jacobian is None else outputs * f.jacobian.shape[2]
 
-    def _record(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Forward with hooks; returns [(input a, output gradients g (n, O, *h.shape[1:]))]."""
-        records: dict[str, tuple] = {}
+    def _hooks(self, n: int, records: dict[str, tuple]) -> list:
+        """Forward hooks: a zero probe added to each rule's layer output (batch dim n), and a
+        refusal from each unsupported layer holding θ that the forward pass calls."""
 
-        def hook(name):
+        def record(name):
             def add_probe(module, inputs, output):
                 if name in records:
-                    raise UnsupportedModel(f"layer {name!r} is called more than once per forward")
+                    raise UnsupportedModel(
+                        f"{self.rules[name].label} is called more than once per forward pass"
+                    )
+                a = inputs[0].detach()
+                if output.shape[0] != n:  # e.g. position embeddings (1, L, E), broadcast
+                    if output.shape[0] != 1 or a.shape[0] != 1:
+                        raise UnsupportedModel(f"{self.rules[name].label}: batch size differs")
+                    output, a = output.expand(n, *output.shape[1:]), a.expand(n, *a.shape[1:])
                 probe = torch.zeros_like(output, requires_grad=True)
-                records[name] = (inputs[0].detach(), probe)
+                records[name] = (a, probe)
                 return output + probe
 
             return add_probe
 
-        handles = [layer.module.register_forward_hook(hook(layer.name)) for layer in self.layers]
+        def refuse(name):
+            def hook(module, inputs, output):
+                raise UnsupportedModel(
+                    f"{_label(name, module)} has trainable parameters and is not supported"
+                )
+
+            return hook
+
+        handles = [
+            rule.module.register_forward_hook(record(name)) for name, rule in self.rules.items()
+        ]
+        return handles + [
+            m.register_forward_hook(refuse(name)) for name, m in self.unsupported.items()
+        ]
+
+    def _record(self, x: torch.Tensor) -> list[tuple[Rule, torch.Tensor, torch.Tensor]]:
+        """(rule, input a, output gradients g (n, O, *h.shape[1:])) of each layer called."""
+        records: dict[str, tuple] = {}
+        handles = self._hooks(_batch.size(x), records)
         try:
             with torch.enable_grad():
                 out = self.fm(self.fm.theta, x)
         finally:
             for handle in handles:
                 handle.remove()
-        probes = [records[layer.name][1] for layer in self.layers]
-        grads = _output_gradients(out, probes)
-        return [(records[layer.name][0], g) for layer, g in zip(self.layers, grads, strict=True)]
+        if not records:
+            return []
+        grads = _output_gradients(out, [probe for _, probe in records.values()])
+        return [
+            (self.rules[name], a, g)
+            for (name, (a, _)), g in zip(records.items(), grads, strict=True)
+        ]
 
     def features(self, x: torch.Tensor) -> Features:
-        f = Features([], [], [])
-        for layer, (a, g) in zip(self.layers, self._record(x), strict=True):
-            a, g = _positions(layer, a, g)  # (n, P, d_in), (n, O, P, d_out)
-            columns = [layer.weight_scale * a] if layer.has_weight else []
-            if layer.has_bias:
-                columns.append(a.new_full((*a.shape[:2], 1), layer.bias_scale))
-            a = torch.cat(columns, dim=2)
-            (_, positions, d_in), (_, n_out, _, d_out) = a.shape, g.shape
-            outputs = n_out**2 if self.full else n_out
-            per_example = outputs * d_in * d_out
-            factorized = positions**2 * (d_in + n_out * d_out) + positions * d_out * outputs
-            if positions == 1:
-                f.outer.append((a[:, 0], g[:, :, 0]))
-            elif factorized < per_example:
-                f.positional.append((a, g))
-            else:
-                f.jacobians.append(torch.einsum("nopd,npe->node", g, a).flatten(2))
+        f, jacobians = Features(), []
+        for rule, a, g in self._record(x):
+            for term in rule.terms(a, g):
+                if isinstance(term, Jacobian):
+                    jacobians.append(term.j)
+                    continue
+                form = _form(term, self.full)
+                if form == "jacobian":
+                    jacobians.append(term.jacobian())
+                else:
+                    getattr(f, form).append(term)
+        if jacobians:
+            f.jacobian = torch.cat(jacobians, dim=2)
         return f
 
     def pair(self, f1: Features, f2: Features) -> torch.Tensor:
         total = 0
-        for (a1, g1), (a2, g2) in zip(f1.outer, f2.outer, strict=True):
-            aa = a1 @ a2.T
-            total = total + (aa[:, :, None, None] if self.full else aa) * gram(g1, g2, self.full)
-        for (a1, g1), (a2, g2) in zip(f1.positional, f2.positional, strict=True):
-            total = total + _positional_pair(a1, g1, a2, g2, self.full)
-        for j1, j2 in zip(f1.jacobians, f2.jacobians, strict=True):
-            total = total + gram(j1, j2, self.full)
+        for t1, t2 in zip(f1.outer, f2.outer, strict=True):
+            aa = t1.inner(t2)[:, 0, :, 0]
+            gg = gram(_outer(t1)[1], _outer(t2)[1], self.full)
+            total = total + (aa[:, :, None, None] if self.full else aa) * gg
+        for t1, t2 in zip(f1.positional, f2.positional, strict=True):
+            total = total + _positional_pair(t1, t2, self.full)
+        if f1.jacobian is not None:
+            total = total + gram(f1.jacobian, f2.jacobian, self.full)
         return total
 
     def diagonal(self, f: Features) -> torch.Tensor:
@@ -274,14 +284,21 @@ def check_against_autograd(strategy: StructuredStrategy, f: Features, x) -> None
     """Compare ``vᵀ Θ̂(x₀, x₀) v`` with ``‖∇_θ (v · f(x₀))‖²`` (`_probe.disagreement`).
 
     Catches what the layer inspection cannot see (a parameter used outside its layer's
-    forward, a layer whose forward is not ``s_w W a + s_b b``) at the cost of one example.
-    ``f`` are the structured features of x₀ = ``x[:1]``, computed once and reused by
-    `StructuredStrategy.measure`.
+    forward, a layer whose forward is not what its rule assumes) at the cost of one example.
+    ``f`` are the structured features of x₀, the first example of ``x``, computed once and
+    reused by `StructuredStrategy.measure`.
 
     Raises:
         UnsupportedModel: when the two differ by more than the dtype's tolerance.
     """
-    why = disagreement(strategy.fm, _diagonal(f, full=True)[0], x)
+    n_out, fm = strategy.n_out, strategy.fm
+    diagonal = _diagonal(f, full=True)  # 0 when no layer holding θ was called
+    theta00 = (
+        torch.zeros(n_out, n_out, dtype=fm.dtype, device=fm.device)
+        if isinstance(diagonal, int)
+        else diagonal[0]
+    )
+    why = disagreement(fm, theta00, x)
     if why is not None:
         raise UnsupportedModel(
             f"the layer-wise eNTK disagrees with autograd ({why}); a parameter is probably "

@@ -51,10 +51,13 @@ class Mode(StrEnum):
 class Method(StrEnum):
     """How `empirical_ntk` computes the kernel.
 
-    STRUCTURED: per-layer Gram products for Linear, Conv2d, `ntkscope.models.Dense` and
-        `ntkscope.models.Conv`, with any parameter-free layers between them. Fastest by far
-        for dense layers (no per-example Jacobian is formed); fails, naming the layer, on
-        anything else.
+    STRUCTURED: per-layer Gram products, each layer contracted in its cheapest form, for
+        Linear (on any (N, ..., E) input), Conv1d/Conv2d (groups, every padding mode),
+        ConvTranspose1d/2d, Embedding, LayerNorm, RMSNorm, GroupNorm, BatchNorm (eval),
+        GPT-2's Conv1D, `ntkscope.models.Dense` and `ntkscope.models.Conv`, with any
+        parameter-free operations between them (the layer table in the README). Fastest by
+        far for these (no per-example Jacobian of the whole model is formed); fails, naming
+        the layer, on any other layer holding trainable parameters that the forward calls.
     JACOBIAN: per-example Jacobians by ``vmap(jacrev)`` contracted in one GEMM. Any model;
         fastest generic method when O·P numbers per example fit in memory and O is small.
     NTVP: NTK-vector products (vjp then jvp). Any model whose ops have forward-mode AD and
@@ -63,8 +66,9 @@ class Method(StrEnum):
         Any model autograd can differentiate (LSTM, GRU, attention kernels without vmap or
         forward-mode rules); the slowest.
     AUTO: the first that runs on a probe of 1–2 examples and agrees there with autograd,
-        in the order STRUCTURED (every trainable layer supported), then JACOBIAN and NTVP
-        by a FLOP and memory estimate, then AUTOGRAD. `resolve_method` says which.
+        in the order of one FLOP estimate over STRUCTURED (when every trainable layer is
+        supported), JACOBIAN (when its Jacobians fit in memory) and NTVP, then AUTOGRAD.
+        `resolve_method` says which.
     """
 
     AUTO = "auto"
@@ -94,20 +98,19 @@ def _profile(fm: FunctionalModel, x: Batch) -> tuple[int, int]:
     return counter.get_total_flops(), sum(sizes) + sum(t.numel() for t in _batch.tensors(one))
 
 
-def _generic_order(fm, x1, n1, n2, n_out, full, budget) -> list[Method]:
-    """JACOBIAN and NTVP, cheaper first by estimated FLOPs; JACOBIAN only if it fits."""
+def _costs(fm, x1, n1, n2, n_out, full, budget) -> tuple[dict[Method, int], int]:
+    """Estimated FLOPs of JACOBIAN and NTVP (JACOBIAN only if it fits), and of one
+    per-output backward pass over the features of one example, ``3·forward``."""
     flops, _ = _profile(fm, x1)
     forward = max(flops, 2 * fm.n_params)
     jacobian = JacobianStrategy(fm, n_out, full)
-    jacobian_flops = (n1 + n2) * n_out * 3 * forward + n1 * n2 * 2 * fm.n_params * (
-        n_out**2 if full else n_out
-    )
-    ntvp_flops = n1 * n2 * n_out * 5 * forward
-    if 2 * jacobian.feature_bytes + jacobian.pair_bytes > budget:
-        return [Method.NTVP]
-    if jacobian_flops <= ntvp_flops:
-        return [Method.JACOBIAN, Method.NTVP]
-    return [Method.NTVP, Method.JACOBIAN]
+    costs = {Method.NTVP: n1 * n2 * n_out * 5 * forward}
+    if 2 * jacobian.feature_bytes + jacobian.pair_bytes <= budget:
+        outputs = n_out**2 if full else n_out
+        costs[Method.JACOBIAN] = (
+            n1 + n2
+        ) * n_out * 3 * forward + n1 * n2 * 2 * fm.n_params * outputs
+    return costs, 3 * forward
 
 
 def _generic(method: Method, fm, x1, n_out: int, full: bool) -> Strategy:
@@ -151,8 +154,10 @@ def _reason(error: BaseException) -> str:
 def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Strategy]:
     """The method that runs (never AUTO) and its tiling strategy.
 
-    AUTO tries STRUCTURED, then JACOBIAN and NTVP in the order of their estimated cost,
-    then AUTOGRAD, and takes the first that passes `_checked`.
+    AUTO tries STRUCTURED, JACOBIAN and NTVP in the order of their estimated FLOPs (one
+    cost model: ``(N1 + N2)·O`` backward passes for the features, plus per pair of examples
+    the structured forms' multiply-adds, or the Jacobians' Gram, or O jvp/vjp pairs), then
+    AUTOGRAD, and takes the first that passes `_checked`.
     """
     if method is not Method.AUTO:
         try:
@@ -162,11 +167,17 @@ def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Stra
                 f"method={method.value!r}: {_reason(why)}; use method='auto', which falls "
                 "back to a method that works"
             ) from None
-    failures = []
-    order = _generic_order(fm, x1, n1, n2, n_out, full, budget)
-    for candidate in [Method.STRUCTURED, *order, Method.AUTOGRAD]:
+    failures, ready = [], {}
+    costs, backward = _costs(fm, x1, n1, n2, n_out, full, budget)
+    try:  # the structured cost is known once its rules have seen a probe example
+        ready[Method.STRUCTURED] = structured = _checked(Method.STRUCTURED, fm, x1, n_out, full)
+        features = (n1 + n2) * n_out * backward
+        costs = {Method.STRUCTURED: features + n1 * n2 * 2 * structured.pair_macs, **costs}
+    except Exception as why:  # any failure of a method: try the next
+        failures.append(f"structured: {_reason(why)}")
+    for candidate in [*sorted(costs, key=costs.get), Method.AUTOGRAD]:  # stable: ties structured
         try:
-            return candidate, _checked(candidate, fm, x1, n_out, full)
+            return candidate, ready.get(candidate) or _checked(candidate, fm, x1, n_out, full)
         except Exception as why:  # any failure of a method: try the next
             failures.append(f"{candidate.value}: {_reason(why)}")
     raise ValueError("model: no eNTK method can differentiate it; " + "; ".join(failures))
