@@ -22,6 +22,7 @@ import torch
 
 from ntkscope._checks import finite_batch, nonnegative_int, nonnegative_real, positive_int
 from ntkscope.kernels._infinite_tiles import (
+    Recursion,
     check_second_inputs,
     entry_bytes,
     pairwise_kernels,
@@ -123,6 +124,26 @@ def infinite_kernels(
     Raises:
         TypeError, ValueError: naming the offending argument.
     """
+    rec, x1, x2, budget = plan(
+        x1, x2, depth=depth, activation=activation, sigma_w=sigma_w, sigma_b=sigma_b,
+        diagonal=diagonal, memory_budget=memory_budget, quadrature_degree=quadrature_degree,
+    )  # fmt: skip
+    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
+
+
+def plan(
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    depth: int,
+    activation: ActivationLike = "relu",
+    sigma_w: float = 2**0.5,
+    sigma_b: float = 0.0,
+    diagonal: bool = False,
+    memory_budget: int | str | None = None,
+    quadrature_degree: int = DEFAULT_QUADRATURE_DEGREE,
+) -> tuple[Recursion, torch.Tensor, torch.Tensor | None, int]:
+    """The checked arguments of `infinite_kernels`: (recursion, x1, x2, budget in bytes)."""
     rec = _Recursion(
         activation=resolve_activation(activation),
         depth=nonnegative_int(depth, "depth"),
@@ -133,8 +154,7 @@ def infinite_kernels(
     x1 = _inputs(x1, "x1")
     x2 = None if x2 is None else _inputs(x2, "x2")
     check_second_inputs(x1, x2, diagonal)
-    budget = resolve_budget(memory_budget, x1.device)
-    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
+    return rec, x1, x2, resolve_budget(memory_budget, x1.device)
 
 
 def _inputs(x: object, argument: str) -> torch.Tensor:

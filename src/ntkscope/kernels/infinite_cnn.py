@@ -42,6 +42,7 @@ import torch
 
 from ntkscope._checks import choice, finite_batch, nonnegative_real, positive_int
 from ntkscope.kernels._infinite_tiles import (
+    Recursion,
     check_second_inputs,
     entry_bytes,
     pairwise_kernels,
@@ -269,6 +270,30 @@ def infinite_cnn_kernels(
     Raises:
         TypeError, ValueError: naming the offending argument.
     """
+    rec, x1, x2, budget = plan(
+        x1, x2, depth=depth, activation=activation, sigma_w=sigma_w, sigma_b=sigma_b,
+        kernel_size=kernel_size, pool_after=pool_after, readout=readout, diagonal=diagonal,
+        memory_budget=memory_budget, quadrature_degree=quadrature_degree,
+    )  # fmt: skip
+    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
+
+
+def plan(
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    depth: int,
+    activation: ActivationLike = "relu",
+    sigma_w: float = 2**0.5,
+    sigma_b: float = 0.0,
+    kernel_size: int = 3,
+    pool_after: Sequence[int] | None = None,
+    readout: str | Readout = Readout.GAP,
+    diagonal: bool = False,
+    memory_budget: int | str | None = None,
+    quadrature_degree: int = DEFAULT_QUADRATURE_DEGREE,
+) -> tuple[Recursion, torch.Tensor, torch.Tensor | None, int]:
+    """The checked arguments of `infinite_cnn_kernels`: (recursion, x1, x2, budget in bytes)."""
     depth = positive_int(depth, "depth")
     k = positive_int(kernel_size, "kernel_size")
     if k % 2 != 1:
@@ -288,8 +313,7 @@ def infinite_cnn_kernels(
         deg=positive_int(quadrature_degree, "quadrature_degree"),
         image_size=(x1.shape[2], x1.shape[3]),
     )
-    budget = resolve_budget(memory_budget, x1.device)
-    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
+    return rec, x1, x2, resolve_budget(memory_budget, x1.device)
 
 
 def _images(x: object, argument: str, pools: int) -> torch.Tensor:
