@@ -19,6 +19,7 @@ data, once, not once per tile). The runner knows nothing of what the arrays hold
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -179,6 +180,13 @@ def done_tiles(path: str | Path) -> set[tuple[int, int]]:
     return {(int(i), int(j)) for i, j in zip(*np.nonzero(flags), strict=True)}
 
 
+@functools.lru_cache(maxsize=64)
+def _array(path: str, name: str, layout: Layout) -> zarr.Array:
+    """An array of a store, opened for writing once per process and layout (opening reads
+    its metadata: a large part of a small tile's time)."""
+    return zarr.open_array(Path(path) / name, mode="r+")
+
+
 def run_tile(source: TileSource, path: str, layout: Layout, i: int, j: int) -> TileOutcome:
     """Compute tile (i, j), write its chunks, then its done flag; errors are returned."""
     start = time.perf_counter()
@@ -186,10 +194,10 @@ def run_tile(source: TileSource, path: str, layout: Layout, i: int, j: int) -> T
     try:
         blocks = source(rows, cols)
         for name in layout.names:
-            zarr.open_array(Path(path) / name, mode="r+")[rows, cols] = blocks[name]
+            _array(path, name, layout)[rows, cols] = blocks[name]
     except Exception as error:  # reported with the tile's indices; the other tiles go on
         return TileOutcome(i, j, time.perf_counter() - start, f"{type(error).__name__}: {error}")
-    zarr.open_array(Path(path) / DONE, mode="r+")[i, j] = 1
+    _array(path, DONE, layout)[i, j] = 1
     return TileOutcome(i, j, time.perf_counter() - start)
 
 
