@@ -6,9 +6,10 @@ The trace eNTK of a width-512 depth-3 ReLU MLP (NTK parameterization, O outputs)
 Gaussian inputs of 64 features, float32 (N = 30,000: 3.6 GB in all, 1.8 GB stored as the
 upper triangle of tiles), each worker with a memory budget of 2 GB. Prints, in one run:
 
-(a) the job on a LocalCluster of 1 worker, then of 2 (one thread each): seconds and the
-    ratio 2 workers / 1 worker, and each worker's peak resident memory (``ru_maxrss``)
-    against the budget plus the model, the inputs and one tile;
+(a) the job on a LocalCluster of 1 worker, then of 2 (one thread each): seconds (after the
+    workers have imported ntkscope, a few seconds each) and the ratio 2 workers / 1
+    worker, and each worker's peak resident memory (``ru_maxrss``) against the budget plus
+    the model, the inputs and one tile;
 (b) the same job on 2 workers, its client process group killed by SIGKILL at about half
     its tiles, then started again: tile executions in all (counted by a wrapper of
     `run_tile` appending to a file) against tiles + workers;
@@ -58,6 +59,7 @@ def run_tile(source, path, layout, i, j):
     return original(source, path, layout, i, j)
 tiled.run_tile = run_tile
 with DaskExecutor(local_workers=int(sys.argv[3])) as ex:
+    ex.client.run(lambda: __import__("ntkscope.kernel_store"))  # imports: not timed
     start = time.perf_counter()
     report = kernel_store.compute("entk", x, store=sys.argv[1], model=model, targets=y,
                                   memory_budget=BUDGET, client=ex.client)
