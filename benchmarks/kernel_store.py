@@ -11,8 +11,8 @@ upper triangle of tiles), each worker with a memory budget of 2 GB. Prints, in o
     worker, and each worker's peak resident memory (``ru_maxrss``) against the budget plus
     the model, the inputs and one tile;
 (b) the same job on 2 workers, its client process group killed by SIGKILL at about half
-    its tiles, then started again: tile executions in all (counted by a wrapper of
-    `run_tile` appending to a file) against tiles + workers;
+    its tiles, then started again: tile executions in all (counted in the
+    ``NTKSCOPE_TILE_LOG`` file every tile task appends to) against tiles + workers;
 (c) kernel ridge on the store: in memory (Cholesky, float64) on the largest n_fit whose
     3 n² float64 matrices fit the budget, CG on the same n_fit (difference), then CG on
     the whole N with its passes and residual;
@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ntkscope.runner.tiled import TILE_LOG
+
 SETUP = """
 import torch
 import ntkscope as ns
@@ -48,17 +50,9 @@ y = torch.sin(x @ torch.randn(64, 1, generator=torch.Generator().manual_seed(1))
 
 JOB = """
 import resource, sys, time
-from pathlib import Path
 from ntkscope import kernel_store
-from ntkscope.runner import tiled
 from ntkscope.runner.executors import DaskExecutor
-original, counter = tiled.run_tile, Path(sys.argv[2])
-def run_tile(source, path, layout, i, j):
-    with counter.open("a") as f:
-        f.write(f"{{i}} {{j}}\\n")
-    return original(source, path, layout, i, j)
-tiled.run_tile = run_tile
-with DaskExecutor(local_workers=int(sys.argv[3])) as ex:
+with DaskExecutor(local_workers=int(sys.argv[2])) as ex:
     ex.client.run(lambda: __import__("ntkscope.kernel_store"))  # imports: not timed
     start = time.perf_counter()
     report = kernel_store.compute("entk", x, store=sys.argv[1], model=model, targets=y,
@@ -77,8 +71,9 @@ def _env() -> dict[str, str]:
 
 def _job(args, store: Path, counter: Path, workers: int) -> subprocess.Popen:
     code = SETUP.format(n=args.n, outputs=args.outputs, budget=args.budget) + JOB
-    command = [sys.executable, "-c", code, str(store), str(counter), str(workers)]
-    return subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, text=True,
+    command = [sys.executable, "-c", code, str(store), str(workers)]
+    env = _env() | {TILE_LOG: str(counter)}  # every tile task appends "i j" to it
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
 
 

@@ -148,6 +148,10 @@ def test_bad_arguments_get_clear_errors(tmp_path):
         kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, memory_budget=100)
     with pytest.raises(ValueError, match="model: kind='infinite' takes no model"):
         kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, model=model)
+    with pytest.raises(TypeError, match="kernel_args: .*'width'.* of infinite_kernels"):
+        kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, width=3)
+    with pytest.raises(ValueError, match="kernel_args: diagonal is not a kernel job"):
+        kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, diagonal=True)
     with pytest.raises(ValueError, match="store: no such store"):
         kernel_store.open(tmp_path / "none.zarr")
     assert not (tmp_path / "k.zarr").exists()
@@ -165,17 +169,6 @@ def test_incomplete_store_is_refused_unless_partial(tmp_path):
     assert kernel_store.open(path, partial=True).kernel.shape == (40, 40)
 
 
-def _counting(monkeypatch, counter: Path):
-    original = tiled.run_tile
-
-    def run_tile(source, path, layout, i, j):
-        with counter.open("a") as f:
-            f.write(f"{i} {j}\n")
-        return original(source, path, layout, i, j)
-
-    monkeypatch.setattr(tiled, "run_tile", run_tile)
-
-
 def _counted(counter: Path) -> list[tuple[int, int]]:
     lines = counter.read_text().split("\n") if counter.exists() else []
     return [tuple(map(int, line.split())) for line in lines if line]
@@ -185,16 +178,8 @@ KILLED = (
     SETUP
     + """
 import sys
-from pathlib import Path
 from ntkscope import kernel_store
-from ntkscope.runner import tiled
-original, counter = tiled.run_tile, Path(sys.argv[2])
-def run_tile(source, path, layout, i, j):
-    with counter.open("a") as f:
-        f.write(f"{i} {j}\\n")
-    return original(source, path, layout, i, j)
-tiled.run_tile = run_tile
-kernel_store.compute("entk", x, store=sys.argv[1], model=model, memory_budget=int(sys.argv[3]))
+kernel_store.compute("entk", x, store=sys.argv[1], model=model, memory_budget=int(sys.argv[2]))
 """
 )
 
@@ -202,8 +187,9 @@ kernel_store.compute("entk", x, store=sys.argv[1], model=model, memory_budget=in
 def test_resume_after_sigkill_computes_no_finished_tile_again(tmp_path, monkeypatch):
     path, counter = tmp_path / "k.zarr", tmp_path / "count"
     src = str(Path(ns.__file__).resolve().parents[1])
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-c", KILLED, str(path), str(counter), str(BUDGET)]
+    path_env = os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])
+    env = os.environ | {"PYTHONPATH": path_env, tiled.TILE_LOG: str(counter)}
+    command = [sys.executable, "-c", KILLED, str(path), str(BUDGET)]
     child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while len(_counted(counter)) < 30 and time.monotonic() < deadline and child.poll() is None:
@@ -215,7 +201,7 @@ def test_resume_after_sigkill_computes_no_finished_tile_again(tmp_path, monkeypa
     started = _counted(counter)
     assert 0 < len(finished) < 120 and len(started) <= len(finished) + 1
     counter.unlink()
-    _counting(monkeypatch, counter)
+    monkeypatch.setenv(tiled.TILE_LOG, str(counter))
     model, x = setup()
     report = kernel_store.compute("entk", x, store=path, model=model, memory_budget=BUDGET)
     resumed = _counted(counter)

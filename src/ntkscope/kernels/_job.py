@@ -18,6 +18,7 @@ tile. With x2 = None only tiles on and above the diagonal are computed.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -47,7 +48,21 @@ class Kind(StrEnum):
     INFINITE_CNN = "infinite_cnn"
 
 
-_PLANS = {Kind.INFINITE: infinite.plan, Kind.INFINITE_CNN: infinite_cnn.plan}
+_FUNCTIONS = {
+    Kind.INFINITE: (infinite.infinite_kernels, infinite.plan),
+    Kind.INFINITE_CNN: (infinite_cnn.infinite_cnn_kernels, infinite_cnn.plan),
+}
+
+
+def _plan_infinite(kind: Kind, x1, x2, args: dict[str, Any]) -> tuple:
+    """(recursion, x1, x2, budget) for the public function's arguments, defaults filled in."""
+    public, plan = _FUNCTIONS[kind]
+    try:
+        bound = inspect.signature(public).bind(x1, x2, **args)
+    except TypeError as error:
+        raise TypeError(f"kernel_args: {error} (of {public.__name__})") from None
+    bound.apply_defaults()
+    return plan(**bound.arguments)
 
 
 def digest(*tensors: torch.Tensor | None) -> str:
@@ -147,7 +162,7 @@ class _InfiniteTiles:
 
     def state(self) -> tuple:
         if self._state is None:
-            rec, x1, x2, budget = _PLANS[self.kind](self.x1, self.x2, **self.args)
+            rec, x1, x2, budget = _plan_infinite(self.kind, self.x1, self.x2, self.args)
             v1, diagonal = rec.single(x1, budget)
             v2 = v1 if x2 is None else rec.single(x2, budget)[0]
             self._state = rec, x1, x1 if x2 is None else x2, v1, v2, diagonal
@@ -203,7 +218,9 @@ def _entk_job(model, x1, x2, mode, method, memory_budget) -> KernelJob:
 
 
 def _infinite_job(kind, x1, x2, memory_budget, args) -> KernelJob:
-    rec, x1, x2, budget = _PLANS[kind](x1, x2, memory_budget=memory_budget, **args)
+    if "diagonal" in args:
+        raise ValueError("kernel_args: diagonal is not a kernel job (use the function itself)")
+    rec, x1, x2, budget = _plan_infinite(kind, x1, x2, {**args, "memory_budget": memory_budget})
     if budget < rec.entry_bytes():
         raise ValueError(
             f"memory_budget: {budget} bytes is too small; one pair of examples needs "

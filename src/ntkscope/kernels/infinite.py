@@ -124,26 +124,15 @@ def infinite_kernels(
     Raises:
         TypeError, ValueError: naming the offending argument.
     """
-    rec, x1, x2, budget = plan(
-        x1, x2, depth=depth, activation=activation, sigma_w=sigma_w, sigma_b=sigma_b,
-        diagonal=diagonal, memory_budget=memory_budget, quadrature_degree=quadrature_degree,
-    )  # fmt: skip
+    rec, x1, x2, budget = plan(**locals())  # every argument, by name
     return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
 
 
 def plan(
-    x1: torch.Tensor,
-    x2: torch.Tensor | None = None,
-    *,
-    depth: int,
-    activation: ActivationLike = "relu",
-    sigma_w: float = 2**0.5,
-    sigma_b: float = 0.0,
-    diagonal: bool = False,
-    memory_budget: int | str | None = None,
-    quadrature_degree: int = DEFAULT_QUADRATURE_DEGREE,
+    x1, x2, *, depth, activation, sigma_w, sigma_b, diagonal, memory_budget, quadrature_degree
 ) -> tuple[Recursion, torch.Tensor, torch.Tensor | None, int]:
-    """The checked arguments of `infinite_kernels`: (recursion, x1, x2, budget in bytes)."""
+    """(recursion, x1, x2, budget in bytes) from all the arguments of `infinite_kernels`,
+    checked (the tiled kernel job binds them to its signature, defaults included)."""
     rec = _Recursion(
         activation=resolve_activation(activation),
         depth=nonnegative_int(depth, "depth"),

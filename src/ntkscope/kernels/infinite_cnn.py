@@ -270,30 +270,16 @@ def infinite_cnn_kernels(
     Raises:
         TypeError, ValueError: naming the offending argument.
     """
-    rec, x1, x2, budget = plan(
-        x1, x2, depth=depth, activation=activation, sigma_w=sigma_w, sigma_b=sigma_b,
-        kernel_size=kernel_size, pool_after=pool_after, readout=readout, diagonal=diagonal,
-        memory_budget=memory_budget, quadrature_degree=quadrature_degree,
-    )  # fmt: skip
+    rec, x1, x2, budget = plan(**locals())  # every argument, by name
     return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
 
 
 def plan(
-    x1: torch.Tensor,
-    x2: torch.Tensor | None = None,
-    *,
-    depth: int,
-    activation: ActivationLike = "relu",
-    sigma_w: float = 2**0.5,
-    sigma_b: float = 0.0,
-    kernel_size: int = 3,
-    pool_after: Sequence[int] | None = None,
-    readout: str | Readout = Readout.GAP,
-    diagonal: bool = False,
-    memory_budget: int | str | None = None,
-    quadrature_degree: int = DEFAULT_QUADRATURE_DEGREE,
-) -> tuple[Recursion, torch.Tensor, torch.Tensor | None, int]:
-    """The checked arguments of `infinite_cnn_kernels`: (recursion, x1, x2, budget in bytes)."""
+    x1, x2, *, depth, activation, sigma_w, sigma_b, kernel_size, pool_after, readout,
+    diagonal, memory_budget, quadrature_degree,
+) -> tuple[Recursion, torch.Tensor, torch.Tensor | None, int]:  # fmt: skip
+    """(recursion, x1, x2, budget in bytes) from all the arguments of `infinite_cnn_kernels`,
+    checked (the tiled kernel job binds them to its signature, defaults included)."""
     depth = positive_int(depth, "depth")
     k = positive_int(kernel_size, "kernel_size")
     if k % 2 != 1:

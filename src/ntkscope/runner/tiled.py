@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -34,6 +35,9 @@ from ntkscope._checks import positive_int
 
 DONE = "done"
 """Name of the per-tile completion flags inside a store."""
+TILE_LOG = "NTKSCOPE_TILE_LOG"
+"""Environment variable naming a file to which every tile task appends ``"i j"`` as it
+starts, on every worker (tests and benchmarks count tile executions with it)."""
 _JOB = "ntkscope_job"
 """Store attribute holding the layout and the identity."""
 
@@ -191,6 +195,9 @@ def run_tile(source: TileSource, path: str, layout: Layout, i: int, j: int) -> T
     """Compute tile (i, j), write its chunks, then its done flag; errors are returned."""
     start = time.perf_counter()
     rows, cols = layout.slices(i, j)
+    if log := os.environ.get(TILE_LOG):
+        with open(log, "a") as file:
+            file.write(f"{i} {j}\n")
     try:
         blocks = source(rows, cols)
         for name in layout.names:
