@@ -148,7 +148,7 @@ def test_bad_arguments_get_clear_errors(tmp_path):
         kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, memory_budget=100)
     with pytest.raises(ValueError, match="model: kind='infinite' takes no model"):
         kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, model=model)
-    with pytest.raises(TypeError, match="kernel_args: .*'width'.* of infinite_kernels"):
+    with pytest.raises(TypeError, match=r"kernel_args: .*'width' \(of infinite_kernels"):
         kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, width=3)
     with pytest.raises(ValueError, match="kernel_args: diagonal is not a kernel job"):
         kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, diagonal=True)
