@@ -40,6 +40,9 @@ def test_user_model_into_a_store_then_ridge(tmp_path, model_file):
     assert stored.identity["kind"] == "entk" and stored.targets.shape == (120,)
     again = invoke(*args, "--memory-budget", "100KB")
     assert again.exit_code == 0 and "0 computed" in again.output, again.output
+    float64 = invoke(*args[:-1], str(tmp_path / "k64.zarr"), "--dtype", "float64")
+    assert float64.exit_code == 0, float64.output
+    assert kernel_store.open(tmp_path / "k64.zarr").identity["dtype"] == "float64"
     ridge = invoke("--store", str(store), "--ridge", "1e-3", "--n-test", "20")
     assert ridge.exit_code == 0, ridge.output
     assert "cholesky" in ridge.output and "test accuracy" in ridge.output

@@ -28,14 +28,15 @@ from ntkscope.runner.progress import SweepProgress
 
 @dataclass(frozen=True)
 class UserModel:
-    """A picklable factory ``path/to/file.py:function`` seeded with ``seed``: built where
-    it is called (once on each worker), from the file at the same path."""
+    """A picklable factory ``path/to/file.py:function`` seeded with ``seed``, cast to
+    ``dtype``: built where it is called (once on each worker), from the file at that path."""
 
     spec: str
     seed: int
+    dtype: str = "float32"
 
     def __call__(self) -> nn.Module:
-        return build(load_factory(self.spec), self.seed)
+        return build(load_factory(self.spec), self.seed).to(getattr(torch, self.dtype))
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ def _job_arguments(settings, data: Dataset, kind: str, network: Callable) -> dic
         if ":" not in settings.model:
             model, x = network(settings, data)
             return {"x1": x, "model": model}
-        factory = UserModel(settings.model, settings.seed)
-        model = factory().to(data.x.dtype)
+        factory = UserModel(settings.model, settings.seed, settings.dtype)
+        model = factory()
         return {"x1": fit_inputs(model, data)(data.x), "model": factory}
     if ":" in settings.model:
         raise ValueError("kind: 'infinite' is computed for --model mlp or cnn only")
