@@ -1,6 +1,16 @@
 """ntkscope: can NTK theory be trusted for this network?"""
 
-from ntkscope import data, diagnosis, dynamics, kernels, metrics, models, store, studies
+from ntkscope import (
+    data,
+    diagnosis,
+    dynamics,
+    kernel_store,
+    kernels,
+    metrics,
+    models,
+    store,
+    studies,
+)
 from ntkscope.diagnosis import Diagnosis, Verdict, diagnose
 from ntkscope.dynamics import (
     KernelRecorder,
@@ -66,6 +76,7 @@ __all__ = [
     "data",
     "diagnosis",
     "dynamics",
+    "kernel_store",
     "kernels",
     "metrics",
     "models",

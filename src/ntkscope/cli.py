@@ -26,6 +26,7 @@ from torch import nn
 from ntkscope import __version__, metrics, models
 from ntkscope._checks import choice
 from ntkscope._cli_diagnose import diagnose_command
+from ntkscope._cli_kernel_store import StoreOptions, kernel_store_command
 from ntkscope._cli_runs import report, reproduce, study_app, sweep
 from ntkscope._console import fail as _fail
 from ntkscope._console import progress_bar
@@ -223,6 +224,22 @@ def kernel(
     out: Annotated[
         Path | None, typer.Option(help="Save kernels, labels and settings to this .npz.")
     ] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Compute tile by tile into this zarr store (resumable).")
+    ] = None,
+    kind: Annotated[str, typer.Option(metavar="entk|infinite", help="With --store.")] = "entk",
+    dask_local: Annotated[
+        int | None, typer.Option(help="With --store: a LocalCluster of W workers.")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="With --store: a Dask scheduler, tcp://host:8786.")
+    ] = None,
+    ridge: Annotated[
+        float | None, typer.Option(help="With --store: kernel ridge, λ relative to tr(K)/N.")
+    ] = None,
+    n_test: Annotated[
+        int | None, typer.Option(help="With --ridge: rows scored (default N/5).")
+    ] = None,
 ) -> None:
     """Empirical NTK of a freshly initialized network on a data set, against its infinite limit.
 
@@ -231,6 +248,10 @@ def kernel(
     For an MLP in NTK parameterization, also ‖Θ̂ − Θ‖_F / ‖Θ‖_F to the infinite NTK Θ (~1/√width);
     for a model from FILE.py:FUNCTION (called with --seed), the distance to the infinite NTK
     of its own architecture (`ntkscope.infinite_width`) and the kernel program behind it.
+
+    With --store: the kernel (--kind entk, or the infinite NNGP and NTK) goes tile by tile
+    into a zarr store, resumable, inline or on Dask; --model may be path/to/file.py:function
+    and --data digits, gaussian, mnist or a .npz file (`ntkscope._cli_kernel_store`).
     """
     s = KernelSettings(
         model, width, depth, activation, parameterization, sigma_w, sigma_b, seed, data, n,
@@ -238,6 +259,13 @@ def kernel(
     )  # fmt: skip
     if out is not None and out.suffix != ".npz":
         _fail(f"out: expected a .npz file name (numpy.savez writes the kernels), got {str(out)!r}")
+    if store is not None:
+        options = StoreOptions(store, kind, dask_local, scheduler, ridge, n_test)
+        try:
+            ok = kernel_store_command(s, options, _network)
+        except (ValueError, TypeError) as error:
+            _fail(str(error))
+        raise typer.Exit(0 if ok else 1)
     if out is not None and not out.parent.is_dir():
         _fail(f"out: directory {str(out.parent)!r} does not exist")
     try:

@@ -104,10 +104,26 @@ def check_second_inputs(x1: torch.Tensor, x2: torch.Tensor | None, diagonal: boo
         raise ValueError(f"x2: is on {x2.device} but x1 is on {x1.device}")
 
 
+def tile_shape(n1: int, n2: int, entries: int) -> tuple[int, int]:
+    """(rows, columns) of the tiles of an N1×N2 kernel: ≤ ``entries`` entries, near square.
+
+    A symmetric kernel (N1 = N2) has square tiles: (side, side) with side = rows."""
+    rows = min(n1, max(1, math.isqrt(entries)))
+    return rows, min(n2, max(1, entries // rows))
+
+
+def diagonal_tile(block: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """A tile on the diagonal of a symmetric kernel: its upper triangle mirrored onto the
+    lower one (triu is slow on CPU), ``values`` (the single-input kernels) on its diagonal."""
+    i = torch.arange(block.shape[0], device=block.device)
+    block = torch.where(i[:, None] <= i, block, block.T)
+    block.diagonal().copy_(values)
+    return block
+
+
 def fill_rectangular(tile: Tile, n1: int, n2: int, entries: int, like: torch.Tensor) -> Pair:
     """(N1, N2) outputs (dtype and device of ``like``) from tiles of ≤ ``entries`` entries."""
-    rows = min(n1, max(1, math.isqrt(entries)))
-    cols = min(n2, max(1, entries // rows))
+    rows, cols = tile_shape(n1, n2, entries)
     nngp = like.new_empty(n1, n2)
     ntk = torch.empty_like(nngp)
     for r in range(0, n1, rows):
@@ -123,18 +139,15 @@ def fill_symmetric(tile: Tile, entries: int, diagonal: Pair) -> Pair:
     ``diagonal``: the (N,) NNGP and NTK of the pairs (x, x), written onto the diagonal.
     """
     n = diagonal[0].shape[0]
-    side = min(n, max(1, math.isqrt(entries)))
+    side = tile_shape(n, n, entries)[0]
     nngp = diagonal[0].new_empty(n, n)
     ntk = torch.empty_like(nngp)
     for r in range(0, n, side):
         for c in range(r, n, side):
             rs, cs = slice(r, r + side), slice(c, c + side)
-            for out, block in zip((nngp, ntk), tile(rs, cs), strict=True):
-                if r == c:  # a diagonal tile: mirror its upper triangle (triu is slow on CPU)
-                    i = torch.arange(block.shape[0], device=block.device)
-                    block = torch.where(i[:, None] <= i, block, block.T)
+            for out, block, values in zip((nngp, ntk), tile(rs, cs), diagonal, strict=True):
+                if r == c:
+                    block = diagonal_tile(block, values[rs])
                 out[rs, cs] = block
                 out[cs, rs] = block.T
-    for out, values in zip((nngp, ntk), diagonal, strict=True):
-        out.diagonal().copy_(values)
     return nngp, ntk

@@ -22,6 +22,7 @@ import torch
 
 from ntkscope._checks import finite_batch, nonnegative_int, nonnegative_real
 from ntkscope.kernels._infinite_tiles import (
+    Recursion,
     check_second_inputs,
     entry_bytes,
     pairwise_kernels,
@@ -110,6 +111,15 @@ def infinite_kernels(
     Raises:
         TypeError, ValueError: naming the offending argument.
     """
+    rec, x1, x2, budget = plan(**locals())  # every argument, by name
+    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
+
+
+def plan(
+    x1, x2, *, depth, activation, sigma_w, sigma_b, diagonal, memory_budget, quadrature_degree
+) -> tuple[Recursion, torch.Tensor, torch.Tensor | None, int]:
+    """(recursion, x1, x2, budget in bytes) from all the arguments of `infinite_kernels`,
+    checked (the tiled kernel job binds them to its signature, defaults included)."""
     rec = _Recursion(
         dual=for_activation(activation),
         depth=nonnegative_int(depth, "depth"),
@@ -119,8 +129,7 @@ def infinite_kernels(
     x1 = _inputs(x1, "x1")
     x2 = None if x2 is None else _inputs(x2, "x2")
     check_second_inputs(x1, x2, diagonal)
-    budget = resolve_budget(memory_budget, x1.device)
-    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
+    return rec, x1, x2, resolve_budget(memory_budget, x1.device)
 
 
 def _inputs(x: object, argument: str) -> torch.Tensor:

@@ -42,6 +42,7 @@ import torch
 
 from ntkscope._checks import choice, finite_batch, nonnegative_real, positive_int
 from ntkscope.kernels._infinite_tiles import (
+    Recursion,
     check_second_inputs,
     entry_bytes,
     pairwise_kernels,
@@ -263,6 +264,16 @@ def infinite_cnn_kernels(
     Raises:
         TypeError, ValueError: naming the offending argument.
     """
+    rec, x1, x2, budget = plan(**locals())  # every argument, by name
+    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
+
+
+def plan(
+    x1, x2, *, depth, activation, sigma_w, sigma_b, kernel_size, pool_after, readout,
+    diagonal, memory_budget, quadrature_degree,
+) -> tuple[Recursion, torch.Tensor, torch.Tensor | None, int]:  # fmt: skip
+    """(recursion, x1, x2, budget in bytes) from all the arguments of `infinite_cnn_kernels`,
+    checked (the tiled kernel job binds them to its signature, defaults included)."""
     depth = positive_int(depth, "depth")
     k = positive_int(kernel_size, "kernel_size")
     if k % 2 != 1:
@@ -281,8 +292,7 @@ def infinite_cnn_kernels(
         readout=choice(Readout, readout, "readout"),
         image_size=(x1.shape[2], x1.shape[3]),
     )
-    budget = resolve_budget(memory_budget, x1.device)
-    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
+    return rec, x1, x2, resolve_budget(memory_budget, x1.device)
 
 
 def _images(x: object, argument: str, pools: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -125,6 +125,11 @@ class DaskExecutor(_Releasing):
         except OSError as error:
             self._close_cluster()
             raise ValueError(f"scheduler: cannot connect to {address!r}: {error}") from None
+
+    @property
+    def client(self) -> Any:
+        """The ``dask.distributed.Client`` (for jobs other than sweeps, e.g. tiled arrays)."""
+        return self._client
 
     def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
         """Submit every task to the cluster, yield outcomes as they complete."""

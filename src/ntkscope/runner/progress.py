@@ -51,6 +51,12 @@ class SweepProgress:
     def __exit__(self, *exc: object) -> None:
         self._bar.stop()
 
+    def resize(self, total: int) -> None:
+        """Count ``total`` runs (or tiles) from now on."""
+        self.total = total
+        remaining = total - self.done - self.failed
+        self._bar.update(self._task, total=total, remaining=remaining)
+
     def advance(self, ok: bool) -> None:
         """One run finished (``ok``) or failed."""
         self.done += ok

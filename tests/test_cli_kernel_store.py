@@ -1,0 +1,76 @@
+"""``ntkscope kernel --store``: a user's model into a store, resumed, ridge on it; errors."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import ntkscope as ns
+from ntkscope import kernel_store
+from ntkscope._cli_kernel_store import dataset
+from ntkscope.cli import app
+
+MODEL = """
+import torch
+from torch import nn
+
+def make_model(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+"""
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["kernel", *args])
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    file = tmp_path / "user_model.py"
+    file.write_text(MODEL)
+    return f"{file}:make_model"
+
+
+def test_user_model_into_a_store_then_ridge(tmp_path, model_file):
+    store = tmp_path / "k.zarr"
+    args = ["--model", model_file, "--data", "digits", "--n", "120", "--store", str(store)]
+    result = invoke(*args, "--memory-budget", "100KB")
+    assert result.exit_code == 0, result.output
+    assert "0 already stored" in result.output and "0 failed" in result.output
+    stored = kernel_store.open(store)
+    assert stored.identity["kind"] == "entk" and stored.targets.shape == (120,)
+    again = invoke(*args, "--memory-budget", "100KB")
+    assert again.exit_code == 0 and "0 computed" in again.output, again.output
+    float64 = invoke(*args[:-1], str(tmp_path / "k64.zarr"), "--dtype", "float64")
+    assert float64.exit_code == 0, float64.output
+    assert kernel_store.open(tmp_path / "k64.zarr").identity["dtype"] == "float64"
+    ridge = invoke("--store", str(store), "--ridge", "1e-3", "--n-test", "20")
+    assert ridge.exit_code == 0, ridge.output
+    assert "cholesky" in ridge.output and "test accuracy" in ridge.output
+
+
+def test_infinite_kind_of_the_builtin_mlp(tmp_path):
+    store = tmp_path / "i.zarr"
+    args = ["--kind", "infinite", "--depth", "2", "--n", "40", "--store", str(store)]
+    assert invoke(*args).exit_code == 0
+    x = dataset("digits", 40, 0, torch.float32).x  # the examples the command draws
+    nngp, ntk = ns.infinite_kernels(x, depth=2)
+    stored = kernel_store.open(store)
+    assert torch.equal(torch.from_numpy(stored.arrays["nngp"].compute()), nngp)
+    assert torch.equal(torch.from_numpy(stored.arrays["ntk"].compute()), ntk)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--store", "{tmp}/no/k.zarr"], "store: directory"),
+        (["--store", "{tmp}/k.zarr", "--n", "0"], "n: "),
+        (["--store", "{tmp}/k.zarr", "--kind", "ntk"], "kind: "),
+        (["--store", "{tmp}/k.zarr", "--memory-budget", "10B"], "memory_budget: "),
+        (["--store", "{tmp}/k.zarr", "--dask-local", "1", "--scheduler", "tcp://x:1"], "not both"),
+        (["--store", "{tmp}/k.zarr", "--ridge", "1", "--n-test", "20"], "n_test: the kernel"),
+    ],
+)
+def test_bad_options_give_one_error_line(tmp_path, extra, message):
+    result = invoke("--n", "20", "--width", "8", *[e.format(tmp=tmp_path) for e in extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
