@@ -291,3 +291,19 @@ def test_flat_kernel_orders_rows_like_flattened_outputs():
     )  # fmt: skip
     with pytest.raises(ValueError, match="kernel: expected a full kernel"):
         metrics.flat_kernel(torch.zeros(2, 2, 3, 1))
+
+
+@pytest.mark.parametrize("shape", [(40, 40), (700, 700), (100, 100, 6, 6)])
+def test_largest_eigenvalue_is_the_top_of_the_spectrum(shape):
+    """Lanczos (above 512 rows) and the dense path agree with `spectrum` to 1e-10 relative:
+    eigsh is asked for 1e-12 and the matrices are well conditioned at the top."""
+    g = torch.Generator().manual_seed(0)
+    rows = int(np.prod(shape[::2]))
+    a = torch.randn(rows, rows // 2, generator=g, dtype=torch.float64)
+    flat = a @ a.T
+    kernel = flat
+    if len(shape) == 4:
+        n, o = shape[0], shape[2]
+        kernel = flat.reshape(n, o, n, o).permute(0, 2, 1, 3)
+    top = metrics.largest_eigenvalue(kernel)
+    assert top == pytest.approx(float(metrics.spectrum(kernel)[0]), rel=1e-10)

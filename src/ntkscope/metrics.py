@@ -106,6 +106,21 @@ def spectrum(kernel: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh((k + k.T) / 2).flip(0)
 
 
+def largest_eigenvalue(kernel: torch.Tensor) -> float:
+    """λ_max (float64) of a scalar (N, N) or full (N, N, O, O) kernel, as `spectrum`'s first
+    entry: Lanczos (``scipy.sparse.linalg.eigsh``, tol 1e-12 relative, O(n²) per product)
+    above n = 512 rows, where a full eigendecomposition (O(n³)) would dominate, e.g. the
+    (N·O)² kernel of ``diagnose``'s default learning rate; the dense `spectrum` below."""
+    k = kernel.detach().to(torch.float64)
+    k = flat_kernel(k) if k.dim() == 4 else k
+    if len(k) <= 512:
+        return float(spectrum(k)[0])
+    from scipy.sparse.linalg import eigsh
+
+    symmetric = ((k + k.T) / 2).cpu().numpy()
+    return float(eigsh(symmetric, k=1, which="LA", tol=1e-12, return_eigenvectors=False)[0])
+
+
 def classification_error(outputs: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of misclassified examples: one output (N, 1) or (N,) predicts class 1 when
     it is positive (targets ±1, `ntkscope.data.targets`); O > 1 outputs predict the argmax.

@@ -81,7 +81,7 @@ def stability_limit(kernel_train: torch.Tensor) -> float:
     """``2N / λ_max``: gradient descent on ``½‖f(X) − Y‖² / N`` with the (fixed) kernel
     ``kernel_train`` (N, N) or (N, N, O, O) converges for learning rates below it and
     diverges above, since each step multiplies the residual by ``I − ηΘ/N``."""
-    return 2 * len(kernel_train) / float(metrics.spectrum(kernel_train)[0])
+    return 2 * len(kernel_train) / metrics.largest_eigenvalue(kernel_train)
 
 
 def _rate(lr: float, n: int, eigenvalues: torch.Tensor, discrete: bool) -> float:

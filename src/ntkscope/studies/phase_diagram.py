@@ -161,7 +161,7 @@ def _one_seed(config: Config, seed: int, splits) -> dict:
     kernel_test = empirical_ntk(model, x_test, x, mode="full")
     kernel = metrics.scalar_kernel(full)
     eigenvalues = torch.linalg.eigvalsh(kernel)
-    lr = config.lr_scale * len(x) / float(metrics.spectrum(full)[0])
+    lr = config.lr_scale * len(x) / metrics.largest_eigenvalue(full)
     with torch.no_grad():
         f0, f0_test = model(x), model(x_test)
     predicted = predict_mse(full, kernel_test, targets, f0, f0_test, config.steps, lr, True)
