@@ -116,7 +116,7 @@ def infinite_kernels(
 
 
 def plan(
-    x1, x2, *, depth, activation, sigma_w, sigma_b, diagonal, memory_budget, quadrature_degree
+    x1, x2, *, depth, activation, sigma_w, sigma_b, diagonal, memory_budget
 ) -> tuple[Recursion, torch.Tensor, torch.Tensor | None, int]:
     """(recursion, x1, x2, budget in bytes) from all the arguments of `infinite_kernels`,
     checked (the tiled kernel job binds them to its signature, defaults included)."""

@@ -270,7 +270,7 @@ def infinite_cnn_kernels(
 
 def plan(
     x1, x2, *, depth, activation, sigma_w, sigma_b, kernel_size, pool_after, readout,
-    diagonal, memory_budget, quadrature_degree,
+    diagonal, memory_budget,
 ) -> tuple[Recursion, torch.Tensor, torch.Tensor | None, int]:  # fmt: skip
     """(recursion, x1, x2, budget in bytes) from all the arguments of `infinite_cnn_kernels`,
     checked (the tiled kernel job binds them to its signature, defaults included)."""
