@@ -134,6 +134,52 @@ def test_residual_mlp_equals_recursion():
     assert relative_error(ours[1], ntk) < RECURSION
 
 
+class Concat(nn.Module):
+    """cat([relu(Dense(x)), Dense(x)]) of widths 8 and ``width`` (then ``after``) → Dense."""
+
+    def __init__(self, after: str = "dense", dim: int = 1, width: int = 24) -> None:
+        super().__init__()
+        self.a, self.b = Dense(3, 8, sigma_w=1.3, sigma_b=0.2), Dense(3, width, sigma_w=0.8)
+        self.out = Dense(8 + width if dim else 8, 1, sigma_w=1.1, sigma_b=0.3)
+        self.after, self.dim = after, dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([torch.relu(self.a(x)), self.b(x)], dim=self.dim)
+        if self.after == "relu":
+            h = torch.relu(h)
+        return h if self.after == "nothing" else self.out(h)
+
+
+def test_concatenation_is_the_fan_in_weighted_mean():
+    # Groups of 8 and 24 features: the readout sees K = ¼ K_relu + ¾ K_linear, T likewise.
+    x = inputs(5, 3)
+    k0, t0 = x @ x.T / 3, torch.zeros(5, 5, dtype=torch.float64)
+    ka, ta = dense_ntk(k0, t0, 1.3**2, 0.2**2)
+    e_ff, e_dd = relu_dual(ka)
+    kb, tb = dense_ntk(k0, t0, 0.8**2, 0.0)
+    k, t = 0.25 * e_ff + 0.75 * kb, 0.25 * ta * e_dd + 0.75 * tb
+    nngp, ntk = dense_ntk(k, t, 1.1**2, 0.3**2)
+    kernel_fn = ns.infinite_width(Concat())
+    ours = kernel_fn(x)
+    assert relative_error(ours[0], nngp) < RECURSION
+    assert relative_error(ours[1], ntk) < RECURSION
+    assert relative_error(kernel_fn(x, diagonal=True)[1], ntk.diagonal()) < RECURSION
+    assert any("concatenation" in line for line in kernel_fn.layers)
+
+
+@pytest.mark.parametrize(
+    ("after", "dim", "message"),
+    [
+        ("relu", 1, "activation relu acts on a concatenation"),
+        ("nothing", 1, "output is a concatenation"),
+        ("dense", 0, "not the width axis"),  # along the batch axis
+    ],
+)
+def test_concatenation_refuses_what_it_cannot_describe(after, dim, message):
+    with pytest.raises(ns.kernels.ProgramError, match=message):
+        ns.infinite_width(Concat(after, dim, width=24 if dim else 8))(inputs(4, 3))
+
+
 class LayerNormMLP(nn.Module):
     """Dense → LayerNorm (affine) → Dense → erf → Dense, NTK parameterization."""
 

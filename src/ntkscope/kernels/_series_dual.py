@@ -10,14 +10,16 @@ Mehler's formula gives, for (u, v) = (√q1 z, √q2 w), corr(z, w) = ρ:
 
 The coefficients depend on one variance each, so they are computed once per distinct q (a
 matrix product with a 1-D composite Gauss–Legendre rule, graded towards z = 0 where φ(√q z)
-turns on the scale 1/√q); the cost per entry is a Horner evaluation of K terms. Truncation
+turns on the scale 1/√q) and kept for the next tile with the same variances; the cost per
+entry is a Horner evaluation of K terms, run on a whole tile at once (`SeriesDual`). Truncation
 after K terms is certified per entry by Cauchy–Schwarz on the tail:
 
     |Σ_{k≥K} a_k b_k ρ^k| ≤ |ρ|^K √(T_a(K) T_b(K)),    T_a(K) = E[φ(√q1 z)²] − Σ_{k<K} a_k²,
 
 exact tail energies (Parseval), so the bound holds for every φ with finite second moments
 (kinks included). Each entry takes the smallest K of `LADDER` whose bound, for both
-expectations, is ≤ `TOLERANCE` times √(E[f(u)²] E[f(v)²]) (f = φ or φ'). Without decay of
+expectations, is ≤ `TOLERANCE` times √(E[f(u)²] E[f(v)²]) (f = φ or φ'), or a longer K
+shared by its tile (a longer sum only shrinks the bound). Without decay of
 the coefficients that certifies |ρ| ≤ TOLERANCE^(1/K_max) = 0.914; smooth φ at moderate q
 certify every ρ. Two exceptions:
 
