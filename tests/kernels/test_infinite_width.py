@@ -168,16 +168,17 @@ def test_concatenation_is_the_fan_in_weighted_mean():
 
 
 @pytest.mark.parametrize(
-    ("after", "dim", "message"),
+    ("after", "dim", "width", "message"),
     [
-        ("relu", 1, "activation relu acts on a concatenation"),
-        ("nothing", 1, "output is a concatenation"),
-        ("dense", 0, "not the width axis"),  # along the batch axis
+        ("relu", 1, 24, "activation relu acts on a concatenation"),
+        ("nothing", 1, 24, "output is a concatenation"),
+        ("dense", 0, 8, "not the width axis"),  # along the batch axis
+        ("dense", 0, 24, r"model: fails on one example \(1, 3\): Sizes of tensors"),
     ],
 )
-def test_concatenation_refuses_what_it_cannot_describe(after, dim, message):
+def test_concatenation_refuses_what_it_cannot_describe(after, dim, width, message):
     with pytest.raises(ns.kernels.ProgramError, match=message):
-        ns.infinite_width(Concat(after, dim, width=24 if dim else 8))(inputs(4, 3))
+        ns.infinite_width(Concat(after, dim, width))(inputs(4, 3))
 
 
 class LayerNormMLP(nn.Module):

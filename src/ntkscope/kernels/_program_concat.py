@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.fx as fx
-from torch.fx.passes.shape_prop import ShapeProp
 
 from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError
 
@@ -74,23 +73,32 @@ def concat_parts(node: fx.Node) -> tuple[str, Callable[[list[Kernel], Context], 
                 f"{name}: concatenates along axis {dim}, not the width axis "
                 f"{kernel.channel + 1}: only a concatenation of features has a kernel here"
             )
-        shapes = [p.meta.get("tensor_meta") for p in parts]
+        shapes = [p.meta.get("shape") for p in parts]
         if any(s is None for s in shapes):
             raise AssertionError("shape propagation must run before a concatenation")
         kernels = [k[unique.index(p)] for p in parts]
-        return concatenate(kernels, [s.shape[dim] for s in shapes], name)
+        return concatenate(kernels, [s[dim] for s in shapes], name)
 
     text = f"{name}: concatenation of features  K = Σ_g (n_g/n) K_g, T likewise"
     return text, apply
 
 
 def propagate_shapes(graph: fx.GraphModule, x: torch.Tensor) -> None:
-    """Store every node's output shape (``node.meta``) by running ``graph`` on x[:1]."""
+    """Store every tensor node's output shape (``node.meta["shape"]``) by running ``graph``
+    on x[:1] in the dtype of its parameters."""
     parameter = next(graph.parameters(), None)
     dtype = torch.float32 if parameter is None else parameter.dtype
     try:
         with torch.no_grad():
-            ShapeProp(graph).propagate(x[:1].to(dtype))
+            _Shapes(graph).run(x[:1].to(dtype))
     except Exception as err:  # the model's own error, on one example
-        cause = err.__cause__ or err
-        raise ProgramError(f"model: fails on one example {tuple(x.shape)}: {cause}") from err
+        first = str(err).split("\n")[0]  # without fx's notes on the failing node
+        raise ProgramError(f"model: fails on one example {tuple(x[:1].shape)}: {first}") from err
+
+
+class _Shapes(fx.Interpreter):
+    def run_node(self, n: fx.Node) -> object:
+        result = super().run_node(n)
+        if torch.is_tensor(result):
+            n.meta["shape"] = tuple(result.shape)
+        return result
