@@ -253,6 +253,42 @@ def test_conv1d_network_equals_recursion():
     assert relative_error(ours[1], ntk) < RECURSION
 
 
+class ConvConcat(nn.Module):
+    """cat([relu(Conv1d(x)), Conv1d(x)]) over 4 + 12 channels → Conv1d → relu → mean →
+    Linear (standard parameterization)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv1d(2, 4, 3, padding=1), nn.Conv1d(2, 12, 3, padding=1)
+        self.c3 = nn.Conv1d(16, 6, 3, stride=2, dilation=2, padding=2)
+        self.out = nn.Linear(6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([torch.relu(self.c1(x)), self.c2(x)], dim=1)
+        return self.out(torch.relu(self.c3(h)).mean(-1))
+
+
+def test_concatenated_channels_equal_recursion():
+    torch.manual_seed(1)
+    model = ConvConcat()
+    x, n, length = inputs(3, 2, 7), 3, 7
+    rows = x.permute(0, 2, 1).reshape(n * length, 2)
+    k, t = rows @ rows.T / 2, torch.zeros(n * length, n * length, dtype=torch.float64)
+    ka, ta, _ = sp_conv(k, t, model.c1, length, n)
+    e_ff, e_dd = relu_dual(ka)
+    kb, tb, _ = sp_conv(k, t, model.c2, length, n)
+    k, t = 0.25 * e_ff + 0.75 * kb, 0.25 * ta * e_dd + 0.75 * tb  # 4 and 12 of 16 channels
+    k, t, length = sp_conv(k, t, model.c3, length, n)
+    e_ff, e_dd = relu_dual(k)
+    mean = torch.block_diag(*[torch.full((1, length), 1 / length, dtype=torch.float64)] * n)
+    k, t = mean @ e_ff @ mean.T, mean @ (t * e_dd) @ mean.T
+    sw2 = 6 * model.out.weight.detach().double().square().mean()
+    sb2 = model.out.bias.detach().double().square().mean()
+    ours = ns.infinite_width(model)(x)
+    assert relative_error(ours[0], sw2 * k + sb2) < RECURSION
+    assert relative_error(ours[1], sw2 * t + 6 * k + 1) < RECURSION
+
+
 def test_tiles_and_diagonal_agree_with_one_tile():
     """A budget of one entry per tile gives the same kernels (rounding only)."""
     torch.manual_seed(0)
