@@ -135,7 +135,7 @@ def test_bad_arguments_get_clear_errors(tmp_path):
     cases = [
         (dict(x1=x, store=tmp_path / "no" / "k.zarr"), "store: directory .* does not exist"),
         (dict(x1=x[:0]), "x1: "),
-        (dict(x1=x[:5], x2=x[:5, :4]), "x2: feature shape"),
+        (dict(x1=x[:5], x2=x[:5, :4]), "x2: the model cannot be applied"),
         (dict(x1=x[:5], targets=torch.zeros(4)), r"targets: expected 5 rows"),
         (dict(x1=x[:5], memory_budget=100), "memory_budget: 100 bytes is too small"),
         (dict(x1=x[:5], kind="ntk"), "kind: "),

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ntkscope import _batch
+from ntkscope._batch import Batch
 from ntkscope._checks import choice
 from ntkscope.kernels import infinite, infinite_cnn
 from ntkscope.kernels._infinite_tiles import diagonal_tile, tile_entries, tile_shape
@@ -125,7 +127,7 @@ class _EntkTiles:
             model = _build(self.model)
             if model_hash(model) != self.model_hash:
                 raise ValueError("model: built differently on this worker (seed the factory)")
-            args = (self.x1, self.x2, self.mode, False, self.method, self.budget, None)
+            args = (self.x1, self.x2, self.mode, False, self.method, self.budget, None, None)
             self._plan = _plan(model, *args)
         return self._plan
 
@@ -133,8 +135,8 @@ class _EntkTiles:
         with torch.inference_mode(False), torch.enable_grad():
             p = self.plan()
             features = p.strategy.features
-            fa = features(p.x1[rows])
-            fb = fa if p.x2 is None and rows == cols else features(_second(p)[cols])
+            fa = features(_batch.take(p.x1, rows))
+            fb = fa if p.x2 is None and rows == cols else features(_batch.take(_second(p), cols))
             tile = p.strategy.pair(fa, fb)
         if not p.full:
             tile = tile / p.n_out
@@ -143,7 +145,7 @@ class _EntkTiles:
         return {"kernel": tile.detach().cpu().numpy()}
 
 
-def _second(p: Any) -> torch.Tensor:
+def _second(p: Any) -> Batch:
     return p.x1 if p.x2 is None else p.x2
 
 
@@ -199,8 +201,8 @@ def _entk_job(model, x1, x2, mode, method, memory_budget) -> KernelJob:
         raise ValueError("model: kind='entk' needs a model (an nn.Module or a function)")
     module = _build(model)
     with torch.inference_mode(False), torch.enable_grad():
-        p = _plan(module, x1, x2, mode, False, method, memory_budget, None)
-    n1, n2 = len(p.x1), len(_second(p))
+        p = _plan(module, x1, x2, mode, False, method, memory_budget, None, None)
+    n1, n2 = _batch.size(p.x1), _batch.size(_second(p))
     s = p.strategy
     block = plan_tiles(n1, n2, s.feature_bytes, s.pair_bytes, p.budget, p.x2 is None).block
     mode = choice(Mode, mode, "mode")
