@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ntkscope.kernels import _series_dual as series
 from ntkscope.kernels.dual import CLOSED_FORMS, for_activation
 
 CLOSED_TOL = 1e-12
@@ -76,6 +77,29 @@ def test_series_uses_every_path():
             alone = dual(q1[i, 0], q2[0, j], c[i, j])
             for t, a in zip(together, alone, strict=True):
                 assert t[i, j].item() == pytest.approx(a.item(), rel=1e-10, abs=1e-15)
+
+
+def test_tile_sums_mixed_lengths_like_single_entries():
+    # A tile of 40×40 entries at small ρ and one at ρ = 0.97 (q = 2, tanh): the tile is
+    # summed by Horner's rule at a short shared length and the long entry alone (its own
+    # certified length), as the private planner must decide; every entry equals a call on
+    # that entry alone, within the certified truncation 1e-10 of either (relative to the
+    # Cauchy–Schwarz scale, ≤ 1 here: E[tanh²] < 1 and E[tanh'²] ≤ 1).
+    dual = for_activation("tanh")
+    gen = torch.Generator().manual_seed(3)
+    q1 = 0.5 + 1.5 * torch.rand(40, 1, generator=gen, dtype=torch.float64)
+    q2 = 0.5 + 1.5 * torch.rand(1, 40, generator=gen, dtype=torch.float64)
+    rho = 0.2 * torch.rand(40, 40, generator=gen, dtype=torch.float64) - 0.1
+    q1[7, 0], q2[0, 11], rho[7, 11] = 2.0, 2.0, 0.97
+    memo = series._Memo(dual.formula.act)
+    inside = torch.ones(40, 40, dtype=torch.bool)
+    needed = series._series_length(memo(q1), memo(q2), q1.shape, q2.shape, rho, inside)
+    assert needed[7, 11] > series._shared_rung(needed) >= 0 and needed.min() >= 0
+    together = dual(q1, q2, rho * (q1 * q2).sqrt())
+    rows, cols = (t.reshape(-1) for t in torch.broadcast_tensors(q1, q2))
+    alone = dual(rows, cols, (rho * (q1 * q2).sqrt()).reshape(-1))
+    for t, a in zip(together, alone, strict=True):
+        assert (t.reshape(-1) - a).abs().max() <= 2e-10
 
 
 @pytest.mark.parametrize(

@@ -134,6 +134,53 @@ def test_residual_mlp_equals_recursion():
     assert relative_error(ours[1], ntk) < RECURSION
 
 
+class Concat(nn.Module):
+    """cat([relu(Dense(x)), Dense(x)]) of widths 8 and ``width`` (then ``after``) → Dense."""
+
+    def __init__(self, after: str = "dense", dim: int = 1, width: int = 24) -> None:
+        super().__init__()
+        self.a, self.b = Dense(3, 8, sigma_w=1.3, sigma_b=0.2), Dense(3, width, sigma_w=0.8)
+        self.out = Dense(8 + width if dim else 8, 1, sigma_w=1.1, sigma_b=0.3)
+        self.after, self.dim = after, dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([torch.relu(self.a(x)), self.b(x)], dim=self.dim)
+        if self.after == "relu":
+            h = torch.relu(h)
+        return h if self.after == "nothing" else self.out(h)
+
+
+def test_concatenation_is_the_fan_in_weighted_mean():
+    # Groups of 8 and 24 features: the readout sees K = ¼ K_relu + ¾ K_linear, T likewise.
+    x = inputs(5, 3)
+    k0, t0 = x @ x.T / 3, torch.zeros(5, 5, dtype=torch.float64)
+    ka, ta = dense_ntk(k0, t0, 1.3**2, 0.2**2)
+    e_ff, e_dd = relu_dual(ka)
+    kb, tb = dense_ntk(k0, t0, 0.8**2, 0.0)
+    k, t = 0.25 * e_ff + 0.75 * kb, 0.25 * ta * e_dd + 0.75 * tb
+    nngp, ntk = dense_ntk(k, t, 1.1**2, 0.3**2)
+    kernel_fn = ns.infinite_width(Concat())
+    ours = kernel_fn(x)
+    assert relative_error(ours[0], nngp) < RECURSION
+    assert relative_error(ours[1], ntk) < RECURSION
+    assert relative_error(kernel_fn(x, diagonal=True)[1], ntk.diagonal()) < RECURSION
+    assert any("concatenation" in line for line in kernel_fn.layers)
+
+
+@pytest.mark.parametrize(
+    ("after", "dim", "width", "message"),
+    [
+        ("relu", 1, 24, "activation relu acts on a concatenation"),
+        ("nothing", 1, 24, "output is a concatenation"),
+        ("dense", 0, 8, "not the width axis"),  # along the batch axis
+        ("dense", 0, 24, r"model: fails on one example \(1, 3\): Sizes of tensors"),
+    ],
+)
+def test_concatenation_refuses_what_it_cannot_describe(after, dim, width, message):
+    with pytest.raises(ns.kernels.ProgramError, match=message):
+        ns.infinite_width(Concat(after, dim, width))(inputs(4, 3))
+
+
 class LayerNormMLP(nn.Module):
     """Dense → LayerNorm (affine) → Dense → erf → Dense, NTK parameterization."""
 
@@ -204,6 +251,42 @@ def test_conv1d_network_equals_recursion():
     ours = ns.infinite_width(model)(x)
     assert relative_error(ours[0], nngp) < RECURSION
     assert relative_error(ours[1], ntk) < RECURSION
+
+
+class ConvConcat(nn.Module):
+    """cat([relu(Conv1d(x)), Conv1d(x)]) over 4 + 12 channels → Conv1d → relu → mean →
+    Linear (standard parameterization)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv1d(2, 4, 3, padding=1), nn.Conv1d(2, 12, 3, padding=1)
+        self.c3 = nn.Conv1d(16, 6, 3, stride=2, dilation=2, padding=2)
+        self.out = nn.Linear(6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([torch.relu(self.c1(x)), self.c2(x)], dim=1)
+        return self.out(torch.relu(self.c3(h)).mean(-1))
+
+
+def test_concatenated_channels_equal_recursion():
+    torch.manual_seed(1)
+    model = ConvConcat()
+    x, n, length = inputs(3, 2, 7), 3, 7
+    rows = x.permute(0, 2, 1).reshape(n * length, 2)
+    k, t = rows @ rows.T / 2, torch.zeros(n * length, n * length, dtype=torch.float64)
+    ka, ta, _ = sp_conv(k, t, model.c1, length, n)
+    e_ff, e_dd = relu_dual(ka)
+    kb, tb, _ = sp_conv(k, t, model.c2, length, n)
+    k, t = 0.25 * e_ff + 0.75 * kb, 0.25 * ta * e_dd + 0.75 * tb  # 4 and 12 of 16 channels
+    k, t, length = sp_conv(k, t, model.c3, length, n)
+    e_ff, e_dd = relu_dual(k)
+    mean = torch.block_diag(*[torch.full((1, length), 1 / length, dtype=torch.float64)] * n)
+    k, t = mean @ e_ff @ mean.T, mean @ (t * e_dd) @ mean.T
+    sw2 = 6 * model.out.weight.detach().double().square().mean()
+    sb2 = model.out.bias.detach().double().square().mean()
+    ours = ns.infinite_width(model)(x)
+    assert relative_error(ours[0], sw2 * k + sb2) < RECURSION
+    assert relative_error(ours[1], sw2 * t + 6 * k + 1) < RECURSION
 
 
 def test_tiles_and_diagonal_agree_with_one_tile():

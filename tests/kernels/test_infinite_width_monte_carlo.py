@@ -52,6 +52,19 @@ class AdaptivePoolCNN(nn.Module):
         return self.out(self.pool(h).flatten(1))
 
 
+class ConcatMLP(nn.Module):
+    """Feature groups of a quarter and three quarters of the width, concatenated."""
+
+    def __init__(self, d: int, width: int) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(d, width // 4), nn.Linear(d, width - width // 4)
+        self.fc, self.out = nn.Linear(width, width), nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([torch.relu(self.a(x)), self.b(x)], dim=1)
+        return self.out(torch.tanh(self.fc(h)))
+
+
 def build(network: type[nn.Module], channels: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return network(channels, WIDTH)
@@ -60,7 +73,12 @@ def build(network: type[nn.Module], channels: int, seed: int) -> nn.Module:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("network", "shape"),
-    [(ResidualLayerNorm, (6, 4)), (Conv1dNet, (4, 2, 6)), (AdaptivePoolCNN, (3, 2, 4, 4))],
+    [
+        (ResidualLayerNorm, (6, 4)),
+        (Conv1dNet, (4, 2, 6)),
+        (AdaptivePoolCNN, (3, 2, 4, 4)),
+        (ConcatMLP, (6, 4)),
+    ],
 )
 def test_mean_entk_approaches_the_infinite_ntk(network, shape):
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ntkscope.kernels import _program_ops as ops
+from ntkscope.kernels._program_concat import CATS, concat_parts
 from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError, Term
 from ntkscope.kernels.dual import _FUNCTIONS as ELEMENTWISE_FUNCTIONS
 from ntkscope.kernels.dual import Dual, _hashable, for_activation
@@ -409,6 +410,8 @@ def _function_step(node: fx.Node) -> Step:
     if act is not None:
         return _activation_step(node, act)
     tensors = [a for a in node.args if isinstance(a, fx.Node)]
+    if target in CATS:
+        return Step(node, *concat_parts(node))
     if target in (operator.add, torch.add, "add") and len(tensors) == 2 and not node.kwargs:
         return _add_step(node, 1.0)
     if target in (operator.sub, torch.sub, "sub") and len(tensors) == 2 and not node.kwargs:

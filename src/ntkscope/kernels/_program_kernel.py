@@ -54,6 +54,8 @@ class Kernel:
         zero_mean: every feature has mean zero over initializations.
         terms: the summands (see `Term`).
         ancestors: names of every weight layer this tensor depends on.
+        mixed: a concatenation whose feature groups have different kernels: ``nngp`` and
+            ``ntk`` hold their fan-in-weighted mean (`ntkscope.kernels._program_concat`).
     """
 
     nngp: torch.Tensor
@@ -65,6 +67,7 @@ class Kernel:
     zero_mean: bool = True
     terms: frozenset[Term] = field(default_factory=frozenset)
     ancestors: frozenset[str] = field(default_factory=frozenset)
+    mixed: bool = False
 
     @property
     def positions(self) -> int:

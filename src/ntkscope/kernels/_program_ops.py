@@ -60,6 +60,7 @@ def _fresh(kernel: Kernel, name: str) -> dict[str, object]:
         "zero_mean": True,
         "terms": frozenset({Term("layer", name)}),
         "ancestors": kernel.ancestors | {name},
+        "mixed": False,
     }
 
 
@@ -142,6 +143,12 @@ def conv(kernel: Kernel, affine: Affine, windows: Sequence[Window], name: str) -
 
 def activation(kernel: Kernel, act: Dual, ctx: Context, name: str) -> Kernel:
     """Σ = E[φ(u) φ(v)], Θ = T · E[φ'(u) φ'(v)], (u, v) ~ N(0, [[K(x,x), K], [K, K(x',x')]])."""
+    if kernel.mixed:
+        raise ProgramError(
+            f"{name}: the activation {act.name} acts on a concatenation of features with "
+            "different kernels; only a weight layer (Linear, Conv), pooling, flatten, a norm "
+            "or a sum may follow torch.cat here; use ntkscope.monte_carlo_kernels"
+        )
     if not kernel.zero_mean:
         raise ProgramError(
             f"{name}: the activation {act.name} acts on features whose mean is not zero "
@@ -300,6 +307,7 @@ def add(a: Kernel, b: Kernel, name: str) -> Kernel:
         a.nngp + b.nngp,
         a.ntk + b.ntk,
         zero_mean=a.zero_mean and b.zero_mean,
+        mixed=a.mixed or b.mixed,
         terms=a.terms | b.terms,
         ancestors=a.ancestors | b.ancestors,
     )

@@ -10,14 +10,16 @@ Mehler's formula gives, for (u, v) = (√q1 z, √q2 w), corr(z, w) = ρ:
 
 The coefficients depend on one variance each, so they are computed once per distinct q (a
 matrix product with a 1-D composite Gauss–Legendre rule, graded towards z = 0 where φ(√q z)
-turns on the scale 1/√q); the cost per entry is a Horner evaluation of K terms. Truncation
+turns on the scale 1/√q) and kept for the next tile with the same variances; the cost per
+entry is a Horner evaluation of K terms, run on a whole tile at once (`SeriesDual`). Truncation
 after K terms is certified per entry by Cauchy–Schwarz on the tail:
 
     |Σ_{k≥K} a_k b_k ρ^k| ≤ |ρ|^K √(T_a(K) T_b(K)),    T_a(K) = E[φ(√q1 z)²] − Σ_{k<K} a_k²,
 
 exact tail energies (Parseval), so the bound holds for every φ with finite second moments
 (kinks included). Each entry takes the smallest K of `LADDER` whose bound, for both
-expectations, is ≤ `TOLERANCE` times √(E[f(u)²] E[f(v)²]) (f = φ or φ'). Without decay of
+expectations, is ≤ `TOLERANCE` times √(E[f(u)²] E[f(v)²]) (f = φ or φ'), or a longer K
+shared by its tile (a longer sum only shrinks the bound). Without decay of
 the coefficients that certifies |ρ| ≤ TOLERANCE^(1/K_max) = 0.914; smooth φ at moderate q
 certify every ρ. Two exceptions:
 
@@ -35,8 +37,10 @@ View on Expressivity".
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
+import threading
 
 import numpy as np
 import torch
@@ -58,25 +62,63 @@ _LOW = 64
 
 
 class SeriesDual:
-    """(q1, q2, ρ) -> (E[φ(u) φ(v)], E[φ'(u) φ'(v)]) for one activation, by the Mehler series."""
+    """(q1, q2, ρ) -> (E[φ(u) φ(v)], E[φ'(u) φ'(v)]) for one activation, by the Mehler series.
+
+    For a tile (q1 of shape (n1, 1), q2 of (1, n2), ρ of (n1, n2), or any broadcastable
+    shapes) the series is summed by Horner's rule on the whole tile, s ← s ρ + a_k(q1) a_k(q2)
+    (an outer product broadcast, no per-entry gathers), at one length K shared by the tile:
+    the rung of `LADDER` that minimizes the estimated cost, entries needing a longer series
+    being summed one by one (`_entries`). The coefficients of each distinct vector of
+    variances are kept (`_Memo`), so that the tiles of a matrix, which share the diagonal
+    variances of their rows and columns, compute them once per layer.
+    """
 
     arrays = 24
     """float64 values of working memory per entry (the Horner state and its temporaries)."""
 
     def __init__(self, activation: Activation) -> None:
         self.act = activation
+        self.memo = _Memo(activation)
 
     def __call__(self, q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
         shape = torch.broadcast_shapes(q1.shape, q2.shape, rho.shape)
-        rows, cols = (_index(q, shape) for q in (q1, q2))
-        rho = rho.expand(shape).reshape(-1)
-        out = torch.empty(2, rho.numel(), dtype=torch.float64, device=rho.device)
-        c1 = _Coefficients(self.act, q1.reshape(-1))
-        same = q2 is q1 or (q2.numel() == q1.numel() and torch.equal(q2.reshape(-1), c1.q))
-        c2 = c1 if same else _Coefficients(self.act, q2.reshape(-1))
-        edge = rho.abs() >= 1 - RHO_SNAP
-        needed = _series_length(c1, c2, rows, cols, rho.abs().log())
-        needed[edge] = -2
+        if not shape:  # one pair: as a vector of one
+            e_ff, e_dd = self(q1.reshape(1), q2.reshape(1), rho.reshape(1))
+            return e_ff.reshape(()), e_dd.reshape(())
+        rho = rho.expand(shape)
+        inside = rho.abs() < 1 - RHO_SNAP
+        c1, c2 = self.memo(q1), self.memo(q2)
+        needed = torch.full(shape, _EDGE, dtype=torch.int64, device=rho.device)
+        out, rung = torch.zeros(2, *shape, dtype=torch.float64, device=rho.device), -1
+        if bool(inside.any()):
+            needed = _series_length(c1, c2, q1.shape, q2.shape, rho, inside)
+            rung = _shared_rung(needed)
+        if rung >= 0:
+            out = _horner(c1, c2, q1.shape, q2.shape, rho, LADDER[rung])
+        rest = ((needed > rung) | (needed < 0)).reshape(-1).nonzero().squeeze(1)
+        if len(rest):
+            at = torch.unravel_index(rest, shape)
+            qs = (q1.expand(shape)[at], q2.expand(shape)[at])
+            rows, cols = (_flat_index(q).expand(shape)[at] for q in (q1, q2))
+            values = self._entries(c1, c2, qs, rows, cols, rho[at], needed[at])
+            out.view(2, -1)[:, rest] = values
+        return out[0], out[1]
+
+    def _entries(
+        self,
+        c1: _Coefficients,
+        c2: _Coefficients,
+        qs: Pair,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        rho: torch.Tensor,
+        needed: torch.Tensor,
+    ) -> torch.Tensor:
+        """(2, P) for entries one by one: the series of each entry's own length (sorted into
+        batches of equal length), the 1-D rule at |ρ| = 1 (at q1 = q2, ρ = 1: the energy
+        E[f²] that comes with the coefficients, by the same rule), the 2-D rule where
+        uncertified."""
+        out = torch.empty(2, len(rho), dtype=torch.float64, device=rho.device)
         order = needed.argsort()
         start = int((needed[order] < 0).sum())  # after the edge and uncertified entries
         while start < len(order):
@@ -85,19 +127,62 @@ class SeriesDual:
             length = LADDER[int(needed[chunk[-1]])]  # sorted: the chunk's longest
             out[:, chunk] = _series(c1, c2, rows[chunk], cols[chunk], rho[chunk], length)
             start += len(chunk)
-        at = edge.nonzero().squeeze(1)
-        if len(at):
-            out[:, at] = _line(c1, c2, rows[at], cols[at], rho[at])
-        hard = (needed == -1).nonzero().squeeze(1)
-        for chunk in hard.split(_PLANE_CHUNK):
-            out[:, chunk] = _plane(self.act, c1.q[rows[chunk]], c2.q[cols[chunk]], rho[chunk])
-        return out[0].reshape(shape), out[1].reshape(shape)
+        square = (needed == _EDGE) & (qs[0] == qs[1]) & (rho > 0)
+        at = square.nonzero().squeeze(1)
+        out[:, at] = c1.energy()[:, rows[at]]
+        line = (needed == _EDGE) & ~square
+        for chunk in _batches(line, _LINE_CHUNK):
+            out[:, chunk] = _line(self.act, qs[0][chunk], qs[1][chunk], rho[chunk])
+        for chunk in _batches(needed == _UNCERTIFIED, _PLANE_CHUNK):
+            out[:, chunk] = _plane(self.act, qs[0][chunk], qs[1][chunk], rho[chunk])
+        return out
 
 
-def _index(q: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """For each entry of the broadcast ``shape``, the flat index of its element of ``q``."""
-    flat = torch.arange(q.numel(), device=q.device).reshape(q.shape)
-    return flat.expand(shape).reshape(-1)
+_EDGE, _UNCERTIFIED = -2, -1
+"""Markers of `_series_length`: |ρ| taken as 1, and no rung certified."""
+_GATHER_COST = 4.0
+"""Cost of a term summed entry by entry (`_series`), relative to a term of `_horner`."""
+_LINE_CHUNK = 256
+"""Entries per batch of the 1-D rule (a few MB of node values)."""
+
+
+def _batches(mask: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """The indices where ``mask`` holds, in batches of ≤ ``size`` (none if it holds nowhere)."""
+    at = mask.nonzero().squeeze(1)
+    return at.split(size) if len(at) else ()
+
+
+def _flat_index(q: torch.Tensor) -> torch.Tensor:
+    """The flat index of each element of ``q``, in ``q``'s shape (to be expanded)."""
+    return torch.arange(q.numel(), device=q.device).reshape(q.shape)
+
+
+class _Memo:
+    """`_Coefficients` by the values of q, least recently used first out, within `_MEMO_VALUES`."""
+
+    def __init__(self, act: Activation) -> None:
+        self.act = act
+        self.table: collections.OrderedDict[tuple, _Coefficients] = collections.OrderedDict()
+        self.lock = threading.Lock()
+
+    def __call__(self, q: torch.Tensor) -> _Coefficients:
+        q = q.reshape(-1)
+        key = (str(q.device), q.cpu().numpy().tobytes())
+        with self.lock:
+            found = self.table.get(key)
+            if found is not None:
+                self.table.move_to_end(key)
+                return found
+        made = _Coefficients(self.act, q.clone())
+        with self.lock:
+            self.table[key] = made
+            while sum(len(c.q) for c in self.table.values()) > _MEMO_VALUES:
+                self.table.popitem(last=False)
+        return made
+
+
+_MEMO_VALUES = 2**14
+"""Variances whose coefficients are kept (≤ 2 · 256 values each: ≤ 64 MB in all)."""
 
 
 class _Coefficients:
@@ -105,78 +190,115 @@ class _Coefficients:
 
     def __init__(self, act: Activation, q: torch.Tensor) -> None:
         self.act, self.q = act, q
-        self.length = 0
         self.coefficients = torch.empty(2, len(q), 0, dtype=torch.float64, device=q.device)
-        z, w = _rule(_LOW)
-        values = self._values(z)
-        self.energy = (values.square() * w.to(q.device)).sum(-1)  # (2, n): E[f²], E[f'²]
-        floor = torch.finfo(torch.float64).tiny
-        self.scale = self.energy.clamp_min(floor).log()
-        self.low_values = values
-
-    def _values(self, z: torch.Tensor) -> torch.Tensor:
-        """(2, n, M): φ(√q z) and φ'(√q z) at the nodes z."""
-        u = self.q.sqrt()[:, None] * z.to(self.q.device)
-        return torch.stack([self.act.fn(u), self.act.derivative(u)])
+        self.energies = torch.empty(2, len(q), dtype=torch.float64, device=q.device)
+        self.tails: dict[int, torch.Tensor] = {}
 
     def extend(self, length: int) -> torch.Tensor:
-        """(2, n, length) coefficients a_k, d_k for k < ``length`` (computed once)."""
-        if length > self.length:
-            if length <= _LOW:
-                values, weighted = self.low_values, _weighted_hermite(_LOW)
-            else:
-                order = LADDER[-1]
-                values, weighted = self._values(_rule(order)[0]), _weighted_hermite(order)
-            self.coefficients = values @ weighted.to(values.device)  # (2, n, K)
-            self.length = self.coefficients.shape[-1]
+        """(2, n, length) coefficients a_k, d_k for k < ``length`` (computed once); the
+        energies E[f²] come with the first call, by the rule `_rule(_LOW)`."""
+        if length > self.coefficients.shape[-1]:
+            order = _LOW if length <= _LOW else LADDER[-1]
+            z, weighted = _rule(order)[0], _weighted_hermite(order).to(self.q.device)
+            parts = []
+            for at in torch.arange(len(self.q), device=self.q.device).split(_LINE_CHUNK):
+                values = _values(self.act, self.q[at], z)  # (2, n, M)
+                if order == _LOW:
+                    self.energies[:, at] = (values.square() * _rule(_LOW)[1].to(z.device)).sum(-1)
+                parts.append(values @ weighted)
+            self.coefficients = torch.cat(parts, 1)
         return self.coefficients[..., :length]
 
-    def log_tails(self, lengths: tuple[int, ...]) -> torch.Tensor:
-        """(2, n, len(lengths)): log of the tail energies T(K) / E[f²] for each K."""
-        coefficients = self.extend(max(lengths))
-        head = coefficients.square().cumsum(-1)[..., [k - 1 for k in lengths]]
-        tail = self.energy[..., None] - head
-        slack = 1e-15 * self.energy[..., None]  # rounding of E[f²] − Σ a_k² (2000-node sums)
-        tiny = torch.finfo(torch.float64).tiny
-        return (tail.clamp_min(0) + slack).clamp_min(tiny).log() - self.scale[..., None]
+    def energy(self) -> torch.Tensor:
+        """(2, n): E[φ(√q z)²] and E[φ'(√q z)²]."""
+        self.extend(1)
+        return self.energies
+
+    def log_tail(self, length: int) -> torch.Tensor:
+        """(n,): log of max over f = φ, φ' of the tail energy T(K) / E[f²], K = ``length``."""
+        if length not in self.tails:
+            head = self.extend(max(length, _LOW))[..., :length].square().sum(-1)
+            energy = self.energy()
+            slack = 1e-15 * energy  # rounding of E[f²] − Σ a_k² (2000-node sums)
+            tiny = torch.finfo(torch.float64).tiny
+            tail = ((energy - head).clamp_min(0) + slack).clamp_min(tiny)
+            scale = energy.clamp_min(tiny)
+            self.tails[length] = (tail / scale).log().max(0).values
+        return self.tails[length]
+
+
+def _values(act: Activation, q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """(2, n, M): φ(√q z) and φ'(√q z) at the nodes z."""
+    u = q.sqrt()[:, None] * z.to(q.device)
+    return torch.stack([act.fn(u), act.derivative(u)])
 
 
 def _series_length(
     c1: _Coefficients,
     c2: _Coefficients,
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    log_rho: torch.Tensor,
+    shape1: torch.Size,
+    shape2: torch.Size,
+    rho: torch.Tensor,
+    inside: torch.Tensor,
 ) -> torch.Tensor:
-    """Per entry, the index in `LADDER` of the shortest certified series, −1 if none is.
+    """Per entry, the index in `LADDER` of the shortest certified series; `_EDGE` outside
+    ``inside`` (|ρ| ≈ 1), `_UNCERTIFIED` where no rung is certified.
 
-    The rungs up to `_LOW` first; the longer ones, whose coefficients need the finer rule,
-    only for the entries still uncertified."""
-    low = tuple(k for k in LADDER if k <= _LOW)
-    needed = _certified(c1, c2, rows, cols, log_rho, low)
-    open_ = (needed < 0).nonzero().squeeze(1)
-    if len(open_) and len(low) < len(LADDER):
-        high = LADDER[len(low) :]
-        more = _certified(c1, c2, rows[open_], cols[open_], log_rho[open_], high)
-        needed[open_] = torch.where(more < 0, more, more + len(low))
+    Rung K certifies an entry if K log|ρ| + ½ (M_K(q1) + M_K(q2)) ≤ log TOLERANCE, with M_K
+    the larger log relative tail of φ and φ' (so the bound covers both expectations). The
+    rungs are tried in order until every entry is certified."""
+    log_rho = rho.abs().log()
+    needed = torch.full(rho.shape, _UNCERTIFIED, dtype=torch.int64, device=rho.device)
+    needed.masked_fill_(~inside, _EDGE)
+    open_ = inside.clone()
+    for rung, length in enumerate(LADDER):
+        tails = c1.log_tail(length).reshape(shape1) + c2.log_tail(length).reshape(shape2)
+        ok = (log_rho * length).add_(tails, alpha=0.5) <= math.log(TOLERANCE)
+        needed.masked_fill_(ok & open_, rung)
+        open_ &= ~ok
+        if not bool(open_.any()):
+            break
     return needed
 
 
-def _certified(
+def _shared_rung(needed: torch.Tensor) -> int:
+    """The rung summed on the whole tile: the least estimated cost, K per entry for the tile
+    plus `_GATHER_COST` · K' for each entry needing a longer K'; −1 if no entry is certified."""
+    counts = torch.bincount(needed[needed >= 0], minlength=len(LADDER)).tolist()
+    if not any(counts):
+        return -1
+    top = max(r for r, n in enumerate(counts) if n)
+    lengths = LADDER[: top + 1]
+    costs = [
+        k * needed.numel()
+        + _GATHER_COST * sum(n * LADDER[r] for r, n in enumerate(counts) if r > rung)
+        for rung, k in enumerate(lengths)
+    ]
+    return costs.index(min(costs))
+
+
+def _horner(
     c1: _Coefficients,
     c2: _Coefficients,
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    log_rho: torch.Tensor,
-    lengths: tuple[int, ...],
+    shape1: torch.Size,
+    shape2: torch.Size,
+    rho: torch.Tensor,
+    length: int,
 ) -> torch.Tensor:
-    """Per entry, the index of the first of ``lengths`` whose bound is ≤ TOLERANCE, else −1."""
-    tails = c1.log_tails(lengths)[:, rows] + c2.log_tails(lengths)[:, cols]  # (2, P, R)
-    steps = torch.tensor(lengths, dtype=torch.float64, device=log_rho.device)
-    bound = log_rho[:, None] * steps + 0.5 * tails.max(0).values
-    ok = bound <= math.log(TOLERANCE)
-    first = ok.to(torch.uint8).argmax(1)
-    return torch.where(ok.any(1), first, -1)
+    """(2, *ρ.shape): Σ_{k<length} a_k(q1) a_k(q2) ρ^k and the same for d_k, by Horner's
+    rule with the coefficients broadcast in the shapes of q1 and q2 (relative rounding
+    ≲ length ulps of Σ |a_k a_k ρ^k| ≤ the Cauchy–Schwarz scale)."""
+    ndim = rho.dim()
+
+    def spread(c: _Coefficients, shape: torch.Size) -> torch.Tensor:  # (K, 2, 1.., *shape)
+        padded = (1,) * (ndim - len(shape)) + tuple(shape)
+        return c.extend(length).permute(2, 0, 1).reshape(length, 2, *padded)
+
+    a, b = spread(c1, shape1), spread(c2, shape2)
+    total = (a[-1] * b[-1]).expand(2, *rho.shape).clone()
+    for k in range(length - 2, -1, -1):
+        total.mul_(rho).addcmul_(a[k], b[k])
+    return total
 
 
 _SERIES_VALUES = 2**18
@@ -191,7 +313,7 @@ def _series(
     rho: torch.Tensor,
     length: int,
 ) -> torch.Tensor:
-    """(2, P): Σ_{k<length} a_k(q1) a_k(q2) ρ^k and the same for d_k.
+    """(2, P): Σ_{k<length} a_k(q1) a_k(q2) ρ^k and the same for d_k, entry by entry.
 
     The powers ρ^k by a cumulative product (relative error ≤ k ulps each), summed in one
     pass: ~8 vectorized operations per batch whatever the length."""
@@ -201,16 +323,13 @@ def _series(
     return (a.mul_(b).mul_(powers)).sum(-1)
 
 
-def _line(
-    c1: _Coefficients, c2: _Coefficients, rows: torch.Tensor, cols: torch.Tensor, rho: torch.Tensor
-) -> torch.Tensor:
+def _line(act: Activation, q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
     """(2, P): E[f(√q1 z) f(±√q2 z)] for f = φ, φ' at ρ = ±1, by the 1-D rule (whose nodes
     are symmetric: f(−√q2 z) is f(√q2 z) read backwards)."""
-    w = _rule(_LOW)[1].to(rho.device)
-    u = c1.low_values[:, rows]  # (2, P, M)
-    v = c2.low_values[:, cols]
+    z, w = _rule(_LOW)
+    u, v = _values(act, q1, z), _values(act, q2, z)  # (2, P, M)
     v = torch.where((rho < 0)[None, :, None], v.flip(-1), v)
-    return (u * v) @ w
+    return (u * v) @ w.to(rho.device)
 
 
 _PLANE_CHUNK = 8

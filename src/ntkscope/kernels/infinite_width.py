@@ -35,6 +35,7 @@ from ntkscope.kernels._program_capture import (
     steps,
     trace,
 )
+from ntkscope.kernels._program_concat import CATS, propagate_shapes
 from ntkscope.kernels._program_kernel import Context, Kernel, Pair, ProgramError
 from ntkscope.kernels._tiling import resolve_budget
 
@@ -69,6 +70,8 @@ class KernelFn:
 
     def __init__(self, graph: fx.GraphModule, memory_budget: int | str | None) -> None:
         self._input, self._steps, self._output = steps(graph)
+        self._graph = graph
+        self._shaped = not any(s.node.target in CATS for s in self._steps)
         self._modules = dict(graph.named_modules())
         self._budget = memory_budget
         self._pairs = 1
@@ -89,6 +92,11 @@ class KernelFn:
         out = env[self._output]
         if not isinstance(out, Kernel):
             raise ProgramError("model: no weight layer between the input and the output")
+        if out.mixed:
+            raise ProgramError(
+                "model: its output is a concatenation of features with different kernels; "
+                "expected a weight layer after torch.cat"
+            )
         if out.positions:
             raise ProgramError(
                 f"model: its output has position axes {out.position_shape()}; expected "
@@ -141,8 +149,12 @@ class KernelFn:
 
     def position_pairs(self, x: torch.Tensor) -> int:
         """The largest number of position pairs per input pair (cost per kernel entry)."""
+        x = finite_batch(x, "x")[:1].detach()
+        if not self._shaped:  # group widths of the concatenations
+            propagate_shapes(self._graph, x)
+            self._shaped = True
         probe = Context()
-        self.run(Raw(finite_batch(x, "x")[:1].detach().to(torch.float64), None), probe)
+        self.run(Raw(x.to(torch.float64), None), probe)
         return probe.largest_pairs
 
     def entry_bytes(self) -> int:
@@ -191,8 +203,13 @@ def infinite_width(model: nn.Module, *, memory_budget: int | str | None = None) 
     Dropout in eval mode, identity; elementwise activations (closed-form or quadrature
     duals of `ntkscope.kernels.dual`). Formulas and sources: `ntkscope.kernels._program_ops`.
 
-    Departures: concatenation is not supported yet, nor LayerNorm of features with nonzero
-    mean (RMSNorm of them is), nor sums of correlated branches (φ(h) + h): each raises.
+    Concatenation along the width axis (``torch.cat``) when weight layers, pooling, norms or
+    sums follow it, in the limit where the groups' widths keep their fractions
+    (`ntkscope.kernels._program_concat`).
+
+    Departures: an activation right after a concatenation is not supported, nor LayerNorm
+    of features with nonzero mean (RMSNorm of them is), nor sums of correlated branches
+    (φ(h) + h): each raises.
 
     Args:
         model: the network; its forward takes one tensor (N, ...) and returns (N, O).
