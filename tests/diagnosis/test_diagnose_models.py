@@ -87,7 +87,15 @@ def test_diagnose_token_models_from_npz(tmp_path, factory):
     assert np.isfinite(diagnosis.numbers["linear_rmse"])
 
 
-@pytest.mark.parametrize("factory", [SequenceEncoder, make_model], ids=["encoder", "defaults"])
+@pytest.mark.parametrize(
+    "factory",
+    [
+        # ~60 s on 2 cores: the fused attention has no forward AD, so every kernel and the
+        # linearized network fall back to per-example products (slow, exact)
+        pytest.param(SequenceEncoder, id="encoder", marks=pytest.mark.slow),
+        pytest.param(make_model, id="defaults"),
+    ],
+)
 def test_diagnose_attention_and_default_factories(factory):
     diagnosis = ns.diagnose(factory, "digits", **TINY)
     assert diagnosis.verdict in set(ns.Verdict)
