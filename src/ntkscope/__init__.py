@@ -4,7 +4,6 @@ from ntkscope import (
     data,
     diagnosis,
     dynamics,
-    kernel_store,
     kernels,
     metrics,
     models,
@@ -83,3 +82,13 @@ __all__ = [
     "store",
     "studies",
 ]
+
+
+def __getattr__(name: str):
+    """`ntkscope.kernel_store` is imported on first use: it brings zarr and the Dask runner,
+    which would otherwise add about a second to every ``import ntkscope``."""
+    if name == "kernel_store":
+        import importlib
+
+        return importlib.import_module("ntkscope.kernel_store")
+    raise AttributeError(f"module 'ntkscope' has no attribute {name!r}")

@@ -26,7 +26,6 @@ from torch import nn
 from ntkscope import __version__, metrics, models
 from ntkscope._checks import choice
 from ntkscope._cli_diagnose import diagnose_command
-from ntkscope._cli_kernel_store import StoreOptions, kernel_store_command
 from ntkscope._cli_runs import report, reproduce, study_app, sweep
 from ntkscope._console import fail as _fail
 from ntkscope._console import progress_bar
@@ -260,6 +259,9 @@ def kernel(
     if out is not None and out.suffix != ".npz":
         _fail(f"out: expected a .npz file name (numpy.savez writes the kernels), got {str(out)!r}")
     if store is not None:
+        # imported here: zarr and the Dask runner cost ~1 s that other commands need not pay
+        from ntkscope._cli_kernel_store import StoreOptions, kernel_store_command
+
         options = StoreOptions(store, kind, dask_local, scheduler, ridge, n_test)
         try:
             ok = kernel_store_command(s, options, _network)
