@@ -34,7 +34,7 @@ from scipy import stats
 
 from ntkscope import metrics, models
 from ntkscope.data import DatasetName, load
-from ntkscope.dynamics import KernelRecorder, train
+from ntkscope.dynamics import KernelRecorder, stability_limit, train
 from ntkscope.kernels import empirical_ntk, infinite_kernels
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
@@ -153,7 +153,7 @@ def _kernel_change(config: Config, x: torch.Tensor, seed: int) -> float:
         d=x.shape[1],
     )  # fmt: skip
     _, ntk = _infinite(config, data.x)
-    lr = config.lr_fraction * 2 * config.train_n / float(torch.linalg.eigvalsh(ntk)[-1])
+    lr = config.lr_fraction * stability_limit(ntk)  # 2N/λ_max of the infinite NTK
     recorder = KernelRecorder(x, every=config.train_steps)
     model = _network(config, x.shape[1], seed)
     trajectory = train(model, data, lr=lr, steps=config.train_steps, recorders=[recorder])
