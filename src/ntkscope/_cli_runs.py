@@ -35,7 +35,7 @@ from ntkscope.runner import (
     parse_assignments,
     run_sweep,
 )
-from ntkscope.runner.sweep import canonical_json, config_hash, validate
+from ntkscope.runner.sweep import config_hash, validate
 from ntkscope.runner.task import Task
 from ntkscope.studies import Preset
 
@@ -142,7 +142,7 @@ def study_run(
             summary = run_sweep(Sweep(study, (config,)), out, InlineExecutor(), threads=threads)
             outcome = summary.outcomes[0] if summary.outcomes else None
         else:
-            task = Task(name, config_hash(name, config), canonical_json(config), threads)
+            task = Task(name, config_hash(name, config), config.model_dump_json(), threads)
             [outcome] = InlineExecutor().run([task])
         if outcome is None:
             Console().print(f"{name}: already done in {out}")

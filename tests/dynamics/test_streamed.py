@@ -49,3 +49,22 @@ def test_lanczos_finds_the_top_eigenvalues():
     # ARPACK's relative accuracy tol = 1e-12 per eigenvalue
     np.testing.assert_allclose(top_eigenvalues(lambda v: k @ v, 50, 5, tol=1e-12), expected,
                                rtol=1e-10)  # fmt: skip
+
+
+def test_the_nystrom_preconditioner_removes_a_kernels_dominant_modes():
+    # A Gaussian kernel plus a constant: one eigenvalue ≈ N/2 over a decaying rest, the
+    # shape of an NTK's spectrum. Jacobi CG needs about √(λ_1/λ) passes; the rank-64
+    # Nyström preconditioner leaves √((λ_65 + λ)/λ). Passes measured: 216 and 71.
+    x = np.random.default_rng(0).standard_normal((400, 8))
+    k = np.exp(-((x[:, None] - x[None]) ** 2).sum(-1) / 16) + 0.5
+    y, d = torch.ones(400, 1, dtype=torch.float64), torch.from_numpy(np.diag(k).copy())
+    shifted = torch.from_numpy(k) + 1e-2 * torch.eye(400, dtype=torch.float64)
+    exact, condition = torch.linalg.solve(shifted, y), float(torch.linalg.cond(shifted))
+    passes = {}
+    for rank in (0, 64):
+        solution = cg_ridge(lambda v: k @ v, d, y, 1e-2, tol=1e-10, rank=rank)
+        passes[rank] = solution.iterations
+        # ‖α − α*‖ ≤ κ · tol · ‖α*‖ (the module docstring's bound)
+        error = torch.linalg.norm(solution.weights - exact) / torch.linalg.norm(exact)
+        assert error <= condition * 1e-10
+    assert passes[64] <= passes[0] / 2, passes

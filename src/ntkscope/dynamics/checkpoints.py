@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -116,7 +116,9 @@ class KernelRegressionRecorder(Recorder):
             as many columns as the training targets.
         probe_size: probe inputs of the kernel distances.
         relative_ridges: ridge grid of the validation choice.
-        **ntk_options: passed to `ntkscope.empirical_ntk` (method, memory_budget).
+        entk: the eNTK function, called as `ntkscope.empirical_ntk` (the default) is; e.g.
+            one that computes the tiles on a Dask cluster (the studies' ``kernel_cluster``).
+        **ntk_options: passed to ``entk`` (method, memory_budget).
 
     Attributes:
         steps_recorded: the checkpoint steps recorded so far.
@@ -133,6 +135,7 @@ class KernelRegressionRecorder(Recorder):
         *,
         probe_size: int = 256,
         relative_ridges: Sequence[float] = DEFAULT_RIDGES,
+        entk: Callable[..., torch.Tensor] = empirical_ntk,
         **ntk_options,
     ) -> None:
         steps = list(steps)
@@ -147,6 +150,7 @@ class KernelRegressionRecorder(Recorder):
         self.val, self.test = val, test
         self.probe_size = positive_int(probe_size, "probe_size")
         self.relative_ridges, self.options = tuple(relative_ridges), ntk_options
+        self.entk = entk
         self.steps_recorded: list[int] = []
         self.probe_kernels: list[torch.Tensor] = []
 
@@ -179,7 +183,7 @@ class KernelRegressionRecorder(Recorder):
         with torch.no_grad():
             outputs = model(x[n_train + n_val :])
         mse, error = _scores(outputs, self._y[n_train + n_val :], self._labels)
-        kernel = empirical_ntk(model, x, x[:n_train], mode="trace", **self.options).double()
+        kernel = self.entk(model, x, x[:n_train], mode="trace", **self.options).double()
         scores = regression_scores(
             kernel, self._y, n_train, n_val, self._labels, self.relative_ridges
         )

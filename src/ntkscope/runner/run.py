@@ -80,7 +80,8 @@ def run_sweep(
     outcomes = []
     with Store(out) as store:
         todo = store.add(sweep.study.name, configs)
-        tasks = [Task(sweep.study.name, h, configs[h], threads) for h in todo]
+        full = dict(zip(sweep.hashes(), sweep.configs, strict=True))
+        tasks = [Task(sweep.study.name, h, full[h].model_dump_json(), threads) for h in todo]
         store.mark_running(todo)
         with SweepProgress(sweep.study.name, len(tasks), console) as progress:
             try:

@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ntkscope import studies
-from ntkscope.studies import Study, StudyConfig
+from ntkscope.studies import Study, StudyConfig, execution_fields
 
 _SECTIONS = ("study", "fixed", "product", "zip")
 _RANGES = {"range": 2, "linspace": 3, "geomspace": 3}
@@ -57,8 +57,11 @@ class Sweep:
 
 
 def canonical_json(config: StudyConfig) -> str:
-    """The config as JSON with sorted keys and no spaces (every field, defaults included)."""
-    return json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """The config as JSON with sorted keys and no spaces: its identity (every field,
+    defaults included, except the execution settings of `ntkscope.studies.execution_fields`,
+    which a worker receives through `ntkscope.runner.task.Task`)."""
+    dumped = config.model_dump(mode="json", exclude=execution_fields(type(config)))
+    return json.dumps(dumped, sort_keys=True, separators=(",", ":"))
 
 
 def config_hash(study: str, config: StudyConfig) -> str:

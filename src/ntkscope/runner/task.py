@@ -25,7 +25,8 @@ from ntkscope.studies import Result
 
 @dataclass(frozen=True)
 class Task:
-    """What a worker needs: the study's name, the config as JSON, its hash, torch threads."""
+    """What a worker needs: the study's name, the config as JSON (its execution settings
+    included), its hash, torch threads."""
 
     study: str
     hash: str

@@ -3,7 +3,16 @@
 Registered studies are listed by `names`; `get` also imports users' studies by module path.
 """
 
-from ntkscope.studies._base import Preset, Progress, Result, Results, Study, StudyConfig
+from ntkscope.studies._base import (
+    EXECUTION,
+    Preset,
+    Progress,
+    Result,
+    Results,
+    Study,
+    StudyConfig,
+    execution_fields,
+)
 from ntkscope.studies._claims import Claim, Finding
 from ntkscope.studies._registry import get, names
 
@@ -15,6 +24,8 @@ __all__ = [
     "Results",
     "Study",
     "StudyConfig",
+    "EXECUTION",
+    "execution_fields",
     # published claims
     "Claim",
     "Finding",

@@ -63,6 +63,20 @@ class StudyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+EXECUTION = {"execution": True}
+"""``json_schema_extra`` of a config field that says how a run is computed, not what it
+measures (e.g. ``kernel_cluster``): kept out of the config's stored JSON and hash."""
+
+
+def execution_fields(config_type: type[StudyConfig]) -> set[str]:
+    """Names of the `EXECUTION` fields of a config class."""
+    return {
+        name
+        for name, info in config_type.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("execution")
+    }
+
+
 def _check_name(name: object, what: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise TypeError(

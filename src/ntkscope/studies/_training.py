@@ -33,9 +33,9 @@ from pydantic import (
 
 from ntkscope import models
 from ntkscope.data import Dataset, SyntheticName, TaskName, load_task
-from ntkscope.kernels import infinite_cnn_kernels, infinite_kernels
 from ntkscope.models import ActivationName, Parameterization
 from ntkscope.studies._base import StudyConfig
+from ntkscope.studies._kernel_cluster import IN_PROCESS, InProcess, OnCluster
 
 
 class Architecture(StrEnum):
@@ -172,13 +172,18 @@ def learning_rate(config: TrainingConfig, kernel_train: torch.Tensor) -> float:
     return relative_learning_rate(kernel_train, config.lr_fraction * 2)
 
 
-def infinite(config: TrainingConfig, x1: torch.Tensor, x2: torch.Tensor) -> tuple:
+def infinite(
+    config: TrainingConfig,
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    kernels: InProcess | OnCluster = IN_PROCESS,
+) -> tuple:
     """(NNGP, NTK) of the infinitely wide network of ``config`` between inputs as the network
-    takes them (`infinite_kernels` for the MLP, `infinite_cnn_kernels` for the CNN)."""
+    takes them (`infinite_kernels` for the MLP, `infinite_cnn_kernels` for the CNN), computed
+    by ``kernels`` (`ntkscope.studies._kernel_cluster`)."""
     common = dict(
         depth=config.depth, activation=config.activation, sigma_w=config.sigma_w,
         sigma_b=config.sigma_b,
     )  # fmt: skip
-    if config.architecture is Architecture.CNN:
-        return infinite_cnn_kernels(x1, x2, **common)
-    return infinite_kernels(x1, x2, **common)
+    kind = "infinite_cnn" if config.architecture is Architecture.CNN else "infinite"
+    return kernels.infinite(kind, x1, x2, **common)

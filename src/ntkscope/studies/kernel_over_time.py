@@ -38,9 +38,9 @@ from pydantic import Field, PositiveInt, model_validator
 
 from ntkscope.data import targets
 from ntkscope.dynamics import KernelRegressionRecorder, checkpoint_steps, train
-from ntkscope.kernels import empirical_ntk
 from ntkscope.studies._base import Progress, Result, Results, settings
 from ntkscope.studies._claims import Claim, above, estimate
+from ntkscope.studies._kernel_cluster import ClusterFields, kernel_functions
 from ntkscope.studies._panels import without_errors
 from ntkscope.studies._training import (
     TrainingConfig,
@@ -56,7 +56,7 @@ MIN_CHECKPOINTS = 6
 """Fewest checkpoints (step 0 included) from which the study reads a trend."""
 
 
-class Config(TrainingConfig):
+class Config(TrainingConfig, ClusterFields):
     """One network trained with checkpoints; K^t evaluated in kernel regression at each.
 
     The learning rate is ``lr_fraction`` of the stability limit of the network's own eNTK at
@@ -175,12 +175,15 @@ def run(config: Config, progress: Progress) -> Result:
     y = targets(train_set, torch.float32)
     model = network(config, train_set, config.width, y.shape[1], config.seed)
     x = inputs(config, train_set).float()
-    lr = learning_rate(config, empirical_ntk(model, x, mode="trace"))
-    recorder = KernelRegressionRecorder(config.schedule(), val, test, probe_size=config.probe_size)
-    trajectory = train(
-        model, (x, y), lr=lr, steps=config.steps, batch_size=config.batch_size,
-        recorders=[recorder], seed=config.seed, progress=progress,
-    )  # fmt: skip
+    with kernel_functions(config) as kernels:
+        lr = learning_rate(config, kernels.entk(model, x, mode="trace"))
+        recorder = KernelRegressionRecorder(
+            config.schedule(), val, test, probe_size=config.probe_size, entk=kernels.entk
+        )
+        trajectory = train(
+            model, (x, y), lr=lr, steps=config.steps, batch_size=config.batch_size,
+            recorders=[recorder], seed=config.seed, progress=progress,
+        )  # fmt: skip
     if trajectory.stopped == "interrupted":  # Ctrl-C: the runner leaves the run unfinished
         raise KeyboardInterrupt(f"training interrupted at step {len(trajectory.losses)}")
     if trajectory.stopped == "diverged":

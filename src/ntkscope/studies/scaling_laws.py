@@ -68,11 +68,11 @@ from ntkscope import models
 from ntkscope.data import TaskName, targets
 from ntkscope.dynamics import KernelRidge, select_ridge, train
 from ntkscope.dynamics.ridge import DEFAULT_RIDGES
-from ntkscope.kernels import empirical_ntk
 from ntkscope.metrics import classification_error, fit_power_law
 from ntkscope.models import ActivationName
 from ntkscope.models.scaling import OutputScaled
-from ntkscope.studies._base import Progress, Result, StudyConfig
+from ntkscope.studies._base import Progress, Result
+from ntkscope.studies._kernel_cluster import ClusterFields, InProcess, OnCluster, kernel_functions
 from ntkscope.studies._scaling_figures import captions, claims, figures
 from ntkscope.studies._training import Architecture, bare_network, infinite, inputs, splits
 
@@ -110,7 +110,7 @@ class Stopping(StrEnum):
     CONVERGED = "converged"
 
 
-class Config(StudyConfig):
+class Config(ClusterFields):
     """One scaling curve: a task, a network family and its kernels, over sizes n and seeds."""
 
     task: TaskName = TaskName.SINGLE_INDEX
@@ -290,10 +290,15 @@ def _fit_network(
     return net, step
 
 
-def _entk(model: torch.nn.Module, x_all: torch.Tensor, x_train: torch.Tensor) -> torch.Tensor:
+def _entk(
+    kernels: InProcess | OnCluster,
+    model: torch.nn.Module,
+    x_all: torch.Tensor,
+    x_train: torch.Tensor,
+) -> torch.Tensor:
     """Trace eNTK Θ̂(X_all, X_train) in float64."""
     double = copy.deepcopy(model).to(torch.float64)
-    return empirical_ntk(double, x_all.to(torch.float64), x_train.to(torch.float64), mode="trace")
+    return kernels.entk(double, x_all.to(torch.float64), x_train.to(torch.float64), mode="trace")
 
 
 class _Scores:
@@ -323,8 +328,9 @@ def _regress(
     return [("", ridge, *scores(chosen)), ("_ridgeless", 0.0, *scores(ridgeless))]
 
 
-def _one_seed(config: Config, seed: int, clock: dict[str, float], progress) -> list[tuple]:
-    """Rows (n, seed, method, test_loss, test_error, ridge, steps) of one seed."""
+def _one_seed(config: Config, seed: int, clock: dict[str, float], progress, kernels) -> list[tuple]:
+    """Rows (n, seed, method, test_loss, test_error, ridge, steps) of one seed, its kernels
+    computed by ``kernels`` (`ntkscope.studies._kernel_cluster`)."""
     sizes, n_max = config.sizes, max(config.sizes)
     train_set, val, test = splits(config, n_max, seed, torch.float32)
     if config.model is Architecture.CNN and train_set.image_shape is None:
@@ -336,8 +342,8 @@ def _one_seed(config: Config, seed: int, clock: dict[str, float], progress) -> l
     initial = bare_network(config, train_set, config.width, y_all.shape[1], seed)
     y_val = y_all[scores.val].to(x_val.dtype)
     start = time.perf_counter()
-    nngp, ntk = infinite(config, x_all.double(), x_train.double())
-    kernels = {ENTK_INIT: _entk(initial, x_all, x_train), NTK: ntk, NNGP: nngp}
+    nngp, ntk = infinite(config, x_all.double(), x_train.double(), kernels)
+    by_method = {ENTK_INIT: _entk(kernels, initial, x_all, x_train), NTK: ntk, NNGP: nngp}
     clock["kernel"] += time.perf_counter() - start
     rows = []
     for i, n in enumerate(sizes):
@@ -349,12 +355,12 @@ def _one_seed(config: Config, seed: int, clock: dict[str, float], progress) -> l
         clock["train"] += time.perf_counter() - start
         if n in config.after_kernel_sizes:
             start = time.perf_counter()
-            kernels[after_kernel(n)] = _entk(net.model, x_all, x_train)
+            by_method[after_kernel(n)] = _entk(kernels, net.model, x_all, x_train)
             clock["kernel"] += time.perf_counter() - start
         progress(i + 1, len(sizes) + 1)
     start = time.perf_counter()
     for n in sizes:
-        for name, kernel in kernels.items():
+        for name, kernel in by_method.items():
             for suffix, ridge, loss, error in _regress(kernel, n, y_all, scores, config.ridges):
                 rows.append((n, seed, name + suffix, loss, error, ridge, math.nan))
     clock["kernel"] += time.perf_counter() - start
@@ -393,9 +399,12 @@ def run(config: Config, progress: Progress) -> Result:
     clock = {"kernel": 0.0, "train": 0.0}
     rows, per_seed = [], len(config.sizes) + 1
     total = config.seeds * per_seed
-    for index, seed in enumerate(range(config.seed, config.seed + config.seeds)):
-        done = index * per_seed
-        rows += _one_seed(config, seed, clock, lambda i, _, d=done: progress(d + i, total))
+    with kernel_functions(config) as kernels:
+        for index, seed in enumerate(range(config.seed, config.seed + config.seeds)):
+            done = index * per_seed
+            rows += _one_seed(
+                config, seed, clock, lambda i, _, d=done: progress(d + i, total), kernels
+            )
     columns = ["n", "seed", "method", "test_loss", "test_error", "ridge", "steps"]
     table = pd.DataFrame(rows, columns=columns)
     metrics = _exponents(table)

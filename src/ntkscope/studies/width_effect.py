@@ -34,11 +34,11 @@ from pydantic import PositiveInt, field_validator
 
 from ntkscope.data import targets
 from ntkscope.dynamics import Recorder, TrainState, regression_scores, train
-from ntkscope.kernels import empirical_ntk
 from ntkscope.metrics import classification_error
 from ntkscope.models import Parameterization
 from ntkscope.studies._base import Progress, Result, Results
 from ntkscope.studies._claims import Claim, below, estimate
+from ntkscope.studies._kernel_cluster import ClusterFields, kernel_functions
 from ntkscope.studies._panels import without_errors
 from ntkscope.studies._training import (
     TrainingConfig,
@@ -64,7 +64,7 @@ class Stopping(StrEnum):
     BUDGET = "budget"
 
 
-class Config(TrainingConfig):
+class Config(TrainingConfig, ClusterFields):
     """A width scan at a fixed training set, several seeds per width."""
 
     depth: PositiveInt = 1
@@ -143,13 +143,13 @@ def _splits_xy(config: Config):
     return datasets[0], triples
 
 
-def _network_scores(config, width, seed, train_set, data, lr) -> dict[str, float]:
+def _network_scores(config, width, seed, train_set, data, lr, kernels) -> dict[str, float]:
     """Train one network; its test MSE and error under the stopping rule, and its eNTK at
-    initialization in kernel regression."""
+    initialization (computed by ``kernels``) in kernel regression."""
     (x, y, _), (x_val, y_val, _), (x_test, y_test, labels) = data
     model = network(config, train_set, width, y.shape[1], seed)
     x_all = torch.cat([x, x_val, x_test]).double()
-    kernel = empirical_ntk(copy.deepcopy(model).double(), x_all, x.double(), mode="trace")
+    kernel = kernels.entk(copy.deepcopy(model).double(), x_all, x.double(), mode="trace")
     entk = regression_scores(kernel, torch.cat([y, y_val, y_test]), len(x), len(x_val), labels)
     keeper = _BestOnValidation(x_val, y_val, config.eval_every)
     trajectory = train(model, (x, y), lr=lr, steps=config.steps, batch_size=config.batch_size,
@@ -173,14 +173,14 @@ def _network_scores(config, width, seed, train_set, data, lr) -> dict[str, float
     } | {f"entk_{k}": v for k, v in entk.items()}
 
 
-def _infinite_scores(config: Config, data) -> dict[str, float]:
+def _infinite_scores(config: Config, data, kernels) -> dict[str, float]:
     """Infinite NTK and NNGP in kernel regression: ``ntk_*`` and ``nngp_*`` scores."""
     (x, y, _), (x_val, y_val, _), (x_test, y_test, labels) = data
     x_all = torch.cat([x, x_val, x_test]).double()
-    kernels = infinite(config, x_all, x.double())
+    pair = infinite(config, x_all, x.double(), kernels)
     y_all = torch.cat([y, y_val, y_test])
     scores = {}
-    for name, kernel in zip(("nngp", "ntk"), kernels, strict=True):
+    for name, kernel in zip(("nngp", "ntk"), pair, strict=True):
         for k, v in regression_scores(kernel, y_all, len(x), len(x_val), labels).items():
             scores[f"{name}_{k}"] = v
     return scores
@@ -225,17 +225,18 @@ def run(config: Config, progress: Progress) -> Result:
         ``entk_*`` scores, ``stop_step``).
     """
     train_set, data = _splits_xy(config)
-    scores = _infinite_scores(config, data)
-    x = data[0][0].double()
-    lr = learning_rate(config, config.output_scale**2 * infinite(config, x, x)[1])
     rows, total = [], len(config.widths) * config.seeds
-    for width in config.widths:
-        for seed in range(config.seed, config.seed + config.seeds):
-            rows.append(
-                {"width": width, "seed": seed}
-                | _network_scores(config, width, seed, train_set, data, lr)
-            )
-            progress(len(rows), total)
+    with kernel_functions(config) as kernels:
+        scores = _infinite_scores(config, data, kernels)
+        x = data[0][0].double()
+        lr = learning_rate(config, config.output_scale**2 * infinite(config, x, x, kernels)[1])
+        for width in config.widths:
+            for seed in range(config.seed, config.seed + config.seeds):
+                rows.append(
+                    {"width": width, "seed": seed}
+                    | _network_scores(config, width, seed, train_set, data, lr, kernels)
+                )
+                progress(len(rows), total)
     table = pd.DataFrame(rows)
     return Result(
         metrics={"lr": lr} | scores | _findings(table, scores),
