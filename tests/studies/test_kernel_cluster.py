@@ -84,3 +84,16 @@ def test_a_sweep_hands_the_cluster_fields_to_its_runs_and_stores_the_config_with
     assert row["status"] == "failed" and "kernel_scratch: no such folder" in row["error"]
     assert {"config.kernel_cluster", "config.kernel_scratch"}.isdisjoint(row)
     assert "config.after_kernel_sizes" in row
+
+
+def test_the_readmes_cluster_sweep_validates(tmp_path):
+    from pathlib import Path
+
+    from ntkscope.runner import load_sweep
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b.split("```")[0] for b in readme.split("```toml\n")[1:]]
+    [block] = [b for b in blocks if "kernel_cluster" in b]
+    (tmp_path / "sweep.toml").write_text(block)
+    [config] = load_sweep(tmp_path / "sweep.toml").configs
+    assert config.kernel_cluster == "tcp://scheduler:8786" and config.kernel_memory_budget == "8GB"
