@@ -153,8 +153,9 @@ def _sphere_kernels(config: Config, sphere: torch.Tensor) -> np.ndarray:
     ])  # fmt: skip
 
 
-def _one_seed(config: Config, seed: int, splits) -> dict:
-    """Kernel at initialization, one training run and the NTK prediction of one seed."""
+def _one_seed(config: Config, seed: int, splits, infinite: torch.Tensor | None) -> dict:
+    """Kernel at initialization, one training run and the NTK prediction of one seed;
+    ``infinite`` is the infinite-width NTK on the training inputs (NTK parameterization)."""
     (x, y), (x_test, y_test), targets = splits
     model = _model(config, x.shape[1], targets.shape[1], seed)
     full = empirical_ntk(model, x, mode="full")
@@ -183,19 +184,22 @@ def _one_seed(config: Config, seed: int, splits) -> dict:
     }
     if y_test.dtype == torch.int64:
         row["test_accuracy"] = trajectory.last("test_accuracy")
-    if config.parameterization == models.Parameterization.NTK:
-        row["distance_to_infinite"] = _infinite_distance(config, x, kernel)
+    if infinite is not None:
+        row["distance_to_infinite"] = metrics.relative_distance(kernel, infinite)
     outputs = {"f_test": f_test, "f_predicted": predicted.test[-1]}
     return row | {k: v.detach().numpy() for k, v in outputs.items()}
 
 
-def _infinite_distance(config: Config, x: torch.Tensor, kernel: torch.Tensor) -> float:
-    """‖Θ̂_0 − Θ‖_F / ‖Θ‖_F with Θ the infinite-width NTK (NTK parameterization)."""
+def _infinite_ntk(config: Config, x: torch.Tensor) -> torch.Tensor | None:
+    """The infinite-width NTK Θ on the training inputs, the same for every seed, so computed
+    once per config (NTK parameterization; None otherwise, where Θ̂ has no such limit here)."""
+    if config.parameterization != models.Parameterization.NTK:
+        return None
     _, ntk = infinite_kernels(
         x, depth=config.depth, activation=config.activation,
         sigma_w=math.sqrt(config.sigma_w2), sigma_b=config.sigma_b,
     )  # fmt: skip
-    return metrics.relative_distance(kernel, ntk)
+    return ntk
 
 
 def _dispersion(sphere: np.ndarray) -> np.ndarray:
@@ -227,9 +231,10 @@ def run(config: Config, progress: Progress) -> Result:
     splits = _splits(config)
     sphere = _sphere_pairs(splits[0][0].shape[1], config.angles, config.seed)
     arrays = {"sphere": _sphere_kernels(config, sphere)}
+    infinite = _infinite_ntk(config, splits[0][0])
     rows = []
     for seed in range(config.seed, config.seed + config.seeds):
-        rows.append(_one_seed(config, seed, splits))
+        rows.append(_one_seed(config, seed, splits, infinite))
         progress(len(rows), config.seeds)
     arrays |= {k: np.stack([r.pop(k) for r in rows]) for k in ("f_test", "f_predicted")}
     table = pd.DataFrame(rows)
