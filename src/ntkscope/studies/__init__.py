@@ -5,6 +5,7 @@ Registered studies are listed by `names`; `get` also imports users' studies by m
 
 from ntkscope.studies._base import Preset, Progress, Result, Results, Study, StudyConfig
 from ntkscope.studies._claims import Claim, Finding
+from ntkscope.studies._cost import Cost
 from ntkscope.studies._registry import get, names
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Results",
     "Study",
     "StudyConfig",
+    "Cost",
     # published claims
     "Claim",
     "Finding",

@@ -74,8 +74,27 @@ from ntkscope.studies._claims import (
     extreme_widths,
     intervals_apart,
 )
+from ntkscope.studies._cost import (
+    Cost,
+    cost_of,
+    entk_floats,
+    entk_flops,
+    mlp,
+    train_flops,
+)
 
-__all__ = ["PRESETS", "Config", "Head", "Regime", "Variant", "captions", "claims", "figures", "run"]
+__all__ = [
+    "PRESETS",
+    "Config",
+    "Head",
+    "Regime",
+    "Variant",
+    "captions",
+    "claims",
+    "cost",
+    "figures",
+    "run",
+]
 
 
 class Variant(StrEnum):
@@ -242,7 +261,25 @@ PRESETS = {
         },
         "zip": [{"parameterization": ["ntk", "standard"], "lr": [4.0, 0.1]}],
     },
-    "full": {
+    "standard": {
+        "fixed": {
+            "n_tasks": 3,
+            "depth": 1,
+            "n_train": 400,
+            "n_val": 150,
+            "n_test": 300,
+            "split_head": "shared",
+            "max_steps": 600,
+        },
+        "product": {
+            "variant": ["permuted", "split"],
+            "regime": ["converged", "early"],
+            "width": [64, 256, 1024],
+            "seed": [0, 1, 2],
+        },
+        "zip": [{"parameterization": ["ntk", "standard"], "lr": [4.0, 0.1]}],
+    },
+    "paper": {
         "fixed": {"n_tasks": 5, "target_loss": 0.001, "max_steps": 20000},
         "product": {
             "regime": ["converged", "early"],
@@ -262,6 +299,28 @@ PRESETS = {
         ],
     },
 }
+
+
+def cost(config: Config) -> Cost:
+    """Estimated time and peak memory of a run (`ntkscope.studies.Cost`): per task, at most
+    ``max_steps`` SGD steps on batches of ``batch_size`` (an upper bound: the regimes stop
+    sooner), checks of the stopping rule on the validation set every ``check_every`` steps,
+    evaluations on every task's test set, and eNTKs on ``n_probe`` test inputs."""
+    side = config.image_size or _SIDES[config.data]
+    net = mlp(side**2, config.width, config.depth, 10)
+    checks = config.max_steps // config.check_every * config.n_val
+    task = train_flops(config.batch_size, net, config.max_steps)
+    task += train_flops(checks / 3 + config.n_test, net, 1)
+    task += config.n_tasks * entk_flops(config.n_probe, config.n_probe, net)
+    kernels = config.n_tasks**2 * config.n_probe**2
+    floats = 4 * net.params + entk_floats(config.n_probe, net) + kernels
+    return cost_of(
+        "continual",
+        config.n_tasks * task,
+        floats,
+        entks=config.n_tasks**2,
+        steps=config.n_tasks * config.max_steps,
+    )
 
 
 @dataclass(frozen=True)

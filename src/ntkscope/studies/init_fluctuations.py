@@ -40,8 +40,27 @@ from ntkscope.kernels import empirical_ntk, infinite_kernels
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
 from ntkscope.studies._claims import Claim, below, estimate, within
+from ntkscope.studies._cost import (
+    Cost,
+    cost_of,
+    entk_floats,
+    entk_flops,
+    infinite_flops,
+    mlp,
+    task_shape,
+    train_flops,
+)
 
-__all__ = ["PRESETS", "Config", "captions", "claims", "figures", "predicted_dispersion", "run"]
+__all__ = [
+    "PRESETS",
+    "Config",
+    "cost",
+    "captions",
+    "claims",
+    "figures",
+    "predicted_dispersion",
+    "run",
+]
 
 
 class Config(StudyConfig):
@@ -88,12 +107,35 @@ PRESETS = {
         "fixed": {"n": 8, "seeds": 128, "train_seeds": 2},
         "product": {"depth": [1, 2, 4, 8], "width": [16, 32, 64, 128, 256]},
     },
-    "full": {
+    "standard": {
+        "fixed": {"n": 8, "seeds": 256, "train_seeds": 4},
+        "product": {"depth": [1, 2, 4, 8], "width": [16, 32, 64, 128, 256]},
+    },
+    "paper": {
         "fixed": {"n": 16, "seeds": 512, "train_seeds": 8, "train_steps": 500},
         "product": {"activation": ["relu", "tanh", "erf"]},
         "zip": [{"depth": [d for d, _ in _FULL_CELLS], "width": [w for _, w in _FULL_CELLS]}],
     },
 }
+
+
+def cost(config: Config) -> Cost:
+    """Estimated time and peak memory of a run (`ntkscope.studies.Cost`): ``seeds`` eNTKs on
+    the n probes; per trained seed, ``train_steps`` full-batch steps and two eNTKs."""
+    net = mlp(task_shape(config.data, 16, None)[2], config.width, config.depth, 1)
+    trained = train_flops(config.train_n, net, config.train_steps)
+    trained += 2 * entk_flops(config.n, config.n, net)
+    trained += infinite_flops(config.train_n, config.train_n, config.depth)
+    work = config.seeds * entk_flops(config.n, config.n, net) + config.train_seeds * trained
+    work += infinite_flops(config.n, config.n, config.depth)
+    floats = 4 * net.params + entk_floats(config.train_n, net) + config.seeds * config.n**2
+    return cost_of(
+        "init_fluctuations",
+        work,
+        floats,
+        entks=config.seeds + 2 * config.train_seeds,
+        steps=config.train_seeds * config.train_steps,
+    )
 
 
 def predicted_dispersion(config: Config) -> float:

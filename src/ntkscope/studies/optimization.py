@@ -53,9 +53,28 @@ from ntkscope.kernels import empirical_ntk
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
 from ntkscope.studies._claims import Claim, above, difference, estimate, extreme_widths
+from ntkscope.studies._cost import (
+    Cost,
+    cnn,
+    cost_of,
+    entk_floats,
+    entk_flops,
+    mlp,
+    train_flops,
+)
 from ntkscope.studies._training import Architecture, inputs
 
-__all__ = ["PRESETS", "Architecture", "Config", "Task", "captions", "claims", "figures", "run"]
+__all__ = [
+    "PRESETS",
+    "Architecture",
+    "Config",
+    "Task",
+    "captions",
+    "claims",
+    "cost",
+    "figures",
+    "run",
+]
 
 WITHIN = 2.0
 """A width "gets the predicted speed-up" when its shortfall is at most this factor."""
@@ -115,7 +134,16 @@ PRESETS = {
             "width": [32, 128, 512, 2048],
         },
     },
-    "full": {
+    "standard": {
+        "fixed": {"n": 64, "steps": 8, "every": 4},
+        "product": {
+            "task": ["regression", "classification"],
+            "damping": [0.1, 1.0],
+            "width": [32, 128, 512, 2048],
+            "seed": [0, 1, 2],
+        },
+    },
+    "paper": {
         "fixed": {"n": 512, "steps": 50, "every": 10},
         "product": {
             "task": ["regression", "classification"],
@@ -127,6 +155,31 @@ PRESETS = {
         },
     },
 }
+
+
+def cost(config: Config) -> Cost:
+    """Estimated time and peak memory of a run (`ntkscope.studies.Cost`): the full eNTK at
+    initialization; gradient descent (``steps`` steps) and Gauss–Newton (a full eNTK per
+    step), each with the trace eNTK and the Jacobian change every ``every`` steps. Memory:
+    the network, its gradients, the training copy, the initial parameters of the Jacobian
+    change, the step; the full (n·O)² kernel."""
+    outputs = 10 if config.task is Task.CLASSIFICATION else 1
+    if config.architecture is Architecture.CNN:
+        net = cnn(1, 8, config.width, config.depth, outputs)
+    else:
+        net = mlp(64, config.width, config.depth, outputs)
+    full = entk_flops(config.n, config.n, net, full=True)
+    records = config.steps // config.every + 1
+    gd = train_flops(config.n, net, config.steps)
+    gd += records * 2 * entk_flops(config.n, config.n, net)
+    floats = 5 * net.params + entk_floats(config.n, net) + 2 * (config.n * outputs) ** 2
+    return cost_of(
+        "optimization",
+        full + 2 * gd + config.steps * full,
+        floats,
+        entks=1 + 4 * records + config.steps,
+        steps=2 * config.steps,
+    )
 
 
 def _data(config: Config) -> tuple[torch.Tensor, torch.Tensor]:

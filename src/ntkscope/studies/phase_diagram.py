@@ -49,9 +49,18 @@ from ntkscope.dynamics import LinearizedRecorder, LossRecorder, predict_mse, tra
 from ntkscope.kernels import empirical_ntk, infinite_kernels, order_chaos
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, StudyConfig
+from ntkscope.studies._cost import (
+    Cost,
+    cost_of,
+    entk_floats,
+    entk_flops,
+    infinite_flops,
+    mlp,
+    train_flops,
+)
 from ntkscope.studies._phase_figures import captions, claims, figures
 
-__all__ = ["PRESETS", "Config", "captions", "claims", "figures", "run"]
+__all__ = ["PRESETS", "Config", "cost", "captions", "claims", "figures", "run"]
 
 
 class Config(StudyConfig):
@@ -101,7 +110,13 @@ PRESETS = {
                   "steps": 20},
         "product": {"sigma_w2": [1.0, 2.0, 3.0], "depth": [1, 4, 12]},
     },
-    "full": {
+    "standard": {
+        "fixed": {"activation": "relu", "sigma_b": 0.1, "parameterization": "standard",
+                  "width": 128, "seeds": 6, "init_seeds": 64, "n": 48, "n_test": 64,
+                  "steps": 20},
+        "product": {"sigma_w2": [1.0, 2.0, 3.0], "depth": [1, 4, 12, 20]},
+    },
+    "paper": {
         "fixed": {"width": 512, "seeds": 20, "init_seeds": 200, "n": 256, "n_test": 512,
                   "steps": 1000},
         "product": {
@@ -113,6 +128,34 @@ PRESETS = {
         },
     },
 }  # fmt: skip
+
+
+def cost(config: Config) -> Cost:
+    """Estimated time and peak memory of a run (`ntkscope.studies.Cost`): the sphere eNTKs
+    of ``init_seeds`` networks; per seed, the full eNTK on the training and test inputs,
+    ``steps`` steps of the network and of its linearization (about 3 network steps each), the
+    final eNTK; the infinite NTK once (NTK parameterization)."""
+    d, outputs = (64, 10) if config.data == DatasetName.DIGITS else (16, 1)
+    sphere = 1 + len(config.angles)
+    scalar = mlp(d, config.width, config.depth, 1)
+    work = config.init_seeds * entk_flops(sphere, sphere, scalar)
+    net = mlp(d, config.width, config.depth, outputs)
+    seed = entk_flops(config.n, config.n, net, full=True)
+    seed += entk_flops(config.n_test, config.n, net, full=True)
+    seed += 4 * train_flops(config.n + config.n_test, net, config.steps)
+    seed += entk_flops(config.n, config.n, net)
+    work += config.seeds * seed
+    if config.parameterization == models.Parameterization.NTK:
+        work += infinite_flops(config.n, config.n, config.depth)
+    kernels = (config.n * outputs) * (config.n + config.n_test) * outputs
+    floats = 6 * net.params + entk_floats(config.n + config.n_test, net) + kernels
+    return cost_of(
+        "phase_diagram",
+        work,
+        floats,
+        entks=config.init_seeds + 3 * config.seeds,
+        steps=2 * config.seeds * config.steps,
+    )
 
 
 def _sphere_pairs(d: int, angles: tuple[float, ...], seed: int) -> torch.Tensor:

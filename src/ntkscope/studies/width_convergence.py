@@ -23,6 +23,15 @@ from ntkscope.kernels import empirical_ntk, infinite_kernels
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig
 from ntkscope.studies._claims import Claim, estimate, within
+from ntkscope.studies._cost import (
+    Cost,
+    cost_of,
+    entk_floats,
+    entk_flops,
+    infinite_flops,
+    mlp,
+    task_shape,
+)
 
 EXPECTED_SLOPE = -0.5
 """The exponent that NTK theory predicts for the distance against width."""
@@ -56,11 +65,32 @@ PRESETS = {
         "fixed": {"n": 32, "widths": [64, 128, 256, 512, 1024], "seeds": 4},
         "product": {"depth": [1, 2, 3], "activation": ["relu", "erf"]},
     },
-    "full": {
+    "standard": {
+        "fixed": {"n": 64, "widths": [64, 128, 256, 512, 1024, 2048], "seeds": 6},
+        "product": {"depth": [1, 2, 3], "activation": ["relu", "erf", "tanh"]},
+    },
+    "paper": {
         "fixed": {"n": 256, "widths": [128, 256, 512, 1024, 2048, 4096, 8192], "seeds": 16},
         "product": {"depth": [1, 2, 3, 4, 5], "activation": ["relu", "erf", "tanh"]},
     },
 }
+
+
+def cost(config: Config) -> Cost:
+    """Estimated time and peak memory of a run (`ntkscope.studies.Cost`): the infinite NTK
+    once, one scalar-output eNTK on the n probes per width and seed."""
+    d = task_shape(config.data, 16, None)[2]
+    work = infinite_flops(config.n, config.n, config.depth) + sum(
+        config.seeds * entk_flops(config.n, config.n, mlp(d, w, config.depth, 1))
+        for w in set(config.widths)
+    )
+    widest = mlp(d, max(config.widths), config.depth, 1)
+    return cost_of(
+        "width_convergence",
+        work,
+        2 * widest.params + entk_floats(config.n, widest),
+        entks=len(set(config.widths)) * config.seeds,
+    )
 
 
 def _distance(config: Config, x: torch.Tensor, ntk: torch.Tensor, width: int, seed: int) -> float:

@@ -39,6 +39,15 @@ from ntkscope.metrics import classification_error
 from ntkscope.models import Parameterization
 from ntkscope.studies._base import Progress, Result, Results
 from ntkscope.studies._claims import Claim, below, estimate
+from ntkscope.studies._cost import (
+    Cost,
+    cost_of,
+    entk_floats,
+    entk_flops,
+    infinite_flops,
+    task_shape,
+    train_flops,
+)
 from ntkscope.studies._panels import without_errors
 from ntkscope.studies._training import (
     TrainingConfig,
@@ -46,10 +55,11 @@ from ntkscope.studies._training import (
     inputs,
     learning_rate,
     network,
+    network_size,
     splits,
 )
 
-__all__ = ["PRESETS", "Config", "Stopping", "captions", "claims", "figures", "run"]
+__all__ = ["PRESETS", "Config", "Stopping", "cost", "captions", "claims", "figures", "run"]
 
 
 class Stopping(StrEnum):
@@ -107,7 +117,12 @@ PRESETS = {  # full: the CNN on 14×14 images (its infinite kernel costs ∝ pix
         "zip": [{"task": ["digits", "single_index"], "output_scale": [1.0, 0.1],
                  "steps": [300, 1000], "n_val": [128, 256], "n_test": [256, 1000]}],
     },
-    "full": {
+    "standard": {
+        "fixed": {"widths": [16, 64, 256, 1024, 4096], "seeds": 4, "depth": 1},
+        "zip": [{"task": ["digits", "single_index"], "output_scale": [1.0, 0.1],
+                 "steps": [300, 1000], "n_val": [128, 256], "n_test": [256, 1000]}],
+    },
+    "paper": {
         "fixed": {"task": "mnist_parity", "n_train": 1000, "n_val": 500, "n_test": 1000,
                   "steps": 5000, "seeds": 5, "depth": 2},
         "zip": [{"architecture": ["mlp", "cnn"], "image_size": [28, 14],
@@ -115,6 +130,25 @@ PRESETS = {  # full: the CNN on 14×14 images (its infinite kernel costs ∝ pix
                             [16, 32, 64, 128, 256]]}],
     },
 }  # fmt: skip
+
+
+def cost(config: Config) -> Cost:
+    """Estimated time and peak memory of a run (`ntkscope.studies.Cost`): the infinite kernels
+    twice; per width and seed, the eNTK between all inputs and the training set and ``steps``
+    steps of training (validation every ``eval_every``)."""
+    n_all = config.n_train + config.n_val + config.n_test
+    batch = (config.batch_size or config.n_train) + config.n_val / config.eval_every
+    side = task_shape(config.task, config.d, config.image_size)[1]
+    cnn = config.architecture == "cnn"
+    work = 2 * infinite_flops(n_all, config.n_train, config.depth, side if cnn else None)
+    for width in config.widths:
+        net = network_size(config, width)
+        work += config.seeds * (entk_flops(n_all, config.n_train, net)
+                                + train_flops(batch, net, config.steps))  # fmt: skip
+    net = network_size(config, max(config.widths))
+    runs = len(config.widths) * config.seeds
+    floats = 4 * net.params + entk_floats(n_all, net) + 4 * n_all * config.n_train
+    return cost_of("width_effect", work, floats, entks=runs, steps=runs * config.steps)
 
 
 class _BestOnValidation(Recorder):
