@@ -1,9 +1,9 @@
 """Calibrate the studies' cost models (`ntkscope.studies._cost.RATES`) on stored runs.
 
 For every study with finished runs in the result stores given, prints the rate that makes
-the cost model's total estimate equal the total measured time (counted FLOPs / the measured
-seconds less the fixed cost of eNTK calls and steps; negative when the fixed part alone
-exceeds the measured time), and each run's estimate / measured ratio at the current rate, so that a rate can
+the cost model's total estimate equal the total measured time (counted FLOPs / the
+measured seconds less the fixed cost of eNTK calls and steps; negative when the fixed part
+alone exceeds the measured time), and each run's estimate / measured ratio at the current rate, so that a rate can
 be copied into ``RATES`` and the spread of the ratios says how far one run's estimate may be
 off. Runs must have been made with one torch thread (the runner's default), on the machine
 the rates are for::

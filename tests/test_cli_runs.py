@@ -29,7 +29,8 @@ def test_help_lists_the_new_commands():
 def test_study_list():
     result = invoke("study", "list")
     assert result.exit_code == 0 and "width_convergence" in result.output
-    assert "widths=[64, 128, 256, 512]" in result.output and "quick, full" in result.output
+    assert "widths=[64, 128, 256, 512]" in result.output
+    assert "quick, standard, paper" in result.output
 
 
 def test_study_run_prints_metrics():
@@ -58,7 +59,7 @@ def test_study_run_failure_exits_1(toy):
         (["study", "run", "nope"], "study: unknown study 'nope'"),
         (["study", "run", "width_convergence", "--set", "depthh=1"], "depthh: Extra inputs"),
         (["study", "run", "width_convergence", "--set", "depth"], "set: expected field=value"),
-        (["reproduce", "--preset", "huge"], "preset: expected one of 'quick', 'full'"),
+        (["reproduce", "--preset", "huge"], "preset: expected one of 'quick', 'standard', 'paper'"),
         (["sweep", "missing.toml", "--out", "x"], "sweep: cannot read 'missing.toml'"),
         (
             [

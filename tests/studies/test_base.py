@@ -54,7 +54,11 @@ def test_presets_are_required():
 
     module = types.ModuleType("m", "M.")
     module.Config, module.run, module.figures = Config, None, None
-    for presets in ({"paper": {}}, {"quick": {}, "huge": {}}, {"quick": {}, "full": {}, "paper": {}}):
+    for presets in (
+        {"paper": {}},
+        {"quick": {}, "huge": {}},
+        {"quick": {}, "full": {}, "paper": {}},
+    ):
         module.PRESETS = presets
         with pytest.raises(ValueError, match="PRESETS must name presets among quick, standard, "
                            "paper, quick included"):  # fmt: skip

@@ -143,16 +143,20 @@ PRESETS = {
             "seed": [0, 1, 2],
         },
     },
-    "paper": {
+    "paper": {  # CNNs up to width 2048: at 4096 (4.5e8 parameters) a run needs ~18 GB
         "fixed": {"n": 512, "steps": 50, "every": 10},
         "product": {
             "task": ["regression", "classification"],
-            "architecture": ["mlp", "cnn"],
             "depth": [1, 2, 3, 4],
             "damping": [0.1, 1.0],
-            "width": [64, 256, 1024, 4096, 8192],
             "seed": [0, 1, 2],
         },
+        "zip": [
+            {
+                "architecture": ["mlp"] * 5 + ["cnn"] * 4,
+                "width": [64, 256, 1024, 4096, 8192, 64, 256, 1024, 2048],
+            }
+        ],
     },
 }
 
