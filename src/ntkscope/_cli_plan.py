@@ -12,10 +12,10 @@ from ntkscope.runner.plan import Plan, wall_time
 
 BASIS = (
     "Estimates, not measurements: each study's cost model counts the FLOPs of its main "
-    "operations (eNTKs, training steps, infinite kernels) and divides them by a rate measured "
-    "on its runs on a 2-core machine with one torch thread per run (ntkscope.studies._cost, "
-    "RATES); expect them within a factor of about 2, less on a faster machine. Training "
-    "counts every step up to max_steps, an upper bound where runs stop early."
+    "operations (eNTKs, training steps, infinite kernels) and the calls and steps that "
+    "carry a fixed cost, scaled by a factor measured on its runs on a 2-core machine with "
+    "one torch thread per run (ntkscope.studies._cost.CALIBRATION). One run's estimate may "
+    "be off by a factor of a few; a preset's total by less. A faster machine takes less."
 )
 
 
@@ -36,8 +36,11 @@ def _gigabytes(memory: float) -> str:
 def print_plan(plans: Sequence[Plan], worker_memory: float, workers: int) -> None:
     """Per study and in total: configs, estimated time (all runs, and the longest), peak memory
     of a run, configs over ``worker_memory``; the wall time on ``workers`` workers."""
-    table = Table("study", "configs", "time, all runs", "longest run", "peak memory per run",
-                  f"over {_gigabytes(worker_memory)}", title="plan (estimates)")  # fmt: skip
+    table = Table(title="plan (estimates)")
+    table.add_column("study", no_wrap=True)
+    for header in ("configs", "time, 1 core", "longest run", "memory per run",
+                   f"over {_gigabytes(worker_memory)}"):  # fmt: skip
+        table.add_column(header, justify="right")
     for p in plans:
         over = len(p.over(worker_memory))
         table.add_row(p.study, str(len(p.costs)), duration(p.seconds), duration(p.longest),

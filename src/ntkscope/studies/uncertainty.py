@@ -189,11 +189,11 @@ PRESETS = {
         "fixed": {
             "n_train": 200,
             "n_test": 150,
-            "ensemble": 5,
+            "ensemble": 3,
             "bandit_rounds": 100,
             "bandit_retrain_every": 25,
         },
-        "product": {"width": [64, 256, 1024], "seed": [0, 1, 2, 3]},
+        "product": {"width": [64, 256, 1024], "seed": [0, 1, 2, 3, 4, 5]},
     },
     "paper": {
         "fixed": {

@@ -118,9 +118,10 @@ PRESETS = {  # full: the CNN on 14×14 images (its infinite kernel costs ∝ pix
                  "steps": [300, 1000], "n_val": [128, 256], "n_test": [256, 1000]}],
     },
     "standard": {
-        "fixed": {"widths": [16, 64, 256, 1024, 4096], "seeds": 4, "depth": 1},
+        "fixed": {"widths": [16, 64, 256, 1024, 4096], "seeds": 2, "depth": 1},
         "zip": [{"task": ["digits", "single_index"], "output_scale": [1.0, 0.1],
                  "steps": [300, 1000], "n_val": [128, 256], "n_test": [256, 1000]}],
+        "product": {"seed": [0, 2, 4]},
     },
     "paper": {
         "fixed": {"task": "mnist_parity", "n_train": 1000, "n_val": 500, "n_test": 1000,
