@@ -37,6 +37,13 @@ and in any case after ``max_steps``):
   trained well past the point where early stopping ends them;
 - **early**: until the validation accuracy on the task has not exceeded its best value for
   ``patience`` checks in a row (the parameters at that point are kept, not the best ones).
+
+Presets (sized by the quick preset's measurement): forgetting falls with width in NTK
+parameterization (permuted: 0.31 → 0.18 converged, 0.30 → 0.11 early, widths 64 → 1024)
+and hardly in standard parameterization, so the falls over runs are 0.070 [−0.032, 0.172]
+(early) and 0.054 [−0.025, 0.133] (converged) from 4 runs each. ``standard`` widens the
+width range to 4096 and runs 5 seeds (160 runs, ~15 CPU-minutes estimated): 20 runs per
+regime, intervals about 3 times narrower.
 """
 
 from __future__ import annotations
@@ -274,8 +281,8 @@ PRESETS = {
         "product": {
             "variant": ["permuted", "split"],
             "regime": ["converged", "early"],
-            "width": [64, 256, 1024],
-            "seed": [0, 1, 2],
+            "width": [64, 256, 1024, 4096],
+            "seed": [0, 1, 2, 3, 4],
         },
         "zip": [{"parameterization": ["ntk", "standard"], "lr": [4.0, 0.1]}],
     },

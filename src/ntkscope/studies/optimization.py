@@ -24,6 +24,12 @@ n digits, twice from the same initialization: ``steps`` of full-batch gradient d
 The answer is the ratio (GN loss)/(GD loss) after ``steps`` steps, measured and
 predicted, and the *shortfall* measured/predicted: 1 when the network behaves as its
 kernel predicts, large when the predicted second-order advantage does not materialize.
+
+Presets (sized by the quick preset's measurement): the shortfall falls with width at
+damping 1 (1.43 → 1.12 and 1.77 → 1.15 from width 32 to 2048) but scatters at damping 0.1
+(0.90 → 2.12, 2.09 → 2.58), so the fall over both is −0.10 [−0.79, 0.59] from 4 runs.
+``standard`` runs 5 seeds of the 16 cells (80 runs, ~2 CPU-minutes estimated), which
+narrows the interval about 2.5-fold; whether it decides depends on the damping-0.1 scatter.
 """
 
 from __future__ import annotations
@@ -140,7 +146,7 @@ PRESETS = {
             "task": ["regression", "classification"],
             "damping": [0.1, 1.0],
             "width": [32, 128, 512, 2048],
-            "seed": [0, 1, 2],
+            "seed": [0, 1, 2, 3, 4],
         },
     },
     "paper": {  # CNNs up to width 2048: at 4096 (4.5e8 parameters) a run needs ~18 GB

@@ -41,6 +41,14 @@ with ``ntkscope sweep``::
     seeds = 5
     sizes = [100, 200, 400, 800, 1600, 3200, 5000]
     after_kernel_sizes = [100, 400, 1600, 5000]
+
+Presets (sized by the quick preset's measurement): each task's exponents are decided at
+quick scale already (bootstrap intervals ±0.01–0.07 apart by 0.03–0.38), but the tasks
+disagree: single_index (α_out = 0.1) has the network's α above both kernels', digits and
+mnist_parity below or overlapping. The claim's rule calls disagreeing runs inconclusive, so more
+seeds do not decide it; ``standard`` (one more size per task, 4 seeds, width 256, ~5
+CPU-minutes estimated) narrows each task's interval. ``paper``: Vyas et al.'s sizes to
+5,000 and the MNIST-parity CNN on 14×14 images (one 2×2 pooling, to 7×7).
 """
 
 from __future__ import annotations

@@ -48,6 +48,12 @@ AUROC of separating in-distribution from OOD / shifted inputs by predictive entr
 predictive variance). Then the bandit of
 `ntkscope.studies._bandit` (the in-distribution classes as arms) under the NTK-theory, the
 marginal-likelihood and the greedy (β = 0) exploration rules.
+
+Presets (sized by the quick preset's measurement): the OOD-AUROC gap between the ensemble
+and the infinite-NTK GP falls from 0.053 (width 64) to 0.040 (width 1024) over 2 seeds,
+with a t interval 12.7 standard errors wide; ``standard`` runs 10 seeds (30 runs, ~10
+CPU-minutes estimated), an interval about 10 times narrower, which decides a fall of
+0.013 if the seeds scatter as measured.
 """
 
 from __future__ import annotations
@@ -193,7 +199,7 @@ PRESETS = {
             "bandit_rounds": 100,
             "bandit_retrain_every": 25,
         },
-        "product": {"width": [64, 256, 1024], "seed": [0, 1, 2, 3, 4, 5]},
+        "product": {"width": [64, 256, 1024], "seed": {"range": [0, 10]}},
     },
     "paper": {
         "fixed": {
