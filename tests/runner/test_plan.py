@@ -11,7 +11,8 @@ from ntkscope.studies import Cost
 
 
 def test_plan_sums_times_and_takes_the_largest_memory(toy):
-    planned = plan(expand({"study": toy, "product": {"value": [1, 2, 5]}}))  # value s, value GB
+    spec = {"study": toy, "zip": {"value": [1, 2, 5], "gigabytes": [1.0, 2.0, 5.0]}}
+    planned = plan(expand(spec))  # value s, gigabytes GB
     assert planned.costs == (Cost(1.0, 1e9), Cost(2.0, 2e9), Cost(5.0, 5e9))
     assert (planned.seconds, planned.longest, planned.memory) == (8.0, 5.0, 5e9)
     assert planned.over(2.5e9) == [2]
@@ -20,9 +21,9 @@ def test_plan_sums_times_and_takes_the_largest_memory(toy):
 
 
 def test_configs_over_the_worker_memory_are_refused_unless_allowed(toy):
-    plans = [plan(expand({"study": toy, "product": {"value": [1, 20, 30]}}))]
-    with pytest.raises(ValueError, match=r"worker_memory: 2 configs are estimated to need more "
-                       r"than 16.0 GB per worker: _toy_study [0-9a-f]{12} \(20.0 GB\)"):  # fmt: skip
+    plans = [plan(expand({"study": toy, "product": {"gigabytes": [1.0, 20.0, 30.0]}}))]
+    message = r"worker_memory: 2 configs are estimated to need more than 16.0 GB per worker: "
+    with pytest.raises(ValueError, match=message + r"_toy_study [0-9a-f]{12} \(20.0 GB\)"):
         within_memory(plans, 16e9, allow=False)
     assert within_memory(plans, 16e9, allow=True) == [plans[0].sweep]
     assert within_memory(plans, 32e9, allow=False) == [plans[0].sweep]
