@@ -3,8 +3,9 @@
 For every study with finished runs in the result stores given, prints the factor that makes
 the cost model's total estimate equal the total measured time, and each run's estimate /
 measured ratio at the current factor, so that the factor can be copied into
-``CALIBRATION`` and the spread of the ratios says how far one run's estimate may be off. Runs must have been made with one torch thread (the runner's default), on the machine
-the rates are for::
+``CALIBRATION`` and the spread of the ratios says how far one run's estimate may be off.
+Runs must have been made with one torch thread (the runner's default), on the machine the
+factors are for::
 
     ntkscope reproduce --preset quick --out results-quick --workers 1
     python benchmarks/calibrate_costs.py results-quick [more stores ...]
