@@ -25,7 +25,7 @@ Presets (sized by the quick preset's measurement): quick gives the dispersion ra
 width slope −0.72 [−1.19, −0.25] over 4 depths (2 trained seeds each). The ratio's spread
 is mostly between cells (small widths sit lower), so ``standard`` keeps the 20 cells,
 doubles the draws per cell to 512 (each cell's Var/E² to ≈ 6%) and trains 8 seeds per
-cell for the slope (~4 CPU-minutes estimated).
+cell for the slope (~7 CPU-minutes estimated).
 """
 
 from __future__ import annotations
