@@ -175,7 +175,7 @@ def test_reproduce_plan_prints_every_study_and_runs_nothing(preset, tmp_path):
 
 def test_sweep_refuses_configs_over_the_worker_memory_before_running(toy, tmp_path):
     sweep = tmp_path / "sweep.toml"
-    sweep.write_text(f'study = "{toy}"\n[product]\ngigabytes = [1.0, 20.0]\n')
+    sweep.write_text(f'study = "{toy}"\n[product]\nvalue = [0, 20000]\n')  # MB by its plan
     args = ["sweep", str(sweep), "--workers", "1", "--out"]
 
     planned = invoke(*args, str(tmp_path / "plan"), "--plan")

@@ -14,9 +14,10 @@ the helpers here and returns a `Cost`:
 
 Seconds are that work at a nominal `RATE`, plus a fixed cost per eNTK call and per training
 step (`ENTK_CALL`, `STEP`, which dominate small runs), times the study's `CALIBRATION`
-factor, measured on its runs on the 2-core development machine with one torch thread. They
-are estimates: one run's may be off by a factor of a few (early stopping, small matrices),
-a preset's total by less; a faster machine takes less.
+factor, measured on its runs on the 2-core development machine with one torch thread, and
+`QUIET`, from that loaded machine to a quiet one. They are estimates: one run's may be off
+by a factor of a few (early stopping, small matrices), a preset's total by less; a faster
+machine takes less.
 
 Peak memory is a worker's base (interpreter, torch, ntkscope, a data set) plus float64
 parameters times the copies a study keeps (model, gradients, initial parameters, a
@@ -26,7 +27,6 @@ by `ntkscope.empirical_ntk`'s budget and counted up to `ENTK_WORKSPACE`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 BASE_MEMORY = 0.5e9
@@ -170,11 +170,6 @@ def infinite_flops(n1: int, n2: int, depth: int, side: int | None = None) -> flo
     """The infinite NNGP and NTK between n1 and n2 inputs (an MLP, or a CNN on side² images)."""
     pairs = 1.0 if side is None else float(side**2) ** 2
     return 20.0 * n1 * n2 * max(depth, 1) * pairs
-
-
-def gib(memory: float) -> str:
-    """``memory`` bytes as "1.2 GB" (10⁹ bytes)."""
-    return f"{memory / 1e9:.{1 if memory < 1e11 else 0}f} GB" if math.isfinite(memory) else "?"
 
 
 _IMAGES = {"digits": (1, 8), "mnist": (1, 28), "cifar10": (3, 32), "svhn": (3, 32), "npz": (1, 28)}
