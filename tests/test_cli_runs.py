@@ -29,7 +29,8 @@ def test_help_lists_the_new_commands():
 def test_study_list():
     result = invoke("study", "list")
     assert result.exit_code == 0 and "width_convergence" in result.output
-    assert "widths=[64, 128, 256, 512]" in result.output and "quick, full" in result.output
+    assert "widths=[64, 128, 256, 512]" in result.output
+    assert "quick, standard, paper" in result.output
 
 
 def test_study_run_prints_metrics():
@@ -58,7 +59,7 @@ def test_study_run_failure_exits_1(toy):
         (["study", "run", "nope"], "study: unknown study 'nope'"),
         (["study", "run", "width_convergence", "--set", "depthh=1"], "depthh: Extra inputs"),
         (["study", "run", "width_convergence", "--set", "depth"], "set: expected field=value"),
-        (["reproduce", "--preset", "huge"], "preset: expected one of 'quick', 'full'"),
+        (["reproduce", "--preset", "huge"], "preset: expected one of 'quick', 'standard', 'paper'"),
         (["sweep", "missing.toml", "--out", "x"], "sweep: cannot read 'missing.toml'"),
         (
             [
@@ -158,3 +159,38 @@ def _done(out: Path) -> int:
         return int((store.load(out).status == "done").sum())
     except ValueError:
         return 0
+
+
+@pytest.mark.parametrize("preset", ["quick", "standard", "paper", "full"])
+def test_reproduce_plan_prints_every_study_and_runs_nothing(preset, tmp_path):
+    result = invoke("reproduce", "--preset", preset, "--plan", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    for name in (*studies.names(), "total"):
+        assert re.search(rf"│ {name} +│ +\d+ │", result.output), (name, result.output)
+    memory = "16 GB" if preset in ("paper", "full") else "10 GB"
+    assert f"over {memory}" in result.output and "wall time on" in result.output
+    assert "Estimates, not measurements" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweep_refuses_configs_over_the_worker_memory_before_running(toy, tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f'study = "{toy}"\n[product]\nvalue = [0, 20000]\n')  # MB by its plan
+    args = ["sweep", str(sweep), "--workers", "1", "--out"]
+
+    planned = invoke(*args, str(tmp_path / "plan"), "--plan")
+    assert planned.exit_code == 0, planned.output
+    assert re.search(r"│ _toy_study +│ +2 │.*│ +20 GB │ +1 │", planned.output), planned.output
+
+    refused = invoke(*args, str(tmp_path / "refused"))
+    assert refused.exit_code == 2, refused.output
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert lines[0].startswith("error: worker_memory: 1 configs are estimated to need more than "
+                               "16.0 GB per worker: _toy_study "), lines  # fmt: skip
+    assert "--allow-over-memory" in lines[0] and not (tmp_path / "refused").exists()
+
+    for extra in (["--worker-memory", "32GB"], ["--allow-over-memory"]):
+        ran = invoke(*args, str(tmp_path / extra[0]), *extra)
+        assert ran.exit_code == 0, ran.output
+        assert len(store.load(tmp_path / extra[0])) == 2

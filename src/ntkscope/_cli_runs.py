@@ -1,5 +1,8 @@
 """CLI commands for runs at scale: ``study list|run``, ``sweep``, ``report``, ``reproduce``.
 
+``sweep`` and ``reproduce`` estimate every config's time and memory first (``--plan`` prints
+the estimate and runs nothing) and refuse configs estimated over a worker's memory.
+
 Bad input (unknown study or field, wrong type, empty grid, unreachable scheduler) prints one
 line ``error: ...`` and exits 2 before anything runs; a sweep whose runs failed exits 1
 after running everything else and storing the errors.
@@ -18,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ntkscope import studies
-from ntkscope._checks import choice
+from ntkscope._checks import choice, memory_bytes
+from ntkscope._cli_plan import print_plan
 from ntkscope._console import fail
 from ntkscope.report import write_report
 from ntkscope.report.study_report import FINDINGS, RULES
@@ -35,6 +39,8 @@ from ntkscope.runner import (
     parse_assignments,
     run_sweep,
 )
+from ntkscope.runner.executors import cores
+from ntkscope.runner.plan import plan, within_memory
 from ntkscope.runner.sweep import config_hash, validate
 from ntkscope.runner.task import Task
 from ntkscope.studies import Preset
@@ -51,6 +57,16 @@ DaskLocal = Annotated[
     int | None, typer.Option(help="Start a Dask LocalCluster of N single-threaded workers.")
 ]
 Threads = Annotated[int, typer.Option(help="torch threads per run (same value, same results).")]
+ShowPlan = Annotated[
+    bool, typer.Option("--plan", help="Print the estimated time and memory; run nothing.")
+]
+WorkerMemory = Annotated[
+    str | None,
+    typer.Option(help="Memory of one worker, e.g. 16GB; configs estimated above it are refused."),
+]
+AllowOverMemory = Annotated[
+    bool, typer.Option(help="Run configs estimated to exceed --worker-memory anyway.")
+]
 
 
 def _guarded(action: Callable[[], None], resume: str | None = None) -> None:
@@ -91,6 +107,25 @@ def _run(
     """Run the sweeps on the executor that ``where`` = (workers, scheduler, dask_local) picks."""
     with _executor(*where) as executor:
         return [run_sweep(plan, out, executor, threads=threads) for plan in plans]
+
+
+def _planned(
+    sweeps: list[Sweep], memory: tuple[str | int, bool], show: bool, workers: int
+) -> list[Sweep] | None:
+    """The sweeps to run after the memory check (``memory`` = (worker memory, allow over));
+    None when ``show``: the plan is printed instead, and nothing runs."""
+    worker_memory = memory_bytes(memory[0], "worker_memory")
+    plans = [plan(s) for s in sweeps]
+    if show:
+        print_plan(plans, worker_memory, workers)
+        return None
+    return within_memory(plans, worker_memory, memory[1])
+
+
+def _workers(workers: int | None, dask_local: int | None) -> int:
+    """Workers the estimate of the wall time assumes: the local or Dask-local count, else the
+    cores (a remote scheduler's workers are not known before connecting)."""
+    return workers or dask_local or cores()
 
 
 def _report_failures(summaries: list[Summary]) -> None:
@@ -162,12 +197,18 @@ def sweep(
     scheduler: Scheduler = None,
     dask_local: DaskLocal = None,
     threads: Threads = 1,
+    show_plan: ShowPlan = False,
+    worker_memory: WorkerMemory = None,
+    allow_over_memory: AllowOverMemory = False,
 ) -> None:
-    """Run every config of a sweep file not yet done in OUT; failed runs do not stop it."""
+    """Run every config of a sweep file not yet done in OUT; failed runs do not stop it.
+    Configs estimated to need more than --worker-memory (default 16GB) are refused first."""
 
     def action() -> None:
-        plan = load_sweep(file)
-        _report_failures(_run([plan], out, (workers, scheduler, dask_local), threads))
+        memory = (worker_memory or Preset.PAPER.worker_memory, allow_over_memory)
+        sweeps = _planned([load_sweep(file)], memory, show_plan, _workers(workers, dask_local))
+        if sweeps is not None:
+            _report_failures(_run(sweeps, out, (workers, scheduler, dask_local), threads))
 
     _guarded(action, resume=f"ntkscope sweep {file} --out {out}")
 
@@ -197,7 +238,9 @@ def reproduce(
     preset: Annotated[
         str,
         typer.Option(
-            metavar="quick|full", help="quick: minutes on a laptop; full: GPU or cluster."
+            metavar="quick|standard|paper",
+            help="quick: minutes, a smoke run; standard: the evidence, ≤ 2 h on 2 cores; "
+            "paper: the papers' scale, for a GPU or a cluster ('full' is its old name).",
         ),
     ] = "quick",
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("results"),
@@ -205,13 +248,22 @@ def reproduce(
     scheduler: Scheduler = None,
     dask_local: DaskLocal = None,
     threads: Threads = 1,
+    show_plan: ShowPlan = False,
+    worker_memory: WorkerMemory = None,
+    allow_over_memory: AllowOverMemory = False,
 ) -> None:
-    """Run every registered study's published-finding sweep, then write the report."""
+    """Run every registered study's published-finding sweep, then write the report. Configs
+    estimated to need more than --worker-memory (default: 10GB for quick and standard, 16GB
+    for paper) are refused before anything runs."""
 
     def action() -> None:
         chosen = choice(Preset, preset, "preset")
-        plans = [expand(studies.get(n).presets[chosen], n) for n in studies.names()]
-        summaries = _run(plans, out, (workers, scheduler, dask_local), threads)
+        sweeps = [expand(studies.get(n).presets[chosen], n) for n in studies.names()]
+        memory = (worker_memory or chosen.worker_memory, allow_over_memory)
+        sweeps = _planned(sweeps, memory, show_plan, _workers(workers, dask_local))
+        if sweeps is None:
+            return
+        summaries = _run(sweeps, out, (workers, scheduler, dask_local), threads)
         _findings(write_report(out))
         _report_failures(summaries)
 

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from ntkscope.studies import Progress, Result, Results, StudyConfig
+from ntkscope.studies import Cost, Progress, Result, Results, StudyConfig
 
 
 class Config(StudyConfig):
@@ -28,6 +28,11 @@ class Config(StudyConfig):
 
 
 PRESETS = {"quick": {"product": {"value": [1, 2]}}, "full": {"product": {"value": [1, 2, 3]}}}
+
+
+def cost(config: Config) -> Cost:
+    """A plan to test plans: ``value`` seconds and ``value`` MB (the run uses neither)."""
+    return Cost(float(config.value), config.value * 1e6)
 
 
 def run(config: Config, progress: Progress) -> Result:

@@ -53,9 +53,25 @@ def test_presets_are_required():
         pass
 
     module = types.ModuleType("m", "M.")
-    module.Config, module.run, module.figures, module.PRESETS = Config, None, None, {"quick": {}}
-    with pytest.raises(ValueError, match="PRESETS must have exactly quick, full"):
-        studies.Study.from_module("m", module)
+    module.Config, module.run, module.figures = Config, None, None
+    for presets in (
+        {"paper": {}},
+        {"quick": {}, "huge": {}},
+        {"quick": {}, "full": {}, "paper": {}},
+    ):
+        module.PRESETS = presets
+        with pytest.raises(ValueError, match="PRESETS must name presets among quick, standard, "
+                           "paper, quick included"):  # fmt: skip
+            studies.Study.from_module("m", module)
+    module.PRESETS = {"quick": {"fixed": {}}, "full": {}}  # "full": the former name of paper
+    assert set(studies.Study.from_module("m", module).presets) == {Preset.QUICK, Preset.PAPER}
+
+
+def test_every_registered_study_has_every_preset_and_a_cost_model():
+    for name in studies.names():
+        study = studies.get(name)
+        assert set(study.presets) == set(Preset), name
+        assert study.cost is not None, name
 
 
 def test_labels_name_the_varying_fields():

@@ -12,6 +12,7 @@ import itertools
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -151,3 +152,49 @@ def test_prediction_only_in_hanin_and_nicas_setting():
     assert predicted_dispersion(Config(depth=2, width=10)) == pytest.approx(math.expm1(1.0))
     assert math.isnan(predicted_dispersion(Config(activation="tanh")))
     assert math.isnan(predicted_dispersion(Config(sigma_b=0.1)))
+
+
+def _stored(rows: list[dict]) -> Results:
+    """Results of synthetic stored runs: config.* and metrics.* columns, no tables."""
+    runs = pd.DataFrame(rows)
+    runs.insert(0, "hash", [f"h{k}" for k in range(len(runs))])
+    for name in ("beta", "dispersion_diagonal", "dispersion_off_diagonal", "off_diagonal_pairs",
+                 "dispersion_ratio", "distance_single", "distance_mean"):  # fmt: skip
+        runs[f"metrics.{name}"] = runs.get(f"metrics.{name}", 1.0)
+    return Results(runs, {}, lambda h: {})
+
+
+def test_kernel_change_caption_compares_each_depth_with_itself():
+    # At every depth the kernel change falls with width (ratio 0.5), but depth 64 exists only
+    # at width 128 and changes a lot: a mean over the cells of each width rises from 1.0 at
+    # width 16 to 2.75 at width 128, the reversal of the caption stored before.
+    rows = [{"config.width": w, "config.depth": d, "metrics.kernel_change": c,
+             "metrics.excess_kurtosis": c, "metrics.output_variance_ratio": 1.0}
+            for w, d, c in [(16, 1, 1.0), (128, 1, 0.5), (128, 64, 5.0)]]  # fmt: skip
+    lines = captions(_stored(rows))
+    for name in ("kernel_change_vs_width", "kurtosis_vs_width"):
+        assert "falls with width in 1 of 1 settings" in lines[name], lines[name]
+        assert "rises" not in lines[name] and "2.75" not in lines[name], lines[name]
+
+
+def _sweep_runs(tmp_path) -> Results:
+    spec = {"study": "init_fluctuations",
+            "fixed": {"n": 4, "seeds": 8, "train_seeds": 0, "width": 64},
+            "product": {"activation": ["relu", "erf"], "depth": [2, 32]}}  # fmt: skip
+    assert run_sweep(expand(spec), tmp_path, InlineExecutor()).failed == 0
+    return Results(load(tmp_path), {}, lambda h: {})
+
+
+def test_off_diagonal_dispersion_only_where_its_mean_is_not_near_zero(tmp_path, one_thread):
+    # erf at depth 32 decorrelates the digits (|cos Θ| ≤ 0.005): Var/E² of those entries was
+    # ~1e7 and made the caption's off-diagonal / diagonal ratio meaningless. At depth 2 every
+    # pair has |cos Θ| ≥ 0.12 and the ratio is of order 1 (measured 2.2 at width 32), as for
+    # ReLU at both depths (|cos Θ| ≥ 0.3).
+    results = _sweep_runs(tmp_path)
+    deep = results.runs.set_index(["config.activation", "config.depth"]).loc[("erf", 32)]
+    assert deep["metrics.off_diagonal_pairs"] == 0
+    assert np.isnan(deep["metrics.dispersion_off_diagonal"])
+    line = captions(results)["dispersion_vs_beta"]
+    assert "over pairs with |cos Θ| ≥ 0.1 (3 runs; 1 runs without such pairs)" in line, line
+    low, high = (float(v) for v in line.split("dispersion ")[-1].split(" over")[0].split(" to "))
+    assert 0.1 < low <= high < 100, line  # Var/E² of entries with |E| ≥ 0.1 √(diagonals)

@@ -48,7 +48,7 @@ def test_config_is_checked_before_anything_runs(bad):
 
 def test_registered_with_presets():
     study = get("optimization")
-    assert {p.value for p in study.presets} == {"quick", "full"}
+    assert {p.value for p in study.presets} == {"quick", "standard", "paper"}
 
 
 def stored(results: list[tuple[int, dict]]) -> Results:

@@ -98,3 +98,17 @@ def test_study_runs_through_the_runner_and_draws_from_the_store(tmp_path):
     )
     assert "dispersion chaotic" in captions(results)["heatmaps"]
     assert studies.get("phase_diagram").captions is captions
+
+
+def test_the_infinite_ntk_is_computed_once_per_config_not_once_per_seed(monkeypatch):
+    from ntkscope.studies import phase_diagram
+
+    calls = []
+    original = phase_diagram.infinite_kernels
+    monkeypatch.setattr(phase_diagram, "infinite_kernels",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))  # fmt: skip
+    config = Config(parameterization="ntk", depth=2, width=16, seeds=3, init_seeds=2, n=8,
+                    n_test=8, steps=2, angles=())  # fmt: skip
+    result = run(config, lambda done, total: None)
+    assert len(calls) == 1  # three seeds, one infinite NTK
+    assert result.tables["seeds"]["distance_to_infinite"].notna().all()

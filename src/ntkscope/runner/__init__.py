@@ -4,6 +4,7 @@ The runner knows nothing of NTKs: only studies' configs, tasks and results.
 """
 
 from ntkscope.runner.executors import DaskExecutor, Executor, InlineExecutor, LocalExecutor
+from ntkscope.runner.plan import Plan, plan, within_memory
 from ntkscope.runner.run import Interrupted, Summary, run_sweep
 from ntkscope.runner.store import Status, Store, load, load_arrays, load_table
 from ntkscope.runner.sweep import Sweep, config_hash, expand, load_sweep, parse_assignments
@@ -15,6 +16,10 @@ __all__ = [
     "expand",
     "load_sweep",
     "parse_assignments",
+    # plans
+    "Plan",
+    "plan",
+    "within_memory",
     # executors
     "DaskExecutor",
     "Executor",

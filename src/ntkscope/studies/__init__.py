@@ -14,6 +14,7 @@ from ntkscope.studies._base import (
     execution_fields,
 )
 from ntkscope.studies._claims import Claim, Finding
+from ntkscope.studies._cost import Cost
 from ntkscope.studies._registry import get, names
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "StudyConfig",
     "EXECUTION",
     "execution_fields",
+    "Cost",
     # published claims
     "Claim",
     "Finding",

@@ -11,8 +11,13 @@ A study is a module (see `ntkscope.studies` for the registry) defining:
 - ``claims(results: Results) -> list[Claim]`` (optional): the published claims the study
   tests, each with its measured numbers and a verdict by a stated rule
   (`ntkscope.studies.Claim`); the report's findings table lists them.
-- ``PRESETS``: ``{"quick": sweep, "full": sweep}``, the published-finding sweeps that
-  ``ntkscope reproduce`` runs, written as sweep tables (see `ntkscope.runner.sweep`).
+- ``PRESETS``: ``{"quick": sweep, "standard": sweep, "paper": sweep}``, the published-finding
+  sweeps that ``ntkscope reproduce`` runs, written as sweep tables (see
+  `ntkscope.runner.sweep`); ``"full"`` is read as ``"paper"`` (its former name). A user's
+  study needs only ``"quick"``; the registered ones define all three.
+- ``cost(config) -> Cost`` (optional): the estimated time and peak memory of one run
+  (`ntkscope.studies.Cost`), which ``--plan`` prints and the runner checks against the
+  workers' memory before anything runs.
 
 `Study` is the checked view of such a module that the runner and the report use.
 """
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ntkscope.studies._claims import Claim
+    from ntkscope.studies._cost import Cost
 
 Progress = Callable[[int, int], None]
 """Called by a study as ``progress(steps_done, steps_total)``."""
@@ -46,12 +52,32 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 class Preset(StrEnum):
     """The published-finding sweeps that every study declares.
 
-    QUICK: the finding at small scale; all studies together well under 15 minutes on 2 cores.
-    FULL: the finding at the scale of the paper; for a GPU or a cluster.
+    QUICK: a smoke run: every study in minutes on 2 cores; numbers that illustrate.
+    STANDARD: the evidence on one ordinary machine: each claim decided (reproduced or not,
+        non-overlapping intervals) in ≤ 2 hours on 2 cores, ≤ 10 GB per worker.
+    PAPER: the seed papers' own scale, for a GPU or a Dask cluster; every run fits 16 GB.
+        ``"full"``, its former name, is still accepted.
     """
 
     QUICK = "quick"
-    FULL = "full"
+    STANDARD = "standard"
+    PAPER = "paper"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Preset | None:
+        return cls.PAPER if value == "full" else None
+
+    @property
+    def worker_memory(self) -> int:
+        """Bytes of memory a worker is assumed to have: 10 GB (quick, standard), 16 GB
+        (paper); runs estimated above it are refused unless told otherwise."""
+        return (16 if self is Preset.PAPER else 10) * 10**9
+
+
+def extended(preset: Mapping[str, Any], **product: Any) -> dict[str, Any]:
+    """``preset`` (a sweep table) with more, or other, ``product`` axes: a standard preset
+    that repeats a quick grid over more seeds is ``extended(quick, seed=[0, 1, 2])``."""
+    return {**preset, "product": {**preset.get("product", {}), **product}}
 
 
 class StudyConfig(BaseModel):
@@ -186,6 +212,7 @@ class Study:
         presets: ``{Preset: sweep table}``.
         captions: ``captions(results) -> {figure name: one line}``; none by default.
         claims: ``claims(results) -> [Claim]``; none by default.
+        cost: ``cost(config) -> Cost``, or None when the study has no cost model.
     """
 
     name: str
@@ -196,6 +223,7 @@ class Study:
     presets: Mapping[Preset, Mapping[str, Any]]
     captions: Callable[[Results], dict[str, str]] = lambda results: {}
     claims: Callable[[Results], list[Claim]] = lambda results: []
+    cost: Callable[[StudyConfig], Cost] | None = None
 
     @property
     def summary(self) -> str:
@@ -210,9 +238,7 @@ class Study:
             raise ValueError(f"study: module {module.__name__!r} lacks {', '.join(missing)}")
         if not (inspect.isclass(module.Config) and issubclass(module.Config, StudyConfig)):
             raise TypeError(f"study: {module.__name__}.Config must subclass StudyConfig")
-        if set(module.PRESETS) != {p.value for p in Preset}:
-            expected = ", ".join(p.value for p in Preset)
-            raise ValueError(f"study: {module.__name__}.PRESETS must have exactly {expected}")
+        presets = _presets(module)
         doc = inspect.getdoc(module) or name
         return cls(
             name=name,
@@ -220,7 +246,24 @@ class Study:
             config=module.Config,
             run=module.run,
             figures=module.figures,
-            presets={Preset(k): v for k, v in module.PRESETS.items()},
+            presets=presets,
             captions=getattr(module, "captions", lambda results: {}),
             claims=getattr(module, "claims", lambda results: []),
+            cost=getattr(module, "cost", None),
         )
+
+
+def _presets(module: ModuleType) -> dict[Preset, Mapping[str, Any]]:
+    """``module.PRESETS`` by `Preset`: names among quick, standard, paper (or its old name
+    full), quick among them; the registered studies define all three."""
+    names = [p.value for p in Preset]
+    try:
+        presets = {Preset(k): v for k, v in module.PRESETS.items()}
+    except ValueError:
+        presets = {}
+    if Preset.QUICK not in presets or len(presets) != len(module.PRESETS):
+        raise ValueError(
+            f"study: {module.__name__}.PRESETS must name presets among {', '.join(names)}, "
+            f"quick included; got {', '.join(map(repr, module.PRESETS))}"
+        )
+    return presets

@@ -35,6 +35,7 @@ from ntkscope import models
 from ntkscope.data import Dataset, SyntheticName, TaskName, load_task
 from ntkscope.models import ActivationName, Parameterization
 from ntkscope.studies._base import StudyConfig
+from ntkscope.studies._cost import Net, cnn, cnn_pools, mlp, task_shape
 from ntkscope.studies._kernel_cluster import IN_PROCESS, InProcess, OnCluster
 
 
@@ -43,7 +44,8 @@ class Architecture(StrEnum):
 
     MLP: `ntkscope.models.mlp` on flat inputs.
     CNN: `ntkscope.models.cnn` (Myrtle-style: conv blocks, average pooling, global average
-        pooling, dense readout) on the inputs as images.
+        pooling, dense readout) on the inputs as images; a 2×2 pooling after every block but
+        the last while the map's side stays even (`pool_after`).
     """
 
     MLP = "mlp"
@@ -152,9 +154,17 @@ def bare_network(config: TrainingConfig, data: Dataset, width: int, d_out: int, 
         sigma_w=config.sigma_w, sigma_b=config.sigma_b, seed=seed,
     )  # fmt: skip
     if config.architecture is Architecture.CNN:
-        channels = data.image_shape[0]
-        return models.cnn(channels, width, config.depth, d_out, **common)
+        channels, height, width_ = data.image_shape
+        pools = pool_after(math.gcd(height, width_), config.depth)
+        return models.cnn(channels, width, config.depth, d_out, pool_after=pools, **common)
     return models.mlp(data.x.shape[1], width, config.depth, d_out, **common)
+
+
+def pool_after(side: int, depth: int) -> list[int]:
+    """The CNN blocks followed by a 2×2 pooling on images of height and width multiples of
+    ``side``: every block but the last, as long as the map stays divisible by 2 (a 14×14
+    MNIST image: one pooling, to 7×7; `ntkscope.studies._cost.cnn_pools`)."""
+    return list(range(cnn_pools(side, depth)))
 
 
 def relative_learning_rate(kernel_train: torch.Tensor, scale: float) -> float:
@@ -185,5 +195,17 @@ def infinite(
         depth=config.depth, activation=config.activation, sigma_w=config.sigma_w,
         sigma_b=config.sigma_b,
     )  # fmt: skip
-    kind = "infinite_cnn" if config.architecture is Architecture.CNN else "infinite"
-    return kernels.infinite(kind, x1, x2, **common)
+    if config.architecture is Architecture.CNN:
+        pools = pool_after(math.gcd(*x1.shape[-2:]), config.depth)
+        return kernels.infinite("infinite_cnn", x1, x2, pool_after=pools, **common)
+    return kernels.infinite("infinite", x1, x2, **common)
+
+
+def network_size(config: TrainingConfig, width: int) -> Net:
+    """``config``'s network at ``width`` as the cost model sees it (`ntkscope.studies._cost`):
+    ten outputs for the ten-class tasks, one for the binary and synthetic ones."""
+    channels, side, d_in = task_shape(config.task, config.d, config.image_size)
+    outputs = 10 if config.task.value in ("digits", "mnist") else 1
+    if config.architecture is Architecture.CNN:
+        return cnn(channels, side, width, config.depth, outputs)
+    return mlp(d_in, width, config.depth, outputs)

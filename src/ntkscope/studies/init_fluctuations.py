@@ -11,13 +11,21 @@ One run is one (width, depth, activation) cell, with many independent initializa
 n probe inputs. It measures (docs/conventions.md, "Metrics"):
 
 - the dispersion Var/E² over seeds of the diagonal and of the off-diagonal entries of Θ̂
-  (mean over entries), against exp(5β) − 1;
+  (mean over entries), against exp(5β) − 1; off-diagonal only over the pairs whose infinite
+  NTK correlation is at least 0.1, where the mean (the denominator) is not near zero;
 - the relative distance ‖Θ̂ − Θ‖_F / ‖Θ‖_F to the infinite NTK Θ of one seed's Θ̂ (mean
   over seeds; ∝ width^(-1/2)) and of the seed-mean Θ̂ (smaller: the mean converges);
 - the output variance Var_θ[f(x)] over seeds against the NNGP diagonal Σ^{L+1}(x, x), and
   the excess kurtosis of f(x) (0 for the Gaussian process of infinite width);
 - after a fixed short full-batch gradient descent on a Gaussian regression task, the
   relative kernel change ‖Θ̂_T − Θ̂_0‖_F / ‖Θ̂_0‖_F on the probe inputs.
+
+Presets (sized by the quick preset's measurement): quick gives the dispersion ratio 0.574
+[0.519, 0.628] over 20 cells, inside [1/2, 2] by one half-width, and the kernel change's
+width slope −0.72 [−1.19, −0.25] over 4 depths (2 trained seeds each). The ratio's spread
+is mostly between cells (small widths sit lower), so ``standard`` keeps the 20 cells,
+doubles the draws per cell to 512 (each cell's Var/E² to ≈ 6%) and trains 8 seeds per
+cell for the slope (~7 CPU-minutes estimated).
 """
 
 from __future__ import annotations
@@ -39,8 +47,27 @@ from ntkscope.kernels import empirical_ntk, infinite_kernels
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, Results, StudyConfig, settings
 from ntkscope.studies._claims import Claim, below, estimate, within
+from ntkscope.studies._cost import (
+    Cost,
+    cost_of,
+    entk_floats,
+    entk_flops,
+    infinite_flops,
+    mlp,
+    task_shape,
+    train_flops,
+)
 
-__all__ = ["PRESETS", "Config", "captions", "claims", "figures", "predicted_dispersion", "run"]
+__all__ = [
+    "PRESETS",
+    "Config",
+    "cost",
+    "captions",
+    "claims",
+    "figures",
+    "predicted_dispersion",
+    "run",
+]
 
 
 class Config(StudyConfig):
@@ -75,21 +102,50 @@ class Config(StudyConfig):
     """First initialization seed (seeds seed, seed + 1, ...); also the seed of the data."""
 
 
-_FULL_CELLS = [(d, w) for w in (16, 32, 64, 128, 256, 512, 1024, 2048)
-               for d in (1, 2, 4, 8, 16, 32, 64, 128) if d <= w // 2]  # fmt: skip
-"""(depth, width) of the full preset: depths up to width / 2 (β ≤ 1/2)."""
+_PAPER_CELLS = [(d, w) for w in (16, 32, 64, 128, 256, 512, 1024, 2048)
+                for d in (1, 2, 4, 8, 16, 32, 64, 128)
+                if d <= w // 2 and d * w * w <= 2**28]  # fmt: skip
+"""(depth, width) of the paper preset: depths up to width / 2 (β ≤ 1/2), and at most 2^28
+(2.7e8) hidden weights, so a run fits 16 GB (8.8 GB estimated at width 2048, depth 64;
+width 2048 × depth 128 peaked at 19 GB)."""
+
+_MEANINGFUL = 0.1
+"""Least infinite-NTK correlation |cos Θ| of an off-diagonal pair whose dispersion is measured."""
 
 PRESETS = {
     "quick": {
         "fixed": {"n": 8, "seeds": 128, "train_seeds": 2},
         "product": {"depth": [1, 2, 4, 8], "width": [16, 32, 64, 128, 256]},
     },
-    "full": {
+    "standard": {
+        "fixed": {"n": 8, "seeds": 512, "train_seeds": 8},
+        "product": {"depth": [1, 2, 4, 8], "width": [16, 32, 64, 128, 256]},
+    },
+    "paper": {
         "fixed": {"n": 16, "seeds": 512, "train_seeds": 8, "train_steps": 500},
         "product": {"activation": ["relu", "tanh", "erf"]},
-        "zip": [{"depth": [d for d, _ in _FULL_CELLS], "width": [w for _, w in _FULL_CELLS]}],
+        "zip": [{"depth": [d for d, _ in _PAPER_CELLS], "width": [w for _, w in _PAPER_CELLS]}],
     },
 }
+
+
+def cost(config: Config) -> Cost:
+    """Estimated time and peak memory of a run (`ntkscope.studies.Cost`): ``seeds`` eNTKs on
+    the n probes; per trained seed, ``train_steps`` full-batch steps and two eNTKs."""
+    net = mlp(task_shape(config.data, 16, None)[2], config.width, config.depth, 1)
+    trained = train_flops(config.train_n, net, config.train_steps)
+    trained += 2 * entk_flops(config.n, config.n, net)
+    trained += infinite_flops(config.train_n, config.train_n, config.depth)
+    work = config.seeds * entk_flops(config.n, config.n, net) + config.train_seeds * trained
+    work += infinite_flops(config.n, config.n, config.depth)
+    floats = 4 * net.params + entk_floats(config.train_n, net) + config.seeds * config.n**2
+    return cost_of(
+        "init_fluctuations",
+        work,
+        floats,
+        entks=config.seeds + 2 * config.train_seeds,
+        steps=config.train_seeds * config.train_steps,
+    )
 
 
 def predicted_dispersion(config: Config) -> float:
@@ -181,15 +237,27 @@ def _draws_table(config: Config, kernels: np.ndarray, outputs: np.ndarray) -> pd
     })  # fmt: skip
 
 
+def _meaningful_pairs(ntk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The off-diagonal pairs (i < j) whose infinite-NTK correlation |cos Θ| =
+    |Θ(x_i, x_j)| / √(Θ(x_i, x_i) Θ(x_j, x_j)) is at least `_MEANINGFUL`: elsewhere the seed
+    mean of Θ̂(x_i, x_j), the denominator of Var/E², is near zero (deep erf/tanh networks
+    decorrelate their inputs: |cos Θ| ≤ 0.005 on digits at depth 32), and Var/E² explodes."""
+    i, j = np.triu_indices(len(ntk), 1)
+    scale = np.sqrt(np.diag(ntk))
+    keep = np.abs(ntk[i, j]) >= _MEANINGFUL * scale[i] * scale[j]
+    return i[keep], j[keep]
+
+
 def _statistics(config, kernels, outputs, nngp, ntk) -> dict[str, float]:
     """The initialization metrics of `run` from the draws and the infinite kernels."""
-    upper = np.triu_indices(config.n, 1)
+    i, j = _meaningful_pairs(ntk)
     diagonal = dispersion(np.einsum("sii->si", kernels))
     predicted = predicted_dispersion(config)
     return {
         "beta": config.depth / config.width,
         "dispersion_diagonal": diagonal,
-        "dispersion_off_diagonal": dispersion(kernels[:, upper[0], upper[1]]),
+        "dispersion_off_diagonal": dispersion(kernels[:, i, j]) if len(i) else math.nan,
+        "off_diagonal_pairs": 2 * len(i) / (config.n * (config.n - 1)),
         "predicted_dispersion": predicted,
         "dispersion_ratio": diagonal / predicted,
         "distance_single": float(np.mean([_distance(k, ntk) for k in kernels])),
@@ -203,7 +271,8 @@ def run(config: Config, progress: Progress) -> Result:
     """Draw Θ̂ and f at every seed, compare with the infinite kernels, train a few seeds.
 
     Returns:
-        metrics: ``beta``; ``dispersion_diagonal``, ``dispersion_off_diagonal``,
+        metrics: ``beta``; ``dispersion_diagonal``, ``dispersion_off_diagonal`` (over the
+        pairs with |cos Θ| ≥ 0.1, NaN if none) and ``off_diagonal_pairs`` (their fraction),
         ``predicted_dispersion`` (exp(5β) − 1, NaN off its setting) and ``dispersion_ratio``
         (diagonal / predicted); ``distance_single`` (mean over seeds) and ``distance_mean``
         (of the seed-mean Θ̂); ``output_variance_ratio`` (mean over inputs of
@@ -292,23 +361,45 @@ def _span(values: pd.Series) -> str:
     return f"{values.min():.2f} to {values.max():.2f}"
 
 
-def _at_extreme_widths(runs: pd.DataFrame, metric: str) -> str:
-    """ "falls/rises from A at width w0 to B at width w1": means over runs at each width."""
-    means = runs.groupby("config.width")[f"metrics.{metric}"].mean()
-    verb = "falls" if means.iloc[-1] < means.iloc[0] else "rises"
-    return (f"{verb} from {means.iloc[0]:.3g} at width {means.index[0]:g} to {means.iloc[-1]:.3g} "
-            f"at width {means.index[-1]:g} (mean over the other settings)")  # fmt: skip
+def _with_width(runs: pd.DataFrame, metric: str) -> str:
+    """How |``metric``| changes with width, each setting (activation, depth, ...: the config
+    fields other than width that vary) compared only with itself, between the narrowest and
+    the widest width it was run at. Never a mean over settings: a deep cell that exists only
+    at large widths would make a mean over depths rise with width although every cell falls."""
+    ratios = []
+    for _, group in settings(runs, ("width",), "all"):
+        means = group.groupby("config.width")[f"metrics.{metric}"].mean().dropna().abs()
+        if len(means) >= 2:
+            ratios.append(means.iloc[-1] / means.iloc[0])
+    if not ratios:
+        return "not measured at two widths in any setting"
+    ratios = pd.Series(ratios)
+    falls = f"falls with width in {(ratios < 1).sum()} of {len(ratios)} settings"
+    return f"{falls} (each widest / narrowest: {_span(ratios)}, median {ratios.median():.2f})"
+
+
+def _off_diagonal_caption(runs: pd.DataFrame) -> str:
+    """Off-diagonal / diagonal dispersion, over the runs that measured off-diagonal pairs
+    whose mean is not near zero (``off_diagonal_pairs`` > 0; see `_statistics`)."""
+    if "metrics.off_diagonal_pairs" not in runs:
+        return "off-diagonal dispersion not shown (runs stored before its pairs were screened)"
+    measured = runs[runs["metrics.off_diagonal_pairs"] > 0]
+    off = (measured["metrics.dispersion_off_diagonal"]
+           / measured["metrics.dispersion_diagonal"]).dropna()  # fmt: skip
+    skipped = f"; {len(runs) - len(off)} runs without such pairs" if len(off) < len(runs) else ""
+    if off.empty:
+        return f"off-diagonal dispersion not shown: no pair with |cos Θ| ≥ {_MEANINGFUL}{skipped}"
+    return (f"off-diagonal / diagonal dispersion {_span(off)} over pairs with "
+            f"|cos Θ| ≥ {_MEANINGFUL} ({len(off)} runs{skipped})")  # fmt: skip
 
 
 def _dispersion_caption(runs: pd.DataFrame) -> str:
     ratio = runs["metrics.dispersion_ratio"].dropna()
-    off = runs["metrics.dispersion_off_diagonal"] / runs["metrics.dispersion_diagonal"]
     small = runs.loc[runs["metrics.beta"] <= 0.5, "metrics.dispersion_ratio"].dropna()
-    if small.empty:
-        return "No run at β ≤ 0.5 in Hanin & Nica's setting (ReLU, σ_b = 0)."
-    return (f"Dispersion / (exp(5β) − 1) at β ≤ 0.5: {_span(small)} over {len(small)} runs "
-            f"(median {small.median():.2f}; all β: {_span(ratio)}); off-diagonal / diagonal "
-            f"dispersion {_span(off)}.")  # fmt: skip
+    law = (f"Dispersion / (exp(5β) − 1) at β ≤ 0.5: {_span(small)} over {len(small)} runs "
+           f"(median {small.median():.2f}; all β: {_span(ratio)})" if len(small)
+           else "No run at β ≤ 0.5 in Hanin & Nica's setting (ReLU, σ_b = 0)")  # fmt: skip
+    return f"{law}; {_off_diagonal_caption(runs)}."
 
 
 def _distance_caption(runs: pd.DataFrame) -> str:
@@ -324,14 +415,14 @@ def captions(results: Results) -> dict[str, str]:
     """What the stored runs say, with numbers computed from them."""
     runs = results.runs
     variance = runs["metrics.output_variance_ratio"]
-    kurtosis = _at_extreme_widths(runs, "excess_kurtosis")
+    kurtosis = _with_width(runs, "excess_kurtosis")
     return {
         "dispersion_vs_beta": _dispersion_caption(runs),
         "distance_vs_width": _distance_caption(runs),
-        "kurtosis_vs_width": f"Excess kurtosis of f(x) {kurtosis}; "
+        "kurtosis_vs_width": f"|Excess kurtosis| of f(x) {kurtosis}; "
         f"Var[f(x)] / NNGP diagonal {_span(variance)} (median {variance.median():.2f}).",
         "kernel_change_vs_width": "Relative kernel change after training "
-        f"{_at_extreme_widths(runs, 'kernel_change')}."
+        f"{_with_width(runs, 'kernel_change')}."
         if runs["metrics.kernel_change"].notna().any()
         else "No run trained a network (train_seeds = 0).",
     }  # fmt: skip

@@ -31,6 +31,11 @@ Which setting a result uses is part of its config: ``parameterization`` and ``si
 ReLU network with σ_b = 0 in NTK parameterization is positively homogeneous in σ_w, so its
 normalized kernel statistics do not depend on σ_w (docs/conventions.md); the quick preset uses
 standard parameterization (trainable biases) with σ_b = 0.1 so the phase matters.
+
+Presets (sized by the quick preset's measurement): quick separates the phases at depth 12
+by 16 half-widths (dispersion chaotic − ordered 0.446 [0.363, 0.529]); ``standard`` adds
+depth 20 and 6 seeds (64 initializations for the dispersion) at ~4 CPU-minutes estimated;
+``paper`` is Seleznova & Kutyniok's grid (4 activations, 7 σ_w², 8 depths to 50).
 """
 
 from __future__ import annotations
@@ -49,9 +54,18 @@ from ntkscope.dynamics import LinearizedRecorder, LossRecorder, predict_mse, tra
 from ntkscope.kernels import empirical_ntk, infinite_kernels, order_chaos
 from ntkscope.models import ActivationName
 from ntkscope.studies._base import Progress, Result, StudyConfig
+from ntkscope.studies._cost import (
+    Cost,
+    cost_of,
+    entk_floats,
+    entk_flops,
+    infinite_flops,
+    mlp,
+    train_flops,
+)
 from ntkscope.studies._phase_figures import captions, claims, figures
 
-__all__ = ["PRESETS", "Config", "captions", "claims", "figures", "run"]
+__all__ = ["PRESETS", "Config", "cost", "captions", "claims", "figures", "run"]
 
 
 class Config(StudyConfig):
@@ -101,7 +115,13 @@ PRESETS = {
                   "steps": 20},
         "product": {"sigma_w2": [1.0, 2.0, 3.0], "depth": [1, 4, 12]},
     },
-    "full": {
+    "standard": {
+        "fixed": {"activation": "relu", "sigma_b": 0.1, "parameterization": "standard",
+                  "width": 128, "seeds": 6, "init_seeds": 64, "n": 48, "n_test": 64,
+                  "steps": 20},
+        "product": {"sigma_w2": [1.0, 2.0, 3.0], "depth": [1, 4, 12, 20]},
+    },
+    "paper": {
         "fixed": {"width": 512, "seeds": 20, "init_seeds": 200, "n": 256, "n_test": 512,
                   "steps": 1000},
         "product": {
@@ -113,6 +133,34 @@ PRESETS = {
         },
     },
 }  # fmt: skip
+
+
+def cost(config: Config) -> Cost:
+    """Estimated time and peak memory of a run (`ntkscope.studies.Cost`): the sphere eNTKs
+    of ``init_seeds`` networks; per seed, the full eNTK on the training and test inputs,
+    ``steps`` steps of the network and of its linearization (about 3 network steps each), the
+    final eNTK; the infinite NTK once (NTK parameterization)."""
+    d, outputs = (64, 10) if config.data == DatasetName.DIGITS else (16, 1)
+    sphere = 1 + len(config.angles)
+    scalar = mlp(d, config.width, config.depth, 1)
+    work = config.init_seeds * entk_flops(sphere, sphere, scalar)
+    net = mlp(d, config.width, config.depth, outputs)
+    seed = entk_flops(config.n, config.n, net, full=True)
+    seed += entk_flops(config.n_test, config.n, net, full=True)
+    seed += 4 * train_flops(config.n + config.n_test, net, config.steps)
+    seed += entk_flops(config.n, config.n, net)
+    work += config.seeds * seed
+    if config.parameterization == models.Parameterization.NTK:
+        work += infinite_flops(config.n, config.n, config.depth)
+    kernels = (config.n * outputs) * (config.n + config.n_test) * outputs
+    floats = 6 * net.params + entk_floats(config.n + config.n_test, net) + kernels
+    return cost_of(
+        "phase_diagram",
+        work,
+        floats,
+        entks=config.init_seeds + 3 * config.seeds,
+        steps=2 * config.seeds * config.steps,
+    )
 
 
 def _sphere_pairs(d: int, angles: tuple[float, ...], seed: int) -> torch.Tensor:
@@ -153,8 +201,9 @@ def _sphere_kernels(config: Config, sphere: torch.Tensor) -> np.ndarray:
     ])  # fmt: skip
 
 
-def _one_seed(config: Config, seed: int, splits) -> dict:
-    """Kernel at initialization, one training run and the NTK prediction of one seed."""
+def _one_seed(config: Config, seed: int, splits, infinite: torch.Tensor | None) -> dict:
+    """Kernel at initialization, one training run and the NTK prediction of one seed;
+    ``infinite`` is the infinite-width NTK on the training inputs (NTK parameterization)."""
     (x, y), (x_test, y_test), targets = splits
     model = _model(config, x.shape[1], targets.shape[1], seed)
     full = empirical_ntk(model, x, mode="full")
@@ -183,19 +232,22 @@ def _one_seed(config: Config, seed: int, splits) -> dict:
     }
     if y_test.dtype == torch.int64:
         row["test_accuracy"] = trajectory.last("test_accuracy")
-    if config.parameterization == models.Parameterization.NTK:
-        row["distance_to_infinite"] = _infinite_distance(config, x, kernel)
+    if infinite is not None:
+        row["distance_to_infinite"] = metrics.relative_distance(kernel, infinite)
     outputs = {"f_test": f_test, "f_predicted": predicted.test[-1]}
     return row | {k: v.detach().numpy() for k, v in outputs.items()}
 
 
-def _infinite_distance(config: Config, x: torch.Tensor, kernel: torch.Tensor) -> float:
-    """‖Θ̂_0 − Θ‖_F / ‖Θ‖_F with Θ the infinite-width NTK (NTK parameterization)."""
+def _infinite_ntk(config: Config, x: torch.Tensor) -> torch.Tensor | None:
+    """The infinite-width NTK Θ on the training inputs, the same for every seed, so computed
+    once per config (NTK parameterization; None otherwise, where Θ̂ has no such limit here)."""
+    if config.parameterization != models.Parameterization.NTK:
+        return None
     _, ntk = infinite_kernels(
         x, depth=config.depth, activation=config.activation,
         sigma_w=math.sqrt(config.sigma_w2), sigma_b=config.sigma_b,
     )  # fmt: skip
-    return metrics.relative_distance(kernel, ntk)
+    return ntk
 
 
 def _dispersion(sphere: np.ndarray) -> np.ndarray:
@@ -227,9 +279,10 @@ def run(config: Config, progress: Progress) -> Result:
     splits = _splits(config)
     sphere = _sphere_pairs(splits[0][0].shape[1], config.angles, config.seed)
     arrays = {"sphere": _sphere_kernels(config, sphere)}
+    infinite = _infinite_ntk(config, splits[0][0])
     rows = []
     for seed in range(config.seed, config.seed + config.seeds):
-        rows.append(_one_seed(config, seed, splits))
+        rows.append(_one_seed(config, seed, splits, infinite))
         progress(len(rows), config.seeds)
     arrays |= {k: np.stack([r.pop(k) for r in rows]) for k in ("f_test", "f_predicted")}
     table = pd.DataFrame(rows)

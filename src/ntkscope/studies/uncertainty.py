@@ -48,6 +48,12 @@ AUROC of separating in-distribution from OOD / shifted inputs by predictive entr
 predictive variance). Then the bandit of
 `ntkscope.studies._bandit` (the in-distribution classes as arms) under the NTK-theory, the
 marginal-likelihood and the greedy (β = 0) exploration rules.
+
+Presets (sized by the quick preset's measurement): the OOD-AUROC gap between the ensemble
+and the infinite-NTK GP falls from 0.053 (width 64) to 0.040 (width 1024) over 2 seeds,
+with a t interval 12.7 standard errors wide; ``standard`` runs 10 seeds (30 runs, ~10
+CPU-minutes estimated), an interval about 10 times narrower, which decides a fall of
+0.013 if the seeds scatter as measured.
 """
 
 from __future__ import annotations
@@ -76,11 +82,21 @@ from ntkscope.kernels import GaussianProcess, empirical_ntk, infinite_kernels
 from ntkscope.metrics import expected_calibration_error, negative_log_likelihood, ood_auroc
 from ntkscope.models import ActivationName
 from ntkscope.studies import _bandit
-from ntkscope.studies._base import Progress, Result, Results, StudyConfig
+from ntkscope.studies._base import Progress, Result, Results, StudyConfig, extended
 from ntkscope.studies._claims import Claim, above, difference, estimate, extreme_widths
+from ntkscope.studies._cost import (
+    Cost,
+    cost_of,
+    entk_floats,
+    entk_flops,
+    infinite_flops,
+    mlp,
+    task_shape,
+    train_flops,
+)
 from ntkscope.studies._fit import FitRule, fit
 
-__all__ = ["METHODS", "PRESETS", "Config", "captions", "claims", "figures", "run"]
+__all__ = ["METHODS", "PRESETS", "Config", "captions", "claims", "cost", "figures", "run"]
 
 METHODS = ("ntk_gp", "ensemble", "infinite_gp")
 """The predictive distributions compared (module docstring)."""
@@ -164,18 +180,21 @@ class Config(StudyConfig):
         return FitRule(self.lr_scale, self.tolerance, self.max_steps)
 
 
-PRESETS = {
-    "quick": {
-        "fixed": {
-            "n_train": 200,
-            "n_test": 150,
-            "ensemble": 3,
-            "bandit_rounds": 100,
-            "bandit_retrain_every": 25,
-        },
-        "product": {"width": [64, 256, 1024], "seed": [0, 1]},
+_QUICK = {
+    "fixed": {
+        "n_train": 200,
+        "n_test": 150,
+        "ensemble": 3,
+        "bandit_rounds": 100,
+        "bandit_retrain_every": 25,
     },
-    "full": {
+    "product": {"width": [64, 256, 1024], "seed": [0, 1]},
+}
+
+PRESETS = {
+    "quick": _QUICK,
+    "standard": extended(_QUICK, seed={"range": [0, 10]}),
+    "paper": {
         "fixed": {
             "task": "mnist",
             "image_size": 14,
@@ -193,6 +212,35 @@ PRESETS = {
         },
     },
 }
+
+
+def cost(config: Config) -> Cost:
+    """Estimated time and peak memory of a run (`ntkscope.studies.Cost`): ``ensemble``
+    networks trained for at most ``max_steps`` full-batch steps (an upper bound), their eNTKs
+    on the training set and to the three evaluation sets, the infinite GP; then, per rule
+    of the bandit, a retraining on the rounds so far every ``bandit_retrain_every`` rounds
+    and the eNTK on all the contexts."""
+    net = mlp(task_shape(config.task, 64, config.image_size)[2], config.width, config.depth,
+              config.in_classes)  # fmt: skip
+    n, n_eval = config.n_train, 3 * config.n_test
+    member = train_flops(n, net, config.max_steps) + entk_flops(n, n, net)
+    member += entk_flops(n_eval, n, net) + entk_flops(n_eval, n_eval, net)
+    work = config.ensemble * member + infinite_flops(n + n_eval, n, config.depth)
+    rounds, every = config.bandit_rounds, config.bandit_retrain_every
+    refits = rounds // every
+    bandit = sum(train_flops(k * every, net, config.max_steps) for k in range(1, refits + 1))
+    bandit += (refits + 1) * entk_flops(rounds, rounds, net)
+    rules = len(_bandit.BetaRule)
+    work += rules * bandit
+    fits = config.ensemble + rules * refits
+    floats = 5 * net.params + entk_floats(n_eval, net) + 4 * (n + n_eval) ** 2 + 2 * rounds**2
+    return cost_of(
+        "uncertainty",
+        work,
+        floats,
+        entks=3 * config.ensemble + rules * (refits + 1),
+        steps=fits * config.max_steps,
+    )
 
 
 def _splits(config: Config):
