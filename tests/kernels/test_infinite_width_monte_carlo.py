@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import ntkscope as ns
-from networks import Conv1dNet
+from networks import Conv1dNet, NtkConv1dNet
 from reference import relative_error
 
 WIDTH, SEEDS, TOLERANCE = 1024, 64, 0.03
@@ -76,6 +76,7 @@ def build(network: type[nn.Module], channels: int, seed: int) -> nn.Module:
     [
         (ResidualLayerNorm, (6, 4)),
         (Conv1dNet, (4, 2, 6)),
+        (NtkConv1dNet, (4, 2, 6)),
         (AdaptivePoolCNN, (3, 2, 4, 4)),
         (ConcatMLP, (6, 4)),
     ],

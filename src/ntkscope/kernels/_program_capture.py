@@ -168,12 +168,12 @@ def _conv_windows(module: nn.Module, dims: int) -> list[ops.Window]:
 
 def _conv_step(node: fx.Node, module: nn.Module) -> Step:
     if isinstance(module, Conv):
-        k = module.weight.shape[-1]
-        windows = [ops.Window(k, 1, 1, (module.padding, module.padding))] * 2
+        c_out, c_in, k = module.weight.shape[:3]
+        dims = module.weight.dim() - 2
+        windows = [ops.Window(k, 1, 1, (module.padding, module.padding))] * dims
         fan_in = module.weight[0].numel()
         affine = _ntkscope_affine(module, fan_in)
-        c_out, c_in = module.weight.shape[:2]
-        kind = f"Conv {c_in}→{c_out} k={k} ({module.parameterization.value})"
+        kind = f"Conv {dims}-d {c_in}→{c_out} k={k} ({module.parameterization.value})"
     else:
         if module.groups != 1 or module.padding_mode != "zeros":
             raise ProgramError(
