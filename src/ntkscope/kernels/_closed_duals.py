@@ -120,3 +120,32 @@ def step(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
     """φ = 1[x > 0]: P(u > 0, v > 0) = (π − θ)/(2π), 0 if a variance is 0; φ' = 0 (autograd)."""
     e_ff = (0.5 - torch.acos(rho) / (2 * math.pi)) * ((q1 > 0) & (q2 > 0))
     return e_ff, torch.zeros_like(e_ff)
+
+
+# Means E[φ(u)], u ~ N(0, q): what a LayerNorm after φ subtracts (`_program_ops.norm`).
+
+
+def piecewise_linear_mean(slope: float, q: torch.Tensor) -> torch.Tensor:
+    """φ = r(x) − a·r(−x): E[φ(u)] = (1 − a) E[r(u)] = (1 − a) √(q / 2π)."""
+    return (1 - slope) * (q / (2 * math.pi)).sqrt()
+
+
+def zero_mean(q: torch.Tensor) -> torch.Tensor:
+    """Odd φ (identity, erf, sin, sign): E[φ(u)] = 0."""
+    return torch.zeros_like(q)
+
+
+def gelu_mean(q: torch.Tensor) -> torch.Tensor:
+    """φ = x Φ(x): by Stein's lemma E[u Φ(u)] = q E[ϕ(u)] = q / √(2π (1 + q)), ϕ the normal
+    density (E[ϕ(u)] is the density of u − ξ ~ N(0, 1 + q) at 0)."""
+    return q / (2 * math.pi * (1 + q)).sqrt()
+
+
+def cos_mean(q: torch.Tensor) -> torch.Tensor:
+    """φ = cos: E[cos u] = e^{−q/2} (the characteristic function of N(0, q) at 1)."""
+    return torch.exp(-q / 2)
+
+
+def step_mean(q: torch.Tensor) -> torch.Tensor:
+    """φ = 1[x > 0]: P(u > 0) = 1/2, and 0 at q = 0 (φ(0) = 0)."""
+    return torch.where(q > 0, 0.5, 0.0).to(q.dtype)

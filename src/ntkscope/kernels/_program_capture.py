@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from ntkscope.kernels import _program_ops as ops
 from ntkscope.kernels._program_concat import CATS, concat_parts
-from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError, Term
+from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError
 from ntkscope.kernels.dual import _FUNCTIONS as ELEMENTWISE_FUNCTIONS
 from ntkscope.kernels.dual import Dual, _hashable, for_activation
 from ntkscope.models.layers import ActivationLayer, Conv, Dense
@@ -51,18 +51,23 @@ Apply = Callable[[list[Kernel], Context], Kernel]
 
 @dataclass(frozen=True)
 class Step:
-    """One node: its kernel function, and how it treats raw inputs.
+    """One node: its kernel function, and what it is for `ntkscope.kernels._program_lineage`.
 
-    raw: "apply" (run the node on x and x'), "layer" (a weight layer: make the input
-    kernel, channels on ``channel``) or "refuse" (parameters before the first layer).
+    kind: "layer" (a weight layer: on raw inputs it makes the input kernel, channels on
+    ``channel``), "activation", "norm", "add", "cat", or "linear" (anything else: pooling,
+    means, flatten, scalar multiples, identities; on raw inputs it runs as the network
+    would). gaussian: an activation or norm that keeps zero-mean Gaussian features so
+    (identity; a norm without bias and with a constant gain). what: the activation's name.
     """
 
     node: fx.Node
     text: str
     apply: Apply
-    raw: str = "apply"
+    kind: str = "linear"
     channel: int = -1
     arrays: int = 0  # float64 values per entry of the step's dual (0: no dual)
+    gaussian: bool = False
+    what: str = ""
 
 
 def _is_number(value: object) -> bool:
@@ -144,7 +149,7 @@ def _dense_step(node: fx.Node, module: nn.Module) -> Step:
         node,
         _affine_text(kind, affine, _label(node)),
         lambda k, ctx: ops.dense(k[0], affine, name),
-        raw="layer",
+        kind="layer",
         channel=-1,
     )
 
@@ -194,18 +199,20 @@ def _conv_step(node: fx.Node, module: nn.Module) -> Step:
         node,
         _affine_text(kind, affine, _label(node)),
         lambda k, ctx: ops.conv(k[0], affine, windows, name),
-        raw="layer",
+        kind="layer",
         channel=0,
     )
 
 
 def _activation_step(node: fx.Node, dual: Dual) -> Step:
-    name = node.name
     return Step(
         node,
         f"{_label(node)}: activation {dual.name}  Σ = E[φ(u)φ(v)], Θ = T·E[φ'(u)φ'(v)]",
-        lambda k, ctx: ops.activation(k[0], dual, ctx, name),
+        lambda k, ctx: ops.activation(k[0], dual, ctx),
+        kind="activation",
         arrays=dual.arrays,
+        gaussian=dual.name == "identity",
+        what=dual.name,
     )
 
 
@@ -218,20 +225,28 @@ def _norm_step(node: fx.Node, module: nn.Module) -> Step:
         )
     weight, bias = module.weight, getattr(module, "bias", None)
     eps = module.eps if module.eps is not None else torch.finfo(torch.get_default_dtype()).eps
+    gain = torch.ones(1) if weight is None else weight.detach().double()
+    shift = torch.zeros(1) if bias is None else bias.detach().double()
     spec = ops.Norm(
         eps=eps,
         centered=isinstance(module, nn.LayerNorm),
-        gain_var=1.0 if weight is None else _mean_square(weight),
-        bias_var=_mean_square(bias),
+        gain_var=float(gain.square().mean()),
+        bias_var=float(shift.square().mean()),
+        gain_mean=float(gain.mean()),
+        bias_mean=float(shift.mean()),
         gain_grad=1.0 if _grad(weight) else 0.0,
         bias_grad=1.0 if _grad(bias) else 0.0,
     )
+    keeps = not shift.any() and bool((gain == gain.flatten()[0]).all())
     name = node.name
+    centered = "(K − μμ')/√((σ²+ε)(σ'²+ε))" if spec.centered else "K/√((q+ε)(q'+ε))"
     text = (
-        f"{_label(node)}: {type(module).__name__}  Σ = {spec.gain_var:.4g}·K/√((q+ε)(q'+ε)) + "
+        f"{_label(node)}: {type(module).__name__}  Σ = {spec.gain_var:.4g}·{centered} + "
         f"{spec.bias_var:.4g}, ε={eps:g}"
     )
-    return Step(node, text, lambda k, ctx: ops.norm(k[0], spec, ctx, name), raw="refuse")
+    return Step(
+        node, text, lambda k, ctx: ops.norm(k[0], spec, ctx, name), kind="norm", gaussian=keeps
+    )
 
 
 def _identity_step(node: fx.Node, what: str) -> Step:
@@ -371,11 +386,10 @@ def _add_step(node: fx.Node, sign: float) -> Step:
         return _scale_step(node, 1.0 + sign)
 
     def apply(k: list[Kernel], ctx: Context) -> Kernel:
-        return ops.add(k[0], k[1], name)
+        return ops.add(k[0], k[1] if sign > 0 else ops.scale(k[1], -1.0), name)
 
-    return Step(
-        node, f"{name}: {'sum' if sign > 0 else 'difference'} of branches  Σ = K_a + K_b", apply
-    )
+    text = f"{name}: {'sum' if sign > 0 else 'difference'} of branches  Σ = K_a + K_b + μ_a μ_b'"
+    return Step(node, text + " + μ_b μ_a'", apply, kind="add")
 
 
 _ACTIVATION_METHODS = frozenset({"relu", "tanh", "sigmoid", "erf", "abs", "sin", "cos", "sign"})
@@ -411,7 +425,7 @@ def _function_step(node: fx.Node) -> Step:
         return _activation_step(node, act)
     tensors = [a for a in node.args if isinstance(a, fx.Node)]
     if target in CATS:
-        return Step(node, *concat_parts(node))
+        return Step(node, *concat_parts(node), kind="cat")
     if target in (operator.add, torch.add, "add") and len(tensors) == 2 and not node.kwargs:
         return _add_step(node, 1.0)
     if target in (operator.sub, torch.sub, "sub") and len(tensors) == 2 and not node.kwargs:
@@ -442,7 +456,7 @@ def _function_step(node: fx.Node) -> Step:
     if target in ("contiguous", "clone", "detach") or target is torch.clone:
         return _identity_step(node, name)
     if target in (getattr, "size", operator.getitem) and _is_shape_query(node):
-        return Step(node, "", lambda k, ctx: k[0], raw="apply")
+        return Step(node, "", lambda k, ctx: k[0])
     raise ProgramError(
         f"{node.name}: the operation {name}{tuple(str(a) for a in node.args)} has no "
         f"infinite-width kernel in ntkscope; {SUGGESTION}"
@@ -525,7 +539,8 @@ def steps(graph: fx.GraphModule) -> tuple[fx.Node, list[Step], fx.Node]:
 
 
 def input_kernel(raw: Raw, channel: int) -> Kernel:
-    """Σ⁰[p, p'] = mean_c x_c[p] x'_c[p'] (channels on per-example axis ``channel``), Θ⁰ = 0."""
+    """Σ⁰[p, p'] = mean_c x_c[p] x'_c[p'] (channels on per-example axis ``channel``), Θ⁰ = 0,
+    μ⁰[p] = mean_c x_c[p]."""
 
     def rows(x: torch.Tensor) -> torch.Tensor:
         x = x.movedim(channel % (x.dim() - 1) + 1, -1)
@@ -534,19 +549,20 @@ def input_kernel(raw: Raw, channel: int) -> Kernel:
     x1 = raw.x1
     positions = tuple(s for i, s in enumerate(x1.shape[1:]) if i != channel % (x1.dim() - 1))
     a = rows(x1)
+    b = a if raw.x2 is None else rows(raw.x2)
     if raw.x2 is None:
         nngp = torch.einsum("apc,aqc->apq", a, a) / a.shape[-1]
         batch = (len(x1),)
     else:
-        b = rows(raw.x2)
         nngp = torch.einsum("apc,bqc->abpq", a, b) / a.shape[-1]
         batch = (len(x1), len(raw.x2))
     nngp = nngp.reshape(*batch, *positions, *positions)
+    mean = tuple(r.mean(-1).reshape(len(r), *positions) for r in (a, b))
     return Kernel(
         nngp,
         torch.zeros_like(nngp),
         batch=len(batch),
         ndim=x1.dim() - 1,
         channel=channel % (x1.dim() - 1),
-        terms=frozenset({Term("input", "x")}),
+        mean=mean,
     )

@@ -104,6 +104,10 @@ class SeriesDual:
             out.view(2, -1)[:, rest] = values
         return out[0], out[1]
 
+    def mean(self, q: torch.Tensor) -> torch.Tensor:
+        """E[φ(√q z)] = a_0(q), the zeroth Hermite coefficient (h_0 = 1), elementwise."""
+        return self.memo(q).extend(1)[0, :, 0].reshape(q.shape)
+
     def _entries(
         self,
         c1: _Coefficients,

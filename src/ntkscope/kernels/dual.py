@@ -87,6 +87,20 @@ _CLOSED: dict[ActivationName, _Formula] = {
     ActivationName.STEP: closed.step,
 }
 
+_MEANS: dict[ActivationName, Callable[[torch.Tensor], torch.Tensor]] = {
+    ActivationName.RELU: functools.partial(closed.piecewise_linear_mean, 0.0),
+    ActivationName.LEAKY_RELU: functools.partial(closed.piecewise_linear_mean, LEAKY_RELU_SLOPE),
+    ActivationName.ABS: functools.partial(closed.piecewise_linear_mean, -1.0),
+    ActivationName.IDENTITY: closed.zero_mean,
+    ActivationName.ERF: closed.zero_mean,
+    ActivationName.GELU: closed.gelu_mean,
+    ActivationName.SIN: closed.zero_mean,
+    ActivationName.COS: closed.cos_mean,
+    ActivationName.SIGN: closed.zero_mean,
+    ActivationName.STEP: closed.step_mean,
+}
+"""E[φ(u)], u ~ N(0, q), of the closed forms (`_closed_duals`, a few ulps)."""
+
 CLOSED_FORMS = frozenset(_CLOSED)
 """Built-in activations whose duals are computed exactly, by a formula."""
 
@@ -108,6 +122,7 @@ class Dual:
     exact: bool
     arrays: int
     formula: _Formula
+    mean_formula: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __call__(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> Pair:
         """(E[φ(u) φ(v)], E[φ'(u) φ'(v)]) for (u, v) ~ N(0, [[q1, c], [c, q2]]).
@@ -133,6 +148,14 @@ class Dual:
     def ntk_derivative(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """E[φ'(u) φ'(v)], the factor Σ̇ the NTK recursion multiplies Θ by (before σ_w²)."""
         return self(q1, q2, c)[1]
+
+    def mean(self, q: torch.Tensor) -> torch.Tensor:
+        """E[φ(√q z)], z ~ N(0, 1), elementwise on q ≥ 0 (float64): the closed forms of
+        `_closed_duals` (relu √(q/2π), gelu q/√(2π(1+q)), cos e^{−q/2}, ...) or the series'
+        Hermite coefficient a_0(q), to the accuracy stated in the module docstring."""
+        if self.mean_formula is None:
+            raise NotImplementedError(f"the dual {self.name} has no mean")
+        return self.mean_formula(torch.as_tensor(q, dtype=torch.float64))
 
     def diagonal(self, q: torch.Tensor) -> Pair:
         """(E[φ(√q z)²], E[φ'(√q z)²]), z ~ N(0, 1): the pair on q1 = q2 = c = q."""
@@ -160,7 +183,8 @@ def for_activation(activation: ActivationLike | nn.Module | Dual) -> Dual:
     if isinstance(activation, nn.LeakyReLU):
         slope = float(activation.negative_slope)
         formula = functools.partial(closed.piecewise_linear, slope)
-        return Dual(f"leaky_relu({slope:g})", True, _CLOSED_FORM_ARRAYS, formula)
+        mean = functools.partial(closed.piecewise_linear_mean, slope)
+        return Dual(f"leaky_relu({slope:g})", True, _CLOSED_FORM_ARRAYS, formula, mean)
     name = _module_name(activation) if isinstance(activation, nn.Module) else None
     if name is None and not isinstance(activation, str | Activation):
         name = _FUNCTIONS.get(activation) if _hashable(activation) else None
@@ -186,13 +210,13 @@ def _resolved(act: Activation) -> Dual:
 @functools.cache
 def _builtin(name: ActivationName) -> Dual:
     if name in _CLOSED:
-        return Dual(name.value, True, _CLOSED_FORM_ARRAYS, _CLOSED[name])
+        return Dual(name.value, True, _CLOSED_FORM_ARRAYS, _CLOSED[name], _MEANS[name])
     return _numerical(resolve_activation(name.value))
 
 
 def _numerical(act: Activation) -> Dual:
     series = SeriesDual(act)
-    return Dual(act.name, False, series.arrays, series)
+    return Dual(act.name, False, series.arrays, series, series.mean)
 
 
 def _module_name(module: nn.Module) -> str | None:

@@ -23,6 +23,7 @@ import torch.fx as fx
 from torch import nn
 
 from ntkscope._checks import finite_batch
+from ntkscope.kernels import _program_lineage as lineage
 from ntkscope.kernels._infinite_tiles import (
     check_second_inputs,
     pairwise_kernels,
@@ -70,6 +71,7 @@ class KernelFn:
 
     def __init__(self, graph: fx.GraphModule, memory_budget: int | str | None) -> None:
         self._input, self._steps, self._output = steps(graph)
+        lineage.check(self._input, self._steps, self._output)
         self._graph = graph
         self._shaped = not any(s.node.target in CATS for s in self._steps)
         self._modules = dict(graph.named_modules())
@@ -90,13 +92,6 @@ class KernelFn:
         for step in self._steps:
             env[step.node] = self._step(step, [env[n] for n in step.node.all_input_nodes], env, ctx)
         out = env[self._output]
-        if not isinstance(out, Kernel):
-            raise ProgramError("model: no weight layer between the input and the output")
-        if out.mixed:
-            raise ProgramError(
-                "model: its output is a concatenation of features with different kernels; "
-                "expected a weight layer after torch.cat"
-            )
         if out.positions:
             raise ProgramError(
                 f"model: its output has position axes {out.position_shape()}; expected "
@@ -107,13 +102,8 @@ class KernelFn:
     def _step(self, step: Step, args: list, env: dict, ctx: Context) -> Raw | Kernel:
         kernels = [a for a in args if isinstance(a, Kernel)]
         if not kernels:
-            if step.raw == "apply":
+            if step.kind != "layer":
                 return _raw(step.node, env, self._modules)
-            if step.raw == "refuse":
-                raise ProgramError(
-                    f"{step.node.name}: a layer with parameters before the first Linear or "
-                    "Conv is not supported"
-                )
             return step.apply([input_kernel(args[0], step.channel)], ctx)
         channel = kernels[0].channel
         given = [

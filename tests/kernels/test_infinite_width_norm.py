@@ -1,0 +1,116 @@
+"""Features with nonzero mean in `infinite_width`: activation means, LayerNorm/RMSNorm of
+them, sums of independent branches with means, and the refusals made when the program is
+built.
+
+Tolerances: the means E[φ(u)] against adaptive quadrature (scipy ``quad``, split at 0 and
+±1, tolerances 1e-15 absolute / 1e-14 relative): closed forms ≤ 1e-12 and the series'
+a_0 ≤ 1e-9, relative to √E[φ(u)²] as for the duals (`ntkscope.kernels.dual`); measured
+~2e-16 and ≤ 2e-14. The recursion (tests/recursions.py, with the ReLU mean by quadrature)
+agrees to 1e-10 relative Frobenius: the same formulas in another order, in float64.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+from torch import nn
+
+import ntkscope as ns
+from ntkscope.models.activations import ActivationName, resolve_activation
+from ntkscope.models.layers import Dense
+from recursions import dense_ntk, erf_dual, inputs, relu_dual
+from reference import relative_error
+
+dual = importlib.import_module("ntkscope.kernels.dual")
+
+RECURSION = 1e-10
+VARIANCES = (1e-4, 3e-3, 0.1, 0.7, 2.0, 9.0, 35.0, 100.0)
+
+
+def quad_mean(fn, q: float) -> float:
+    """E[fn(√q z)], z ~ N(0, 1), by adaptive quadrature split at z = 0, ±1."""
+
+    def density(z: float) -> float:  # quad warns of roundoff near 1e-15: below the tolerance
+        value = fn(torch.tensor(math.sqrt(q) * z, dtype=torch.float64))
+        return float(value) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    edges = [-np.inf, -1.0, 0.0, 1.0, np.inf]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)
+        return sum(
+            integrate.quad(density, a, b, epsabs=1e-15, epsrel=1e-14, limit=200)[0]
+            for a, b in itertools.pairwise(edges)
+        )
+
+
+@pytest.mark.parametrize("name", [a.value for a in ActivationName])
+def test_activation_means_equal_quadrature(name):
+    act = dual.for_activation(name)
+    q = torch.tensor(VARIANCES, dtype=torch.float64)
+    ours = act.mean(q)
+    scale = act.diagonal(q)[0].sqrt()
+    fn = resolve_activation(name).fn
+    reference = torch.tensor([quad_mean(fn, float(v)) for v in VARIANCES], dtype=torch.float64)
+    error = float(((ours - reference).abs() / scale).max())
+    assert error <= (1e-12 if act.exact else 1e-9), error
+
+
+def relu_mean(q: torch.Tensor) -> torch.Tensor:
+    """E[relu(u)], u ~ N(0, q), by quadrature (not the closed form)."""
+    return torch.tensor([quad_mean(torch.relu, float(v)) for v in q], dtype=torch.float64)
+
+
+class MeanMLP(nn.Module):
+    """relu(A x) + relu(B x) → RMSNorm (γ random) → LayerNorm (no affine) → C → erf → D,
+    NTK parameterization: nonzero means through a sum, an RMSNorm and a LayerNorm."""
+
+    def __init__(self, d: int, width: int) -> None:
+        super().__init__()
+        self.a = Dense(d, width, sigma_w=1.3, sigma_b=0.4)
+        self.b = Dense(d, width, sigma_w=0.8, sigma_b=0.2)
+        self.rms = nn.RMSNorm(width, eps=0.01)
+        self.ln = nn.LayerNorm(width, eps=0.02, elementwise_affine=False)
+        self.c, self.d = Dense(width, width, sigma_b=0.3), Dense(width, 1, sigma_b=0.3)
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            self.rms.weight.copy_(1 + 0.5 * torch.randn(width, generator=generator))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(x)) + torch.relu(self.b(x))
+        return self.d(torch.erf(self.c(self.ln(self.rms(h)))))
+
+
+def test_norms_of_nonzero_mean_features_equal_recursion():
+    x = inputs(5, 3) * torch.tensor([[0.3], [1.0], [2.0], [0.7], [1.5]], dtype=torch.float64)
+    model = MeanMLP(3, 16)
+    zero = torch.zeros(5, 5, dtype=torch.float64)
+    k0 = x @ x.T / 3
+    branches = []
+    for sw2, sb2 in ((1.3**2, 0.4**2), (0.8**2, 0.2**2)):
+        k, t = dense_ntk(k0, zero, sw2, sb2)
+        e_ff, e_dd = relu_dual(k)
+        branches.append((e_ff, t * e_dd, relu_mean(k.diagonal())))
+    (ka, ta, ma), (kb, tb, mb) = branches
+    k, t, mu = ka + kb + ma[:, None] * mb[None] + mb[:, None] * ma[None], ta + tb, ma + mb
+    # RMSNorm, γ trainable: ŷ = h/s keeps the mean μ/s
+    gamma = model.rms.weight.detach().double()
+    s = 1 / (k.diagonal() + 0.01).sqrt()
+    k_hat = k * s[:, None] * s[None]
+    k, t = gamma.square().mean() * k_hat, gamma.square().mean() * t * s[:, None] * s[None] + k_hat
+    mu = gamma.mean() * mu * s
+    # LayerNorm without affine: centred by μ, scaled by σ² = q − μ²
+    s = 1 / (k.diagonal() - mu.square() + 0.02).sqrt()
+    k, t = (k - mu[:, None] * mu[None]) * s[:, None] * s[None], t * s[:, None] * s[None]
+    k, t = dense_ntk(k, t, 2.0, 0.09)
+    e_ff, e_dd = erf_dual(k)
+    nngp, ntk = dense_ntk(e_ff, t * e_dd, 2.0, 0.09)
+    ours = ns.infinite_width(model)(x)
+    assert relative_error(ours[0], nngp) < RECURSION
+    assert relative_error(ours[1], ntk) < RECURSION
