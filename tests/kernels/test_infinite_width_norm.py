@@ -114,3 +114,72 @@ def test_norms_of_nonzero_mean_features_equal_recursion():
     ours = ns.infinite_width(model)(x)
     assert relative_error(ours[0], nngp) < RECURSION
     assert relative_error(ours[1], ntk) < RECURSION
+
+
+class Block(nn.Module):
+    """Linear → [forward written by each case] → Linear, plain torch layers."""
+
+    def __init__(self, forward, width: int = 6) -> None:
+        super().__init__()
+        self.a, self.b, self.norm = (
+            nn.Linear(3, width),
+            nn.Linear(width, width),
+            nn.LayerNorm(width),
+        )
+        self.out, self.body = nn.Linear(width, 1), forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(self, x))
+
+
+def residual_post_norm(m, x):  # the README's diagnose example: h + gelu(W LN(h))
+    h = m.a(x)
+    return h + nn.functional.gelu(m.b(m.norm(h)))
+
+
+def post_activation_norm(m, x):  # LayerNorm right after GELU
+    return m.norm(nn.functional.gelu(m.a(x)))
+
+
+@pytest.mark.parametrize("body", [residual_post_norm, post_activation_norm])
+def test_independent_branches_and_post_activation_norms_are_accepted(body):
+    ntk = ns.infinite_width(Block(body))(inputs(3, 3))[1]
+    assert torch.isfinite(ntk).all() and (ntk.diagonal() > 0).all()
+
+
+def biased_norm(m):
+    with torch.no_grad():
+        m.norm.bias.fill_(0.1)
+    return m
+
+
+@pytest.mark.parametrize(
+    ("body", "prepare", "message"),
+    [
+        (lambda m, x: torch.relu(m.a(x)) + m.a(x), None, r"a: the layer is called more than once"),
+        (lambda m, x: (lambda h: torch.relu(h) + h)(m.a(x)), None, r"add: .*correlated.*of a,"),
+        (lambda m, x: (lambda h: m.norm(h) + h)(m.a(x)), None, r"add: .*correlated"),
+        (lambda m, x: torch.tanh(torch.tanh(m.a(x))), None, r"tanh_1: .*not zero-mean Gaussian"),
+        (lambda m, x: torch.relu(m.norm(m.a(x))), biased_norm, r"relu: .*not zero-mean Gaussian"),
+        (lambda m, x: torch.cat([m.a(x), m.a(x)], 1)[:, :6], None, r"getitem"),
+        (lambda m, x: m.a(m.norm(x)), None, r"norm: a layer with parameters before the first"),
+    ],
+)
+def test_refusals_happen_when_the_program_is_built(body, prepare, message):
+    model = Block(body)
+    model = prepare(model) if prepare else model
+    with pytest.raises(ns.kernels.ProgramError, match=f"{message}.*monte_carlo"):
+        ns.infinite_width(model)
+
+
+def test_a_sum_with_the_input_is_not_gaussian():
+    class InputSum(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.out = nn.Linear(3, 3), nn.Linear(3, 1)
+
+        def forward(self, x):
+            return self.out(torch.relu(x + self.a(x)))
+
+    with pytest.raises(ns.kernels.ProgramError, match=r"relu: .*not zero-mean Gaussian"):
+        ns.infinite_width(InputSum())

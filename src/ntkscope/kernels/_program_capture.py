@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable
-from dataclasses import dataclass
 from numbers import Real
 
 import torch
@@ -30,44 +28,16 @@ from torch.nn import functional as F
 from ntkscope.kernels import _program_ops as ops
 from ntkscope.kernels._program_concat import CATS, concat_parts
 from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError
+from ntkscope.kernels._program_pooling import (
+    adaptive_step,
+    avg_pool_step,
+    functional_pooling,
+    mean_step,
+)
+from ntkscope.kernels._program_step import SUGGESTION, Raw, Step, label, pair
 from ntkscope.kernels.dual import _FUNCTIONS as ELEMENTWISE_FUNCTIONS
 from ntkscope.kernels.dual import Dual, _hashable, for_activation
 from ntkscope.models.layers import ActivationLayer, Conv, Dense
-
-SUGGESTION = "use ntkscope.monte_carlo_kernels for this architecture"
-
-
-@dataclass(frozen=True)
-class Raw:
-    """Values before the first weight layer: x (single run) or the pair (x1, x2)."""
-
-    x1: object
-    x2: object | None
-
-
-Value = Raw | Kernel
-Apply = Callable[[list[Kernel], Context], Kernel]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One node: its kernel function, and what it is for `ntkscope.kernels._program_lineage`.
-
-    kind: "layer" (a weight layer: on raw inputs it makes the input kernel, channels on
-    ``channel``), "activation", "norm", "add", "cat", or "linear" (anything else: pooling,
-    means, flatten, scalar multiples, identities; on raw inputs it runs as the network
-    would). gaussian: an activation or norm that keeps zero-mean Gaussian features so
-    (identity; a norm without bias and with a constant gain). what: the activation's name.
-    """
-
-    node: fx.Node
-    text: str
-    apply: Apply
-    kind: str = "linear"
-    channel: int = -1
-    arrays: int = 0  # float64 values per entry of the step's dual (0: no dual)
-    gaussian: bool = False
-    what: str = ""
 
 
 def _is_number(value: object) -> bool:
@@ -93,11 +63,6 @@ def trace(model: nn.Module) -> fx.GraphModule:
             f"({type(error).__name__}: {error}); {SUGGESTION}"
         ) from error
     return fx.GraphModule(model, graph)
-
-
-def _label(node: fx.Node) -> str:
-    """The layer's qualified name for modules, the node's name otherwise."""
-    return str(node.target) if node.op == "call_module" else node.name
 
 
 def _mean_square(t: torch.Tensor | None) -> float:
@@ -147,27 +112,23 @@ def _dense_step(node: fx.Node, module: nn.Module) -> Step:
     name = node.name
     return Step(
         node,
-        _affine_text(kind, affine, _label(node)),
+        _affine_text(kind, affine, label(node)),
         lambda k, ctx: ops.dense(k[0], affine, name),
         kind="layer",
         channel=-1,
     )
 
 
-def _pair(value: object, n: int) -> tuple:
-    return tuple(value) if isinstance(value, tuple | list) else (value,) * n
-
-
 def _conv_windows(module: nn.Module, dims: int) -> list[ops.Window]:
-    sizes, strides = _pair(module.kernel_size, dims), _pair(module.stride, dims)
-    dilations = _pair(module.dilation, dims)
+    sizes, strides = pair(module.kernel_size, dims), pair(module.stride, dims)
+    dilations = pair(module.dilation, dims)
     if module.padding == "same":
         totals = [d * (k - 1) for d, k in zip(dilations, sizes, strict=True)]
         pads = [(t // 2, t - t // 2) for t in totals]
     elif module.padding == "valid":
         pads = [(0, 0)] * dims
     else:
-        pads = [(p, p) for p in _pair(module.padding, dims)]
+        pads = [(p, p) for p in pair(module.padding, dims)]
     return [ops.Window(*w) for w in zip(sizes, strides, dilations, pads, strict=True)]
 
 
@@ -197,7 +158,7 @@ def _conv_step(node: fx.Node, module: nn.Module) -> Step:
     name = node.name
     return Step(
         node,
-        _affine_text(kind, affine, _label(node)),
+        _affine_text(kind, affine, label(node)),
         lambda k, ctx: ops.conv(k[0], affine, windows, name),
         kind="layer",
         channel=0,
@@ -207,7 +168,7 @@ def _conv_step(node: fx.Node, module: nn.Module) -> Step:
 def _activation_step(node: fx.Node, dual: Dual) -> Step:
     return Step(
         node,
-        f"{_label(node)}: activation {dual.name}  Σ = E[φ(u)φ(v)], Θ = T·E[φ'(u)φ'(v)]",
+        f"{label(node)}: activation {dual.name}  Σ = E[φ(u)φ(v)], Θ = T·E[φ'(u)φ'(v)]",
         lambda k, ctx: ops.activation(k[0], dual, ctx),
         kind="activation",
         arrays=dual.arrays,
@@ -241,7 +202,7 @@ def _norm_step(node: fx.Node, module: nn.Module) -> Step:
     name = node.name
     centered = "(K − μμ')/√((σ²+ε)(σ'²+ε))" if spec.centered else "K/√((q+ε)(q'+ε))"
     text = (
-        f"{_label(node)}: {type(module).__name__}  Σ = {spec.gain_var:.4g}·{centered} + "
+        f"{label(node)}: {type(module).__name__}  Σ = {spec.gain_var:.4g}·{centered} + "
         f"{spec.bias_var:.4g}, ε={eps:g}"
     )
     return Step(
@@ -250,40 +211,7 @@ def _norm_step(node: fx.Node, module: nn.Module) -> Step:
 
 
 def _identity_step(node: fx.Node, what: str) -> Step:
-    return Step(node, f"{_label(node)}: {what} (identity)", lambda k, ctx: k[0])
-
-
-def _pool_matrices(kernel: Kernel, matrix: Callable[[int, int], torch.Tensor]) -> Kernel:
-    shape = kernel.position_shape()
-    return ops.positional(kernel, [matrix(i, n) for i, n in enumerate(shape)])
-
-
-def _avg_pool_step(node: fx.Node, dims: int, size, stride, padding, ceil, include) -> Step:
-    size = _pair(size, dims)
-    stride = _pair(stride if stride else size, dims)
-    padding = _pair(padding, dims)
-    if ceil or (not include and any(padding)):
-        raise ProgramError(
-            f"{_label(node)}: average pooling with ceil_mode or count_include_pad=False and "
-            f"padding is not supported; {SUGGESTION}"
-        )
-    windows = [ops.Window(k, s, 1, (p, p)) for k, s, p in zip(size, stride, padding, strict=True)]
-    return Step(
-        node,
-        f"{_label(node)}: average pooling {size} stride {stride}  Σ = A K Aᵀ",
-        lambda k, ctx: _pool_matrices(k[0], lambda i, n: ops.average_matrix(n, windows[i])),
-    )
-
-
-def _adaptive_step(node: fx.Node, dims: int, output_size) -> Step:
-    out = _pair(output_size, dims)
-    return Step(
-        node,
-        f"{_label(node)}: adaptive average pooling to {out}  Σ = A K Aᵀ",
-        lambda k, ctx: _pool_matrices(
-            k[0], lambda i, n: ops.adaptive_matrix(n, n if out[i] is None else out[i])
-        ),
-    )
+    return Step(node, f"{label(node)}: {what} (identity)", lambda k, ctx: k[0])
 
 
 _ELEMENTWISE_MODULES = (
@@ -323,7 +251,7 @@ def _module_step(node: fx.Node, module: nn.Module) -> Step:
         return _identity_step(node, f"{kind} in eval mode")
     if isinstance(module, nn.AvgPool1d | nn.AvgPool2d):
         dims = 1 if isinstance(module, nn.AvgPool1d) else 2
-        return _avg_pool_step(
+        return avg_pool_step(
             node,
             dims,
             module.kernel_size,
@@ -334,7 +262,7 @@ def _module_step(node: fx.Node, module: nn.Module) -> Step:
         )
     if isinstance(module, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d):
         dims = 1 if isinstance(module, nn.AdaptiveAvgPool1d) else 2
-        return _adaptive_step(node, dims, module.output_size)
+        return adaptive_step(node, dims, module.output_size)
     if isinstance(module, nn.Flatten):
         if module.start_dim != 1 or module.end_dim != -1:
             raise ProgramError(f"{node.target}: Flatten must flatten axes 1.. (start_dim=1)")
@@ -347,35 +275,12 @@ def _module_step(node: fx.Node, module: nn.Module) -> Step:
 
 
 def _flatten_step(node: fx.Node) -> Step:
-    return Step(node, f"{_label(node)}: flatten", lambda k, ctx: ops.flatten(k[0]))
-
-
-def _mean_step(node: fx.Node, dims, keepdim: bool) -> Step:
-    dims = _pair(dims, 1)
-
-    def apply(k: list[Kernel], ctx: Context) -> Kernel:
-        kernel = k[0]
-        axes = sorted({d % (kernel.ndim + 1) - 1 for d in dims})
-        if -1 in axes or kernel.channel in axes or kernel.flat:
-            raise ProgramError(
-                f"{node.name}: a mean over the batch or the width axis has no infinite-width "
-                f"limit here (only over positions); {SUGGESTION}"
-            )
-        positions = [kernel.position_of(a) for a in axes]
-        shape = kernel.position_shape()
-        matrices = [
-            torch.full((1, n), 1.0 / n, dtype=torch.float64) if i in positions else None
-            for i, n in enumerate(shape)
-        ]
-        kernel = ops.positional(kernel, matrices)
-        return kernel if keepdim else ops.drop_positions(kernel, positions)
-
-    return Step(node, f"{_label(node)}: mean over axes {dims}  Σ = A K Aᵀ", apply)
+    return Step(node, f"{label(node)}: flatten", lambda k, ctx: ops.flatten(k[0]))
 
 
 def _scale_step(node: fx.Node, factor: float) -> Step:
     return Step(
-        node, f"{_label(node)}: × {factor:g}  Σ = c²K", lambda k, ctx: ops.scale(k[0], factor)
+        node, f"{label(node)}: × {factor:g}  Σ = c²K", lambda k, ctx: ops.scale(k[0], factor)
     )
 
 
@@ -447,8 +352,8 @@ def _function_step(node: fx.Node) -> Step:
     if target in (torch.mean, "mean") and len(node.args) + len(node.kwargs) > 1:
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-        return _mean_step(node, dims, bool(keepdim))
-    pooling = _functional_pooling(node)
+        return mean_step(node, dims, bool(keepdim))
+    pooling = functional_pooling(node)
     if pooling is not None:
         return pooling
     if target in (F.dropout, "dropout") and not node.kwargs.get("training", True):
@@ -460,34 +365,6 @@ def _function_step(node: fx.Node) -> Step:
     raise ProgramError(
         f"{node.name}: the operation {name}{tuple(str(a) for a in node.args)} has no "
         f"infinite-width kernel in ntkscope; {SUGGESTION}"
-    )
-
-
-_AVG_POOLS = {F.avg_pool1d: 1, F.avg_pool2d: 2}
-_ADAPTIVE_POOLS = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2}
-
-
-def _argument(node: fx.Node, index: int, name: str, default: object) -> object:
-    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
-
-
-def _functional_pooling(node: fx.Node) -> Step | None:
-    """F.avg_pool1d/2d and F.adaptive_avg_pool1d/2d as their modules, else None."""
-    if node.target in _ADAPTIVE_POOLS:
-        return _adaptive_step(
-            node, _ADAPTIVE_POOLS[node.target], _argument(node, 1, "output_size", None)
-        )
-    if node.target not in _AVG_POOLS:
-        return None
-    size = _argument(node, 1, "kernel_size", None)
-    return _avg_pool_step(
-        node,
-        _AVG_POOLS[node.target],
-        size,
-        _argument(node, 2, "stride", None),
-        _argument(node, 3, "padding", 0),
-        _argument(node, 4, "ceil_mode", False),
-        _argument(node, 5, "count_include_pad", True),
     )
 
 

@@ -12,6 +12,7 @@ evaluation:
   activation's dual E[φ(u) φ(v)] holds only for such inputs: an activation of the output
   of another activation, of a norm with a bias, of a sum with the input or with a nonlinear
   branch, or of a concatenation of groups with different kernels is refused.
+- **Fresh weights.** A layer called twice shares its weights between the calls; refused.
 - **Independent branches.** Feature i of a tensor is a function of feature i of the weight
   layers it descends from since the last weight layer on its path (its *sources*): a
   weight layer starts a new source; activations, norms (whose mean and variance over the
@@ -28,16 +29,11 @@ inputs and are checked when the kernel function runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch.fx as fx
 
 from ntkscope.kernels._program_kernel import ProgramError
-
-if TYPE_CHECKING:
-    from ntkscope.kernels._program_capture import Step
-
-SUGGESTION = "use ntkscope.monte_carlo_kernels for this architecture"
+from ntkscope.kernels._program_step import SUGGESTION, Step
 
 
 @dataclass(frozen=True)
@@ -58,6 +54,12 @@ _INPUT = Lineage(frozenset(), gaussian=False)
 def check(input_node: fx.Node, steps: list[Step], output: fx.Node) -> None:
     """Raise `ProgramError` naming the first node the program cannot describe (see above)."""
     env: dict[fx.Node, Lineage | None] = {input_node: None}  # None: before any weight layer
+    layers = [s.node.target for s in steps if s.kind == "layer"]
+    for target in {t for t in layers if layers.count(t) > 1}:
+        raise ProgramError(
+            f"{target}: the layer is called more than once (shared weights); the program "
+            f"assumes fresh weights at each call; {SUGGESTION}"
+        )
     for step in steps:
         env[step.node] = _lineage(step, [env[n] for n in step.node.all_input_nodes])
     out = env[output]
@@ -73,7 +75,7 @@ def check(input_node: fx.Node, steps: list[Step], output: fx.Node) -> None:
 def _lineage(step: Step, args: list[Lineage | None]) -> Lineage | None:
     name = step.node.name
     if step.kind == "layer":
-        return Lineage(frozenset({name}), gaussian=True)
+        return Lineage(frozenset({str(step.node.target)}), gaussian=True)
     if all(a is None for a in args):
         if step.kind == "norm":
             raise ProgramError(

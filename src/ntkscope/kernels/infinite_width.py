@@ -29,15 +29,10 @@ from ntkscope.kernels._infinite_tiles import (
     pairwise_kernels,
     tile_entries,
 )
-from ntkscope.kernels._program_capture import (
-    Raw,
-    Step,
-    input_kernel,
-    steps,
-    trace,
-)
+from ntkscope.kernels._program_capture import input_kernel, steps, trace
 from ntkscope.kernels._program_concat import CATS, propagate_shapes
 from ntkscope.kernels._program_kernel import Context, Kernel, Pair, ProgramError
+from ntkscope.kernels._program_step import Raw, Step
 from ntkscope.kernels._tiling import resolve_budget
 
 __all__ = ["KernelFn", "ProgramError", "infinite_width"]
@@ -186,20 +181,26 @@ def infinite_width(model: nn.Module, *, memory_budget: int | str | None = None) 
     kernels: the output covariance is the kernel times I_O.
 
     Supported: ``nn.Linear`` and ntkscope `Dense`; ``nn.Conv1d``/``nn.Conv2d`` (stride,
-    dilation, zero padding incl. "same") and ntkscope `Conv`; average pooling, adaptive
-    average pooling, means over position axes; flatten (``nn.Flatten``, ``flatten(1)``,
-    ``view(N, -1)``); sums of independent branches (x + f(x), a·f(x) + b·x) and scalar
-    multiples; LayerNorm and RMSNorm over the last axis, with or without affine parameters;
-    Dropout in eval mode, identity; elementwise activations (closed-form or quadrature
-    duals of `ntkscope.kernels.dual`). Formulas and sources: `ntkscope.kernels._program_ops`.
+    dilation, zero padding incl. "same") and ntkscope `Conv` (1-d and 2-d); average pooling,
+    adaptive average pooling, means over position axes; flatten (``nn.Flatten``,
+    ``flatten(1)``, ``view(N, -1)``); sums of independent branches (x + f(x),
+    a·f(x) + b·x, h + φ(W·LN(h)): branches that share no weight layer since their last
+    one, their features' means included) and scalar multiples; LayerNorm and RMSNorm over
+    the last axis, with or without affine parameters, also of features with nonzero mean
+    (LayerNorm right after ReLU or GELU); Dropout in eval mode, identity; elementwise
+    activations (closed-form or series duals of `ntkscope.kernels.dual`). Formulas and
+    sources: `ntkscope.kernels._program_ops`.
 
     Concatenation along the width axis (``torch.cat``) when weight layers, pooling, norms or
     sums follow it, in the limit where the groups' widths keep their fractions
     (`ntkscope.kernels._program_concat`).
 
-    Departures: an activation right after a concatenation is not supported, nor LayerNorm
-    of features with nonzero mean (RMSNorm of them is), nor sums of correlated branches
-    (φ(h) + h): each raises.
+    Departures: an activation must act on zero-mean Gaussian features (not right after a
+    concatenation, another activation, a norm with a bias, or a sum with the input or a
+    nonlinear branch); sums of correlated branches (φ(h) + h) and layers called twice
+    (shared weights) are not supported. These are refused here, when the program is built
+    (`ntkscope.kernels._program_lineage`); only errors that depend on the inputs' shapes (a
+    layer acting on a position axis, an output with position axes) wait for the inputs.
 
     Args:
         model: the network; its forward takes one tensor (N, ...) and returns (N, O).
