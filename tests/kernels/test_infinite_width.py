@@ -324,7 +324,7 @@ def test_correlated_branches_are_refused():
 
         def forward(self, x):
             h = self.a(x)
-            return self.b(torch.relu(h) + h)
+            return self.b(torch.relu(h) + torch.tanh(h))
 
     with pytest.raises(ns.kernels.ProgramError, match=r"add: .*correlated.*a.*monte_carlo"):
         ns.infinite_width(Correlated())  # when the program is built, before any input

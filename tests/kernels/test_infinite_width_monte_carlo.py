@@ -101,6 +101,21 @@ class PostActivationNorm(nn.Module):
         return self.out(self.norm2(torch.relu(self.fc2(h))))
 
 
+class ActivationPlusInput(nn.Module):
+    """h + GELU(h) and g − 0.5·tanh(g): branches that share their features (Stein's lemma,
+    `_program_ops.add_shared`)."""
+
+    def __init__(self, d: int, width: int) -> None:
+        super().__init__()
+        self.inp, self.fc1 = nn.Linear(d, width), nn.Linear(width, width)
+        self.fc2, self.out = nn.Linear(width, width), nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(self.inp(x))
+        g = self.fc2(h + nn.functional.gelu(h))
+        return self.out(g - 0.5 * torch.tanh(g))
+
+
 def build(network: type[nn.Module], channels: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return network(channels, WIDTH)
@@ -117,6 +132,7 @@ def build(network: type[nn.Module], channels: int, seed: int) -> nn.Module:
         (ConcatMLP, (6, 4)),
         (ResidualPostNorm, (6, 4)),
         (PostActivationNorm, (6, 4)),
+        (ActivationPlusInput, (6, 4)),
     ],
 )
 def test_mean_entk_approaches_the_infinite_ntk(network, shape):

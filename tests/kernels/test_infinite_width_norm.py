@@ -1,12 +1,13 @@
-"""Features with nonzero mean in `infinite_width`: activation means, LayerNorm/RMSNorm of
-them, sums of independent branches with means, and the refusals made when the program is
-built.
+"""Features with nonzero mean in `infinite_width`: activation moments, LayerNorm/RMSNorm
+of such features, sums of independent branches with means, sums a·φ(g) + b·g, and the
+refusals made when the program is built.
 
-Tolerances: the means E[φ(u)] against adaptive quadrature (scipy ``quad``, split at 0 and
-±1, tolerances 1e-15 absolute / 1e-14 relative): closed forms ≤ 1e-12 and the series'
-a_0 ≤ 1e-9, relative to √E[φ(u)²] as for the duals (`ntkscope.kernels.dual`); measured
-~2e-16 and ≤ 2e-14. The recursion (tests/recursions.py, with the ReLU mean by quadrature)
-agrees to 1e-10 relative Frobenius: the same formulas in another order, in float64.
+Tolerances: the moments E[φ(u)], E[φ'(u)] against adaptive quadrature (scipy ``quad``,
+split at 0 and ±1, tolerances 1e-15 absolute / 1e-14 relative): closed forms ≤ 1e-12 and
+the series' a_0, d_0 ≤ 1e-9, relative to √E[φ(u)²] (√E[φ'(u)²]) as for the duals
+(`ntkscope.kernels.dual`); measured ≤ 2e-14. The recursions (tests/recursions.py, with the
+moments by quadrature) agree to 1e-10 relative Frobenius: the same formulas in another
+order, in float64.
 """
 
 from __future__ import annotations
@@ -50,21 +51,19 @@ def quad_mean(fn, q: float) -> float:
         )
 
 
+def quad_means(fn, q: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([quad_mean(fn, float(v)) for v in q], dtype=torch.float64)
+
+
 @pytest.mark.parametrize("name", [a.value for a in ActivationName])
-def test_activation_means_equal_quadrature(name):
-    act = dual.for_activation(name)
+def test_activation_moments_equal_quadrature(name):
+    act, activation = dual.for_activation(name), resolve_activation(name)
     q = torch.tensor(VARIANCES, dtype=torch.float64)
-    ours = act.mean(q)
-    scale = act.diagonal(q)[0].sqrt()
-    fn = resolve_activation(name).fn
-    reference = torch.tensor([quad_mean(fn, float(v)) for v in VARIANCES], dtype=torch.float64)
-    error = float(((ours - reference).abs() / scale).max())
-    assert error <= (1e-12 if act.exact else 1e-9), error
-
-
-def relu_mean(q: torch.Tensor) -> torch.Tensor:
-    """E[relu(u)], u ~ N(0, q), by quadrature (not the closed form)."""
-    return torch.tensor([quad_mean(torch.relu, float(v)) for v in q], dtype=torch.float64)
+    functions = (activation.fn, activation.derivative)
+    for ours, fn, energy in zip(act.first_moments(q), functions, act.diagonal(q), strict=True):
+        scale = energy.sqrt().clamp_min(1e-300)  # sign, step: φ' = 0
+        error = float(((ours - quad_means(fn, q)).abs() / scale).max())
+        assert error <= (1e-12 if act.exact else 1e-9), (fn, error)
 
 
 class MeanMLP(nn.Module):
@@ -96,7 +95,7 @@ def test_norms_of_nonzero_mean_features_equal_recursion():
     for sw2, sb2 in ((1.3**2, 0.4**2), (0.8**2, 0.2**2)):
         k, t = dense_ntk(k0, zero, sw2, sb2)
         e_ff, e_dd = relu_dual(k)
-        branches.append((e_ff, t * e_dd, relu_mean(k.diagonal())))
+        branches.append((e_ff, t * e_dd, quad_means(torch.relu, k.diagonal())))
     (ka, ta, ma), (kb, tb, mb) = branches
     k, t, mu = ka + kb + ma[:, None] * mb[None] + mb[:, None] * ma[None], ta + tb, ma + mb
     # RMSNorm, γ trainable: ŷ = h/s keeps the mean μ/s
@@ -157,7 +156,7 @@ def biased_norm(m):
     ("body", "prepare", "message"),
     [
         (lambda m, x: torch.relu(m.a(x)) + m.a(x), None, r"a: the layer is called more than once"),
-        (lambda m, x: (lambda h: torch.relu(h) + h)(m.a(x)), None, r"add: .*correlated.*of a,"),
+        (lambda m, x: (lambda h: torch.relu(h) + torch.erf(h))(m.a(x)), None, r"correlated.*of a,"),
         (lambda m, x: (lambda h: m.norm(h) + h)(m.a(x)), None, r"add: .*correlated"),
         (lambda m, x: torch.tanh(torch.tanh(m.a(x))), None, r"tanh_1: .*not zero-mean Gaussian"),
         (lambda m, x: torch.relu(m.norm(m.a(x))), biased_norm, r"relu: .*not zero-mean Gaussian"),
@@ -183,3 +182,43 @@ def test_a_sum_with_the_input_is_not_gaussian():
 
     with pytest.raises(ns.kernels.ProgramError, match=r"relu: .*not zero-mean Gaussian"):
         ns.infinite_width(InputSum())
+
+
+class SharedSums(nn.Module):
+    """s = relu(h) + 0.5·h, z = B s, out = C(z − 0.3·erf(z)): sums a·φ(g) + b·g in both
+    orders and signs, NTK parameterization."""
+
+    def __init__(self, d: int, width: int) -> None:
+        super().__init__()
+        self.a = Dense(d, width, sigma_w=1.2, sigma_b=0.3)
+        self.b, self.c = Dense(width, width, sigma_b=0.3), Dense(width, 1, sigma_b=0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        z = self.b(torch.relu(h) + 0.5 * h)
+        return self.c(z - 0.3 * torch.erf(z))
+
+
+def stein(k: torch.Tensor, t: torch.Tensor, slope: torch.Tensor, c: float):
+    """The cross terms c (e(x) + e(x')) K, c (e(x) + e(x')) T, e = E[φ'(u)] per input."""
+    both = c * (slope[:, None] + slope[None])
+    return both * k, both * t
+
+
+def test_sums_of_a_branch_and_its_activation_equal_recursion():
+    x = inputs(5, 3) * torch.tensor([[0.3], [1.0], [2.0], [0.7], [1.5]], dtype=torch.float64)
+    zero = torch.zeros(5, 5, dtype=torch.float64)
+    k, t = dense_ntk(x @ x.T / 3, zero, 1.44, 0.09)
+    e_ff, e_dd = relu_dual(k)
+    step = quad_means(lambda u: (u > 0).to(u.dtype), k.diagonal())  # E[relu'(u)]
+    ck, ct = stein(k, t, step, 0.5)
+    k, t = dense_ntk(e_ff + 0.25 * k + ck, t * e_dd + 0.25 * t + ct, 2.0, 0.09)
+    e_ff, e_dd = erf_dual(k)
+    slope = quad_means(lambda u: 2 / math.sqrt(math.pi) * torch.exp(-u * u), k.diagonal())
+    ck, ct = stein(k, t, slope, -0.3)
+    nngp, ntk = dense_ntk(k + 0.09 * e_ff + ck, t + 0.09 * t * e_dd + ct, 2.0, 0.09)
+    kernel_fn = ns.infinite_width(SharedSums(3, 8))
+    ours = kernel_fn(x)
+    assert relative_error(ours[0], nngp) < RECURSION
+    assert relative_error(ours[1], ntk) < RECURSION
+    assert "sum of a·relu(g) and b·g" in kernel_fn.layers[4]

@@ -237,10 +237,9 @@ def _module_step(node: fx.Node, module: nn.Module) -> Step:
         return _dense_step(node, module)
     if isinstance(module, nn.Conv1d | nn.Conv2d | Conv):
         return _conv_step(node, module)
-    if isinstance(module, ActivationLayer):
-        return _activation_step(node, for_activation(module.activation))
-    if isinstance(module, _ELEMENTWISE_MODULES):
-        return _activation_step(node, for_activation(module))
+    dual = _module_dual(module)
+    if dual is not None:
+        return _activation_step(node, dual)
     if isinstance(module, nn.LayerNorm | nn.RMSNorm):
         return _norm_step(node, module)
     if isinstance(module, nn.Identity):
@@ -284,17 +283,57 @@ def _scale_step(node: fx.Node, factor: float) -> Step:
     )
 
 
-def _add_step(node: fx.Node, sign: float) -> Step:
+def _add_step(node: fx.Node, sign: float, modules: dict[str, nn.Module]) -> Step:
     a, b = node.args[:2]
     name = node.name
     if a is b:  # h + h = 2h; h − h = 0
         return _scale_step(node, 1.0 + sign)
+    shared = _shared_branches(a, b, modules)
+    if shared is not None:
+        return _shared_add_step(node, sign, *shared)
 
     def apply(k: list[Kernel], ctx: Context) -> Kernel:
         return ops.add(k[0], k[1] if sign > 0 else ops.scale(k[1], -1.0), name)
 
     text = f"{name}: {'sum' if sign > 0 else 'difference'} of branches  Σ = K_a + K_b + μ_a μ_b'"
     return Step(node, text + " + μ_b μ_a'", apply, kind="add")
+
+
+def _unscaled(node: fx.Node) -> tuple[fx.Node, float]:
+    """(g, c) with ``node`` = c·g through scalar multiples (c = 1 if there are none)."""
+    factor = 1.0
+    while node.op in ("call_function", "call_method") and _scale_factor(node) is not None:
+        factor *= _scale_factor(node)
+        node = node.all_input_nodes[0]
+    return node, factor
+
+
+def _shared_branches(
+    a: fx.Node, b: fx.Node, modules: dict[str, nn.Module]
+) -> tuple[int, Dual, fx.Node, float] | None:
+    """For a sum c_a·φ(g) + c_b·g (either order): (index of the φ branch, φ's dual, g,
+    c_a·c_b); None for any other pair of branches."""
+    (na, ca), (nb, cb) = _unscaled(a), _unscaled(b)
+    for first, f, g in ((0, na, nb), (1, nb, na)):
+        dual = _node_dual(f, modules)
+        if dual is not None and f.all_input_nodes == [g]:
+            return first, dual, g, ca * cb
+    return None
+
+
+def _shared_add_step(node: fx.Node, sign: float, first: int, dual: Dual, g: fx.Node, c: float):
+    name = node.name
+
+    def apply(k: list[Kernel], ctx: Context) -> Kernel:
+        a, b = k[0], k[1] if sign > 0 else ops.scale(k[1], -1.0)
+        f, linear = (a, b) if first == 0 else (b, a)
+        return ops.add_shared(f, linear, k[2], dual, c * sign, ctx)
+
+    text = (
+        f"{name}: sum of a·{dual.name}(g) and b·g, g = {g.name}  Σ = K_a + K_b + "
+        f"ab(E[φ'(u)] + E[φ'(u')]) K_g, Θ likewise with T_g"
+    )
+    return Step(node, text, apply, kind="add_shared", extra=(g,))
 
 
 _ACTIVATION_METHODS = frozenset({"relu", "tanh", "sigmoid", "erf", "abs", "sin", "cos", "sign"})
@@ -318,11 +357,40 @@ def _function_activation(node: fx.Node) -> Dual | None:
     return for_activation(fn)
 
 
+def _module_dual(module: nn.Module) -> Dual | None:
+    """The dual of an activation module, else None."""
+    if isinstance(module, ActivationLayer):
+        return for_activation(module.activation)
+    return for_activation(module) if isinstance(module, _ELEMENTWISE_MODULES) else None
+
+
+def _node_dual(node: fx.Node, modules: dict[str, nn.Module]) -> Dual | None:
+    """The dual of an activation node (module, function or method), else None."""
+    if node.op == "call_module":
+        return _module_dual(modules[node.target])
+    if node.op in ("call_function", "call_method"):
+        return _function_activation(node)
+    return None
+
+
+def _scale_factor(node: fx.Node) -> float | None:
+    """c when ``node`` is c times its one tensor argument (mul, div by a number, neg)."""
+    target, numbers = node.target, _numbers(node)
+    tensors = tuple(a for a in node.args if isinstance(a, fx.Node))
+    if target in (operator.mul, torch.mul, "mul") and len(tensors) == 1 and numbers:
+        return numbers[0]
+    if target in (operator.truediv, torch.div, "div") and tensors == node.args[:1] and numbers:
+        return 1.0 / numbers[0]
+    if target in (operator.neg, torch.neg, "neg"):
+        return -1.0
+    return None
+
+
 def _numbers(node: fx.Node) -> list[float]:
     return [float(a) for a in node.args if _is_number(a)]
 
 
-def _function_step(node: fx.Node) -> Step:
+def _function_step(node: fx.Node, modules: dict[str, nn.Module]) -> Step:
     """The step of a ``call_function`` or ``call_method`` node."""
     target, name = node.target, getattr(node.target, "__name__", str(node.target))
     act = _function_activation(node)
@@ -332,19 +400,12 @@ def _function_step(node: fx.Node) -> Step:
     if target in CATS:
         return Step(node, *concat_parts(node), kind="cat")
     if target in (operator.add, torch.add, "add") and len(tensors) == 2 and not node.kwargs:
-        return _add_step(node, 1.0)
+        return _add_step(node, 1.0, modules)
     if target in (operator.sub, torch.sub, "sub") and len(tensors) == 2 and not node.kwargs:
-        return _add_step(node, -1.0)
-    if target in (operator.mul, torch.mul, "mul") and len(tensors) == 1 and _numbers(node):
-        return _scale_step(node, _numbers(node)[0])
-    if (
-        target in (operator.truediv, torch.div, "div")
-        and tensors == node.args[:1]
-        and _numbers(node)
-    ):
-        return _scale_step(node, 1.0 / _numbers(node)[0])
-    if target in (operator.neg, torch.neg, "neg"):
-        return _scale_step(node, -1.0)
+        return _add_step(node, -1.0, modules)
+    factor = _scale_factor(node)
+    if factor is not None:
+        return _scale_step(node, factor)
     if target in (torch.flatten, "flatten") and _flatten_args(node):
         return _flatten_step(node)
     if target in ("view", "reshape", torch.reshape) and _flat_shape(node):
@@ -403,7 +464,7 @@ def steps(graph: fx.GraphModule) -> tuple[fx.Node, list[Step], fx.Node]:
         if node.op == "call_module":
             program.append(_module_step(node, modules[node.target]))
         elif node.op in ("call_function", "call_method"):
-            program.append(_function_step(node))
+            program.append(_function_step(node, modules))
         elif node.op == "get_attr":
             raise ProgramError(
                 f"{node.target}: a parameter or buffer used outside a supported layer; {SUGGESTION}"

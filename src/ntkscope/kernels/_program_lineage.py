@@ -18,9 +18,10 @@ evaluation:
   weight layer starts a new source; activations, norms (whose mean and variance over the
   width are deterministic in the limit), pooling and scalar multiples keep them; a sum or a
   concatenation takes their union. Outputs of different weight layers are independent, so
-  a sum of branches with disjoint sources is exact (`_program_ops.add`); a sum whose
-  branches share a source (φ(h) + h, LN(h) + h) is refused: their cross-covariance
-  E[φ(u) v] is a mixed dual that the program does not carry.
+  a sum of branches with disjoint sources is exact (`_program_ops.add`), and so is
+  a·φ(g) + b·g (Stein's lemma, `_program_ops.add_shared`); any other sum whose branches
+  share a source (φ(h) + ψ(h), LN(h) + h) is refused: its cross-covariance is a mixed
+  dual that the program does not carry.
 
 Shapes and layouts (which axis a layer acts on, matching position axes) depend on the
 inputs and are checked when the kernel function runs.
@@ -92,6 +93,8 @@ def _lineage(step: Step, args: list[Lineage | None]) -> Lineage | None:
         return Lineage(first.sources, first.gaussian and step.gaussian, first.mixed)
     if step.kind == "add":
         return _sum(name, given)
+    if step.kind == "add_shared":  # a·φ(g) + b·g: g is Gaussian (φ's check), the sum is not
+        return Lineage(frozenset().union(*(a.sources for a in given)), gaussian=False)
     if step.kind == "cat":
         return Lineage(
             frozenset().union(*(a.sources for a in given)),
@@ -123,7 +126,7 @@ def _sum(name: str, given: list[Lineage]) -> Lineage:
     if shared:
         raise ProgramError(
             f"{name}: adds two branches that are correlated (both are functions of the "
-            f"features of {', '.join(sorted(shared))}, e.g. φ(h) + h): their "
-            f"cross-covariance has no closed form here; {SUGGESTION}"
+            f"features of {', '.join(sorted(shared))}, e.g. LN(h) + h; only a·φ(g) + b·g "
+            f"is supported): their cross-covariance has no closed form here; {SUGGESTION}"
         )
     return Lineage(a.sources | b.sources, a.gaussian and b.gaussian, a.mixed or b.mixed)

@@ -309,3 +309,24 @@ def add(a: Kernel, b: Kernel, name: str) -> Kernel:
         nngp = nngp + ua * ub2 + ub * ua2
         mean = (a.mean[0] + b.mean[0], a.mean[1] + b.mean[1])
     return a.with_kernels(nngp, a.ntk + b.ntk, mean=b.mean if mean is None else mean)
+
+
+def add_shared(f: Kernel, linear: Kernel, g: Kernel, act: Dual, c: float, ctx: Context) -> Kernel:
+    """h = a·φ(g) + b·g of one zero-mean Gaussian tensor g (φ(h) + h), c = a·b; ``f`` and
+    ``linear`` are the kernels of a·φ(g) and b·g, ``g`` that of g.
+
+    Stein's lemma for (g_i(x), g_i(x')) jointly Gaussian with mean zero gives
+    E[φ(g_i(x)) g_i(x')] = K_g(x, x') E[φ'(u)], u ~ N(0, K_g(x, x)); the cross-NTK is
+    Σ_θ ∂φ(g_i(x)) ∂g_i(x') = φ'(g_i(x)) Σ_θ ∂g_i(x) ∂g_i(x') → E[φ'(u)] T_g(x, x'), as the
+    per-feature NTK concentrates. With e(x) = E[φ'(u)] (`Dual.first_moments`):
+
+        Σ = K_f + K_lin + c (e(x) + e(x')) K_g,    Θ = T_f + T_lin + c (e(x) + e(x')) T_g,
+
+    and the mean is that of a·φ(g) (g has none).
+    """
+    q1, q2 = ctx.per_input(g)
+    e1 = act.first_moments(q1)[1]
+    slope = sum(g.sides(e1, e1 if q2 is q1 else act.first_moments(q2)[1])) * c
+    nngp = f.nngp + linear.nngp + slope * g.nngp
+    ntk = f.ntk + linear.ntk + slope * g.ntk
+    return f.with_kernels(nngp, ntk)

@@ -33,7 +33,8 @@ class Step:
     """One node: its kernel function, and what it is for `ntkscope.kernels._program_lineage`.
 
     kind: "layer" (a weight layer: on raw inputs it makes the input kernel, channels on
-    ``channel``), "activation", "norm", "add", "cat", or "linear" (anything else: pooling,
+    ``channel``), "activation", "norm", "add", "add_shared" (a·φ(g) + b·g, g in ``extra``),
+    "cat", or "linear" (anything else: pooling,
     means, flatten, scalar multiples, identities; on raw inputs it runs as the network
     would). gaussian: an activation or norm that keeps zero-mean Gaussian features so
     (identity; a norm without bias and with a constant gain). what: the activation's name.
@@ -47,6 +48,7 @@ class Step:
     arrays: int = 0  # float64 values per entry of the step's dual (0: no dual)
     gaussian: bool = False
     what: str = ""
+    extra: tuple[fx.Node, ...] = ()  # nodes whose kernels follow the arguments' (add_shared)
 
 
 def label(node: fx.Node) -> str:

@@ -104,9 +104,11 @@ class SeriesDual:
             out.view(2, -1)[:, rest] = values
         return out[0], out[1]
 
-    def mean(self, q: torch.Tensor) -> torch.Tensor:
-        """E[φ(√q z)] = a_0(q), the zeroth Hermite coefficient (h_0 = 1), elementwise."""
-        return self.memo(q).extend(1)[0, :, 0].reshape(q.shape)
+    def first_moments(self, q: torch.Tensor) -> Pair:
+        """(E[φ(√q z)], E[φ'(√q z)]) = (a_0(q), d_0(q)), the zeroth Hermite coefficients
+        (h_0 = 1), elementwise."""
+        zeroth = self.memo(q).extend(1)[:, :, 0]
+        return zeroth[0].reshape(q.shape), zeroth[1].reshape(q.shape)
 
     def _entries(
         self,

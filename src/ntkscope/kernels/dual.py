@@ -73,6 +73,8 @@ __all__ = [
 
 _Formula = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Pair]
 """(q1, q2, ρ) -> (E[φ(u) φ(v)], E[φ'(u) φ'(v)]) on broadcastable float64 tensors."""
+_Moments = Callable[[torch.Tensor], Pair]
+"""q -> (E[φ(√q z)], E[φ'(√q z)]), z ~ N(0, 1), elementwise."""
 
 _CLOSED: dict[ActivationName, _Formula] = {
     ActivationName.RELU: functools.partial(closed.piecewise_linear, 0.0),
@@ -87,19 +89,19 @@ _CLOSED: dict[ActivationName, _Formula] = {
     ActivationName.STEP: closed.step,
 }
 
-_MEANS: dict[ActivationName, Callable[[torch.Tensor], torch.Tensor]] = {
-    ActivationName.RELU: functools.partial(closed.piecewise_linear_mean, 0.0),
-    ActivationName.LEAKY_RELU: functools.partial(closed.piecewise_linear_mean, LEAKY_RELU_SLOPE),
-    ActivationName.ABS: functools.partial(closed.piecewise_linear_mean, -1.0),
-    ActivationName.IDENTITY: closed.zero_mean,
-    ActivationName.ERF: closed.zero_mean,
-    ActivationName.GELU: closed.gelu_mean,
-    ActivationName.SIN: closed.zero_mean,
-    ActivationName.COS: closed.cos_mean,
-    ActivationName.SIGN: closed.zero_mean,
-    ActivationName.STEP: closed.step_mean,
+_MOMENTS: dict[ActivationName, _Moments] = {
+    ActivationName.RELU: functools.partial(closed.piecewise_linear_moments, 0.0),
+    ActivationName.LEAKY_RELU: functools.partial(closed.piecewise_linear_moments, LEAKY_RELU_SLOPE),
+    ActivationName.ABS: functools.partial(closed.piecewise_linear_moments, -1.0),
+    ActivationName.IDENTITY: closed.identity_moments,
+    ActivationName.ERF: closed.erf_moments,
+    ActivationName.GELU: closed.gelu_moments,
+    ActivationName.SIN: closed.sin_moments,
+    ActivationName.COS: closed.cos_moments,
+    ActivationName.SIGN: closed.sign_moments,
+    ActivationName.STEP: closed.step_moments,
 }
-"""E[φ(u)], u ~ N(0, q), of the closed forms (`_closed_duals`, a few ulps)."""
+"""(E[φ(u)], E[φ'(u)]), u ~ N(0, q), of the closed forms (`_closed_duals`, a few ulps)."""
 
 CLOSED_FORMS = frozenset(_CLOSED)
 """Built-in activations whose duals are computed exactly, by a formula."""
@@ -122,7 +124,7 @@ class Dual:
     exact: bool
     arrays: int
     formula: _Formula
-    mean_formula: Callable[[torch.Tensor], torch.Tensor] | None = None
+    moments: _Moments | None = None
 
     def __call__(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> Pair:
         """(E[φ(u) φ(v)], E[φ'(u) φ'(v)]) for (u, v) ~ N(0, [[q1, c], [c, q2]]).
@@ -149,13 +151,18 @@ class Dual:
         """E[φ'(u) φ'(v)], the factor Σ̇ the NTK recursion multiplies Θ by (before σ_w²)."""
         return self(q1, q2, c)[1]
 
+    def first_moments(self, q: torch.Tensor) -> Pair:
+        """(E[φ(√q z)], E[φ'(√q z)]), z ~ N(0, 1), elementwise on q ≥ 0 (float64): the closed
+        forms of `_closed_duals` (relu (√(q/2π), 1/2), gelu (q/√(2π(1+q)), 1/2), ...) or the
+        series' zeroth Hermite coefficients a_0(q), d_0(q) (error ≤ 1e-12 relative to
+        √E[φ²], √E[φ'²]: tests/kernels/test_infinite_width_norm.py)."""
+        if self.moments is None:
+            raise NotImplementedError(f"the dual {self.name} has no first moments")
+        return self.moments(torch.as_tensor(q, dtype=torch.float64))
+
     def mean(self, q: torch.Tensor) -> torch.Tensor:
-        """E[φ(√q z)], z ~ N(0, 1), elementwise on q ≥ 0 (float64): the closed forms of
-        `_closed_duals` (relu √(q/2π), gelu q/√(2π(1+q)), cos e^{−q/2}, ...) or the series'
-        Hermite coefficient a_0(q), to the accuracy stated in the module docstring."""
-        if self.mean_formula is None:
-            raise NotImplementedError(f"the dual {self.name} has no mean")
-        return self.mean_formula(torch.as_tensor(q, dtype=torch.float64))
+        """E[φ(√q z)]: the features' mean after φ (`first_moments`)."""
+        return self.first_moments(q)[0]
 
     def diagonal(self, q: torch.Tensor) -> Pair:
         """(E[φ(√q z)²], E[φ'(√q z)²]), z ~ N(0, 1): the pair on q1 = q2 = c = q."""
@@ -183,8 +190,8 @@ def for_activation(activation: ActivationLike | nn.Module | Dual) -> Dual:
     if isinstance(activation, nn.LeakyReLU):
         slope = float(activation.negative_slope)
         formula = functools.partial(closed.piecewise_linear, slope)
-        mean = functools.partial(closed.piecewise_linear_mean, slope)
-        return Dual(f"leaky_relu({slope:g})", True, _CLOSED_FORM_ARRAYS, formula, mean)
+        moments = functools.partial(closed.piecewise_linear_moments, slope)
+        return Dual(f"leaky_relu({slope:g})", True, _CLOSED_FORM_ARRAYS, formula, moments)
     name = _module_name(activation) if isinstance(activation, nn.Module) else None
     if name is None and not isinstance(activation, str | Activation):
         name = _FUNCTIONS.get(activation) if _hashable(activation) else None
@@ -210,13 +217,13 @@ def _resolved(act: Activation) -> Dual:
 @functools.cache
 def _builtin(name: ActivationName) -> Dual:
     if name in _CLOSED:
-        return Dual(name.value, True, _CLOSED_FORM_ARRAYS, _CLOSED[name], _MEANS[name])
+        return Dual(name.value, True, _CLOSED_FORM_ARRAYS, _CLOSED[name], _MOMENTS[name])
     return _numerical(resolve_activation(name.value))
 
 
 def _numerical(act: Activation) -> Dual:
     series = SeriesDual(act)
-    return Dual(act.name, False, series.arrays, series, series.mean)
+    return Dual(act.name, False, series.arrays, series, series.first_moments)
 
 
 def _module_name(module: nn.Module) -> str | None:

@@ -85,7 +85,8 @@ class KernelFn:
         """The output kernel of the program for the raw inputs ``raw``."""
         env: dict[fx.Node, Raw | Kernel] = {self._input: raw}
         for step in self._steps:
-            env[step.node] = self._step(step, [env[n] for n in step.node.all_input_nodes], env, ctx)
+            args = [env[n] for n in (*step.node.all_input_nodes, *step.extra)]
+            env[step.node] = self._step(step, args, env, ctx)
         out = env[self._output]
         if out.positions:
             raise ProgramError(
@@ -185,7 +186,8 @@ def infinite_width(model: nn.Module, *, memory_budget: int | str | None = None) 
     adaptive average pooling, means over position axes; flatten (``nn.Flatten``,
     ``flatten(1)``, ``view(N, -1)``); sums of independent branches (x + f(x),
     a·f(x) + b·x, h + φ(W·LN(h)): branches that share no weight layer since their last
-    one, their features' means included) and scalar multiples; LayerNorm and RMSNorm over
+    one, their features' means included), sums a·φ(g) + b·g of a Gaussian tensor and its
+    activation (φ(h) + h, by Stein's lemma) and scalar multiples; LayerNorm and RMSNorm over
     the last axis, with or without affine parameters, also of features with nonzero mean
     (LayerNorm right after ReLU or GELU); Dropout in eval mode, identity; elementwise
     activations (closed-form or series duals of `ntkscope.kernels.dual`). Formulas and
@@ -197,8 +199,8 @@ def infinite_width(model: nn.Module, *, memory_budget: int | str | None = None) 
 
     Departures: an activation must act on zero-mean Gaussian features (not right after a
     concatenation, another activation, a norm with a bias, or a sum with the input or a
-    nonlinear branch); sums of correlated branches (φ(h) + h) and layers called twice
-    (shared weights) are not supported. These are refused here, when the program is built
+    nonlinear branch); other sums of correlated branches (φ(h) + ψ(h), LN(h) + h) and
+    layers called twice (shared weights) are not supported. These are refused here, when the program is built
     (`ntkscope.kernels._program_lineage`); only errors that depend on the inputs' shapes (a
     layer acting on a position axis, an output with position axes) wait for the inputs.
 
