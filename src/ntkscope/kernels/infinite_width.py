@@ -200,9 +200,10 @@ def infinite_width(model: nn.Module, *, memory_budget: int | str | None = None) 
     Departures: an activation must act on zero-mean Gaussian features (not right after a
     concatenation, another activation, a norm with a bias, or a sum with the input or a
     nonlinear branch); other sums of correlated branches (φ(h) + ψ(h), LN(h) + h) and
-    layers called twice (shared weights) are not supported. These are refused here, when the program is built
-    (`ntkscope.kernels._program_lineage`); only errors that depend on the inputs' shapes (a
-    layer acting on a position axis, an output with position axes) wait for the inputs.
+    layers called twice (shared weights) are not supported. These are refused here, when
+    the program is built (`ntkscope.kernels._program_lineage`); only errors that depend on
+    the inputs' shapes (a layer acting on a position axis, an output with position axes)
+    wait for the inputs.
 
     Args:
         model: the network; its forward takes one tensor (N, ...) and returns (N, O).
