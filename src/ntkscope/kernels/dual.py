@@ -76,32 +76,29 @@ _Formula = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Pair]
 _Moments = Callable[[torch.Tensor], Pair]
 """q -> (E[φ(√q z)], E[φ'(√q z)]), z ~ N(0, 1), elementwise."""
 
-_CLOSED: dict[ActivationName, _Formula] = {
-    ActivationName.RELU: functools.partial(closed.piecewise_linear, 0.0),
-    ActivationName.LEAKY_RELU: functools.partial(closed.piecewise_linear, LEAKY_RELU_SLOPE),
-    ActivationName.ABS: functools.partial(closed.piecewise_linear, -1.0),
-    ActivationName.IDENTITY: closed.identity,
-    ActivationName.ERF: closed.erf,
-    ActivationName.GELU: closed.gelu,
-    ActivationName.SIN: closed.sin,
-    ActivationName.COS: closed.cos,
-    ActivationName.SIGN: closed.sign,
-    ActivationName.STEP: closed.step,
-}
 
-_MOMENTS: dict[ActivationName, _Moments] = {
-    ActivationName.RELU: functools.partial(closed.piecewise_linear_moments, 0.0),
-    ActivationName.LEAKY_RELU: functools.partial(closed.piecewise_linear_moments, LEAKY_RELU_SLOPE),
-    ActivationName.ABS: functools.partial(closed.piecewise_linear_moments, -1.0),
-    ActivationName.IDENTITY: closed.identity_moments,
-    ActivationName.ERF: closed.erf_moments,
-    ActivationName.GELU: closed.gelu_moments,
-    ActivationName.SIN: closed.sin_moments,
-    ActivationName.COS: closed.cos_moments,
-    ActivationName.SIGN: closed.sign_moments,
-    ActivationName.STEP: closed.step_moments,
+def _piecewise(slope: float) -> tuple[_Formula, _Moments]:
+    """The dual and the first moments of φ(x) = x for x > 0, ``slope``·x below."""
+    return (
+        functools.partial(closed.piecewise_linear, slope),
+        functools.partial(closed.piecewise_linear_moments, slope),
+    )
+
+
+_CLOSED: dict[ActivationName, tuple[_Formula, _Moments]] = {
+    ActivationName.RELU: _piecewise(0.0),
+    ActivationName.LEAKY_RELU: _piecewise(LEAKY_RELU_SLOPE),
+    ActivationName.ABS: _piecewise(-1.0),
+    ActivationName.IDENTITY: (closed.identity, closed.identity_moments),
+    ActivationName.ERF: (closed.erf, closed.erf_moments),
+    ActivationName.GELU: (closed.gelu, closed.gelu_moments),
+    ActivationName.SIN: (closed.sin, closed.sin_moments),
+    ActivationName.COS: (closed.cos, closed.cos_moments),
+    ActivationName.SIGN: (closed.sign, closed.sign_moments),
+    ActivationName.STEP: (closed.step, closed.step_moments),
 }
-"""(E[φ(u)], E[φ'(u)]), u ~ N(0, q), of the closed forms (`_closed_duals`, a few ulps)."""
+"""The closed forms (`_closed_duals`, a few ulps): the dual (E[φ(u)φ(v)], E[φ'(u)φ'(v)]) and
+the first moments (E[φ(u)], E[φ'(u)]), u ~ N(0, q)."""
 
 CLOSED_FORMS = frozenset(_CLOSED)
 """Built-in activations whose duals are computed exactly, by a formula."""
@@ -189,9 +186,7 @@ def for_activation(activation: ActivationLike | nn.Module | Dual) -> Dual:
         return activation
     if isinstance(activation, nn.LeakyReLU):
         slope = float(activation.negative_slope)
-        formula = functools.partial(closed.piecewise_linear, slope)
-        moments = functools.partial(closed.piecewise_linear_moments, slope)
-        return Dual(f"leaky_relu({slope:g})", True, _CLOSED_FORM_ARRAYS, formula, moments)
+        return Dual(f"leaky_relu({slope:g})", True, _CLOSED_FORM_ARRAYS, *_piecewise(slope))
     name = _module_name(activation) if isinstance(activation, nn.Module) else None
     if name is None and not isinstance(activation, str | Activation):
         name = _FUNCTIONS.get(activation) if _hashable(activation) else None
@@ -217,7 +212,7 @@ def _resolved(act: Activation) -> Dual:
 @functools.cache
 def _builtin(name: ActivationName) -> Dual:
     if name in _CLOSED:
-        return Dual(name.value, True, _CLOSED_FORM_ARRAYS, _CLOSED[name], _MOMENTS[name])
+        return Dual(name.value, True, _CLOSED_FORM_ARRAYS, *_CLOSED[name])
     return _numerical(resolve_activation(name.value))
 
 
