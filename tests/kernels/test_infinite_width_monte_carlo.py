@@ -102,18 +102,18 @@ class PostActivationNorm(nn.Module):
 
 
 class ActivationPlusInput(nn.Module):
-    """h + GELU(h) and g − 0.5·tanh(g): branches that share their features (Stein's lemma,
-    `_program_ops.add_shared`)."""
+    """h + GELU(h): branches that share their features (Stein's lemma,
+    `_program_ops.add_shared`; both orders and signs are checked against a recursion in
+    tests/kernels/test_infinite_width_norm.py)."""
 
     def __init__(self, d: int, width: int) -> None:
         super().__init__()
-        self.inp, self.fc1 = nn.Linear(d, width), nn.Linear(width, width)
-        self.fc2, self.out = nn.Linear(width, width), nn.Linear(width, 1)
+        self.inp, self.fc = nn.Linear(d, width), nn.Linear(width, width)
+        self.out = nn.Linear(width, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc1(self.inp(x))
-        g = self.fc2(h + nn.functional.gelu(h))
-        return self.out(g - 0.5 * torch.tanh(g))
+        h = self.fc(self.inp(x))
+        return self.out(h + nn.functional.gelu(h))
 
 
 def build(network: type[nn.Module], channels: int, seed: int) -> nn.Module:
