@@ -15,7 +15,9 @@ machine hits every row alike:
   depend on N).
 
 - ``residual_layernorm``: `infinite_width` of a ReLU MLP with residual blocks and LayerNorm
-  of the same depth (the cost of generality: target ≥ 0.5× relu, i.e. ≤ 2× the time).
+  of the same depth (the cost of generality: target ≥ 0.5× relu, i.e. ≤ 2× the time);
+- ``post_layernorm``: `infinite_width` of an MLP with a LayerNorm right after each ReLU
+  (features of nonzero mean: the norm subtracts E[relu(u)]), the same depth.
 
 Add a row by writing one function ``(x) -> entries/s`` and listing it in ``ROWS``.
 """
@@ -94,9 +96,27 @@ class _ResidualLayerNormMLP(nn.Module):
         return self.out(torch.relu(h))
 
 
-def residual_layernorm(x: torch.Tensor) -> float:
-    """Entries/s of `infinite_width` of `_ResidualLayerNormMLP` (x2 = None)."""
-    kernel_fn = infinite_width(_ResidualLayerNormMLP())
+class _PostLayerNormMLP(nn.Module):
+    """Dense, then DEPTH blocks Dense(LayerNorm(relu(h))) (the last one the readout)."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.inp = Dense(FEATURES, width)
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(DEPTH))
+        self.blocks = nn.ModuleList(
+            Dense(width, width if i < DEPTH - 1 else 1) for i in range(DEPTH)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for norm, block in zip(self.norms, self.blocks, strict=True):
+            h = block(norm(torch.relu(h)))
+        return h
+
+
+def program(network: type[nn.Module], x: torch.Tensor) -> float:
+    """Entries/s of `infinite_width` of ``network()`` (x2 = None)."""
+    kernel_fn = infinite_width(network())
     start = time.perf_counter()
     kernel_fn(x)
     return len(x) ** 2 / (time.perf_counter() - start)
@@ -110,7 +130,8 @@ ROWS: dict[str, Callable[[torch.Tensor], float]] = {
     "tanh_gauss_hermite": functools.partial(gauss_hermite, "tanh"),
     "gelu_gauss_hermite": functools.partial(gauss_hermite, "gelu"),
     "silu_gauss_hermite": functools.partial(gauss_hermite, "silu"),
-    "residual_layernorm": residual_layernorm,
+    "residual_layernorm": functools.partial(program, _ResidualLayerNormMLP),
+    "post_layernorm": functools.partial(program, _PostLayerNormMLP),
 }
 
 

@@ -1,14 +1,10 @@
 """`infinite_width` against the fixed-family kernels and independent float64 recursions.
 
-The recursions here run on one joint covariance over every (input, position) pair, with
-each layer written as an explicit matrix map and the duals of ReLU (Cho & Saul 2009) and
-erf (Williams 1997) written out from their closed forms; every variance is read off the
-joint matrix's diagonal. They share no code with `ntkscope.kernels`.
+The recursions (tests/recursions.py) run on one joint covariance over every (input,
+position) pair and share no code with `ntkscope.kernels`.
 """
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -19,6 +15,7 @@ from torch import nn
 import ntkscope as ns
 from networks import Conv1dNet
 from ntkscope.models.layers import Dense
+from recursions import dense_ntk, erf_dual, inputs, position_mean, relu_dual, selection
 from reference import relative_error
 
 EXACT = 1e-12
@@ -26,10 +23,6 @@ EXACT = 1e-12
 order (einsum instead of matmul, matrices instead of shifts): float64 rounding only."""
 RECURSION = 1e-10
 """Independent float64 recursions of the same formulas: rounding over a few layers."""
-
-
-def inputs(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 @settings(max_examples=12)
@@ -80,26 +73,6 @@ def test_cnn_equals_infinite_cnn_kernels(activation, depth, readout, pools, kern
             assert relative_error(a, b) < EXACT
 
 
-# Independent recursions on joint covariances (N·P × N·P).
-
-
-def relu_dual(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Arc-cosine kernels of degree 1 and 0 on a joint covariance."""
-    s = k.diagonal().sqrt()
-    rho = (k / s[:, None] / s[None]).clamp(-1, 1)
-    theta = torch.acos(rho)
-    theta.fill_diagonal_(0.0)  # x with itself: ρ = 1 exactly (acos amplifies its rounding)
-    e_ff = s[:, None] * s[None] * (torch.sin(theta) + (math.pi - theta) * rho) / (2 * math.pi)
-    return e_ff, (math.pi - theta) / (2 * math.pi)
-
-
-def erf_dual(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Williams' erf kernels on a joint covariance."""
-    d = 1 + 2 * k.diagonal()
-    det = d[:, None] * d[None]
-    return 2 / math.pi * torch.asin(2 * k / det.sqrt()), 4 / math.pi / (det - 4 * k**2).sqrt()
-
-
 class Residual(nn.Module):
     """Dense → [x + Dense(φ(Dense(x)))] → Dense, NTK parameterization."""
 
@@ -113,11 +86,6 @@ class Residual(nn.Module):
         h = self.inp(x)
         h = h + 0.5 * self.fc2(torch.relu(self.fc1(h)))
         return self.out(h)
-
-
-def dense_ntk(k, t, sw2, sb2):
-    nngp = sw2 * k + sb2
-    return nngp, nngp + sw2 * t
 
 
 def test_residual_mlp_equals_recursion():
@@ -208,16 +176,6 @@ def test_layernorm_mlp_equals_recursion():
     assert relative_error(ours[1], ntk) < RECURSION
 
 
-def selection(n: int, length: int, out: int, stride: int, dilation: int, pad: int, delta: int):
-    """Block-diagonal (n·out, n·length) matrix picking position s·i + d·δ − P (0 outside)."""
-    s = torch.zeros(out, length, dtype=torch.float64)
-    for i in range(out):
-        j = stride * i + dilation * delta - pad
-        if 0 <= j < length:
-            s[i, j] = 1.0
-    return torch.block_diag(*[s] * n)
-
-
 def sp_conv(k, t, layer: nn.Conv1d, length: int, n: int):
     """Standard parameterization: Σ = σ_w²/k Σ_δ S K Sᵀ + σ_b², Θ = σ_w²/k Σ_δ S T Sᵀ +
     C_in Σ_δ S K Sᵀ + 1, with σ_w² = fan_in · mean W², σ_b² = mean b²."""
@@ -243,7 +201,7 @@ def test_conv1d_network_equals_recursion():
     e_ff, e_dd = relu_dual(k)
     k, t, length = sp_conv(e_ff, t * e_dd, model.c2, length, n)
     e_ff, e_dd = relu_dual(k)
-    mean = torch.block_diag(*[torch.full((1, length), 1 / length, dtype=torch.float64)] * n)
+    mean = position_mean(n, length)
     k, t = mean @ e_ff @ mean.T, mean @ (t * e_dd) @ mean.T
     sw2 = 16 * model.out.weight.detach().double().square().mean()
     sb2 = model.out.bias.detach().double().square().mean()
@@ -280,7 +238,7 @@ def test_concatenated_channels_equal_recursion():
     k, t = 0.25 * e_ff + 0.75 * kb, 0.25 * ta * e_dd + 0.75 * tb  # 4 and 12 of 16 channels
     k, t, length = sp_conv(k, t, model.c3, length, n)
     e_ff, e_dd = relu_dual(k)
-    mean = torch.block_diag(*[torch.full((1, length), 1 / length, dtype=torch.float64)] * n)
+    mean = position_mean(n, length)
     k, t = mean @ e_ff @ mean.T, mean @ (t * e_dd) @ mean.T
     sw2 = 6 * model.out.weight.detach().double().square().mean()
     sb2 = model.out.bias.detach().double().square().mean()
@@ -366,10 +324,10 @@ def test_correlated_branches_are_refused():
 
         def forward(self, x):
             h = self.a(x)
-            return self.b(torch.relu(h) + h)
+            return self.b(torch.relu(h) + torch.tanh(h))
 
-    with pytest.raises(ns.kernels.ProgramError, match=r"correlated.*monte_carlo"):
-        ns.infinite_width(Correlated())(inputs(2, 3))
+    with pytest.raises(ns.kernels.ProgramError, match=r"add: .*correlated.*a.*monte_carlo"):
+        ns.infinite_width(Correlated())  # when the program is built, before any input
 
 
 def test_program_lists_one_line_per_operation():
@@ -436,7 +394,7 @@ def test_sequence_model_equals_recursion():
     k = sw2 * rows @ rows.T / 3 + sb2  # positions share the weights: every pair correlates
     t = 3 * rows @ rows.T / 3 + 1  # standard parameterization: n · K + 1
     e_ff, e_dd = relu_dual(k)
-    mean = torch.block_diag(*[torch.full((1, length), 1 / length, dtype=torch.float64)] * n)
+    mean = position_mean(n, length)
     k, t = mean @ e_ff @ mean.T, mean @ (t * e_dd) @ mean.T
     sw2, sb2 = (
         16 * model.out.weight.double().square().mean(),

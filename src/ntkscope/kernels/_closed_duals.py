@@ -120,3 +120,49 @@ def step(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
     """φ = 1[x > 0]: P(u > 0, v > 0) = (π − θ)/(2π), 0 if a variance is 0; φ' = 0 (autograd)."""
     e_ff = (0.5 - torch.acos(rho) / (2 * math.pi)) * ((q1 > 0) & (q2 > 0))
     return e_ff, torch.zeros_like(e_ff)
+
+
+# First moments (E[φ(u)], E[φ'(u)]), u ~ N(0, q): the mean a LayerNorm after φ subtracts
+# (`_program_ops.norm`) and the slope of a sum φ(h) + h (Stein's lemma, `_program_ops.add`).
+
+
+def piecewise_linear_moments(slope: float, q: torch.Tensor) -> Pair:
+    """φ = r(x) − a·r(−x): E[φ(u)] = (1 − a) E[r(u)] = (1 − a) √(q / 2π), E[φ'] = (1 + a)/2."""
+    return (1 - slope) * (q / (2 * math.pi)).sqrt(), torch.full_like(q, (1 + slope) / 2)
+
+
+def identity_moments(q: torch.Tensor) -> Pair:
+    """φ = x: (0, 1)."""
+    return torch.zeros_like(q), torch.ones_like(q)
+
+
+def erf_moments(q: torch.Tensor) -> Pair:
+    """φ = erf (odd): E[φ] = 0, E[(2/√π) e^{−u²}] = 2 / √(π (1 + 2q))."""
+    return torch.zeros_like(q), 2 / (math.pi * (1 + 2 * q)).sqrt()
+
+
+def gelu_moments(q: torch.Tensor) -> Pair:
+    """φ = x Φ(x): by Stein's lemma E[u Φ(u)] = q E[ϕ(u)] = q / √(2π (1 + q)), ϕ the normal
+    density (E[ϕ(u)] is the density of u − ξ ~ N(0, 1 + q) at 0); E[φ'] = E[Φ(u)] +
+    E[u ϕ(u)] = 1/2 + 0."""
+    return q / (2 * math.pi * (1 + q)).sqrt(), torch.full_like(q, 0.5)
+
+
+def sin_moments(q: torch.Tensor) -> Pair:
+    """φ = sin: (0, E[cos u] = e^{−q/2}), the characteristic function of N(0, q) at 1."""
+    return torch.zeros_like(q), torch.exp(-q / 2)
+
+
+def cos_moments(q: torch.Tensor) -> Pair:
+    """φ = cos: (E[cos u] = e^{−q/2}, −E[sin u] = 0)."""
+    return torch.exp(-q / 2), torch.zeros_like(q)
+
+
+def sign_moments(q: torch.Tensor) -> Pair:
+    """φ = sign: (0, 0) (φ' = 0, as autograd differentiates it)."""
+    return torch.zeros_like(q), torch.zeros_like(q)
+
+
+def step_moments(q: torch.Tensor) -> Pair:
+    """φ = 1[x > 0]: P(u > 0) = 1/2, and 0 at q = 0 (φ(0) = 0); φ' = 0 (autograd)."""
+    return torch.where(q > 0, 0.5, 0.0).to(q.dtype), torch.zeros_like(q)

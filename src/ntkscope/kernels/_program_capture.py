@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable
-from dataclasses import dataclass
 from numbers import Real
 
 import torch
@@ -29,40 +27,17 @@ from torch.nn import functional as F
 
 from ntkscope.kernels import _program_ops as ops
 from ntkscope.kernels._program_concat import CATS, concat_parts
-from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError, Term
+from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError
+from ntkscope.kernels._program_pooling import (
+    adaptive_step,
+    avg_pool_step,
+    functional_pooling,
+    mean_step,
+)
+from ntkscope.kernels._program_step import SUGGESTION, Raw, Step, label, pair
 from ntkscope.kernels.dual import _FUNCTIONS as ELEMENTWISE_FUNCTIONS
 from ntkscope.kernels.dual import Dual, _hashable, for_activation
 from ntkscope.models.layers import ActivationLayer, Conv, Dense
-
-SUGGESTION = "use ntkscope.monte_carlo_kernels for this architecture"
-
-
-@dataclass(frozen=True)
-class Raw:
-    """Values before the first weight layer: x (single run) or the pair (x1, x2)."""
-
-    x1: object
-    x2: object | None
-
-
-Value = Raw | Kernel
-Apply = Callable[[list[Kernel], Context], Kernel]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One node: its kernel function, and how it treats raw inputs.
-
-    raw: "apply" (run the node on x and x'), "layer" (a weight layer: make the input
-    kernel, channels on ``channel``) or "refuse" (parameters before the first layer).
-    """
-
-    node: fx.Node
-    text: str
-    apply: Apply
-    raw: str = "apply"
-    channel: int = -1
-    arrays: int = 0  # float64 values per entry of the step's dual (0: no dual)
 
 
 def _is_number(value: object) -> bool:
@@ -88,11 +63,6 @@ def trace(model: nn.Module) -> fx.GraphModule:
             f"({type(error).__name__}: {error}); {SUGGESTION}"
         ) from error
     return fx.GraphModule(model, graph)
-
-
-def _label(node: fx.Node) -> str:
-    """The layer's qualified name for modules, the node's name otherwise."""
-    return str(node.target) if node.op == "call_module" else node.name
 
 
 def _mean_square(t: torch.Tensor | None) -> float:
@@ -142,38 +112,34 @@ def _dense_step(node: fx.Node, module: nn.Module) -> Step:
     name = node.name
     return Step(
         node,
-        _affine_text(kind, affine, _label(node)),
+        _affine_text(kind, affine, label(node)),
         lambda k, ctx: ops.dense(k[0], affine, name),
-        raw="layer",
+        kind="layer",
         channel=-1,
     )
 
 
-def _pair(value: object, n: int) -> tuple:
-    return tuple(value) if isinstance(value, tuple | list) else (value,) * n
-
-
 def _conv_windows(module: nn.Module, dims: int) -> list[ops.Window]:
-    sizes, strides = _pair(module.kernel_size, dims), _pair(module.stride, dims)
-    dilations = _pair(module.dilation, dims)
+    sizes, strides = pair(module.kernel_size, dims), pair(module.stride, dims)
+    dilations = pair(module.dilation, dims)
     if module.padding == "same":
         totals = [d * (k - 1) for d, k in zip(dilations, sizes, strict=True)]
         pads = [(t // 2, t - t // 2) for t in totals]
     elif module.padding == "valid":
         pads = [(0, 0)] * dims
     else:
-        pads = [(p, p) for p in _pair(module.padding, dims)]
+        pads = [(p, p) for p in pair(module.padding, dims)]
     return [ops.Window(*w) for w in zip(sizes, strides, dilations, pads, strict=True)]
 
 
 def _conv_step(node: fx.Node, module: nn.Module) -> Step:
     if isinstance(module, Conv):
-        k = module.weight.shape[-1]
-        windows = [ops.Window(k, 1, 1, (module.padding, module.padding))] * 2
+        c_out, c_in, k = module.weight.shape[:3]
+        dims = module.weight.dim() - 2
+        windows = [ops.Window(k, 1, 1, (module.padding, module.padding))] * dims
         fan_in = module.weight[0].numel()
         affine = _ntkscope_affine(module, fan_in)
-        c_out, c_in = module.weight.shape[:2]
-        kind = f"Conv {c_in}→{c_out} k={k} ({module.parameterization.value})"
+        kind = f"Conv {dims}-d {c_in}→{c_out} k={k} ({module.parameterization.value})"
     else:
         if module.groups != 1 or module.padding_mode != "zeros":
             raise ProgramError(
@@ -192,20 +158,22 @@ def _conv_step(node: fx.Node, module: nn.Module) -> Step:
     name = node.name
     return Step(
         node,
-        _affine_text(kind, affine, _label(node)),
+        _affine_text(kind, affine, label(node)),
         lambda k, ctx: ops.conv(k[0], affine, windows, name),
-        raw="layer",
+        kind="layer",
         channel=0,
     )
 
 
 def _activation_step(node: fx.Node, dual: Dual) -> Step:
-    name = node.name
     return Step(
         node,
-        f"{_label(node)}: activation {dual.name}  Σ = E[φ(u)φ(v)], Θ = T·E[φ'(u)φ'(v)]",
-        lambda k, ctx: ops.activation(k[0], dual, ctx, name),
+        f"{label(node)}: activation {dual.name}  Σ = E[φ(u)φ(v)], Θ = T·E[φ'(u)φ'(v)]",
+        lambda k, ctx: ops.activation(k[0], dual, ctx),
+        kind="activation",
         arrays=dual.arrays,
+        gaussian=dual.name == "identity",
+        what=dual.name,
     )
 
 
@@ -218,57 +186,32 @@ def _norm_step(node: fx.Node, module: nn.Module) -> Step:
         )
     weight, bias = module.weight, getattr(module, "bias", None)
     eps = module.eps if module.eps is not None else torch.finfo(torch.get_default_dtype()).eps
+    gain = torch.ones(1) if weight is None else weight.detach().double()
+    shift = torch.zeros(1) if bias is None else bias.detach().double()
     spec = ops.Norm(
         eps=eps,
         centered=isinstance(module, nn.LayerNorm),
-        gain_var=1.0 if weight is None else _mean_square(weight),
-        bias_var=_mean_square(bias),
+        gain_var=float(gain.square().mean()),
+        bias_var=float(shift.square().mean()),
+        gain_mean=float(gain.mean()),
+        bias_mean=float(shift.mean()),
         gain_grad=1.0 if _grad(weight) else 0.0,
         bias_grad=1.0 if _grad(bias) else 0.0,
     )
+    keeps = not shift.any() and bool((gain == gain.flatten()[0]).all())
     name = node.name
+    centered = "(K − μμ')/√((σ²+ε)(σ'²+ε))" if spec.centered else "K/√((q+ε)(q'+ε))"
     text = (
-        f"{_label(node)}: {type(module).__name__}  Σ = {spec.gain_var:.4g}·K/√((q+ε)(q'+ε)) + "
+        f"{label(node)}: {type(module).__name__}  Σ = {spec.gain_var:.4g}·{centered} + "
         f"{spec.bias_var:.4g}, ε={eps:g}"
     )
-    return Step(node, text, lambda k, ctx: ops.norm(k[0], spec, ctx, name), raw="refuse")
+    return Step(
+        node, text, lambda k, ctx: ops.norm(k[0], spec, ctx, name), kind="norm", gaussian=keeps
+    )
 
 
 def _identity_step(node: fx.Node, what: str) -> Step:
-    return Step(node, f"{_label(node)}: {what} (identity)", lambda k, ctx: k[0])
-
-
-def _pool_matrices(kernel: Kernel, matrix: Callable[[int, int], torch.Tensor]) -> Kernel:
-    shape = kernel.position_shape()
-    return ops.positional(kernel, [matrix(i, n) for i, n in enumerate(shape)])
-
-
-def _avg_pool_step(node: fx.Node, dims: int, size, stride, padding, ceil, include) -> Step:
-    size = _pair(size, dims)
-    stride = _pair(stride if stride else size, dims)
-    padding = _pair(padding, dims)
-    if ceil or (not include and any(padding)):
-        raise ProgramError(
-            f"{_label(node)}: average pooling with ceil_mode or count_include_pad=False and "
-            f"padding is not supported; {SUGGESTION}"
-        )
-    windows = [ops.Window(k, s, 1, (p, p)) for k, s, p in zip(size, stride, padding, strict=True)]
-    return Step(
-        node,
-        f"{_label(node)}: average pooling {size} stride {stride}  Σ = A K Aᵀ",
-        lambda k, ctx: _pool_matrices(k[0], lambda i, n: ops.average_matrix(n, windows[i])),
-    )
-
-
-def _adaptive_step(node: fx.Node, dims: int, output_size) -> Step:
-    out = _pair(output_size, dims)
-    return Step(
-        node,
-        f"{_label(node)}: adaptive average pooling to {out}  Σ = A K Aᵀ",
-        lambda k, ctx: _pool_matrices(
-            k[0], lambda i, n: ops.adaptive_matrix(n, n if out[i] is None else out[i])
-        ),
-    )
+    return Step(node, f"{label(node)}: {what} (identity)", lambda k, ctx: k[0])
 
 
 _ELEMENTWISE_MODULES = (
@@ -294,10 +237,9 @@ def _module_step(node: fx.Node, module: nn.Module) -> Step:
         return _dense_step(node, module)
     if isinstance(module, nn.Conv1d | nn.Conv2d | Conv):
         return _conv_step(node, module)
-    if isinstance(module, ActivationLayer):
-        return _activation_step(node, for_activation(module.activation))
-    if isinstance(module, _ELEMENTWISE_MODULES):
-        return _activation_step(node, for_activation(module))
+    dual = _module_dual(module)
+    if dual is not None:
+        return _activation_step(node, dual)
     if isinstance(module, nn.LayerNorm | nn.RMSNorm):
         return _norm_step(node, module)
     if isinstance(module, nn.Identity):
@@ -308,7 +250,7 @@ def _module_step(node: fx.Node, module: nn.Module) -> Step:
         return _identity_step(node, f"{kind} in eval mode")
     if isinstance(module, nn.AvgPool1d | nn.AvgPool2d):
         dims = 1 if isinstance(module, nn.AvgPool1d) else 2
-        return _avg_pool_step(
+        return avg_pool_step(
             node,
             dims,
             module.kernel_size,
@@ -319,7 +261,7 @@ def _module_step(node: fx.Node, module: nn.Module) -> Step:
         )
     if isinstance(module, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d):
         dims = 1 if isinstance(module, nn.AdaptiveAvgPool1d) else 2
-        return _adaptive_step(node, dims, module.output_size)
+        return adaptive_step(node, dims, module.output_size)
     if isinstance(module, nn.Flatten):
         if module.start_dim != 1 or module.end_dim != -1:
             raise ProgramError(f"{node.target}: Flatten must flatten axes 1.. (start_dim=1)")
@@ -332,50 +274,66 @@ def _module_step(node: fx.Node, module: nn.Module) -> Step:
 
 
 def _flatten_step(node: fx.Node) -> Step:
-    return Step(node, f"{_label(node)}: flatten", lambda k, ctx: ops.flatten(k[0]))
-
-
-def _mean_step(node: fx.Node, dims, keepdim: bool) -> Step:
-    dims = _pair(dims, 1)
-
-    def apply(k: list[Kernel], ctx: Context) -> Kernel:
-        kernel = k[0]
-        axes = sorted({d % (kernel.ndim + 1) - 1 for d in dims})
-        if -1 in axes or kernel.channel in axes or kernel.flat:
-            raise ProgramError(
-                f"{node.name}: a mean over the batch or the width axis has no infinite-width "
-                f"limit here (only over positions); {SUGGESTION}"
-            )
-        positions = [kernel.position_of(a) for a in axes]
-        shape = kernel.position_shape()
-        matrices = [
-            torch.full((1, n), 1.0 / n, dtype=torch.float64) if i in positions else None
-            for i, n in enumerate(shape)
-        ]
-        kernel = ops.positional(kernel, matrices)
-        return kernel if keepdim else ops.drop_positions(kernel, positions)
-
-    return Step(node, f"{_label(node)}: mean over axes {dims}  Σ = A K Aᵀ", apply)
+    return Step(node, f"{label(node)}: flatten", lambda k, ctx: ops.flatten(k[0]))
 
 
 def _scale_step(node: fx.Node, factor: float) -> Step:
     return Step(
-        node, f"{_label(node)}: × {factor:g}  Σ = c²K", lambda k, ctx: ops.scale(k[0], factor)
+        node, f"{label(node)}: × {factor:g}  Σ = c²K", lambda k, ctx: ops.scale(k[0], factor)
     )
 
 
-def _add_step(node: fx.Node, sign: float) -> Step:
+def _add_step(node: fx.Node, sign: float, modules: dict[str, nn.Module]) -> Step:
     a, b = node.args[:2]
     name = node.name
     if a is b:  # h + h = 2h; h − h = 0
         return _scale_step(node, 1.0 + sign)
+    shared = _shared_branches(a, b, modules)
+    if shared is not None:
+        return _shared_add_step(node, sign, *shared)
 
     def apply(k: list[Kernel], ctx: Context) -> Kernel:
-        return ops.add(k[0], k[1], name)
+        return ops.add(k[0], k[1] if sign > 0 else ops.scale(k[1], -1.0), name)
 
-    return Step(
-        node, f"{name}: {'sum' if sign > 0 else 'difference'} of branches  Σ = K_a + K_b", apply
+    text = f"{name}: {'sum' if sign > 0 else 'difference'} of branches  Σ = K_a + K_b + μ_a μ_b'"
+    return Step(node, text + " + μ_b μ_a'", apply, kind="add")
+
+
+def _unscaled(node: fx.Node) -> tuple[fx.Node, float]:
+    """(g, c) with ``node`` = c·g through scalar multiples (c = 1 if there are none)."""
+    factor = 1.0
+    while node.op in ("call_function", "call_method") and _scale_factor(node) is not None:
+        factor *= _scale_factor(node)
+        node = node.all_input_nodes[0]
+    return node, factor
+
+
+def _shared_branches(
+    a: fx.Node, b: fx.Node, modules: dict[str, nn.Module]
+) -> tuple[int, Dual, fx.Node, float] | None:
+    """For a sum c_a·φ(g) + c_b·g (either order): (index of the φ branch, φ's dual, g,
+    c_a·c_b); None for any other pair of branches."""
+    (na, ca), (nb, cb) = _unscaled(a), _unscaled(b)
+    for first, f, g in ((0, na, nb), (1, nb, na)):
+        dual = _node_dual(f, modules)
+        if dual is not None and f.all_input_nodes == [g]:
+            return first, dual, g, ca * cb
+    return None
+
+
+def _shared_add_step(node: fx.Node, sign: float, first: int, dual: Dual, g: fx.Node, c: float):
+    name = node.name
+
+    def apply(k: list[Kernel], ctx: Context) -> Kernel:
+        a, b = k[0], k[1] if sign > 0 else ops.scale(k[1], -1.0)
+        f, linear = (a, b) if first == 0 else (b, a)
+        return ops.add_shared(f, linear, k[2], dual, c * sign, ctx)
+
+    text = (
+        f"{name}: sum of a·{dual.name}(g) and b·g, g = {g.name}  Σ = K_a + K_b + "
+        f"ab(E[φ'(u)] + E[φ'(u')]) K_g, Θ likewise with T_g"
     )
+    return Step(node, text, apply, kind="add_shared", extra=(g,))
 
 
 _ACTIVATION_METHODS = frozenset({"relu", "tanh", "sigmoid", "erf", "abs", "sin", "cos", "sign"})
@@ -399,11 +357,40 @@ def _function_activation(node: fx.Node) -> Dual | None:
     return for_activation(fn)
 
 
+def _module_dual(module: nn.Module) -> Dual | None:
+    """The dual of an activation module, else None."""
+    if isinstance(module, ActivationLayer):
+        return for_activation(module.activation)
+    return for_activation(module) if isinstance(module, _ELEMENTWISE_MODULES) else None
+
+
+def _node_dual(node: fx.Node, modules: dict[str, nn.Module]) -> Dual | None:
+    """The dual of an activation node (module, function or method), else None."""
+    if node.op == "call_module":
+        return _module_dual(modules[node.target])
+    if node.op in ("call_function", "call_method"):
+        return _function_activation(node)
+    return None
+
+
+def _scale_factor(node: fx.Node) -> float | None:
+    """c when ``node`` is c times its one tensor argument (mul, div by a number, neg)."""
+    target, numbers = node.target, _numbers(node)
+    tensors = tuple(a for a in node.args if isinstance(a, fx.Node))
+    if target in (operator.mul, torch.mul, "mul") and len(tensors) == 1 and numbers:
+        return numbers[0]
+    if target in (operator.truediv, torch.div, "div") and tensors == node.args[:1] and numbers:
+        return 1.0 / numbers[0]
+    if target in (operator.neg, torch.neg, "neg"):
+        return -1.0
+    return None
+
+
 def _numbers(node: fx.Node) -> list[float]:
     return [float(a) for a in node.args if _is_number(a)]
 
 
-def _function_step(node: fx.Node) -> Step:
+def _function_step(node: fx.Node, modules: dict[str, nn.Module]) -> Step:
     """The step of a ``call_function`` or ``call_method`` node."""
     target, name = node.target, getattr(node.target, "__name__", str(node.target))
     act = _function_activation(node)
@@ -411,21 +398,14 @@ def _function_step(node: fx.Node) -> Step:
         return _activation_step(node, act)
     tensors = [a for a in node.args if isinstance(a, fx.Node)]
     if target in CATS:
-        return Step(node, *concat_parts(node))
+        return Step(node, *concat_parts(node), kind="cat")
     if target in (operator.add, torch.add, "add") and len(tensors) == 2 and not node.kwargs:
-        return _add_step(node, 1.0)
+        return _add_step(node, 1.0, modules)
     if target in (operator.sub, torch.sub, "sub") and len(tensors) == 2 and not node.kwargs:
-        return _add_step(node, -1.0)
-    if target in (operator.mul, torch.mul, "mul") and len(tensors) == 1 and _numbers(node):
-        return _scale_step(node, _numbers(node)[0])
-    if (
-        target in (operator.truediv, torch.div, "div")
-        and tensors == node.args[:1]
-        and _numbers(node)
-    ):
-        return _scale_step(node, 1.0 / _numbers(node)[0])
-    if target in (operator.neg, torch.neg, "neg"):
-        return _scale_step(node, -1.0)
+        return _add_step(node, -1.0, modules)
+    factor = _scale_factor(node)
+    if factor is not None:
+        return _scale_step(node, factor)
     if target in (torch.flatten, "flatten") and _flatten_args(node):
         return _flatten_step(node)
     if target in ("view", "reshape", torch.reshape) and _flat_shape(node):
@@ -433,8 +413,8 @@ def _function_step(node: fx.Node) -> Step:
     if target in (torch.mean, "mean") and len(node.args) + len(node.kwargs) > 1:
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-        return _mean_step(node, dims, bool(keepdim))
-    pooling = _functional_pooling(node)
+        return mean_step(node, dims, bool(keepdim))
+    pooling = functional_pooling(node)
     if pooling is not None:
         return pooling
     if target in (F.dropout, "dropout") and not node.kwargs.get("training", True):
@@ -442,38 +422,10 @@ def _function_step(node: fx.Node) -> Step:
     if target in ("contiguous", "clone", "detach") or target is torch.clone:
         return _identity_step(node, name)
     if target in (getattr, "size", operator.getitem) and _is_shape_query(node):
-        return Step(node, "", lambda k, ctx: k[0], raw="apply")
+        return Step(node, "", lambda k, ctx: k[0])
     raise ProgramError(
         f"{node.name}: the operation {name}{tuple(str(a) for a in node.args)} has no "
         f"infinite-width kernel in ntkscope; {SUGGESTION}"
-    )
-
-
-_AVG_POOLS = {F.avg_pool1d: 1, F.avg_pool2d: 2}
-_ADAPTIVE_POOLS = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2}
-
-
-def _argument(node: fx.Node, index: int, name: str, default: object) -> object:
-    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
-
-
-def _functional_pooling(node: fx.Node) -> Step | None:
-    """F.avg_pool1d/2d and F.adaptive_avg_pool1d/2d as their modules, else None."""
-    if node.target in _ADAPTIVE_POOLS:
-        return _adaptive_step(
-            node, _ADAPTIVE_POOLS[node.target], _argument(node, 1, "output_size", None)
-        )
-    if node.target not in _AVG_POOLS:
-        return None
-    size = _argument(node, 1, "kernel_size", None)
-    return _avg_pool_step(
-        node,
-        _AVG_POOLS[node.target],
-        size,
-        _argument(node, 2, "stride", None),
-        _argument(node, 3, "padding", 0),
-        _argument(node, 4, "ceil_mode", False),
-        _argument(node, 5, "count_include_pad", True),
     )
 
 
@@ -512,7 +464,7 @@ def steps(graph: fx.GraphModule) -> tuple[fx.Node, list[Step], fx.Node]:
         if node.op == "call_module":
             program.append(_module_step(node, modules[node.target]))
         elif node.op in ("call_function", "call_method"):
-            program.append(_function_step(node))
+            program.append(_function_step(node, modules))
         elif node.op == "get_attr":
             raise ProgramError(
                 f"{node.target}: a parameter or buffer used outside a supported layer; {SUGGESTION}"
@@ -525,7 +477,8 @@ def steps(graph: fx.GraphModule) -> tuple[fx.Node, list[Step], fx.Node]:
 
 
 def input_kernel(raw: Raw, channel: int) -> Kernel:
-    """Σ⁰[p, p'] = mean_c x_c[p] x'_c[p'] (channels on per-example axis ``channel``), Θ⁰ = 0."""
+    """Σ⁰[p, p'] = mean_c x_c[p] x'_c[p'] (channels on per-example axis ``channel``), Θ⁰ = 0,
+    μ⁰[p] = mean_c x_c[p]."""
 
     def rows(x: torch.Tensor) -> torch.Tensor:
         x = x.movedim(channel % (x.dim() - 1) + 1, -1)
@@ -534,19 +487,20 @@ def input_kernel(raw: Raw, channel: int) -> Kernel:
     x1 = raw.x1
     positions = tuple(s for i, s in enumerate(x1.shape[1:]) if i != channel % (x1.dim() - 1))
     a = rows(x1)
+    b = a if raw.x2 is None else rows(raw.x2)
     if raw.x2 is None:
         nngp = torch.einsum("apc,aqc->apq", a, a) / a.shape[-1]
         batch = (len(x1),)
     else:
-        b = rows(raw.x2)
         nngp = torch.einsum("apc,bqc->abpq", a, b) / a.shape[-1]
         batch = (len(x1), len(raw.x2))
     nngp = nngp.reshape(*batch, *positions, *positions)
+    mean = tuple(r.mean(-1).reshape(len(r), *positions) for r in (a, b))
     return Kernel(
         nngp,
         torch.zeros_like(nngp),
         batch=len(batch),
         ndim=x1.dim() - 1,
         channel=channel % (x1.dim() - 1),
-        terms=frozenset({Term("input", "x")}),
+        mean=mean,
     )

@@ -9,11 +9,11 @@ flatten, scalar multiples, sums of independent branches and norms (whose normali
 mean over features of h_i²). The concatenation is therefore carried as the fan-in-weighted
 mean
 
-    K = Σ_g (n_g / n) K_g,        T = Σ_g (n_g / n) T_g,
+    K = Σ_g (n_g / n) K_g,        T = Σ_g (n_g / n) T_g,        μ = Σ_g (n_g / n) μ_g;
 
-flagged `Kernel.mixed`; an elementwise activation, whose dual needs each feature's own
-Gaussian law, refuses it, and so does the program's output (the output covariance would not
-be a scalar kernel times the identity).
+an elementwise activation, whose dual needs each feature's own Gaussian law, refuses it, and
+so does the program's output (the output covariance would not be a scalar kernel times the
+identity): both checked when the program is built (`ntkscope.kernels._program_lineage`).
 
 Limit assumed: every group's width grows with the fractions n_g / n fixed at those of the
 model (in standard parameterization the weight layer's σ_w² / n is read from the model's
@@ -35,7 +35,7 @@ CATS = (torch.cat, torch.concat, torch.concatenate, "cat")
 
 
 def concatenate(kernels: Sequence[Kernel], widths: Sequence[int], name: str) -> Kernel:
-    """The fan-in-weighted mean of the groups' kernels (module docstring), flagged mixed."""
+    """The fan-in-weighted mean of the groups' kernels and means (module docstring)."""
     first = kernels[0]
     layout = (first.ndim, first.channel, first.flat, first.position_shape())
     for k in kernels[1:]:
@@ -46,14 +46,13 @@ def concatenate(kernels: Sequence[Kernel], widths: Sequence[int], name: str) -> 
     total = sum(widths)
     nngp = sum(k.nngp * (n / total) for k, n in zip(kernels, widths, strict=True))
     ntk = sum(k.ntk * (n / total) for k, n in zip(kernels, widths, strict=True))
-    return first.with_kernels(
-        nngp,
-        ntk,
-        mixed=True,
-        zero_mean=all(k.zero_mean for k in kernels),
-        terms=frozenset().union(*(k.terms for k in kernels)),
-        ancestors=frozenset().union(*(k.ancestors for k in kernels)),
-    )
+    mean = None
+    if any(k.mean is not None for k in kernels):
+        mean = tuple(
+            sum(k.mean[side] * (n / total) for k, n in zip(kernels, widths, strict=True) if k.mean)
+            for side in (0, 1)
+        )
+    return first.with_kernels(nngp, ntk, mean=mean)
 
 
 def concat_parts(node: fx.Node) -> tuple[str, Callable[[list[Kernel], Context], Kernel]]:

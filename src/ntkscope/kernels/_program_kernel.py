@@ -9,14 +9,16 @@ itself (a "single" run) and (N1, N2) for a tile of pairs.
 
 Besides the kernels it carries what the next operations need to stay exact: the layout of
 the tensor (which axis is the width, whether channels and positions were flattened
-together), whether its features are zero-mean (the duals assume zero-mean Gaussians), and
-which weight layers it descends from (to decide whether a sum of two branches has a
-cross-covariance; see `ntkscope.kernels._program_ops.add`).
+together) and the limit μ(x) of the mean over the width axis of its features, per input
+and position (a LayerNorm subtracts it; a sum of independent branches has the cross term
+μ_a(x) μ_b(x')). Which features are zero-mean Gaussian and which branches are independent
+is a property of the graph, checked once when the program is built
+(`ntkscope.kernels._program_lineage`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -25,19 +27,6 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 
 class ProgramError(ValueError):
     """A network, or a use of a network, that the kernel program cannot describe exactly."""
-
-
-@dataclass(frozen=True)
-class Term:
-    """One summand of a tensor, for the independence of branches.
-
-    kind: "layer" (the output of a weight layer with fresh zero-mean weights, ``name`` its
-    node), "input" (the network input, deterministic), or "nonlinear" (an activation or a
-    norm, ``name`` its node).
-    """
-
-    kind: str
-    name: str
 
 
 @dataclass(frozen=True)
@@ -51,11 +40,9 @@ class Kernel:
         channel: index of the width axis among those ``ndim`` axes.
         flat: the width axis is channels × positions flattened together (positions are
             still kept in ``nngp``: features at different positions never mix).
-        zero_mean: every feature has mean zero over initializations.
-        terms: the summands (see `Term`).
-        ancestors: names of every weight layer this tensor depends on.
-        mixed: a concatenation whose feature groups have different kernels: ``nngp`` and
-            ``ntk`` hold their fan-in-weighted mean (`ntkscope.kernels._program_concat`).
+        mean: None when the features have mean zero; else (μ(x), μ(x')), float64 of shapes
+            (B1, *positions) and (B2, *positions): the rows' and the columns' means (B1 = B2
+            = N in a single run, the same tensor twice).
     """
 
     nngp: torch.Tensor
@@ -64,10 +51,7 @@ class Kernel:
     ndim: int
     channel: int
     flat: bool = False
-    zero_mean: bool = True
-    terms: frozenset[Term] = field(default_factory=frozenset)
-    ancestors: frozenset[str] = field(default_factory=frozenset)
-    mixed: bool = False
+    mean: Pair | None = None
 
     @property
     def positions(self) -> int:
@@ -100,6 +84,18 @@ class Kernel:
         pairs = self.nngp.reshape(-1, n, n)
         return pairs.diagonal(dim1=-2, dim2=-1).reshape(-1, *shape)
 
+    def sides(self, v1: torch.Tensor, v2: torch.Tensor) -> Pair:
+        """Per-input values of the rows (B1, *positions) and of the columns (B2, *positions)
+        broadcast against ``nngp``."""
+        return self.spread(v1, v2) if self.batch == 1 else self.spread(v1[:, None], v2[None])
+
+    def means(self) -> Pair:
+        """(μ(x), μ(x')) broadcast against ``nngp`` (zeros when the mean is zero)."""
+        if self.mean is None:
+            zero = self.nngp.new_zeros(())
+            return zero, zero
+        return self.sides(*self.mean)
+
     def spread(self, v1: torch.Tensor, v2: torch.Tensor) -> Pair:
         """Per-position variances (*b, *positions) of x and x' broadcast against ``nngp``."""
         ones = (1,) * self.positions
@@ -127,14 +123,18 @@ class Context:
         self.step = 0
         self.largest_pairs = 1  # largest number of position pairs per entry met
 
-    def variances(self, kernel: Kernel) -> Pair:
-        """(v1, v2) spread against ``kernel.nngp``."""
+    def per_input(self, kernel: Kernel) -> Pair:
+        """(q(x), q(x')) of the rows (B1, *positions) and the columns (B2, *positions)."""
         pairs = kernel.nngp[(0,) * kernel.batch].numel()
         self.largest_pairs = max(self.largest_pairs, pairs)
         if self.single:
             v = kernel.variances()
             self.records.append(v)
-            return kernel.spread(v, v)
+            return v, v
         v1, v2 = self.records[self.step], self.cols[self.step]
         self.step += 1
-        return kernel.spread(v1[:, None], v2[None])
+        return v1, v2
+
+    def variances(self, kernel: Kernel) -> Pair:
+        """(v1, v2) spread against ``kernel.nngp``."""
+        return kernel.sides(*self.per_input(kernel))

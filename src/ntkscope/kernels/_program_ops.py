@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError, Term
+from ntkscope.kernels._program_kernel import Context, Kernel, ProgramError
 from ntkscope.kernels.dual import Dual
 
 _ODD = frozenset({"erf", "tanh", "identity", "sin", "sign"})
-"""Built-in odd activations: they keep zero-mean features zero-mean."""
+"""Built-in odd activations: their features have mean exactly zero."""
 
 
 @dataclass(frozen=True)
@@ -54,16 +54,6 @@ class Affine:
         return nngp, ntk
 
 
-def _fresh(kernel: Kernel, name: str) -> dict[str, object]:
-    """The fields of a weight layer's output: one fresh zero-mean term."""
-    return {
-        "zero_mean": True,
-        "terms": frozenset({Term("layer", name)}),
-        "ancestors": kernel.ancestors | {name},
-        "mixed": False,
-    }
-
-
 def diagonal_mean(t: torch.Tensor, kernel: Kernel) -> torch.Tensor:
     """mean_p t[..., p, p]: what a dense layer sees of channels × positions flattened."""
     n = math.prod(kernel.position_shape())
@@ -80,14 +70,14 @@ def dense(kernel: Kernel, affine: Affine, name: str) -> Kernel:
     if kernel.flat and kernel.positions:
         k, t = diagonal_mean(k, kernel), diagonal_mean(t, kernel)
         nngp, ntk = affine.apply(k, t)
-        return kernel.with_kernels(nngp, ntk, ndim=1, channel=0, flat=False, **_fresh(kernel, name))
+        return kernel.with_kernels(nngp, ntk, ndim=1, channel=0, flat=False, mean=None)
     if kernel.channel != kernel.ndim - 1:
         raise ProgramError(
             f"{name}: a dense layer acts on the last axis, but the width axis of its input "
             f"is axis {kernel.channel + 1} of {kernel.ndim + 1}"
         )
     nngp, ntk = affine.apply(k, t)
-    return kernel.with_kernels(nngp, ntk, flat=False, **_fresh(kernel, name))
+    return kernel.with_kernels(nngp, ntk, flat=False, mean=None)
 
 
 @dataclass(frozen=True)
@@ -138,43 +128,39 @@ def conv(kernel: Kernel, affine: Affine, windows: Sequence[Window], name: str) -
         k, t = (_offset_sum(a, kernel.axes(position), window) for a in (k, t))
     size = math.prod(w.size for w in windows)
     nngp, ntk = affine.apply(k / size, t / size)
-    return kernel.with_kernels(nngp, ntk, **_fresh(kernel, name))
+    return kernel.with_kernels(nngp, ntk, mean=None)
 
 
-def activation(kernel: Kernel, act: Dual, ctx: Context, name: str) -> Kernel:
-    """Σ = E[φ(u) φ(v)], Θ = T · E[φ'(u) φ'(v)], (u, v) ~ N(0, [[K(x,x), K], [K, K(x',x')]])."""
-    if kernel.mixed:
-        raise ProgramError(
-            f"{name}: the activation {act.name} acts on a concatenation of features with "
-            "different kernels; only a weight layer (Linear, Conv), pooling, flatten, a norm "
-            "or a sum may follow torch.cat here; use ntkscope.monte_carlo_kernels"
-        )
-    if not kernel.zero_mean:
-        raise ProgramError(
-            f"{name}: the activation {act.name} acts on features whose mean is not zero "
-            "(e.g. after a norm layer's bias); its dual needs zero-mean Gaussian inputs"
-        )
-    e_ff, e_dd = act(*ctx.variances(kernel), kernel.nngp)
-    return kernel.with_kernels(
-        e_ff,
-        e_dd.mul_(kernel.ntk),
-        zero_mean=act.name in _ODD,
-        terms=frozenset({Term("nonlinear", name)}),
-    )
+def activation(kernel: Kernel, act: Dual, ctx: Context) -> Kernel:
+    """Σ = E[φ(u) φ(v)], Θ = T · E[φ'(u) φ'(v)], (u, v) ~ N(0, [[K(x,x), K], [K, K(x',x')]]);
+    the features' mean μ(x) = E[φ(u)], u ~ N(0, K(x, x)) (`Dual.mean`).
+
+    The input's features must be zero-mean Gaussian (checked when the program is built,
+    `ntkscope.kernels._program_lineage`).
+    """
+    q1, q2 = ctx.per_input(kernel)
+    e_ff, e_dd = act(*kernel.sides(q1, q2), kernel.nngp)
+    mean = None
+    if act.name not in _ODD:
+        m1 = act.mean(q1)
+        mean = (m1, m1 if q2 is q1 else act.mean(q2))
+    return kernel.with_kernels(e_ff, e_dd.mul_(kernel.ntk), mean=mean)
 
 
 @dataclass(frozen=True)
 class Norm:
     """LayerNorm or RMSNorm over the width axis: eps, and the mean squares of γ and β.
 
-    gain_var: mean(γ²) (1 without affine); bias_var: mean(β²); gain_grad, bias_grad: 1
-    when γ, β are trainable, else 0.
+    gain_var: mean(γ²) (1 without affine); bias_var: mean(β²); gain_mean, bias_mean:
+    mean(γ), mean(β); gain_grad, bias_grad: 1 when γ, β are trainable, else 0.
     """
 
     eps: float
     centered: bool
     gain_var: float = 1.0
     bias_var: float = 0.0
+    gain_mean: float = 1.0
+    bias_mean: float = 0.0
     gain_grad: float = 0.0
     bias_grad: float = 0.0
 
@@ -182,31 +168,47 @@ class Norm:
 def norm(kernel: Kernel, spec: Norm, ctx: Context, name: str) -> Kernel:
     """y = (h − mean_i h_i) / √(var_i h + ε) · γ + β over an infinitely wide feature axis.
 
-    As the width grows, mean_i h_i → E[h_i] = 0 for zero-mean features and var_i h →
-    K(x, x)[p, p] = q(x)[p] (law of large numbers), so y_i → h_i / √(q(x) + ε): the
-    normalization divides by a deterministic per-input scale,
+    As the width grows, the features' mean and variance over the width concentrate (law of
+    large numbers): mean_i h_i → μ(x) (`Kernel.mean`, 0 for zero-mean features), var_i h →
+    σ²(x) = q(x) − μ(x)², q = K(x, x). So y_i → (h_i − μ(x)) / s(x), s² = σ² + ε, a
+    deterministic per-input shift and scale, and
 
-        K_y = K / √((q(x) + ε)(q(x') + ε)),   T_y = T / √(...)  (the same factor),
+        K_y = (K − μ(x) μ(x')) / (s(x) s(x')),      T_y = T / (s(x) s(x')).
 
-    the O(1/n) terms of ∂y_i/∂h_j (−1/n − y_i y_j/n) dropping out. The affine part adds
-    Σ = mean(γ²) K_y + mean(β²) and Θ = mean(γ²) T_y + K_y [γ trainable] + 1 [β trainable].
-    RMSNorm is the same without centering, LayerNorm's centering needs zero-mean features.
+    The tangent: ∂y_i = (∂h_i − mean_j ∂h_j − ŷ_i mean_j ŷ_j ∂h_j) / s, with ŷ = y before
+    γ, β (−1/n − ŷ_i ŷ_j/n: the derivatives through the mean and the variance). The last two
+    terms are width averages of tangents: their gradient norm is ‖Σ_j c_j ∇h_j‖/n with
+    bounded c_j, O(1/√n) of one feature's ‖∇h_i‖ (the ∇h_j are orthogonal at leading order:
+    T_ij = O(1/√n) for i ≠ j), so by Cauchy–Schwarz they change Σ_θ ∂y_i ∂y'_i by O(1/√n) and
+    drop out; only ∂h_i / s remains (checked against the Monte-Carlo mean eNTK in
+    tests/kernels/test_infinite_width_norm.py). With μ = 0 this is the zero-mean case,
+    where the features after φ = relu, gelu, ... have μ(x) = E[φ(u)], u ~ N(0, q_pre(x)).
+
+    The affine part (γ_i, β_i fixed numbers, ŷ_i i.i.d. over i with E ŷ = 0) adds
+    Σ = mean(γ²) K_y + mean(β²) and Θ = mean(γ²) T_y + K_y [γ trainable] + 1 [β trainable];
+    the output's mean is mean(β). RMSNorm (no centering, no β): s² = q + ε, and ŷ keeps the
+    mean μ/s, so the output's mean is mean(γ) μ/s.
     """
     if kernel.flat or kernel.channel != kernel.ndim - 1:
         raise ProgramError(f"{name}: a norm layer must normalize the width axis (the last one)")
-    if spec.centered and not kernel.zero_mean:
-        raise ProgramError(
-            f"{name}: LayerNorm of features whose mean is not zero (e.g. right after a "
-            "ReLU) is not supported; RMSNorm is, or use ntkscope.monte_carlo_kernels"
-        )
-    v1, v2 = ctx.variances(kernel)
-    scale = ((v1 + spec.eps) * (v2 + spec.eps)).rsqrt_()
-    k = kernel.nngp * scale
+    q1, q2 = ctx.per_input(kernel)
+    means = kernel.mean
+    if means is not None and spec.centered:
+        q1, q2 = ((q - m.square()).clamp_min_(0) for q, m in zip((q1, q2), means, strict=True))
+    s1, s2 = ((q + spec.eps).rsqrt() for q in (q1, q2))
+    r1, r2 = kernel.sides(s1, s2)
+    mu1, mu2 = kernel.means()
+    k = (kernel.nngp - mu1 * mu2 if spec.centered and means is not None else kernel.nngp) * r1 * r2
     nngp = k.mul(spec.gain_var).add_(spec.bias_var)
-    ntk = kernel.ntk * scale
+    ntk = kernel.ntk * r1 * r2
     ntk.mul_(spec.gain_var).add_(k, alpha=spec.gain_grad).add_(spec.bias_grad)
+    if means is None or spec.centered:  # E ŷ = 0
+        mean = None
+        if spec.bias_mean:
+            mean = (torch.full_like(s1, spec.bias_mean), torch.full_like(s2, spec.bias_mean))
+        return kernel.with_kernels(nngp, ntk, mean=mean)
     return kernel.with_kernels(
-        nngp, ntk, zero_mean=spec.bias_var == 0, terms=frozenset({Term("nonlinear", name)})
+        nngp, ntk, mean=(spec.gain_mean * means[0] * s1, spec.gain_mean * means[1] * s2)
     )
 
 
@@ -235,15 +237,21 @@ def positional(kernel: Kernel, matrices: Sequence[torch.Tensor | None]) -> Kerne
 
     ``matrices[i]`` (out, n) for position axis i, or None to leave it.
     """
-    k, t = kernel.nngp, kernel.ntk
+    k, t, mean = kernel.nngp, kernel.ntk, kernel.mean
     for position, a in enumerate(matrices):
         if a is None:
             continue
+        a = a.to(k.device)
         for axis in kernel.axes(position):
-            a = a.to(k.device)
-            k = (k.movedim(axis, -1) @ a.T).movedim(-1, axis)
-            t = (t.movedim(axis, -1) @ a.T).movedim(-1, axis)
-    return kernel.with_kernels(k, t)
+            k, t = _map_axis(k, axis, a), _map_axis(t, axis, a)
+        if mean is not None:
+            mean = tuple(_map_axis(m, 1 + position, a) for m in mean)
+    return kernel.with_kernels(k, t, mean=mean)
+
+
+def _map_axis(t: torch.Tensor, axis: int, a: torch.Tensor) -> torch.Tensor:
+    """A applied to axis ``axis`` of t."""
+    return (t.movedim(axis, -1) @ a.T).movedim(-1, axis)
 
 
 def drop_positions(kernel: Kernel, positions: Sequence[int]) -> Kernel:
@@ -252,8 +260,11 @@ def drop_positions(kernel: Kernel, positions: Sequence[int]) -> Kernel:
     k, t = kernel.nngp, kernel.ntk
     for axis in axes:
         k, t = k.squeeze(axis), t.squeeze(axis)
+    mean = kernel.mean
+    if mean is not None:
+        mean = tuple(m.squeeze(tuple(1 + p for p in positions)) for m in mean)
     channel = kernel.channel - sum(1 for p in positions if p < kernel.channel)
-    return kernel.with_kernels(k, t, ndim=kernel.ndim - len(positions), channel=channel)
+    return kernel.with_kernels(k, t, ndim=kernel.ndim - len(positions), channel=channel, mean=mean)
 
 
 def flatten(kernel: Kernel) -> Kernel:
@@ -266,30 +277,25 @@ def flatten(kernel: Kernel) -> Kernel:
 
 
 def scale(kernel: Kernel, factor: float) -> Kernel:
-    """c · h: Σ = c² K, Θ = c² T."""
-    return kernel.with_kernels(kernel.nngp * factor**2, kernel.ntk * factor**2)
-
-
-def _independent(a: Kernel, b: Kernel) -> bool:
-    """Every pair of summands has one side linear in fresh weights the other lacks."""
-    return all(
-        (u.kind == "layer" and u.name not in b.ancestors)
-        or (v.kind == "layer" and v.name not in a.ancestors)
-        for u in a.terms
-        for v in b.terms
-    )
+    """c · h: Σ = c² K, Θ = c² T, μ = c μ."""
+    mean = None if kernel.mean is None else tuple(m * factor for m in kernel.mean)
+    return kernel.with_kernels(kernel.nngp * factor**2, kernel.ntk * factor**2, mean=mean)
 
 
 def add(a: Kernel, b: Kernel, name: str) -> Kernel:
-    """h = u + v of two branches that are independent given the input: Σ = K_u + K_v.
+    """h = u + v of two branches that are independent given the input:
 
-    In the limit a branch ending in a weight layer with fresh zero-mean weights W is a
-    Gaussian process independent of every tensor that does not depend on W: the
-    cross-covariance E[u(x) v(x')] = E_W[W] · (...) = 0, and the cross-NTK Σ_θ ∂u ∂v
-    vanishes as 1/√n (each of the n terms W_ij ∂φ_j carries an independent zero-mean
-    W_ij). So x + f(x) with f ending in a fresh layer has Σ = K_x + K_f, Θ = T_x + T_f,
-    and likewise a·f(x) + b·x with the factors squared. Branches that share a summand
-    (h + pool(h), φ(h) + h) are correlated: refused.
+        Σ = K_u + K_v + μ_u(x) μ_v(x') + μ_v(x) μ_u(x'),    Θ = T_u + T_v,    μ = μ_u + μ_v.
+
+    In the limit feature i of a tensor is a function of feature i of the weight layers it
+    descends from since the last mixing of features (its *sources*), and the outputs of
+    different weight layers are independent Gaussian processes (each has fresh zero-mean
+    weights W: E[W_i · a] = 0 given everything before). Branches with disjoint sources
+    (checked when the program is built, `ntkscope.kernels._program_lineage`) have
+    independent features: E[u_i(x) v_i(x')] = μ_u(x) μ_v(x'), and the cross-NTK
+    Σ_θ ∂u_i ∂v_i vanishes as 1/√n (each of its n terms W_ij ∂φ_j carries an independent
+    zero-mean W_ij). So x + f(x) with f ending in a fresh layer has Σ = K_x + K_f, and
+    h + φ(W LN(h)) has Σ = K_h + K_φ (μ_h = 0).
     """
     if a.position_shape() != b.position_shape() or (a.ndim, a.channel, a.flat) != (
         b.ndim,
@@ -297,17 +303,30 @@ def add(a: Kernel, b: Kernel, name: str) -> Kernel:
         b.flat,
     ):
         raise ProgramError(f"{name}: adds tensors of different shapes or layouts")
-    if not _independent(a, b):
-        raise ProgramError(
-            f"{name}: adds two branches that are correlated (neither ends in a weight layer "
-            "that the other does not use, e.g. φ(h) + h): their cross-covariance has no "
-            "closed form here; use ntkscope.monte_carlo_kernels"
-        )
-    return a.with_kernels(
-        a.nngp + b.nngp,
-        a.ntk + b.ntk,
-        zero_mean=a.zero_mean and b.zero_mean,
-        mixed=a.mixed or b.mixed,
-        terms=a.terms | b.terms,
-        ancestors=a.ancestors | b.ancestors,
-    )
+    nngp, mean = a.nngp + b.nngp, a.mean
+    if a.mean is not None and b.mean is not None:
+        (ua, ua2), (ub, ub2) = a.means(), b.means()
+        nngp = nngp + ua * ub2 + ub * ua2
+        mean = (a.mean[0] + b.mean[0], a.mean[1] + b.mean[1])
+    return a.with_kernels(nngp, a.ntk + b.ntk, mean=b.mean if mean is None else mean)
+
+
+def add_shared(f: Kernel, linear: Kernel, g: Kernel, act: Dual, c: float, ctx: Context) -> Kernel:
+    """h = a·φ(g) + b·g of one zero-mean Gaussian tensor g (φ(h) + h), c = a·b; ``f`` and
+    ``linear`` are the kernels of a·φ(g) and b·g, ``g`` that of g.
+
+    Stein's lemma for (g_i(x), g_i(x')) jointly Gaussian with mean zero gives
+    E[φ(g_i(x)) g_i(x')] = K_g(x, x') E[φ'(u)], u ~ N(0, K_g(x, x)); the cross-NTK is
+    Σ_θ ∂φ(g_i(x)) ∂g_i(x') = φ'(g_i(x)) Σ_θ ∂g_i(x) ∂g_i(x') → E[φ'(u)] T_g(x, x'), as the
+    per-feature NTK concentrates. With e(x) = E[φ'(u)] (`Dual.first_moments`):
+
+        Σ = K_f + K_lin + c (e(x) + e(x')) K_g,    Θ = T_f + T_lin + c (e(x) + e(x')) T_g,
+
+    and the mean is that of a·φ(g) (g has none).
+    """
+    q1, q2 = ctx.per_input(g)
+    e1 = act.first_moments(q1)[1]
+    slope = sum(g.sides(e1, e1 if q2 is q1 else act.first_moments(q2)[1])) * c
+    nngp = f.nngp + linear.nngp + slope * g.nngp
+    ntk = f.ntk + linear.ntk + slope * g.ntk
+    return f.with_kernels(nngp, ntk)

@@ -104,6 +104,12 @@ class SeriesDual:
             out.view(2, -1)[:, rest] = values
         return out[0], out[1]
 
+    def first_moments(self, q: torch.Tensor) -> Pair:
+        """(E[φ(√q z)], E[φ'(√q z)]) = (a_0(q), d_0(q)), the zeroth Hermite coefficients
+        (h_0 = 1), elementwise."""
+        zeroth = self.memo(q).extend(1)[:, :, 0]
+        return zeroth[0].reshape(q.shape), zeroth[1].reshape(q.shape)
+
     def _entries(
         self,
         c1: _Coefficients,

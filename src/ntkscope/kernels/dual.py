@@ -73,19 +73,32 @@ __all__ = [
 
 _Formula = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Pair]
 """(q1, q2, ρ) -> (E[φ(u) φ(v)], E[φ'(u) φ'(v)]) on broadcastable float64 tensors."""
+_Moments = Callable[[torch.Tensor], Pair]
+"""q -> (E[φ(√q z)], E[φ'(√q z)]), z ~ N(0, 1), elementwise."""
 
-_CLOSED: dict[ActivationName, _Formula] = {
-    ActivationName.RELU: functools.partial(closed.piecewise_linear, 0.0),
-    ActivationName.LEAKY_RELU: functools.partial(closed.piecewise_linear, LEAKY_RELU_SLOPE),
-    ActivationName.ABS: functools.partial(closed.piecewise_linear, -1.0),
-    ActivationName.IDENTITY: closed.identity,
-    ActivationName.ERF: closed.erf,
-    ActivationName.GELU: closed.gelu,
-    ActivationName.SIN: closed.sin,
-    ActivationName.COS: closed.cos,
-    ActivationName.SIGN: closed.sign,
-    ActivationName.STEP: closed.step,
+
+def _piecewise(slope: float) -> tuple[_Formula, _Moments]:
+    """The dual and the first moments of φ(x) = x for x > 0, ``slope``·x below."""
+    return (
+        functools.partial(closed.piecewise_linear, slope),
+        functools.partial(closed.piecewise_linear_moments, slope),
+    )
+
+
+_CLOSED: dict[ActivationName, tuple[_Formula, _Moments]] = {
+    ActivationName.RELU: _piecewise(0.0),
+    ActivationName.LEAKY_RELU: _piecewise(LEAKY_RELU_SLOPE),
+    ActivationName.ABS: _piecewise(-1.0),
+    ActivationName.IDENTITY: (closed.identity, closed.identity_moments),
+    ActivationName.ERF: (closed.erf, closed.erf_moments),
+    ActivationName.GELU: (closed.gelu, closed.gelu_moments),
+    ActivationName.SIN: (closed.sin, closed.sin_moments),
+    ActivationName.COS: (closed.cos, closed.cos_moments),
+    ActivationName.SIGN: (closed.sign, closed.sign_moments),
+    ActivationName.STEP: (closed.step, closed.step_moments),
 }
+"""The closed forms (`_closed_duals`, a few ulps): the dual (E[φ(u)φ(v)], E[φ'(u)φ'(v)]) and
+the first moments (E[φ(u)], E[φ'(u)]), u ~ N(0, q)."""
 
 CLOSED_FORMS = frozenset(_CLOSED)
 """Built-in activations whose duals are computed exactly, by a formula."""
@@ -108,6 +121,7 @@ class Dual:
     exact: bool
     arrays: int
     formula: _Formula
+    moments: _Moments | None = None
 
     def __call__(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> Pair:
         """(E[φ(u) φ(v)], E[φ'(u) φ'(v)]) for (u, v) ~ N(0, [[q1, c], [c, q2]]).
@@ -134,6 +148,19 @@ class Dual:
         """E[φ'(u) φ'(v)], the factor Σ̇ the NTK recursion multiplies Θ by (before σ_w²)."""
         return self(q1, q2, c)[1]
 
+    def first_moments(self, q: torch.Tensor) -> Pair:
+        """(E[φ(√q z)], E[φ'(√q z)]), z ~ N(0, 1), elementwise on q ≥ 0 (float64): the closed
+        forms of `_closed_duals` (relu (√(q/2π), 1/2), gelu (q/√(2π(1+q)), 1/2), ...) or the
+        series' zeroth Hermite coefficients a_0(q), d_0(q) (error ≤ 1e-12 relative to
+        √E[φ²], √E[φ'²]: tests/kernels/test_infinite_width_norm.py)."""
+        if self.moments is None:
+            raise NotImplementedError(f"the dual {self.name} has no first moments")
+        return self.moments(torch.as_tensor(q, dtype=torch.float64))
+
+    def mean(self, q: torch.Tensor) -> torch.Tensor:
+        """E[φ(√q z)]: the features' mean after φ (`first_moments`)."""
+        return self.first_moments(q)[0]
+
     def diagonal(self, q: torch.Tensor) -> Pair:
         """(E[φ(√q z)²], E[φ'(√q z)²]), z ~ N(0, 1): the pair on q1 = q2 = c = q."""
         q = torch.as_tensor(q, dtype=torch.float64)
@@ -159,8 +186,7 @@ def for_activation(activation: ActivationLike | nn.Module | Dual) -> Dual:
         return activation
     if isinstance(activation, nn.LeakyReLU):
         slope = float(activation.negative_slope)
-        formula = functools.partial(closed.piecewise_linear, slope)
-        return Dual(f"leaky_relu({slope:g})", True, _CLOSED_FORM_ARRAYS, formula)
+        return Dual(f"leaky_relu({slope:g})", True, _CLOSED_FORM_ARRAYS, *_piecewise(slope))
     name = _module_name(activation) if isinstance(activation, nn.Module) else None
     if name is None and not isinstance(activation, str | Activation):
         name = _FUNCTIONS.get(activation) if _hashable(activation) else None
@@ -186,13 +212,13 @@ def _resolved(act: Activation) -> Dual:
 @functools.cache
 def _builtin(name: ActivationName) -> Dual:
     if name in _CLOSED:
-        return Dual(name.value, True, _CLOSED_FORM_ARRAYS, _CLOSED[name])
+        return Dual(name.value, True, _CLOSED_FORM_ARRAYS, *_CLOSED[name])
     return _numerical(resolve_activation(name.value))
 
 
 def _numerical(act: Activation) -> Dual:
     series = SeriesDual(act)
-    return Dual(act.name, False, series.arrays, series)
+    return Dual(act.name, False, series.arrays, series, series.first_moments)
 
 
 def _module_name(module: nn.Module) -> str | None:

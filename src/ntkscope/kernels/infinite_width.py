@@ -23,20 +23,16 @@ import torch.fx as fx
 from torch import nn
 
 from ntkscope._checks import finite_batch
+from ntkscope.kernels import _program_lineage as lineage
 from ntkscope.kernels._infinite_tiles import (
     check_second_inputs,
     pairwise_kernels,
     tile_entries,
 )
-from ntkscope.kernels._program_capture import (
-    Raw,
-    Step,
-    input_kernel,
-    steps,
-    trace,
-)
+from ntkscope.kernels._program_capture import input_kernel, steps, trace
 from ntkscope.kernels._program_concat import CATS, propagate_shapes
 from ntkscope.kernels._program_kernel import Context, Kernel, Pair, ProgramError
+from ntkscope.kernels._program_step import Raw, Step
 from ntkscope.kernels._tiling import resolve_budget
 
 __all__ = ["KernelFn", "ProgramError", "infinite_width"]
@@ -70,6 +66,7 @@ class KernelFn:
 
     def __init__(self, graph: fx.GraphModule, memory_budget: int | str | None) -> None:
         self._input, self._steps, self._output = steps(graph)
+        lineage.check(self._input, self._steps, self._output)
         self._graph = graph
         self._shaped = not any(s.node.target in CATS for s in self._steps)
         self._modules = dict(graph.named_modules())
@@ -88,15 +85,9 @@ class KernelFn:
         """The output kernel of the program for the raw inputs ``raw``."""
         env: dict[fx.Node, Raw | Kernel] = {self._input: raw}
         for step in self._steps:
-            env[step.node] = self._step(step, [env[n] for n in step.node.all_input_nodes], env, ctx)
+            args = [env[n] for n in (*step.node.all_input_nodes, *step.extra)]
+            env[step.node] = self._step(step, args, env, ctx)
         out = env[self._output]
-        if not isinstance(out, Kernel):
-            raise ProgramError("model: no weight layer between the input and the output")
-        if out.mixed:
-            raise ProgramError(
-                "model: its output is a concatenation of features with different kernels; "
-                "expected a weight layer after torch.cat"
-            )
         if out.positions:
             raise ProgramError(
                 f"model: its output has position axes {out.position_shape()}; expected "
@@ -107,13 +98,8 @@ class KernelFn:
     def _step(self, step: Step, args: list, env: dict, ctx: Context) -> Raw | Kernel:
         kernels = [a for a in args if isinstance(a, Kernel)]
         if not kernels:
-            if step.raw == "apply":
+            if step.kind != "layer":
                 return _raw(step.node, env, self._modules)
-            if step.raw == "refuse":
-                raise ProgramError(
-                    f"{step.node.name}: a layer with parameters before the first Linear or "
-                    "Conv is not supported"
-                )
             return step.apply([input_kernel(args[0], step.channel)], ctx)
         channel = kernels[0].channel
         given = [
@@ -196,20 +182,28 @@ def infinite_width(model: nn.Module, *, memory_budget: int | str | None = None) 
     kernels: the output covariance is the kernel times I_O.
 
     Supported: ``nn.Linear`` and ntkscope `Dense`; ``nn.Conv1d``/``nn.Conv2d`` (stride,
-    dilation, zero padding incl. "same") and ntkscope `Conv`; average pooling, adaptive
-    average pooling, means over position axes; flatten (``nn.Flatten``, ``flatten(1)``,
-    ``view(N, -1)``); sums of independent branches (x + f(x), a·f(x) + b·x) and scalar
-    multiples; LayerNorm and RMSNorm over the last axis, with or without affine parameters;
-    Dropout in eval mode, identity; elementwise activations (closed-form or quadrature
-    duals of `ntkscope.kernels.dual`). Formulas and sources: `ntkscope.kernels._program_ops`.
+    dilation, zero padding incl. "same") and ntkscope `Conv` (1-d and 2-d); average pooling,
+    adaptive average pooling, means over position axes; flatten (``nn.Flatten``,
+    ``flatten(1)``, ``view(N, -1)``); sums of independent branches (x + f(x),
+    a·f(x) + b·x, h + φ(W·LN(h)): branches that share no weight layer since their last
+    one, their features' means included), sums a·φ(g) + b·g of a Gaussian tensor and its
+    activation (φ(h) + h, by Stein's lemma) and scalar multiples; LayerNorm and RMSNorm over
+    the last axis, with or without affine parameters, also of features with nonzero mean
+    (LayerNorm right after ReLU or GELU); Dropout in eval mode, identity; elementwise
+    activations (closed-form or series duals of `ntkscope.kernels.dual`). Formulas and
+    sources: `ntkscope.kernels._program_ops`.
 
     Concatenation along the width axis (``torch.cat``) when weight layers, pooling, norms or
     sums follow it, in the limit where the groups' widths keep their fractions
     (`ntkscope.kernels._program_concat`).
 
-    Departures: an activation right after a concatenation is not supported, nor LayerNorm
-    of features with nonzero mean (RMSNorm of them is), nor sums of correlated branches
-    (φ(h) + h): each raises.
+    Departures: an activation must act on zero-mean Gaussian features (not right after a
+    concatenation, another activation, a norm with a bias, or a sum with the input or a
+    nonlinear branch); other sums of correlated branches (φ(h) + ψ(h), LN(h) + h) and
+    layers called twice (shared weights) are not supported. These are refused here, when
+    the program is built (`ntkscope.kernels._program_lineage`); only errors that depend on
+    the inputs' shapes (a layer acting on a position axis, an output with position axes)
+    wait for the inputs.
 
     Args:
         model: the network; its forward takes one tensor (N, ...) and returns (N, O).

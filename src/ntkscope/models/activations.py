@@ -84,7 +84,7 @@ _TABLE: dict[ActivationName, tuple[Elementwise, Elementwise]] = {
     ActivationName.IDENTITY: (lambda x: x, torch.ones_like),
     ActivationName.LEAKY_RELU: (
         lambda x: torch.nn.functional.leaky_relu(x, LEAKY_RELU_SLOPE),
-        lambda x: torch.where(x > 0, 1.0, LEAKY_RELU_SLOPE).to(x.dtype),
+        lambda x: torch.where(x > 0, 1.0, x.new_full((), LEAKY_RELU_SLOPE)),
     ),
     ActivationName.ABS: (torch.abs, torch.sign),
     ActivationName.SIN: (torch.sin, torch.cos),

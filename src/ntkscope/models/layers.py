@@ -85,10 +85,12 @@ class Dense(nn.Module):
 
 
 class Conv(nn.Module):
-    """k×k convolution, stride 1, zero "same" padding (odd k), in NTK or standard form.
+    """k×k (or length-k, ``dims=1``) convolution, stride 1, zero "same" padding (odd k), in NTK
+    or standard form.
 
-    ``h = weight_scale · W ∗ x + bias_scale · b`` with fan_in = C_in·k². Shapes:
-    x (N, C_in, H, W) -> h (N, C_out, H, W).
+    ``h = weight_scale · W ∗ x + bias_scale · b`` with fan_in = C_in·k^dims. Shapes:
+    x (N, C_in, H, W) -> h (N, C_out, H, W); with ``dims=1``, x (N, C_in, L) -> h (N, C_out, L).
+    docs/conventions.md states the 2-d layer; the 1-d one is the same with one spatial axis.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class Conv(nn.Module):
         c_out: int,
         kernel_size: int = 3,
         *,
+        dims: int = 2,
         parameterization: Parameterization = Parameterization.NTK,
         sigma_w: float = math.sqrt(2.0),
         sigma_b: float = 0.0,
@@ -108,21 +111,28 @@ class Conv(nn.Module):
             raise ValueError(
                 f"kernel_size: expected an odd size for 'same' padding, got {kernel_size}"
             )
+        if dims not in (1, 2):
+            raise ValueError(f"dims: expected 1 or 2 spatial axes, got {dims!r}")
         self.parameterization = Parameterization(parameterization)
         self.sigma_w, self.sigma_b = float(sigma_w), float(sigma_b)
         self.padding = kernel_size // 2
-        self.weight = nn.Parameter(torch.empty(c_out, c_in, kernel_size, kernel_size))
+        self.weight = nn.Parameter(torch.empty(c_out, c_in, *(kernel_size,) * dims))
         self.bias = nn.Parameter(torch.empty(c_out)) if bias else None
-        _init(self, c_in * kernel_size**2, generator)
+        _init(self, c_in * kernel_size**dims, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.weight_scale * F.conv2d(x, self.weight, padding=self.padding)
-        return h if self.bias is None else h + self.bias_scale * self.bias.view(-1, 1, 1)
+        dims = self.weight.dim() - 2
+        conv = F.conv1d if dims == 1 else F.conv2d
+        h = self.weight_scale * conv(x, self.weight, padding=self.padding)
+        if self.bias is None:
+            return h
+        return h + self.bias_scale * self.bias.view(-1, *(1,) * dims)
 
     def extra_repr(self) -> str:
-        c_out, c_in, k, _ = self.weight.shape
+        c_out, c_in, k = self.weight.shape[:3]
+        dims = "" if self.weight.dim() == 4 else ", dims=1"
         return (
-            f"{c_in}, {c_out}, kernel_size={k}, {self.parameterization.value}, "
+            f"{c_in}, {c_out}, kernel_size={k}{dims}, {self.parameterization.value}, "
             f"sigma_w={self.sigma_w:g}, sigma_b={self.sigma_b:g}, bias={self.bias is not None}"
         )
 
