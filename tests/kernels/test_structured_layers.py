@@ -140,6 +140,30 @@ def test_conv1d_on_sequences(padding_mode):
     check_on_random_inputs(model, (3, 8))
 
 
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular"])
+def test_conv3d_on_volumes(padding_mode):
+    """Three spatial dims: anisotropic kernel, stride, dilation, groups, every padding kind."""
+    model = nn.Sequential(
+        nn.Conv3d(2, 4, (3, 2, 3), padding=1, padding_mode=padding_mode),
+        nn.Tanh(),
+        nn.Conv3d(4, 4, 2, stride=(1, 2, 1), dilation=(2, 1, 1), groups=2, bias=False),
+        nn.Tanh(),
+        nn.Conv3d(4, 1, 3, padding="same", padding_mode=padding_mode),
+        nn.Flatten(),
+    )
+    check_on_random_inputs(model, (2, 4, 4, 3))
+
+
+def test_conv_transpose3d():
+    model = nn.Sequential(
+        nn.ConvTranspose3d(2, 2, (2, 3, 2), stride=(2, 1, 2), padding=(0, 1, 1), groups=2),
+        nn.Tanh(),
+        nn.AvgPool3d(2),
+        nn.Flatten(),
+    )
+    check_on_random_inputs(model, (2, 2, 3, 3))
+
+
 def test_conv_transpose():
     model = nn.Sequential(
         nn.ConvTranspose2d(2, 4, 3, stride=2, padding=1, output_padding=1, groups=2),
