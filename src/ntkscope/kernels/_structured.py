@@ -86,6 +86,14 @@ class Features:
     positional: list[Factors] = field(default_factory=list)
     jacobian: torch.Tensor | None = None
 
+    def take(self, rows: slice) -> Features:
+        """The features of the examples ``rows`` (views)."""
+        return Features(
+            [t.take(rows) for t in self.outer],
+            [t.take(rows) for t in self.positional],
+            None if self.jacobian is None else self.jacobian[rows],
+        )
+
 
 def _costs(term: Factors, full: bool) -> dict[str, int]:
     """Multiply-adds per pair of examples of each form (module docstring)."""
@@ -112,14 +120,16 @@ def _positional_pair(f1: Factors, f2: Factors, full: bool) -> torch.Tensor:
         gg = (g1t.flatten(0, 1) @ g2t.flatten(0, 1).T).view(n, p1, m, p2)
         return (aa * gg).sum((1, 3))
     n_out, d_out = g2.shape[1], g2.shape[3]
-    # b[m, (n, p), (d, o')] = Σ_q (a1_p · a2_q) g2[m, o', q, d]: one GEMM per column example
-    g2t = g2.permute(0, 2, 3, 1).reshape(m, p2, d_out * n_out)
-    b = aa.permute(2, 0, 1, 3).reshape(m, n * p1, p2) @ g2t
-    # Θ[n, m, o, o'] = Σ_{p,d} g1[n, o, p, d] b[m, n, (p, d), o']: per row example n, a
-    # batch over m of contiguous blocks (no permuted copy of b, which is the largest array)
-    b = b.view(m, n, p1 * d_out, n_out)
+    g2t = g2.permute(0, 2, 3, 1).reshape(m, p2, d_out * n_out)  # (m, Q, (d, o'))
     g1 = g1.reshape(n, n_out, p1 * d_out)
-    return torch.stack([g1[i] @ b[:, i] for i in range(n)])
+    out = g1.new_empty(m, n, n_out, n_out)
+    # per column example j: b[n, (p, d), o'] = Σ_q (a1_p · a2_q) g2[j, o', q, d], one GEMM,
+    # then Θ[n, j] = g1[n] b[n], a batch over n. b (n·P·D·O floats) stays in cache, where
+    # one b for all columns at once (m times larger) went through memory twice.
+    for j in range(m):
+        b = aa[:, :, j].reshape(n * p1, p2) @ g2t[j]
+        torch.bmm(g1, b.view(n, p1 * d_out, n_out), out=out[j])
+    return out.transpose(0, 1)
 
 
 def _positional_diagonal(f: Factors, full: bool) -> torch.Tensor:
@@ -129,6 +139,17 @@ def _positional_diagonal(f: Factors, full: bool) -> torch.Tensor:
         gt = g.transpose(1, 2).flatten(2)
         return (aa * (gt @ gt.transpose(1, 2))).sum((1, 2))
     return torch.einsum("nopd,npqd->noq", g, torch.einsum("npq,noqd->npod", aa, g))
+
+
+_SYMMETRIC_BLOCK = 16
+"""Narrowest block of examples `StructuredStrategy.pair` cuts a symmetric tile into."""
+
+
+def _size(f: Features) -> int:
+    """Number of examples (0 for a model with no layer holding θ called)."""
+    if f.outer or f.positional:
+        return (f.outer + f.positional)[0].a.shape[0]
+    return 0 if f.jacobian is None else f.jacobian.shape[0]
 
 
 def _outer(f: Factors) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,10 +206,12 @@ class StructuredStrategy:
         tensors = [t for term in f.outer + f.positional for t in (term.a, term.g)]
         tensors += [] if f.jacobian is None else [f.jacobian]
         self.feature_bytes = sum(t.numel() for t in tensors) * item
-        # positional temporaries per pair: a·a' (P²) and g·g' (P²), or b and its copy (P·O·d_out)
+        # positional temporaries per pair: a·a' (P²) and g·g' (P²); per row example, b of
+        # one column example (P·O·d_out) in full mode
         for term in f.positional:
             p = term.positions
-            self.pair_bytes += item * (p**2 + (2 * term.g[0].numel() if self.full else p**2))
+            self.pair_bytes += item * (p**2 + (0 if self.full else p**2))
+            self.feature_bytes += item * term.g[0].numel() if self.full else 0
         outputs = self.n_out**2 if self.full else self.n_out
         self.pair_macs = sum(_costs(term, self.full)["outer"] for term in f.outer)
         self.pair_macs += sum(_costs(term, self.full)["positional"] for term in f.positional)
@@ -265,6 +288,26 @@ class StructuredStrategy:
         return f
 
     def pair(self, f1: Features, f2: Features) -> torch.Tensor:
+        """Θ̂ of two blocks; of a block with itself, only the blocks of examples on and
+        above the diagonal (Θ(x', x) = Θ(x, x')ᵀ), which saves 40-45% of the work."""
+        if f1 is not f2 or _size(f1) < 2 * _SYMMETRIC_BLOCK:
+            return self._pair(f1, f2)
+        n = _size(f1)
+        step = max(_SYMMETRIC_BLOCK, -(-n // 8))
+        blocks = [slice(i, min(i + step, n)) for i in range(0, n, step)]
+        parts = [f1.take(r) for r in blocks]
+        out = None
+        for i, r in enumerate(blocks):
+            for j in range(i, len(blocks)):
+                tile = self._pair(parts[i], parts[j])
+                if out is None:
+                    out = tile.new_empty(n, n, *tile.shape[2:])
+                c = blocks[j]
+                out[r, c] = tile
+                out[c, r] = tile.transpose(0, 1).transpose(-1, -2) if self.full else tile.T
+        return out
+
+    def _pair(self, f1: Features, f2: Features) -> torch.Tensor:
         total = 0
         for t1, t2 in zip(f1.outer, f2.outer, strict=True):
             aa = t1.inner(t2)[:, 0, :, 0]
