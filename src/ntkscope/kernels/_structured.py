@@ -79,19 +79,21 @@ class Features:
     """Per-example factors of Θ̂ for one block of examples, each layer in its chosen form.
 
     ``outer``: `Factors` with one position. ``positional``: `Factors` with several.
-    ``jacobian``: (n, O, D), the Jacobian-form layers and `Jacobian` terms side by side.
+    ``jacobians``: blocks (n, O, D) of Jacobian columns: each Jacobian-form layer of at
+    least `_OWN_BLOCK` columns alone (concatenating them copied the largest array), the
+    smaller ones and the `Jacobian` terms side by side in one (one GEMM, not many thin ones).
     """
 
     outer: list[Factors] = field(default_factory=list)
     positional: list[Factors] = field(default_factory=list)
-    jacobian: torch.Tensor | None = None
+    jacobians: list[torch.Tensor] = field(default_factory=list)
 
     def take(self, rows: slice) -> Features:
         """The features of the examples ``rows`` (views)."""
         return Features(
             [t.take(rows) for t in self.outer],
             [t.take(rows) for t in self.positional],
-            None if self.jacobian is None else self.jacobian[rows],
+            [j[rows] for j in self.jacobians],
         )
 
 
@@ -141,6 +143,9 @@ def _positional_diagonal(f: Factors, full: bool) -> torch.Tensor:
     return torch.einsum("nopd,npqd->noq", g, torch.einsum("npq,noqd->npod", aa, g))
 
 
+_OWN_BLOCK = 4096
+"""Jacobian-form layers with at least this many columns per output keep their own block."""
+
 _SYMMETRIC_BLOCK = 16
 """Narrowest block of examples `StructuredStrategy.pair` cuts a symmetric tile into."""
 
@@ -149,7 +154,7 @@ def _size(f: Features) -> int:
     """Number of examples (0 for a model with no layer holding θ called)."""
     if f.outer or f.positional:
         return (f.outer + f.positional)[0].a.shape[0]
-    return 0 if f.jacobian is None else f.jacobian.shape[0]
+    return f.jacobians[0].shape[0] if f.jacobians else 0
 
 
 def _outer(f: Factors) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,8 +170,8 @@ def _diagonal(f: Features, full: bool) -> torch.Tensor:
         total = total + (aa[:, None, None] if full else aa) * gram_diagonal(_outer(term)[1], full)
     for term in f.positional:
         total = total + _positional_diagonal(term, full)
-    if f.jacobian is not None:
-        total = total + gram_diagonal(f.jacobian, full)
+    for j in f.jacobians:
+        total = total + gram_diagonal(j, full)
     return total
 
 
@@ -204,7 +209,7 @@ class StructuredStrategy:
         """Set the memory and cost estimates from one example's features ``f``."""
         item = torch.empty((), dtype=self.fm.dtype).element_size()
         tensors = [t for term in f.outer + f.positional for t in (term.a, term.g)]
-        tensors += [] if f.jacobian is None else [f.jacobian]
+        tensors += f.jacobians
         self.feature_bytes = sum(t.numel() for t in tensors) * item
         # positional temporaries per pair: a·a' (P²) and g·g' (P²); per row example, b of
         # one column example (P·O·d_out) in full mode
@@ -215,7 +220,7 @@ class StructuredStrategy:
         outputs = self.n_out**2 if self.full else self.n_out
         self.pair_macs = sum(_costs(term, self.full)["outer"] for term in f.outer)
         self.pair_macs += sum(_costs(term, self.full)["positional"] for term in f.positional)
-        self.pair_macs += 0 if f.jacobian is None else outputs * f.jacobian.shape[2]
+        self.pair_macs += sum(outputs * j.shape[2] for j in f.jacobians)
 
     def _hooks(self, n: int, records: dict[str, tuple]) -> list:
         """Forward hooks: a zero probe added to each rule's layer output (batch dim n), and a
@@ -272,19 +277,17 @@ class StructuredStrategy:
         ]
 
     def features(self, x: torch.Tensor) -> Features:
-        f, jacobians = Features(), []
+        f, small = Features(), []
         for rule, a, g in self._record(x):
             for term in rule.terms(a, g):
-                if isinstance(term, Jacobian):
-                    jacobians.append(term.j)
-                    continue
-                form = _form(term, self.full)
-                if form == "jacobian":
-                    jacobians.append(term.jacobian())
-                else:
+                form = "jacobian" if isinstance(term, Jacobian) else _form(term, self.full)
+                if form != "jacobian":
                     getattr(f, form).append(term)
-        if jacobians:
-            f.jacobian = torch.cat(jacobians, dim=2)
+                    continue
+                j = term.j if isinstance(term, Jacobian) else term.jacobian()
+                (f.jacobians if j.shape[2] >= _OWN_BLOCK else small).append(j)
+        if small:
+            f.jacobians.append(torch.cat(small, dim=2))
         return f
 
     def pair(self, f1: Features, f2: Features) -> torch.Tensor:
@@ -315,8 +318,8 @@ class StructuredStrategy:
             total = total + (aa[:, :, None, None] if self.full else aa) * gg
         for t1, t2 in zip(f1.positional, f2.positional, strict=True):
             total = total + _positional_pair(t1, t2, self.full)
-        if f1.jacobian is not None:
-            total = total + gram(f1.jacobian, f2.jacobian, self.full)
+        for j1, j2 in zip(f1.jacobians, f2.jacobians, strict=True):
+            total = total + gram(j1, j2, self.full)
         return total
 
     def diagonal(self, f: Features) -> torch.Tensor:
