@@ -24,6 +24,7 @@ there is that of its 16 tiles of 128×128, i.e. 16 × its time at N = 128.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -217,7 +218,7 @@ def main() -> None:
     gemm = gemm_rate()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"float32 GEMM {gemm / 1e9:.1f} GFLOP/s"
+        f"float32 GEMM {gemm / 1e9:.1f} GFLOP/s, load average {os.getloadavg()[0]:.1f}"
     )
     methods = tuple(args.only.split(","))
     if args.methods:

@@ -17,10 +17,14 @@ of examples (the choice of neural-tangents' structured derivatives; Novak, Sohl-
 - *Jacobian*: the per-example Jacobian formed once, then ``J Jᵀ`` — O²·d_a·d_g, cheapest
   when positions are many and the layer small (the first layers of a CNN).
 
-A `Jacobian` term (norm scales and shifts) is concatenated with the Jacobian-form layers
-and contracted in the same GEMM. ``a`` and ``g`` come from one forward pass with hooks on
-the layers holding θ, and one backward pass per output through zero "probe" tensors added
-to each layer's output (∂f/∂probe = ∂f/∂h), so no parameter gradient is ever formed.
+A `Jacobian` term (norm scales and shifts) is concatenated with the small Jacobian-form
+layers and contracted in the same GEMM. In full mode the positional form runs per column
+example, so that its largest intermediate (P·O·d_g per pair) stays in cache, and a tile of
+a batch with itself is computed by blocks of examples on and above the diagonal only.
+
+``a`` and ``g`` come from one forward pass with hooks on the layers holding θ, and one
+backward pass per output through zero "probe" tensors added to each layer's output
+(∂f/∂probe = ∂f/∂h), so no parameter gradient is ever formed.
 `check_against_autograd` compares the result with plain autograd on one example.
 """
 
