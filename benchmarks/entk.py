@@ -16,6 +16,11 @@ ResNet (a comparison only; install it with ``--no-deps``, it would replace torch
     python benchmarks/entk.py            # all cases (several minutes on 2 cores)
     python benchmarks/entk.py --quick    # N = 128 only in part 1
     python benchmarks/entk.py --methods --only structured,jacobian  # part 2, two methods
+    python benchmarks/entk.py --methods --cpu-time  # one thread, CPU time (shared machine)
+
+On a machine shared with other jobs, wall times mostly measure the scheduler: with
+``--cpu-time`` every time is the CPU time of this process on one thread, which other
+jobs disturb far less (only through the caches and memory bandwidth they share).
 
 At N = 512 the baseline's per-example Jacobians do not fit in memory (24 GB); its time
 there is that of its 16 tiles of 128×128, i.e. 16 × its time at N = 128.
@@ -24,6 +29,7 @@ there is that of its 16 tiles of 128×128, i.e. 16 × its time at N = 128.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -32,15 +38,18 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import ntkscope as ns
 
+CLOCK = time.perf_counter
+"""Wall time, or the process's CPU time under ``--cpu-time``."""
+
 
 def best_time(fn, repeat: int) -> float:
-    """Minimum wall time over ``repeat`` runs after one warm-up (min: least noise)."""
+    """Minimum time over ``repeat`` runs after one warm-up (min: least noise)."""
     fn()
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return min(times)
 
 
@@ -212,12 +221,20 @@ def main() -> None:
     parser.add_argument(
         "--only", default=",".join(METHODS), help="methods timed in part 2, comma-separated"
     )
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="one thread, times are the process's CPU time"
+    )
     args = parser.parse_args()
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
+        torch.set_num_threads(1)
     torch.manual_seed(0)
     gemm = gemm_rate()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"float32 GEMM {gemm / 1e9:.1f} GFLOP/s"
+        f"float32 GEMM {gemm / 1e9:.1f} GFLOP/s, load average {os.getloadavg()[0]:.1f}, "
+        f"{'CPU' if args.cpu_time else 'wall'} time"
     )
     methods = tuple(args.only.split(","))
     if args.methods:

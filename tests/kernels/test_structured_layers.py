@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import ntkscope as ns
+from ntkscope.kernels._functional import FunctionalModel
+from ntkscope.kernels._structured import StructuredStrategy
 from reference import brute_force_jacobian, relative_error
 from tiny_transformers import tiny_transformer
 
@@ -99,6 +101,26 @@ def test_resnet_with_batchnorm_in_eval_mode():
     assert ns.kernels.resolve_method(model, x1, mode="full") == "structured"
 
 
+def test_symmetric_kernel_computed_by_blocks_of_examples():
+    """x2 = x1 with 37 examples: blocks of 16, 16 and 5 on and above the diagonal, mirrored.
+    Every contraction form runs: per-example Jacobians (first conv, BatchNorm), positional
+    (the 2×2 conv with wide inputs), outer (the readout)."""
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.Tanh(),
+        nn.Conv2d(3, 16, 2, stride=2),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(16 * 4, 3),
+    )
+    model = randomize(model)
+    x1, x2 = torch.randn(37, 2, 4, 4).double(), torch.randn(2, 2, 4, 4).double()
+    forms = StructuredStrategy(FunctionalModel(model, None, None), 3, full=True).features(x1)
+    assert forms.outer and forms.positional and forms.jacobians
+    assert_structured_matches(model, x1, x2)
+
+
 def test_cnn_with_groupnorm_and_batchnorm1d():
     model = nn.Sequential(
         nn.Conv2d(2, 6, 3),
@@ -138,6 +160,30 @@ def test_conv1d_on_sequences(padding_mode):
         nn.Flatten(),
     )
     check_on_random_inputs(model, (3, 8))
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular"])
+def test_conv3d_on_volumes(padding_mode):
+    """Three spatial dims: anisotropic kernel, stride, dilation, groups, every padding kind."""
+    model = nn.Sequential(
+        nn.Conv3d(2, 4, (3, 2, 3), padding=1, padding_mode=padding_mode),
+        nn.Tanh(),
+        nn.Conv3d(4, 4, 2, stride=(1, 2, 1), dilation=(2, 1, 1), groups=2, bias=False),
+        nn.Tanh(),
+        nn.Conv3d(4, 1, 3, padding="same", padding_mode=padding_mode),
+        nn.Flatten(),
+    )
+    check_on_random_inputs(model, (2, 4, 4, 3))
+
+
+def test_conv_transpose3d():
+    model = nn.Sequential(
+        nn.ConvTranspose3d(2, 2, (2, 3, 2), stride=(2, 1, 2), padding=(0, 1, 1), groups=2),
+        nn.Tanh(),
+        nn.AvgPool3d(2),
+        nn.Flatten(),
+    )
+    check_on_random_inputs(model, (2, 2, 3, 3))
 
 
 def test_conv_transpose():

@@ -45,6 +45,10 @@ class Factors:
         """d_a: the length of one position's input vector."""
         return self.a.shape[2] if self.vocab is None else self.vocab
 
+    def take(self, rows: slice) -> Factors:
+        """The factors of the examples ``rows`` (views)."""
+        return Factors(self.a[rows], self.g[rows], self.vocab)
+
     def inner(self, other: Factors) -> torch.Tensor:
         """``a_p · a'_q`` for every pair of examples and positions: (n, P, m, Q)."""
         (n, p), (m, q) = self.a.shape[:2], other.a.shape[:2]

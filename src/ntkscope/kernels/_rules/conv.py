@@ -1,13 +1,13 @@
 """Convolutions as dense layers on patches: ``h_p = s_w W · patch_p(a) + s_b b``.
 
-``nn.Conv1d``, ``nn.Conv2d`` (any stride, dilation, padding — numbers, "same" or "valid" —
-every ``padding_mode``, and groups, depthwise included) and `ntkscope.models.Conv`. The
+``nn.Conv1d/2d/3d`` (any stride, dilation, padding — numbers, "same" or "valid" — every
+``padding_mode``, and groups, depthwise included) and `ntkscope.models.Conv`. The
 input is padded as the layer pads it (``F.pad`` with the layer's mode), then cut into the
 patches the kernel sees at each output position p; group k's output channels see only its
 input channels, so each group is one `Factors` term (patches of its channels, gradients of
-its outputs). A 1-d convolution is the same with one spatial dim.
+its outputs). A 1-d or 3-d convolution is the same with one or three spatial dims.
 
-``nn.ConvTranspose1d/2d`` is the adjoint: input position p adds ``W[:, :, i]·a_p`` to output
+``nn.ConvTranspose1d/2d/3d`` is the adjoint: input position p adds ``W[:, :, i]·a_p`` to output
 position ``p·stride − padding + i·dilation``, so the weight's gradient pairs ``a_p`` with
 the patch of the *output gradient* at those positions; the bias gradient is the output
 gradient summed over output positions (a `Jacobian` term).
