@@ -6,8 +6,9 @@ which computes and returns a tensor or a tuple of tensors (the outputs), and may
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) after one ``run()``, and its resident memory
 just before (``/proc/self/statm``, after the imports, the set-up in ``code`` and the
 warm-up): the working memory is the difference minus the bytes of the outputs. An earlier
-peak (the imports) can only make it larger, never hide memory the call used. The warm-up (the same call on a few examples) pages in the
-library code and the thread pools that the first call would otherwise count.
+peak (the imports) can only make it larger, never hide memory the call used. The warm-up
+(the same call on a few examples) pages in the library code and the thread pools that the
+first call would otherwise count.
 
 Used by the memory-budget tests (``tests/kernels/test_memory_budget.py``) and by
 ``benchmarks/memory_budget.py``.

@@ -10,6 +10,7 @@ temporaries of one pair), within the budget (`plan_tiles`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
@@ -59,10 +60,8 @@ def _fixed_mmap_threshold() -> None:
     """
     if sys.platform != "linux":
         return
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # another C library: nothing to fix
         ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-    except (OSError, AttributeError):  # another C library: nothing to fix
-        pass
 
 
 _M_MMAP_THRESHOLD = -3
