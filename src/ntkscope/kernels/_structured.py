@@ -319,8 +319,9 @@ class StructuredStrategy:
         total = 0
         for t1, t2 in zip(f1.outer, f2.outer, strict=True):
             aa = t1.inner(t2)[:, 0, :, 0]
-            gg = gram(_outer(t1)[1], _outer(t2)[1], self.full)
-            total = total + (aa[:, :, None, None] if self.full else aa) * gg
+            gg = gram(_outer(t1)[1], _outer(t2)[1], self.full)  # a fresh tensor: in place
+            gg.mul_(aa[:, :, None, None] if self.full else aa)
+            total = gg if isinstance(total, int) else total.add_(gg)
         for t1, t2 in zip(f1.positional, f2.positional, strict=True):
             total = total + _positional_pair(t1, t2, self.full)
         if f1.jacobian is not None:
