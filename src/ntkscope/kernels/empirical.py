@@ -308,9 +308,15 @@ def empirical_ntk(
         mode: "trace" (mean over outputs, (N1, N2)) or "full" ((N1, N2, O, O)).
         diagonal: only Θ̂(x_n, x_n): (N1,) or (N1, O, O); requires x2=None.
         method: "auto", "structured", "jacobian", "ntvp" or "autograd" (see `Method`).
-        memory_budget: bound on working memory beyond the returned kernel, bytes or a
-            string such as "2GB"; default half of free GPU memory or a quarter of free RAM.
-            The kernel is computed in tiles that fit it.
+        memory_budget: bound on working memory beyond the returned kernel, the model and
+            the inputs, bytes or a string such as "2GB"; default half of free GPU memory or
+            a quarter of free RAM. The kernel is computed in tiles that fit it, counting
+            the features kept, the autograd graph and gradient buffers of the chunk whose
+            features are being computed (measured on one example) and the tile's
+            temporaries (`ntkscope.kernels._tiling.plan_tiles`); measured as peak resident
+            memory by ``tests/kernels/test_memory_budget.py``. An explicit budget on CPU
+            fixes glibc's mmap threshold for the process (freed tiles otherwise stay
+            resident). When the features of all examples do not fit, some are recomputed.
         params: replacement values for some trainable parameters, by name as in
             ``model.named_parameters()`` (e.g. a trajectory's checkpoints); the module
             itself is not changed.
