@@ -40,30 +40,24 @@ PINS = ["jax==0.4.23", "jaxlib==0.4.23", "numpy==1.26.4", "scipy==1.11.4", "ml_d
 PINS += ["opt_einsum", "frozendict", "absl-py"]
 NO_DEPS = ["tf2jax==0.3.5", "neural-tangents==0.6.5"]  # their TensorFlow is not needed
 
+
+def _myrtle(size: int, n: int, mode: str) -> tuple[str, str, dict]:
+    return (
+        f"eNTK, Myrtle CNN 3×{size}×{size}, N = {n}, {mode}",
+        "entk_cnn",
+        dict(n=n, size=size, mode=mode),
+    )
+
+
 ROWS = {
     # name: (description, kind, arguments)
     "mlp_full": ("eNTK, MLP 100-512³-10, N = 128, full", "entk_mlp", dict(n=128, mode="full")),
     "mlp_trace": ("eNTK, MLP 100-512³-10, N = 128, trace", "entk_mlp", dict(n=128, mode="trace")),
-    "myrtle8_full": (
-        "eNTK, Myrtle CNN 3×8×8, N = 128, full",
-        "entk_cnn",
-        dict(n=128, size=8, mode="full"),
-    ),
-    "myrtle8_trace": (
-        "eNTK, Myrtle CNN 3×8×8, N = 128, trace",
-        "entk_cnn",
-        dict(n=128, size=8, mode="trace"),
-    ),
-    "myrtle32_full": (
-        "eNTK, Myrtle CNN 3×32×32, N = 64, full",
-        "entk_cnn",
-        dict(n=64, size=32, mode="full"),
-    ),
-    "myrtle32_trace": (
-        "eNTK, Myrtle CNN 3×32×32, N = 64, trace",
-        "entk_cnn",
-        dict(n=64, size=32, mode="trace"),
-    ),
+    **{
+        f"myrtle{size}_{mode}": _myrtle(size, n, mode)
+        for size, n in ((8, 128), (32, 64))
+        for mode in ("full", "trace")
+    },
     "relu_mlp": ("infinite ReLU MLP, depth 5, N = 4,000", "inf_mlp", dict(n=4000, act="relu")),
     "myrtle_inf": ("infinite Myrtle CNN, 32×32, 8×8 pairs, x2 given", "inf_cnn", dict(n=8)),
     "tanh_mlp": ("infinite tanh MLP, depth 5, N = 500", "inf_mlp", dict(n=500, act="tanh")),
