@@ -16,7 +16,10 @@ least the budget again in each case below) cannot hide in it.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from ntkscope.kernels._tiling import plan_tiles
 from peak_memory import measure
 
 MB = 2**20
@@ -97,3 +100,26 @@ def test_infinite_width_stays_within_a_small_budget():
         return kernel_fn(x)
     """
     _check(measure(code), 2 * MB)
+
+
+@given(
+    n1=st.integers(1, 5000),
+    n2=st.integers(1, 5000),
+    feature=st.integers(0, 10**6),
+    pair=st.integers(0, 10**4),
+    extract=st.integers(0, 10**6),
+    budget=st.integers(1, 2 * 10**9),
+    symmetric=st.booleans(),
+)
+def test_tile_plans_fit_their_budget(n1, n2, feature, pair, extract, budget, symmetric):
+    """The plan's working memory (`plan_tiles`) is within the budget, or it refuses."""
+    n2 = n1 if symmetric else n2
+    try:
+        plan = plan_tiles(n1, n2, (feature, pair, extract), budget, symmetric)
+    except ValueError as error:
+        assert "memory_budget" in str(error)
+        assert 2 * feature + extract + pair > budget  # not even one example per chunk fits
+        return
+    kept = min(plan.resident * plan.chunk, n2)
+    assert 1 <= plan.chunk <= max(n1, n2) and plan.resident >= 1
+    assert kept * feature + plan.chunk * (feature + extract) + plan.chunk**2 * pair <= budget

@@ -124,17 +124,17 @@ def plan_tiles(n1: int, n2: int, cost: Cost, budget: int, symmetric: bool = Fals
     """
     feature, pair, extract = cost
     if n2 * feature <= budget / 2:
-        widest = max(-(-n1 // 4), _MIN_SPLIT) if symmetric else max(n1, n2)
+        widest = min(max(-(-n1 // 4), _MIN_SPLIT), n1) if symmetric else max(n1, n2)
         chunk = min(_largest(budget - n2 * feature, feature + extract, pair), widest)
         if chunk >= 1:
             return TilePlan(chunk, -(-n2 // chunk))
     stream = _largest(budget / 4, feature + extract, pair)
     chunk = min(n1, n2, max(min(stream, _MAX_STREAM), _MIN_SPLIT))
     rest = budget - chunk * (feature + extract) - chunk**2 * pair
-    resident = int(rest // (chunk * feature)) if feature else -(-n2 // chunk)
-    resident = resident if rest > 0 else 0
-    if resident >= 1:
-        return TilePlan(chunk, resident)
+    if chunk >= 1 and rest > 0:
+        resident = int(rest // (chunk * feature)) if feature else -(-n2 // chunk)
+        if resident >= 1:
+            return TilePlan(chunk, resident)
     chunk = min(_largest(budget, 2 * feature + extract, pair), n1, n2)
     if chunk < 1:
         need = 2 * feature + extract + pair
