@@ -225,9 +225,13 @@ class StructuredStrategy:
         buffers of a backward pass, plus the features themselves once more (the layers'
         factors before their Jacobian or bias columns are formed and concatenated).
         """
-        graph = [_saved_bytes(lambda k=k: self.features(_batch.take(x, slice(0, k))))
-                 for k in range(1, min(_batch.size(x), 2) + 1)]  # fmt: skip
-        f = self.features(_batch.take(x, slice(0, 1)))
+        made: dict[int, Features] = {}
+
+        def make(k: int) -> None:
+            made[k] = self.features(_batch.take(x, slice(0, k)))
+
+        graph = [_saved_bytes(lambda k=k: make(k)) for k in range(1, min(_batch.size(x), 2) + 1)]
+        f = made[1]
         item = torch.empty((), dtype=self.fm.dtype).element_size()
         tensors = [t for term in f.outer + f.positional for t in (term.a, term.g)]
         tensors += [] if f.jacobian is None else [f.jacobian]
