@@ -50,22 +50,28 @@ def default_memory_budget(device: torch.device) -> int:
 
 @functools.cache
 def _fixed_mmap_threshold() -> None:
-    """Fix glibc's mmap threshold at its initial 128 KiB, for the whole process.
+    """Fix glibc's mmap threshold at 1 MiB and its trim threshold at 2 MiB, for the process.
 
-    glibc raises the threshold to the size of each large block freed (up to 32 MiB), after
-    which blocks of that size come from the heap, and freed tiles stay resident there: the
-    peak resident memory of a tiled kernel reached twice its budget (measured). With the
-    threshold fixed, every block over 128 KiB is mapped and unmapped on its own. No effect
-    where the C library is not glibc.
+    glibc raises the mmap threshold to the size of each large block freed (up to 32 MiB),
+    after which blocks of that size come from the heap, and freed tiles stay resident
+    there: the peak resident memory of a tiled eNTK reached twice its budget (measured).
+    With the thresholds fixed, blocks of 1 MiB or more are mapped and unmapped on their own
+    and the heap keeps at most ~2 MiB free at its top. The cost is page faults on every
+    large block: the infinite MLP kernel ran ~1.5× slower under an explicit budget in one
+    measurement on a loaded machine (2× at 128 KiB, glibc's initial value; at 4 MiB the
+    eNTK's gradient blocks stayed resident again). No effect where the C library is not
+    glibc.
     """
     if sys.platform != "linux":
         return
     with contextlib.suppress(OSError, AttributeError):  # another C library: nothing to fix
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * 2**20)
+        libc.mallopt(_M_MMAP_THRESHOLD, 2**20)
 
 
-_M_MMAP_THRESHOLD = -3
-"""glibc's ``mallopt`` parameter number (malloc.h)."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+"""glibc's ``mallopt`` parameter numbers (malloc.h)."""
 
 
 def resolve_budget(memory_budget: int | float | str | None, device: torch.device) -> int:
