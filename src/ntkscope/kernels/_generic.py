@@ -35,6 +35,7 @@ class JacobianStrategy:
         item = torch.empty((), dtype=fm.dtype).element_size()
         self.feature_bytes = 2 * n_out * fm.n_params * item  # Jacobian and its flat copy
         self.pair_bytes = item * (2 * n_out**2 if full else 2)
+        self.extract_bytes = 0  # counted in feature_bytes
 
     def features(self, x: Batch) -> torch.Tensor:
         def single(theta, example):
@@ -60,6 +61,7 @@ class NTVPStrategy:
         self.feature_bytes = 2 * n_out * fm.n_params * item
         # per pair: the jvp's activations for every (row, output) and the O×O block
         self.pair_bytes = item * n_out * (2 * activation_numel + n_out)
+        self.extract_bytes = 0  # the features are the inputs
 
     def features(self, x: Batch) -> Batch:
         return x

@@ -33,7 +33,7 @@ from ntkscope._batch import Batch
 from ntkscope._checks import choice
 from ntkscope.kernels import infinite, infinite_cnn
 from ntkscope.kernels._infinite_tiles import diagonal_tile, tile_entries, tile_shape
-from ntkscope.kernels._tiling import plan_tiles
+from ntkscope.kernels._tiling import cost, plan_tiles, symmetric_tile
 from ntkscope.kernels.empirical import Method, Mode, _plan
 
 
@@ -138,6 +138,7 @@ class _EntkTiles:
             fa = features(_batch.take(p.x1, rows))
             fb = fa if p.x2 is None and rows == cols else features(_batch.take(_second(p), cols))
             tile = p.strategy.pair(fa, fb)
+            tile = symmetric_tile(tile) if p.x2 is None and rows == cols else tile
         if not p.full:
             tile = tile / p.n_out
         if not torch.isfinite(tile).all():
@@ -203,8 +204,7 @@ def _entk_job(model, x1, x2, mode, method, memory_budget) -> KernelJob:
     with torch.inference_mode(False), torch.enable_grad():
         p = _plan(module, x1, x2, mode, False, method, memory_budget, None, None)
     n1, n2 = _batch.size(p.x1), _batch.size(_second(p))
-    s = p.strategy
-    block = plan_tiles(n1, n2, s.feature_bytes, s.pair_bytes, p.budget, p.x2 is None).block
+    block = plan_tiles(n1, n2, cost(p.strategy), p.budget, p.x2 is None).chunk
     mode = choice(Mode, mode, "mode")
     h = model_hash(module)
     return KernelJob(

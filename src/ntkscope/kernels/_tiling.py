@@ -2,16 +2,21 @@
 
 A kernel strategy maps a block of examples to per-example *features* (activations and
 output gradients, Jacobians, or the inputs themselves) and a pair of feature blocks to a
-kernel tile. The working memory of one tile is ``(b1 + b2) · feature_bytes +
-b1 · b2 · pair_bytes``; `plan_tiles` picks the largest square tile that fits the budget,
-and caches the column features when all of them fit in half of it.
+kernel tile. Examples go in chunks of c (one features call each); K chunks of column
+features stay resident while the row chunks stream past them, so the working memory is
+``K·c·F + c·(F + E) + c²·P`` (`Cost`: features, transient memory of the features call,
+temporaries of one pair), within the budget (`plan_tiles`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import math
 import os
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +28,9 @@ from ntkscope._checks import memory_bytes
 
 _MIN_SPLIT = 128
 """Symmetric kernels are not split into tiles narrower than this (GEMM efficiency)."""
+
+_MAX_STREAM = 1024
+"""Streamed chunks are not made wider than this (wider tiles gain nothing per pair)."""
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(tiles_done, tiles_total)`` after each tile."""
@@ -40,57 +48,106 @@ def default_memory_budget(device: torch.device) -> int:
     return max(available // 4, 64 * 2**20)
 
 
+@functools.cache
+def _fixed_mmap_threshold() -> None:
+    """Fix glibc's mmap threshold at 1 MiB and its trim threshold at 2 MiB, for the process.
+
+    glibc raises the mmap threshold to the size of each large block freed (up to 32 MiB),
+    after which blocks of that size come from the heap, and freed tiles stay resident
+    there: the peak resident memory of a tiled eNTK reached twice its budget (measured).
+    With the thresholds fixed, blocks of 1 MiB or more are mapped and unmapped on their own
+    and the heap keeps at most ~2 MiB free at its top. The cost is page faults on every
+    large block: the infinite MLP kernel ran ~1.5× slower under an explicit budget in one
+    measurement on a loaded machine (2× at 128 KiB, glibc's initial value; at 4 MiB the
+    eNTK's gradient blocks stayed resident again). No effect where the C library is not
+    glibc.
+    """
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):  # another C library: nothing to fix
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * 2**20)
+        libc.mallopt(_M_MMAP_THRESHOLD, 2**20)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+"""glibc's ``mallopt`` parameter numbers (malloc.h)."""
+
+
 def resolve_budget(memory_budget: int | float | str | None, device: torch.device) -> int:
-    """The budget in bytes: parsed from the argument, or the device default."""
+    """The budget in bytes: parsed from the argument, or the device default.
+
+    An explicit budget on CPU also fixes glibc's mmap threshold (`_fixed_mmap_threshold`),
+    without which freed tiles can stay resident beyond the budget.
+    """
     if memory_budget is None:
         return default_memory_budget(device)
-    return memory_bytes(memory_budget, "memory_budget")
+    budget = memory_bytes(memory_budget, "memory_budget")
+    if device.type == "cpu":
+        _fixed_mmap_threshold()
+    return budget
 
 
 @dataclass(frozen=True)
 class TilePlan:
-    """Square tiles of ``block`` examples; ``cache_columns``: column features kept."""
+    """Chunks of ``chunk`` examples (one `Strategy.features` call each, one tile per pair of
+    chunks); ``resident``: column chunks whose features are kept while row chunks stream."""
 
-    block: int
-    cache_columns: bool
+    chunk: int
+    resident: int
 
 
-def plan_tiles(
-    n1: int, n2: int, feature_bytes: int, pair_bytes: int, budget: int, symmetric: bool = False
-) -> TilePlan:
-    """Largest tile ``b`` with ``(b + b') · feature_bytes + b² · pair_bytes <= budget``.
+Cost = tuple[int, int, int]
+"""(F, P, E): bytes of one example's features, of one pair's temporaries in a tile, and
+of the transient memory per example while its features are computed (autograd graph,
+gradient buffers, copies)."""
 
-    For a symmetric kernel with cached features, tiles are at most max(N/4, 128) wide so
-    that only 10 of 16 tiles (the upper triangle) are computed, the rest mirrored, while
-    each tile stays large enough for an efficient GEMM.
+
+def _largest(budget: float, per_row: float, pair: float) -> int:
+    """The largest integer b ≥ 0 with ``pair·b² + per_row·b <= budget``."""
+    if budget <= 0:
+        return 0
+    if not pair:
+        return int(budget // max(per_row, 1))
+    return int((-per_row + math.sqrt(per_row**2 + 4 * pair * budget)) / (2 * pair))
+
+
+def plan_tiles(n1: int, n2: int, cost: Cost, budget: int, symmetric: bool = False) -> TilePlan:
+    """Chunks whose working memory, ``K·c·F + c·(F + E) + c²·P`` for K resident column
+    chunks of c examples, stays within ``budget``. The first that fits of:
+
+    - *all columns resident* (``N2·F <= budget / 2``): every feature computed once; c as
+      large as fits, for a symmetric kernel at most max(N/4, 128), so that only 10 of 16
+      tiles (the upper triangle) are computed, the rest mirrored, while each tile stays
+      large enough for an efficient GEMM;
+    - *streamed*: c as large as a quarter of the budget allows (128 to 1,024: small tiles
+      are slower per pair) and as many resident chunks as fit in the rest: each row chunk
+      is recomputed once per group of resident chunks;
+    - *one resident chunk* of the largest c that fits.
 
     Raises:
         ValueError: when not even one example fits the budget.
     """
-
-    def largest(fixed: float, per_row: float) -> int:
-        # solve pair_bytes·b² + per_row·b + fixed <= budget for the largest integer b
-        rest = budget - fixed
-        if rest <= 0:
-            return 0
-        disc = per_row**2 + 4 * pair_bytes * rest
-        return (
-            int((-per_row + math.sqrt(disc)) / (2 * pair_bytes))
-            if pair_bytes
-            else int(rest // max(per_row, 1))
-        )
-
-    cached = largest(n2 * feature_bytes, feature_bytes)
-    if cached >= 1 and n2 * feature_bytes <= budget / 2:
-        widest = max(-(-n1 // 4), _MIN_SPLIT) if symmetric else max(n1, n2)
-        return TilePlan(min(cached, widest), cache_columns=True)
-    block = largest(0, 2 * feature_bytes)
-    if block < 1:
-        need = 2 * feature_bytes + pair_bytes
+    feature, pair, extract = cost
+    if n2 * feature <= budget / 2:
+        widest = min(max(-(-n1 // 4), _MIN_SPLIT), n1) if symmetric else max(n1, n2)
+        chunk = min(_largest(budget - n2 * feature, feature + extract, pair), widest)
+        if chunk >= 1:
+            return TilePlan(chunk, -(-n2 // chunk))
+    stream = _largest(budget / 4, feature + extract, pair)
+    chunk = min(n1, n2, max(min(stream, _MAX_STREAM), _MIN_SPLIT))
+    rest = budget - chunk * (feature + extract) - chunk**2 * pair
+    if chunk >= 1 and rest > 0:
+        resident = int(rest // (chunk * feature)) if feature else -(-n2 // chunk)
+        if resident >= 1:
+            return TilePlan(chunk, resident)
+    chunk = min(_largest(budget, 2 * feature + extract, pair), n1, n2)
+    if chunk < 1:
+        need = 2 * feature + extract + pair
         raise ValueError(
             f"memory_budget: {budget} bytes is too small; one pair of examples needs {need} bytes"
         )
-    return TilePlan(min(block, max(n1, n2)), cache_columns=False)
+    return TilePlan(chunk, 1)
 
 
 class Strategy(Protocol):
@@ -98,6 +155,7 @@ class Strategy(Protocol):
 
     feature_bytes: int
     pair_bytes: int
+    extract_bytes: int
 
     def features(self, x: Batch) -> Any: ...
 
@@ -106,15 +164,30 @@ class Strategy(Protocol):
     def diagonal(self, fa: Any) -> torch.Tensor: ...
 
 
+def cost(strategy: Strategy) -> Cost:
+    """(F, P, E) of a strategy (`Cost`)."""
+    return strategy.feature_bytes, strategy.pair_bytes, strategy.extract_bytes
+
+
+def transposed(tile: torch.Tensor) -> torch.Tensor:
+    """Θ(x', x) from Θ(x, x'): examples swapped, and output axes too in full mode."""
+    return tile.transpose(0, 1).transpose(-1, -2) if tile.dim() == 4 else tile.T
+
+
+def symmetric_tile(tile: torch.Tensor) -> torch.Tensor:
+    """A tile on the diagonal of Θ(x, x) made exactly symmetric: its upper triangle (pairs
+    n ≤ m) mirrored onto the lower one (a GEMM of a block with itself need not be)."""
+    i = torch.arange(tile.shape[0], device=tile.device)
+    upper = (i[:, None] <= i).view(*tile.shape[:2], *[1] * (tile.dim() - 2))
+    return torch.where(upper, tile, transposed(tile))
+
+
 def _blocks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _tile_pairs(rows: list[slice], cols: list[slice], symmetric: bool) -> Iterator[tuple]:
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
-            if not symmetric or j >= i:
-                yield i, r, j, c
+def _count_tiles(n_rows: int, n_cols: int, symmetric: bool) -> int:
+    return n_rows * (n_rows + 1) // 2 if symmetric else n_rows * n_cols
 
 
 def tiled_kernel(
@@ -127,35 +200,36 @@ def tiled_kernel(
 ) -> torch.Tensor:
     """Fill ``out`` (N1, N2, ...) tile by tile; ``x2=None`` means x2 = x1, computed once.
 
-    For x2 = x1 only tiles on and above the diagonal are computed; the others are their
-    transposes (Θ(x', x) = Θ(x, x')ᵀ, output axes swapped too).
+    Groups of resident column chunks (`plan_tiles`); for each group, the row chunks stream
+    past it. For x2 = x1 only tiles on and above the diagonal are computed (a row chunk
+    that is resident is not recomputed); the others are their transposes
+    (Θ(x', x) = Θ(x, x')ᵀ, output axes swapped too).
     """
     symmetric = x2 is None
     x2 = x1 if x2 is None else x2
     n1, n2 = _batch.size(x1), _batch.size(x2)
-    plan = plan_tiles(n1, n2, strategy.feature_bytes, strategy.pair_bytes, budget, symmetric)
-    rows, cols = _blocks(n1, plan.block), _blocks(n2, plan.block)
-    cache = [strategy.features(_batch.take(x2, c)) for c in cols] if plan.cache_columns else None
-    pairs = list(_tile_pairs(rows, cols, symmetric))
-    row_index, row_features = -1, None
-    for done, (i, r, j, c) in enumerate(pairs, start=1):
-        if i != row_index:
-            row_index = i
-            row_features = (
-                cache[i]
-                if cache is not None and symmetric
-                else strategy.features(_batch.take(x1, r))
-            )
-        if symmetric and j == i:
-            col_features = row_features
-        else:
-            col_features = cache[j] if cache is not None else strategy.features(_batch.take(x2, c))
-        tile = strategy.pair(row_features, col_features)
-        out[r, c] = tile
-        if symmetric and j != i:
-            out[c, r] = tile.transpose(0, 1).transpose(-1, -2) if tile.dim() == 4 else tile.T
-        if progress is not None:
-            progress(done, len(pairs))
+    plan = plan_tiles(n1, n2, cost(strategy), budget, symmetric)
+    rows, cols = _blocks(n1, plan.chunk), _blocks(n2, plan.chunk)
+    total, done = _count_tiles(len(rows), len(cols), symmetric), 0
+    for start in range(0, len(cols), plan.resident):
+        group = range(start, min(start + plan.resident, len(cols)))
+        kept = {}  # the previous group's features are freed before this group's are made
+        for j in group:
+            kept[j] = strategy.features(_batch.take(x2, cols[j]))
+        for i, r in enumerate(rows[: group.stop] if symmetric else rows):
+            row_features = kept[i] if symmetric and i in kept else None
+            for j in group if not symmetric else range(max(i, start), group.stop):
+                if row_features is None:
+                    row_features = strategy.features(_batch.take(x1, r))
+                tile = strategy.pair(row_features, kept[j])
+                if symmetric and j == i:
+                    tile = symmetric_tile(tile)
+                out[r, cols[j]] = tile
+                if symmetric and j != i:
+                    out[cols[j], r] = transposed(tile)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
     return out
 
 
@@ -168,8 +242,8 @@ def tiled_diagonal(
 ) -> torch.Tensor:
     """Fill ``out`` (N, ...) with Θ(x_n, x_n), block by block."""
     n = _batch.size(x)
-    plan = plan_tiles(n, 0, strategy.feature_bytes, 0, budget // 2)
-    blocks = _blocks(n, plan.block)
+    plan = plan_tiles(n, 0, (strategy.feature_bytes, 0, strategy.extract_bytes), budget // 2)
+    blocks = _blocks(n, plan.chunk)
     for done, r in enumerate(blocks, start=1):
         out[r] = strategy.diagonal(strategy.features(_batch.take(x, r)))
         if progress is not None:

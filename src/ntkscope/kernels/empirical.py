@@ -132,9 +132,7 @@ def _checked(method: Method, fm, x1, n_out: int, full: bool) -> Strategy:
     """
     if method is Method.STRUCTURED:
         strategy = StructuredStrategy(fm, n_out, full)
-        probe = strategy.features(_batch.take(x1, slice(0, 1)))
-        check_against_autograd(strategy, probe, x1)
-        strategy.measure(probe)
+        check_against_autograd(strategy, strategy.measure(x1), x1)
         return strategy
     strategy = _generic(method, fm, x1, n_out, full)
     twin = strategy if full else _generic(method, fm, x1, n_out, True)
@@ -183,6 +181,11 @@ def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Stra
     raise ValueError("model: no eNTK method can differentiate it; " + "; ".join(failures))
 
 
+def _all_finite(t: torch.Tensor, chunk: int = 2**20) -> bool:
+    """``torch.isfinite(t).all()`` in chunks: the whole-tensor form allocates more than ``t``."""
+    return all(bool(torch.isfinite(part).all()) for part in t.reshape(-1).split(chunk))
+
+
 @dataclass
 class _Plan:
     """A validated eNTK request, ready to run."""
@@ -208,7 +211,7 @@ class _Plan:
             tiled_kernel(self.strategy, self.x1, self.x2, out, self.budget, progress)
         if not self.full:
             out /= self.n_out
-        if not torch.isfinite(out).all():
+        if not _all_finite(out):
             raise ValueError(
                 "x1: the eNTK has NaN or infinite entries; the model's outputs or gradients "
                 "are not finite on these inputs"
@@ -305,9 +308,15 @@ def empirical_ntk(
         mode: "trace" (mean over outputs, (N1, N2)) or "full" ((N1, N2, O, O)).
         diagonal: only Θ̂(x_n, x_n): (N1,) or (N1, O, O); requires x2=None.
         method: "auto", "structured", "jacobian", "ntvp" or "autograd" (see `Method`).
-        memory_budget: bound on working memory beyond the returned kernel, bytes or a
-            string such as "2GB"; default half of free GPU memory or a quarter of free RAM.
-            The kernel is computed in tiles that fit it.
+        memory_budget: bound on working memory beyond the returned kernel, the model and
+            the inputs, bytes or a string such as "2GB"; default half of free GPU memory or
+            a quarter of free RAM. The kernel is computed in tiles that fit it, counting
+            the features kept, the autograd graph and gradient buffers of the chunk whose
+            features are being computed (measured on one example) and the tile's
+            temporaries (`ntkscope.kernels._tiling.plan_tiles`); measured as peak resident
+            memory by ``tests/kernels/test_memory_budget.py``. An explicit budget on CPU
+            fixes glibc's mmap threshold for the process (freed tiles otherwise stay
+            resident). When the features of all examples do not fit, some are recomputed.
         params: replacement values for some trainable parameters, by name as in
             ``model.named_parameters()`` (e.g. a trajectory's checkpoints); the module
             itself is not changed.

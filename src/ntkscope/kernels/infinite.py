@@ -101,8 +101,11 @@ def infinite_kernels(
         memory_budget: bytes (or a string such as "2GB") of working memory for the tiles,
             beyond the inputs, the outputs and the O(N · depth) diagonal recursion; at
             least one entry is computed per tile. Default: a quarter of the free memory of
-            x1's device. A tile needs ``8 · Dual.arrays`` bytes per entry (128 for closed
-            forms, 192 for the series). On CPU, tiles are also capped at 8 MiB, which keeps
+            x1's device (on CPU an explicit budget also fixes glibc's mmap threshold, as in
+            `ntkscope.empirical_ntk`). Not counted: the coefficients that the series duals
+            keep per distinct variance (≤ 64 MB, `ntkscope.kernels._series_dual`). A tile
+            needs ``8 · Dual.arrays`` bytes per entry (128 for closed forms, 192 for the
+            series). On CPU, tiles are also capped at 8 MiB, which keeps
             them in cache (fastest, measured).
 
     Returns:

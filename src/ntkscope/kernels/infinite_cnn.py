@@ -255,8 +255,10 @@ def infinite_cnn_kernels(
         memory_budget: bytes (or a string such as "2GB") of working memory for the tiles
             of image pairs (and the batches of single images), beyond the inputs and the
             outputs; at least one pair per tile. Default: a quarter of the free memory of
-            x1's device. On CPU, tiles are also capped at 8 MiB. The series needs 192 bytes
-            per position pair (0.8 MB for a pair of 8×8 images).
+            x1's device. On CPU, tiles are also capped at 8 MiB, and an explicit budget fixes
+            glibc's mmap threshold (as in `ntkscope.empirical_ntk`). Not counted: the
+            coefficients that the series duals keep per distinct variance (≤ 64 MB). The
+            series needs 192 bytes per position pair (0.8 MB for a pair of 8×8 images).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.

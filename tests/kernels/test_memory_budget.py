@@ -1,0 +1,125 @@
+"""Every kernel function keeps its working memory within ``memory_budget``.
+
+Each test runs the function in a fresh process under a small budget and measures the
+growth of the peak resident memory during the call (`peak_memory.measure`: after the
+imports, the inputs and a warm-up call on a few examples), less the returned kernels. That
+working memory must stay within the budget plus ``ALLOWANCE``.
+
+``ALLOWANCE`` = 12 MiB: what a call needs beyond the arrays the budget covers, measured
+for a trivial call (1 example) after the same warm-up: the allocator's arenas and page
+granularity, the autograd engine's and the thread pool's first buffers, and the small
+O(N) arrays outside the tiles (per-input variances of the infinite kernels, index
+arrays). It does not grow with N or with the budget, so a budget overrun of the tiles (at
+least the budget again in each case below) cannot hide in it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ntkscope.kernels._tiling import plan_tiles
+from peak_memory import measure
+
+MB = 2**20
+ALLOWANCE = 12 * MB
+
+MLP = """
+import ntkscope as ns
+torch.manual_seed(0)
+model = ns.models.mlp(d_in=100, width=512, depth=3, d_out=10)
+x = torch.randn({n}, 100)
+
+def warmup():
+    ns.empirical_ntk(model, x[:16], mode="{mode}", memory_budget="{budget}")
+
+def run():
+    return ns.empirical_ntk(model, x, mode="{mode}", memory_budget="{budget}")
+"""
+
+
+def _check(result: dict, budget: int) -> None:
+    working = result["working"]
+    assert working <= budget + ALLOWANCE, (
+        f"working memory {working / MB:.1f} MiB > budget {budget / MB:.0f} MiB + allowance"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "n", "budget"),
+    [("trace", 1200, 24), ("full", 200, 16)],  # all features: 80 MiB and 13 MiB
+)
+def test_empirical_ntk_stays_within_a_small_budget(mode, n, budget):
+    result = measure(MLP.format(n=n, mode=mode, budget=f"{budget}MiB"))
+    _check(result, budget * MB)
+
+
+def test_infinite_kernels_stay_within_a_small_budget():
+    code = """
+    import ntkscope as ns
+    x = torch.randn(1500, 20, dtype=torch.float64)
+
+    def warmup():
+        ns.infinite_kernels(x[:8], depth=3, activation="erf", memory_budget="2MiB")
+
+    def run():
+        return ns.infinite_kernels(x, depth=3, activation="erf", memory_budget="2MiB")
+    """
+    _check(measure(code), 2 * MB)
+
+
+def test_infinite_cnn_kernels_stay_within_a_small_budget():
+    code = """
+    import ntkscope as ns
+    x = torch.randn(24, 3, 8, 8, dtype=torch.float64)
+    args = dict(depth=3, pool_after=[0, 1], memory_budget="2MiB")
+
+    def warmup():
+        ns.infinite_cnn_kernels(x[:2], **args)
+
+    def run():
+        return ns.infinite_cnn_kernels(x, **args)
+    """
+    _check(measure(code), 2 * MB)
+
+
+def test_infinite_width_stays_within_a_small_budget():
+    code = """
+    import ntkscope as ns
+    from torch import nn
+    net = nn.Sequential(nn.Linear(20, 64), nn.GELU(), nn.Linear(64, 64), nn.ReLU(),
+                        nn.Linear(64, 1))
+    kernel_fn = ns.infinite_width(net, memory_budget="2MiB")
+    x = torch.randn(1500, 20, dtype=torch.float64)
+
+    def warmup():
+        kernel_fn(x[:8])
+
+    def run():
+        return kernel_fn(x)
+    """
+    _check(measure(code), 2 * MB)
+
+
+@given(
+    n1=st.integers(1, 5000),
+    n2=st.integers(1, 5000),
+    feature=st.integers(0, 10**6),
+    pair=st.integers(0, 10**4),
+    extract=st.integers(0, 10**6),
+    budget=st.integers(1, 2 * 10**9),
+    symmetric=st.booleans(),
+)
+def test_tile_plans_fit_their_budget(n1, n2, feature, pair, extract, budget, symmetric):
+    """The plan's working memory (`plan_tiles`) is within the budget, or it refuses."""
+    n2 = n1 if symmetric else n2
+    try:
+        plan = plan_tiles(n1, n2, (feature, pair, extract), budget, symmetric)
+    except ValueError as error:
+        assert "memory_budget" in str(error)
+        assert 2 * feature + extract + pair > budget  # not even one example per chunk fits
+        return
+    kept = min(plan.resident * plan.chunk, n2)
+    assert 1 <= plan.chunk <= max(n1, n2) and plan.resident >= 1
+    assert kept * feature + plan.chunk * (feature + extract) + plan.chunk**2 * pair <= budget
