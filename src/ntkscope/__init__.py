@@ -16,6 +16,7 @@ from ntkscope.dynamics import (
     KernelRidge,
     LinearizedRecorder,
     LossRecorder,
+    Monitor,
     ParameterRecorder,
     PredictionRecorder,
     Recorder,
@@ -58,8 +59,9 @@ __all__ = [
     "Diagnosis",
     "Verdict",
     "diagnose",
-    # training with recorders
+    # training with recorders, in ntkscope's loop or any other
     "train",
+    "Monitor",
     "Trajectory",
     "Recorder",
     "KernelRecorder",

@@ -220,6 +220,30 @@ def _final(trajectory: Trajectory, name: str) -> float:
         return math.nan
 
 
+def _first(trajectory: Trajectory, name: str) -> float:
+    try:
+        return trajectory.series(name)[1][0]
+    except KeyError:
+        return math.nan
+
+
+def monitored(trajectory: Trajectory, settings: dict[str, object]) -> Diagnosis:
+    """The `Diagnosis` of a run recorded by a `ntkscope.Monitor` in any training loop.
+
+    As `diagnose` concludes, from the one run alone: the "init dispersion" criterion needs
+    several initializations and is not measured (NaN), so is the "linearization gap"
+    without a `LinearizedRecorder`; the verdict is "feature learning" if a measured
+    criterion says so, else "incomplete" (module `ntkscope.diagnosis.verdict`).
+
+    Raises:
+        ValueError: when no `KernelRecorder` recorded the run.
+    """
+    kernel = next((r for r in trajectory.recorders if isinstance(r, KernelRecorder)), None)
+    if kernel is None or kernel.initial is None:
+        raise ValueError("recorders: a diagnosis needs a KernelRecorder that has started")
+    return _conclude(trajectory, kernel, math.nan, [], None, settings)
+
+
 def _conclude(trajectory, kernel_recorder, dispersion, kernels, infinite, settings) -> Diagnosis:
     numbers: dict[str, float | None] = {
         name: _final(trajectory, name)
@@ -254,7 +278,7 @@ def _conclude(trajectory, kernel_recorder, dispersion, kernels, infinite, settin
         )
     elif trajectory.stopped == "interrupted":
         notes.append(f"interrupted after {len(trajectory.losses)} steps; numbers so far")
-    start, end = trajectory.series("train_loss")[1][0], _final(trajectory, "train_loss")
+    start, end = _first(trajectory, "train_loss"), _final(trajectory, "train_loss")
     if not diverged and end > 0.9 * start:
         notes.append(
             f"the training loss fell only from {start:.3g} to {end:.3g}: a run that "
