@@ -143,7 +143,11 @@ class _WandB(Logger):
         self.run.log({tag: self.wandb.Histogram(values)}, step=step)
 
     def figure(self, tag: str, figure: Figure, step: int) -> None:
-        self.run.log({tag: self.wandb.Image(figure)}, step=step)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot state
+
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        self.run.log({tag: self.wandb.Image(np.asarray(canvas.buffer_rgba()))}, step=step)
 
     def text(self, tag: str, text: str, step: int) -> None:
         self.run.summary[tag] = text
