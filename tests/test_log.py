@@ -76,8 +76,12 @@ def test_an_offline_wandb_run_holds_every_record_and_the_report(trajectory, tmp_
     """W&B offline (nothing leaves the machine); the run's file read back holds every
     scalar at its step, the spectra and figures, and the verdict in the summary."""
     wandb = pytest.importorskip("wandb")
-    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path),
-                       "WANDB_SILENT": "true", "WANDB_CONFIG_DIR": str(tmp_path)}.items():
+    for key, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_SILENT": "true",
+        "WANDB_CONFIG_DIR": str(tmp_path),
+    }.items():
         monkeypatch.setenv(key, value)  # fmt: skip
     run = wandb.init(project="ntkscope-test", dir=tmp_path, mode="offline")
     try:

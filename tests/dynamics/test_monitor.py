@@ -139,7 +139,7 @@ def test_recorders_whose_needs_the_loop_does_not_give_are_refused(make, kwargs, 
 
 def test_misuse_is_refused_with_the_argument_named():
     model, x, y = problem()
-    with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module"):
         ns.Monitor(lambda t: t, x)
     with pytest.raises(TypeError, match="probe"):
         ns.Monitor(model, [1, 2, 3])

@@ -30,7 +30,9 @@ def _tokens() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     ids = torch.randint(1, VOCAB, (N, LENGTH), generator=generator)
     mask = torch.ones(N, LENGTH, dtype=torch.long)
     mask[N // 2 :, LENGTH - 3 :] = 0  # padded examples
-    return {"input_ids": ids, "attention_mask": mask}, torch.randint(0, 2, (N,), generator=generator)
+    return {"input_ids": ids, "attention_mask": mask}, torch.randint(
+        0, 2, (N,), generator=generator
+    )
 
 
 def _trainer(model, x, y, out: Path) -> transformers.Trainer:

@@ -85,7 +85,8 @@ def run(tmp_path_factory):
     trajectory = ns.train(
         reference, (data.x.double(), data.y), loss="cross_entropy", lr=LR, epochs=EPOCHS,
         batch_size=BATCH, seed=SEED,
-        recorders=[ns.KernelRecorder(probe, EVERY, probe_y=data.y[:32]), ns.ParameterRecorder(EVERY)],
+        recorders=[ns.KernelRecorder(probe, EVERY, probe_y=data.y[:32]),
+                   ns.ParameterRecorder(EVERY)],
     )  # fmt: skip
     return callback, trainer, trajectory
 
@@ -98,7 +99,11 @@ def test_records_equal_those_of_ntkscope_train(run):
     assert list(frame.columns) == list(expected.columns)
     assert frame["kernel_change"].iloc[-1] > 1e-3  # the kernel moved: a comparison, not zeros
     torch.testing.assert_close(
-        torch.tensor(frame.to_numpy()), torch.tensor(expected.to_numpy()), rtol=1e-9, atol=1e-12, equal_nan=True
+        torch.tensor(frame.to_numpy()),
+        torch.tensor(expected.to_numpy()),
+        rtol=1e-9,
+        atol=1e-12,
+        equal_nan=True,
     )
     assert callback.monitor.trajectory.losses == pytest.approx(trajectory.losses, rel=1e-9)
 

@@ -17,7 +17,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pandas as pd
 import torch
 
 from ntkscope import _batch, metrics
@@ -39,6 +41,9 @@ from ntkscope.dynamics import (
 from ntkscope.dynamics.train import Loss, Optimizer
 from ntkscope.kernels import empirical_ntk, resolve_method
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 ADAM_LR = 1e-3
 """Default learning rate of Adam."""
 
@@ -46,6 +51,10 @@ ADAM_LR = 1e-3
 @dataclass
 class Diagnosis:
     """What `diagnose` measured and concluded.
+
+    In Jupyter it renders as the report (``_repr_html_``); `plot` and `to_frame` give the
+    figures and the criteria. (These methods import the report layer when called: a
+    departure from "lower never imports upper", at call time only.)
 
     Attributes:
         verdict: the `Verdict`.
@@ -64,6 +73,25 @@ class Diagnosis:
     trajectory: Trajectory
     spectra: dict[str, torch.Tensor]
     notes: list[str] = field(default_factory=list)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The criteria, one row each: value, thresholds, status, meaning (the records of the
+        run: ``trajectory.frame()``; every scalar: ``numbers``)."""
+        from ntkscope.report.diagnosis import criteria_table  # the report layer, on use
+
+        return criteria_table(self)
+
+    def plot(self) -> dict[str, Figure]:
+        """The figures of the diagnosis report (`ntkscope.report.diagnosis.FIGURES`)."""
+        from ntkscope.report.diagnosis import FIGURES
+
+        return {name: draw(self) for name, draw in FIGURES.items()}
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the verdict card, the criteria, the numbers and the figures."""
+        from ntkscope.report.notebook import diagnosis_html
+
+        return diagnosis_html(self)
 
     def summary(self) -> dict[str, object]:
         """Everything but the arrays, as a JSON-ready dict."""

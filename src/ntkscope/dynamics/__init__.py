@@ -1,5 +1,5 @@
-"""Training dynamics: the training loop, the monitor of any loop and their recorders, the linearized network,
-closed-form MSE predictions, and Gauss–Newton steps through the eNTK."""
+"""Training dynamics: the training loop, the monitor of any loop and their recorders, the
+linearized network, closed-form MSE predictions, and Gauss–Newton steps through the eNTK."""
 
 from ntkscope.dynamics.checkpoints import (
     KernelRegressionRecorder,

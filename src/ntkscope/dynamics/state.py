@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -19,6 +20,10 @@ from ntkscope._batch import Batch
 from ntkscope._checks import finite_batch, tensor
 from ntkscope.data import Dataset
 from ntkscope.dynamics.gauss_newton import GaussNewton
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 class Loss(StrEnum):
     """Training objective.
@@ -152,6 +157,10 @@ class Recorder:
 class Trajectory:
     """The outcome of `train` (and the records of a `ntkscope.Monitor`).
 
+    ``frame()`` (or ``to_frame()``) gives the records as pandas, ``plot()`` their figures;
+    in Jupyter it renders as a table and figures (``_repr_html_``; these import the report
+    layer when called, a departure from "lower never imports upper" at call time only).
+
     Attributes:
         model: the trained network (the object passed in).
         rows: one dict per recorded step, ``{"step": t, name: value, ...}``, in step order.
@@ -182,6 +191,20 @@ class Trajectory:
     def frame(self) -> pd.DataFrame:
         """The records as a pandas DataFrame indexed by step (one column per quantity)."""
         return pd.DataFrame(self.rows).groupby("step").first()
+
+    to_frame = frame
+
+    def plot(self) -> dict[str, Figure]:
+        """The recorded curves as matplotlib figures (`ntkscope.report.notebook`)."""
+        from ntkscope.report.notebook import trajectory_figures  # the report layer, on use
+
+        return trajectory_figures(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the run's state, its last records and its figures."""
+        from ntkscope.report.notebook import trajectory_html
+
+        return trajectory_html(self)
 
 
 def as_split(data: object, loss: Loss, n_outputs: int, argument: str, like: torch.Tensor) -> Split:

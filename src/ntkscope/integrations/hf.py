@@ -32,8 +32,8 @@ __all__ = ["NTKMonitorCallback"]
 
 
 class NTKMonitorCallback(Front, TrainerCallback):
-    """A ``transformers.TrainerCallback`` driving a `ntkscope.Monitor` (module docstring); its arguments are
-    those of `ntkscope.integrations._common.Front`.
+    """A ``transformers.TrainerCallback`` driving a `ntkscope.Monitor` (module docstring);
+    its arguments are those of `ntkscope.integrations._common.Front`.
 
     Attributes:
         monitor: the `ntkscope.Monitor` (None before training begins).

@@ -34,8 +34,8 @@ __all__ = ["NTKMonitor"]
 
 
 class NTKMonitor(Front, Callback):
-    """A Lightning ``Callback`` driving a `ntkscope.Monitor` (module docstring); its arguments are
-    those of `ntkscope.integrations._common.Front`.
+    """A Lightning ``Callback`` driving a `ntkscope.Monitor` (module docstring); its
+    arguments are those of `ntkscope.integrations._common.Front`.
 
     Attributes:
         monitor: the `ntkscope.Monitor` (None before training starts).
