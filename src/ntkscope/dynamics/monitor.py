@@ -125,7 +125,15 @@ class Monitor:
         if recorders is None:
             recorders = [KernelRecorder(probe, every, probe_y=targets), ParameterRecorder(every)]
         state = TrainState(
-            model, split, None, loss, optimizer, lr, float(momentum), steps, full_batch=False
+            model,
+            split,
+            None,
+            loss,
+            optimizer,
+            lr,
+            nonnegative_real(momentum, "momentum"),
+            steps,
+            full_batch=False,
         )
         given = {"targets": targets, "optimizer": optimizer, "lr": lr, "steps": steps}
         self._setup(state, recorders, loggers, {k for k, v in given.items() if v is not None})

@@ -61,12 +61,12 @@ class Split:
         x: inputs, a batch of N examples (`ntkscope.empirical_ntk`: a tensor, a tuple or a
             mapping of tensors), floating-point tensors in the model's dtype and device.
         targets: what the loss compares outputs with: (N, O) reals for MSE, (N,) labels for
-            cross-entropy.
+            cross-entropy; None for the probe of a `ntkscope.Monitor` given no targets.
         labels: int64 class labels (N,) for accuracy, or None for regression.
     """
 
     x: Batch
-    targets: torch.Tensor
+    targets: torch.Tensor | None
     labels: torch.Tensor | None
 
     def __len__(self) -> int:
