@@ -17,7 +17,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pandas as pd
 import torch
 
 from ntkscope import _batch, metrics
@@ -39,6 +41,9 @@ from ntkscope.dynamics import (
 from ntkscope.dynamics.train import Loss, Optimizer
 from ntkscope.kernels import empirical_ntk, resolve_method
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 ADAM_LR = 1e-3
 """Default learning rate of Adam."""
 
@@ -46,6 +51,10 @@ ADAM_LR = 1e-3
 @dataclass
 class Diagnosis:
     """What `diagnose` measured and concluded.
+
+    In Jupyter it renders as the report (``_repr_html_``); `plot` and `to_frame` give the
+    figures and the criteria. (These methods import the report layer when called: a
+    departure from "lower never imports upper", at call time only.)
 
     Attributes:
         verdict: the `Verdict`.
@@ -64,6 +73,25 @@ class Diagnosis:
     trajectory: Trajectory
     spectra: dict[str, torch.Tensor]
     notes: list[str] = field(default_factory=list)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The criteria, one row each: value, thresholds, status, meaning (the records of the
+        run: ``trajectory.frame()``; every scalar: ``numbers``)."""
+        from ntkscope.report.diagnosis import criteria_table  # the report layer, on use
+
+        return criteria_table(self)
+
+    def plot(self) -> dict[str, Figure]:
+        """The figures of the diagnosis report (`ntkscope.report.diagnosis.FIGURES`)."""
+        from ntkscope.report.diagnosis import FIGURES
+
+        return {name: draw(self) for name, draw in FIGURES.items()}
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the verdict card, the criteria, the numbers and the figures."""
+        from ntkscope.report.notebook import diagnosis_html
+
+        return diagnosis_html(self)
 
     def summary(self) -> dict[str, object]:
         """Everything but the arrays, as a JSON-ready dict."""
@@ -220,6 +248,30 @@ def _final(trajectory: Trajectory, name: str) -> float:
         return math.nan
 
 
+def _first(trajectory: Trajectory, name: str) -> float:
+    try:
+        return trajectory.series(name)[1][0]
+    except KeyError:
+        return math.nan
+
+
+def monitored(trajectory: Trajectory, settings: dict[str, object]) -> Diagnosis:
+    """The `Diagnosis` of a run recorded by a `ntkscope.Monitor` in any training loop.
+
+    As `diagnose` concludes, from the one run alone: the "init dispersion" criterion needs
+    several initializations and is not measured (NaN), so is the "linearization gap"
+    without a `LinearizedRecorder`; the verdict is "feature learning" if a measured
+    criterion says so, else "incomplete" (module `ntkscope.diagnosis.verdict`).
+
+    Raises:
+        ValueError: when no `KernelRecorder` recorded the run.
+    """
+    kernel = next((r for r in trajectory.recorders if isinstance(r, KernelRecorder)), None)
+    if kernel is None or kernel.initial is None:
+        raise ValueError("recorders: a diagnosis needs a KernelRecorder that has started")
+    return _conclude(trajectory, kernel, math.nan, [], None, settings)
+
+
 def _conclude(trajectory, kernel_recorder, dispersion, kernels, infinite, settings) -> Diagnosis:
     numbers: dict[str, float | None] = {
         name: _final(trajectory, name)
@@ -254,7 +306,7 @@ def _conclude(trajectory, kernel_recorder, dispersion, kernels, infinite, settin
         )
     elif trajectory.stopped == "interrupted":
         notes.append(f"interrupted after {len(trajectory.losses)} steps; numbers so far")
-    start, end = trajectory.series("train_loss")[1][0], _final(trajectory, "train_loss")
+    start, end = _first(trajectory, "train_loss"), _final(trajectory, "train_loss")
     if not diverged and end > 0.9 * start:
         notes.append(
             f"the training loss fell only from {start:.3g} to {end:.3g}: a run that "

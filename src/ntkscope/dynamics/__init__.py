@@ -1,5 +1,5 @@
-"""Training dynamics: the training loop and its recorders, the linearized network,
-closed-form MSE predictions, and Gauss–Newton steps through the eNTK."""
+"""Training dynamics: the training loop, the monitor of any loop and their recorders, the
+linearized network, closed-form MSE predictions, and Gauss–Newton steps through the eNTK."""
 
 from ntkscope.dynamics.checkpoints import (
     KernelRegressionRecorder,
@@ -14,6 +14,7 @@ from ntkscope.dynamics.gauss_newton import (
 )
 from ntkscope.dynamics.jacobian import JacobianRecorder, jacobian_change
 from ntkscope.dynamics.linearize import LinearizedModel, linearize
+from ntkscope.dynamics.monitor import Monitor
 from ntkscope.dynamics.mse import MSEPrediction, kernel_regression, predict_mse, stability_limit
 from ntkscope.dynamics.recorders import (
     KernelRecorder,
@@ -26,8 +27,9 @@ from ntkscope.dynamics.ridge import KernelRidge, select_ridge
 from ntkscope.dynamics.train import Loss, Optimizer, Recorder, TrainState, Trajectory, train
 
 __all__ = [
-    # training
+    # training, in ntkscope's loop or any other
     "Loss",
+    "Monitor",
     "Optimizer",
     "Trajectory",
     "TrainState",

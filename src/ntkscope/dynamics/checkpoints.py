@@ -24,7 +24,7 @@ from ntkscope import metrics
 from ntkscope._checks import positive_int
 from ntkscope.data import Dataset, targets
 from ntkscope.dynamics.ridge import DEFAULT_RIDGES, KernelRidge, select_ridge
-from ntkscope.dynamics.train import Recorder, TrainState
+from ntkscope.dynamics.state import Recorder, TrainState
 from ntkscope.kernels import empirical_ntk
 
 
@@ -124,6 +124,8 @@ class KernelRegressionRecorder(Recorder):
         steps_recorded: the checkpoint steps recorded so far.
         probe_kernels: K^t on the probe (float64), one per recorded checkpoint.
     """
+
+    needs = ("train_set",)
 
     every = 1
 

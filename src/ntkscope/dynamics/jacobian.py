@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ntkscope._checks import finite_batch, memory_bytes, positive_int
-from ntkscope.dynamics.train import Recorder, TrainState
+from ntkscope.dynamics.state import Recorder, TrainState
 from ntkscope.kernels import Method
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._generic import JacobianStrategy

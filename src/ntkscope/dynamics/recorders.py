@@ -20,7 +20,7 @@ from ntkscope import _batch, metrics
 from ntkscope._checks import choice, positive_int
 from ntkscope.dynamics.linearize import linearize
 from ntkscope.dynamics.mse import predict_mse, stability_limit
-from ntkscope.dynamics.train import Loss, Optimizer, Recorder, Split, TrainState, objective
+from ntkscope.dynamics.state import Loss, Optimizer, Recorder, Split, TrainState, objective
 from ntkscope.kernels import Method, Mode, empirical_ntk, infinite_kernels, resolve_method
 from ntkscope.models.spec import mlp_spec
 
@@ -41,6 +41,8 @@ def _evaluate(state: TrainState, split: Split, prefix: str) -> dict[str, float]:
 
 class LossRecorder(Recorder):
     """``train_loss``, ``test_loss`` (full sets) and, for class labels, ``*_accuracy``."""
+
+    needs = ("targets",)
 
     def __init__(self, every: int = 1) -> None:
         self.every = positive_int(every, "every")
@@ -87,7 +89,8 @@ class KernelRecorder(Recorder):
             positive_int(probe_size, "probe_size"),
         )
         self.initial = self.latest = None
-        self._latest_step = 0
+        self.latest_step = 0
+        """The step of ``latest``."""
 
     def _kernel(self, state: TrainState) -> torch.Tensor:
         k = empirical_ntk(state.model, self.probe_x, mode=self.mode, **self.options)
@@ -96,10 +99,8 @@ class KernelRecorder(Recorder):
     def start(self, state: TrainState) -> dict[str, float]:
         if self.probe_x is None:
             self.probe_x = _batch.take(state.train.x, slice(0, self.probe_size))
-            self.probe_y = (
-                state.train.labels if state.train.labels is not None else state.train.targets
-            )
-            self.probe_y = self.probe_y[: self.probe_size]
+            y = state.train.labels if state.train.labels is not None else state.train.targets
+            self.probe_y = None if y is None else y[: self.probe_size]
         self.probe_x = _batch.like(self.probe_x, "probe_x", _like(state))
         self.initial = self.latest = self._kernel(state)
         return {"kernel_change": 0.0, "kernel_distance": 0.0, **self._alignment(self.initial)}
@@ -118,10 +119,10 @@ class KernelRecorder(Recorder):
             "kernel_change": metrics.relative_distance(kernel, self.initial),
             "kernel_distance": metrics.kernel_distance(kernel, self.initial),
             "kernel_velocity": metrics.kernel_distance(kernel, self.latest)
-            / max(state.step - self._latest_step, 1),
+            / max(state.step - self.latest_step, 1),
             **self._alignment(kernel),
         }
-        self.latest, self._latest_step = kernel, state.step
+        self.latest, self.latest_step = kernel, state.step
         return row
 
 
@@ -172,6 +173,8 @@ class LinearizedRecorder(Recorder):
             set's) inputs.
         every: steps between records.
     """
+
+    needs = ("targets", "optimizer", "lr", "batch")
 
     def __init__(self, test_x: torch.Tensor | None = None, every: int = 1) -> None:
         self.test_x = test_x
@@ -237,6 +240,8 @@ class PredictionRecorder(Recorder):
         predictions: the predicted outputs (T, N, O) at every record step, as
             ``train_outputs``, ``test_outputs`` and, with the infinite NTK, ``*_infinite``.
     """
+
+    needs = ("train_set", "steps")
 
     def __init__(
         self, every: int = 1, *, mode: str = "auto", infinite: bool = True, **ntk_options

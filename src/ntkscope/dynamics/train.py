@@ -2,7 +2,8 @@
 
 `train` runs SGD (with momentum) or Adam on an MSE or cross-entropy loss, full batch or in
 seeded mini-batches, or full-batch Gauss–Newton steps on MSE, and calls `Recorder` objects
-as it goes (see `ntkscope.dynamics.recorders`). MSE is ``½‖f(X) − Y‖² / N`` as in
+as it goes (see `ntkscope.dynamics.recorders`) through a `ntkscope.Monitor`, the object that
+any other training loop drives too. MSE is ``½‖f(X) − Y‖² / N`` as in
 docs/conventions.md, so plain full-batch SGD on it is the gradient descent that `predict_mse`
 describes.
 
@@ -15,220 +16,40 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 
-import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ntkscope import _batch
-from ntkscope._batch import Batch
-from ntkscope._checks import (
-    choice,
-    finite_batch,
-    nonnegative_real,
-    positive_int,
-    positive_real,
-    tensor,
-)
+from ntkscope._checks import choice, nonnegative_real, positive_int, positive_real
 from ntkscope.data import Dataset
-from ntkscope.dynamics.gauss_newton import GaussNewton
+from ntkscope.dynamics.monitor import Monitor
+from ntkscope.dynamics.state import (
+    Loss,
+    Optimizer,
+    Recorder,
+    Split,
+    TrainState,
+    Trajectory,
+    as_split,
+    objective,
+)
+
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "Loss",
+    "Optimizer",
+    "Recorder",
+    "Split",
+    "TrainState",
+    "Trajectory",
+    "as_split",
+    "objective",
+    "train",
+]
 
 DIVERGENCE_FACTOR = 1e6
 """A batch loss this many times the initial full-set loss counts as divergence."""
-
-
-class Loss(StrEnum):
-    """Training objective.
-
-    MSE: ``½‖f(X) − Y‖² / N``; class labels become one-hot targets.
-    CROSS_ENTROPY: mean softmax cross-entropy on class labels.
-    """
-
-    MSE = "mse"
-    CROSS_ENTROPY = "cross_entropy"
-
-
-class Optimizer(StrEnum):
-    """Optimizer of `train`.
-
-    SGD: (stochastic) gradient descent, with optional heavy-ball ``momentum``; the NTK
-        predictions (`PredictionRecorder`) describe it.
-    ADAM: Adam (Kingma & Ba 2015) with torch's defaults apart from ``lr``; adaptive, so no
-        kernel gradient flow describes it.
-    GAUSS_NEWTON: damped Gauss–Newton steps −η Jᵀ(JJᵀ + λI)⁻¹ r through the eNTK
-        (`ntkscope.dynamics.GaussNewton`); MSE, full batch, needs ``damping`` λ > 0;
-        `ntkscope.dynamics.predict_gauss_newton` is its kernel-regime prediction.
-    """
-
-    SGD = "sgd"
-    ADAM = "adam"
-    GAUSS_NEWTON = "gauss_newton"
-
-
-@dataclass(frozen=True)
-class Split:
-    """Inputs, training targets and (for classes) labels of one data split.
-
-    Attributes:
-        x: inputs, a batch of N examples (`ntkscope.empirical_ntk`: a tensor, a tuple or a
-            mapping of tensors), floating-point tensors in the model's dtype and device.
-        targets: what the loss compares outputs with: (N, O) reals for MSE, (N,) labels for
-            cross-entropy.
-        labels: int64 class labels (N,) for accuracy, or None for regression.
-    """
-
-    x: Batch
-    targets: torch.Tensor
-    labels: torch.Tensor | None
-
-    def __len__(self) -> int:
-        return _batch.size(self.x)
-
-
-def objective(loss: Loss, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The loss of a batch (see `Loss`)."""
-    if loss is Loss.MSE:
-        return 0.5 * (outputs - targets).pow(2).sum() / outputs.shape[0]
-    return F.cross_entropy(outputs, targets)
-
-
-@dataclass
-class TrainState:
-    """What a recorder sees: the run's settings and where it is.
-
-    Attributes:
-        model: the network being trained (do not modify it).
-        train, test: the data splits (test may be None).
-        loss, optimizer, lr, momentum: the run's settings.
-        damping: λ of Gauss–Newton (None for the other optimizers).
-        steps: total number of optimizer steps planned.
-        full_batch: whether every step sees the whole training set.
-        step: optimizer steps taken so far (0 before training).
-        batch: the (inputs, targets) of the step just taken, None at step 0.
-    """
-
-    model: nn.Module
-    train: Split
-    test: Split | None
-    loss: Loss
-    optimizer: Optimizer
-    lr: float
-    momentum: float
-    steps: int
-    full_batch: bool
-    damping: float | None = None
-    step: int = 0
-    batch: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        """A fresh optimizer of this run's kind and settings over ``model``'s trainable
-        parameters (Gauss–Newton: on the whole training set)."""
-        params = [p for p in model.parameters() if p.requires_grad]
-        if self.optimizer is Optimizer.GAUSS_NEWTON:
-            return GaussNewton(
-                model, self.train.x, self.train.targets, damping=self.damping, lr=self.lr
-            )
-        if self.optimizer is Optimizer.ADAM:
-            return torch.optim.Adam(params, lr=self.lr)
-        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
-
-    def objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """This run's loss of ``outputs`` against ``targets``."""
-        return objective(self.loss, outputs, targets)
-
-
-class Recorder:
-    """Base class of the recorders: implement `record`; `start` and `after_step` are hooks.
-
-    Attributes:
-        every: record every this many steps (and always at step 0 and at the last step).
-    """
-
-    every: int = 1
-
-    def start(self, state: TrainState) -> dict[str, float]:
-        """Called once before training (step 0); by default records."""
-        return self.record(state)
-
-    def after_step(self, state: TrainState) -> None:
-        """Called after every optimizer step (e.g. to train a model alongside)."""
-
-    def record(self, state: TrainState) -> dict[str, float]:
-        """Named scalars at ``state.step``."""
-        raise NotImplementedError
-
-
-@dataclass
-class Trajectory:
-    """The outcome of `train`.
-
-    Attributes:
-        model: the trained network (the object passed in).
-        rows: one dict per recorded step, ``{"step": t, name: value, ...}``, in step order.
-        losses: the loss of each step's batch, before the step (length = steps taken).
-        recorders: the recorders, which keep their own arrays (kernels, spectra).
-        stopped: None if every step ran, else "interrupted" or "diverged".
-    """
-
-    model: nn.Module
-    rows: list[dict[str, float]] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    recorders: list[Recorder] = field(default_factory=list)
-    stopped: str | None = None
-
-    def series(self, name: str) -> tuple[list[int], list[float]]:
-        """(steps, values) of one recorded quantity, at the steps where it was recorded."""
-        pairs = [(int(r["step"]), r[name]) for r in self.rows if name in r]
-        if not pairs:
-            known = sorted({k for r in self.rows for k in r} - {"step"})
-            raise KeyError(f"name: {name!r} was not recorded; recorded: {known}")
-        steps, values = zip(*pairs, strict=True)
-        return list(steps), list(values)
-
-    def last(self, name: str) -> float:
-        """The latest recorded value of ``name``."""
-        return self.series(name)[1][-1]
-
-    def frame(self) -> pd.DataFrame:
-        """The records as a pandas DataFrame indexed by step (one column per quantity)."""
-        return pd.DataFrame(self.rows).groupby("step").first()
-
-
-def as_split(data: object, loss: Loss, n_outputs: int, argument: str, like: torch.Tensor) -> Split:
-    """A `Dataset` or an ``(x, y)`` pair as a `Split` for ``loss``, in ``like``'s dtype/device.
-
-    Class labels (int y) become one-hot (N, O) targets for MSE; real y (N,) or (N, O) are
-    regression targets (MSE only).
-    """
-    if isinstance(data, Dataset):
-        x, y = data.x, data.y
-    elif isinstance(data, tuple | list) and len(data) == 2:
-        x, y = data
-    else:
-        raise TypeError(f"{argument}: expected a ntkscope Dataset or an (x, y) pair")
-    x = _batch.like(x, f"{argument} x", like)
-    y = tensor(y, f"{argument} y").to(like.device)
-    if y.shape[0] != _batch.size(x):
-        raise ValueError(f"{argument}: x has {_batch.size(x)} examples but y has {y.shape[0]}")
-    if not y.is_floating_point():
-        if y.dim() != 1 or (y < 0).any() or (y >= n_outputs).any():
-            raise ValueError(
-                f"{argument}: class labels must be (N,) in 0..{n_outputs - 1} for a model "
-                f"with {n_outputs} outputs"
-            )
-        targets = y if loss is Loss.CROSS_ENTROPY else F.one_hot(y, n_outputs).to(like.dtype)
-        return Split(x, targets, y)
-    if loss is Loss.CROSS_ENTROPY:
-        raise ValueError(f"{argument}: cross_entropy needs int64 class labels, got {y.dtype}")
-    targets = finite_batch(y.reshape(len(y), -1).to(like.dtype), f"{argument} y")
-    if targets.shape[1] != n_outputs:
-        raise ValueError(
-            f"{argument}: y has {targets.shape[1]} columns but the model has {n_outputs} outputs"
-        )
-    return Split(x, targets, None)
 
 
 def _n_outputs(model: nn.Module, data: object, like: torch.Tensor) -> int:
@@ -338,9 +159,9 @@ def train(
         model, train_split, test_split, loss, optimizer, float(lr), float(momentum), total,
         full_batch, damping,
     )  # fmt: skip
-    trajectory = Trajectory(model, recorders=list(recorders))
-    _run(state, trajectory, batch_size, seed, progress)
-    return trajectory
+    monitor = Monitor.of(state, recorders)
+    _run(state, monitor, batch_size, seed, progress)
+    return monitor.trajectory
 
 
 def _check_gauss_newton(optimizer, loss, full_batch, momentum, damping) -> None:
@@ -356,24 +177,8 @@ def _check_gauss_newton(optimizer, loss, full_batch, momentum, damping) -> None:
     positive_real(damping, "damping")
 
 
-def _due(recorder: Recorder, state: TrainState) -> bool:
-    return state.step % recorder.every == 0 or state.step == state.steps
-
-
-def _record(state: TrainState, trajectory: Trajectory, first: bool = False) -> None:
-    row: dict[str, float] = {"step": state.step}
-    for recorder in trajectory.recorders:
-        if first:
-            row.update(recorder.start(state))
-        elif _due(recorder, state):
-            row.update(recorder.record(state))
-    if len(row) > 1:
-        trajectory.rows.append(row)
-
-
-def _run(state, trajectory, batch_size, seed, progress) -> None:
-    model, split = state.model, state.train
-    params = [p for p in model.parameters() if p.requires_grad]
+def _run(state: TrainState, monitor: Monitor, batch_size, seed, progress) -> None:
+    model, split, trajectory = state.model, state.train, monitor.trajectory
     step_optimizer = state.make_optimizer(model)
     batches = _batches(len(split), batch_size, torch.Generator().manual_seed(seed))
     try:
@@ -381,7 +186,7 @@ def _run(state, trajectory, batch_size, seed, progress) -> None:
         if not math.isfinite(initial):
             raise ValueError(f"model: the loss at initialization is {initial} (non-finite outputs)")
         limit = DIVERGENCE_FACTOR * max(initial, 1e-12)
-        _record(state, trajectory, first=True)
+        monitor.start()
         for step in range(1, state.steps + 1):
             index = next(batches)
             xb, yb = (split.x, split.targets) if index is None else (
@@ -393,15 +198,9 @@ def _run(state, trajectory, batch_size, seed, progress) -> None:
                 return
             value.backward()
             step_optimizer.step()
-            trajectory.losses.append(value.item())
-            state.step, state.batch = step, (xb, yb)
-            for recorder in trajectory.recorders:
-                recorder.after_step(state)
-            if any(_due(r, state) for r in trajectory.recorders):
-                if not all(torch.isfinite(p).all() for p in params):  # never record NaNs
-                    trajectory.stopped = "diverged"
-                    return
-                _record(state, trajectory)
+            monitor.step(step, loss=value.item(), batch=(xb, yb))
+            if monitor.stopped is not None:
+                return
             if progress is not None:
                 progress(step, state.steps)
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ from ntkscope.diagnosis import Diagnosis, describe
 from ntkscope.dynamics import Trajectory
 from ntkscope.report.html import Section, write_page
 
-_LOSS_CURVES = {
+LOSS_CURVES = {
     "train_loss": ("network, train", "C0", "-"),
     "test_loss": ("network, test", "C1", "-"),
     "linear_train_loss": ("linearized, train", "C0", ":"),
@@ -32,7 +32,7 @@ _LOSS_CURVES = {
 }
 
 
-def _curves(ax, trajectory: Trajectory, curves: dict, log: bool = False) -> None:
+def curves(ax, trajectory: Trajectory, curves: dict, log: bool = False) -> None:
     """Draw the recorded ``curves`` ({name: (label, color, style)}) against the step."""
     recorded = {k for row in trajectory.rows for k in row}
     drawn = [name for name in curves if name in recorded]
@@ -53,7 +53,7 @@ def loss_figure(diagnosis: Diagnosis) -> Figure:
     """Loss of the network, of its linearization and as NTK theory predicts it."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    _curves(ax, diagnosis.trajectory, _LOSS_CURVES, log=True)
+    curves(ax, diagnosis.trajectory, LOSS_CURVES, log=True)
     ax.set_ylabel(f"{diagnosis.settings['loss']} loss")
     ax.set_title("Loss: network vs linearized vs NTK prediction")
     return fig
@@ -64,13 +64,13 @@ def kernel_figure(diagnosis: Diagnosis) -> Figure:
     fig = Figure(figsize=(13, 4))
     change, distance, velocity = fig.subplots(1, 3)
     trajectory = diagnosis.trajectory
-    _curves(change, trajectory, {"kernel_change": ("‖Θ̂_t − Θ̂_0‖ / ‖Θ̂_0‖", "C0", "-")})
+    curves(change, trajectory, {"kernel_change": ("‖Θ̂_t − Θ̂_0‖ / ‖Θ̂_0‖", "C0", "-")})
     threshold = next(c.lazy_below for c in diagnosis.criteria if c.name == "kernel change")
     change.axhline(threshold, color="grey", lw=0.8, ls=":")
     change.set_title("Kernel change (dotted: kernel-regime threshold)")
-    _curves(distance, trajectory, {"kernel_distance": ("S(Θ̂_t, Θ̂_0)", "C1", "-")}, log=True)
+    curves(distance, trajectory, {"kernel_distance": ("S(Θ̂_t, Θ̂_0)", "C1", "-")}, log=True)
     distance.set_title("Kernel distance to Θ̂_0 (Fort et al. 2020)")
-    _curves(velocity, trajectory, {"kernel_velocity": ("S(Θ̂_t, Θ̂_t') / Δt", "C2", "-")}, log=True)
+    curves(velocity, trajectory, {"kernel_velocity": ("S(Θ̂_t, Θ̂_t') / Δt", "C2", "-")}, log=True)
     velocity.set_title("Kernel velocity")
     fig.tight_layout()
     return fig
@@ -80,7 +80,7 @@ def linearized_figure(diagnosis: Diagnosis) -> Figure:
     """Network/linearized RMSE over training, and gap relative to the function's change."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    _curves(ax, diagnosis.trajectory, {
+    curves(ax, diagnosis.trajectory, {
         "linear_rmse": ("RMSE(f_t, f_lin,t)", "C0", "-"),
         "linear_gap": ("RMSE(f_t, f_lin,t) / RMS(f_t − f_0)", "C1", "--"),
     })  # fmt: skip
@@ -110,7 +110,8 @@ FIGURES = {
 }
 
 
-def _criteria_table(diagnosis: Diagnosis) -> pd.DataFrame:
+def criteria_table(diagnosis: Diagnosis) -> pd.DataFrame:
+    """The criteria, one row each: value, thresholds, status, meaning."""
     return pd.DataFrame(
         {
             "criterion": c.name,
@@ -148,7 +149,7 @@ def write_report(diagnosis: Diagnosis, out: str | Path) -> Path:
     numbers = {k: "n/a" if v is None else f"{v:.4g}" for k, v in diagnosis.numbers.items()}
     sections = [
         Section("Criteria", text="\n\n".join(diagnosis.notes),
-                tables={"measured criteria and their thresholds": _criteria_table(diagnosis)}),
+                tables={"measured criteria and their thresholds": criteria_table(diagnosis)}),
         *(Section(name, text=draw.__doc__, figures={name: draw(diagnosis)})
           for name, draw in FIGURES.items()),
         Section("All numbers", facts=numbers),

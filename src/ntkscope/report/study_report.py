@@ -21,8 +21,9 @@ import pandas as pd
 
 from ntkscope import studies
 from ntkscope.report.html import Section, write_page
-from ntkscope.runner.store import Status, load, load_arrays, load_table
-from ntkscope.studies import Claim, Finding, Results
+from ntkscope.runner.store import Status, load
+from ntkscope.store import finished
+from ntkscope.studies import Claim, Finding
 
 REPORT = Path("report") / "index.html"
 """Where the page goes, relative to the results directory."""
@@ -75,12 +76,6 @@ def _facts(runs: pd.DataFrame) -> dict[str, object]:
     }
 
 
-def _results(directory: Path, done: pd.DataFrame) -> Results:
-    names = sorted({name for names in done.tables for name in names})
-    tables = {name: load_table(directory, name, done.hash) for name in names}
-    return Results(done.reset_index(drop=True), tables, lambda h: load_arrays(directory, h))
-
-
 def _summary(description: str, claims: list[Claim]) -> tuple[str, str]:
     """(summary paragraph, method text): the docstring's first line with what became of
     each claim, and the rest of the docstring."""
@@ -105,7 +100,7 @@ def _study_section(directory: Path, name: str, runs: pd.DataFrame) -> tuple[Sect
     try:
         study = studies.get(name)
         description = study.description
-        results = _results(directory, done)
+        results = finished(directory, done)
         tables = dict(results.tables)
         if len(done):
             figures, captions = study.figures(results), study.captions(results)

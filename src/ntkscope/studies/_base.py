@@ -146,7 +146,9 @@ def _check_entries(entries: Mapping[str, object], what: str, kind: type) -> None
 
 @dataclass(frozen=True)
 class Results:
-    """The stored runs of one study, as `figures` sees them.
+    """The stored runs of one study, as `figures` sees them (`ntkscope.store.results`).
+
+    In Jupyter they render as their runs and figures; `plot` and `to_frame` give them.
 
     Attributes:
         runs: one row per finished run: ``hash``, ``config.<field>`` and ``metrics.<name>``
@@ -158,6 +160,22 @@ class Results:
     runs: pd.DataFrame
     tables: Mapping[str, pd.DataFrame]
     arrays: Callable[[str], Mapping[str, np.ndarray]]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The runs, one row each (``runs``)."""
+        return self.runs
+
+    def plot(self) -> dict[str, Figure]:
+        """The study's figures of these runs (the study named in ``runs.study``)."""
+        from ntkscope.report.notebook import results_figures  # the report layer, on use
+
+        return results_figures(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the study, its runs and its figures."""
+        from ntkscope.report.notebook import results_html
+
+        return results_html(self)
 
     def labels(self) -> pd.Series:
         """A legend label per run: the config fields that differ between runs ("run" if none)."""
