@@ -111,7 +111,8 @@ def test_assignments_parse_toml_values():
 
 def test_readme_and_example_sweeps_expand():
     root = Path(__file__).resolve().parents[2]
-    [block] = re.findall(r"```toml\n(.*?)```", (root / "README.md").read_text(), flags=re.S)
+    blocks = re.findall(r"```toml\n(.*?)```", (root / "README.md").read_text(), flags=re.S)
+    [block] = [b for b in blocks if '"width_convergence"' in b]
     from_readme = expand(tomllib.loads(block))
     from_file = load_sweep(root / "examples" / "width_convergence.toml")
     assert len(from_readme.configs) == len(from_file.configs) == 4
