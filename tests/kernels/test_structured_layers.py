@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import ntkscope as ns
+from ntkscope.kernels import _structured
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._structured import StructuredStrategy
 from reference import brute_force_jacobian, relative_error
@@ -101,10 +102,12 @@ def test_resnet_with_batchnorm_in_eval_mode():
     assert ns.kernels.resolve_method(model, x1, mode="full") == "structured"
 
 
-def test_symmetric_kernel_computed_by_blocks_of_examples():
-    """x2 = x1 with 37 examples: blocks of 16, 16 and 5 on and above the diagonal, mirrored.
-    Every contraction form runs: per-example Jacobians (first conv, BatchNorm), positional
-    (the 2×2 conv with wide inputs), outer (the readout)."""
+def test_symmetric_kernel_computed_by_blocks_of_examples(monkeypatch):
+    """x2 = x1 with 37 examples: blocks of 16, 16 and 5 on and above the diagonal, mirrored
+    (at any cost: this tile is far below the size at which blocks pay). Every contraction
+    form runs: per-example Jacobians (first conv, BatchNorm), positional (the 2×2 conv with
+    wide inputs), outer (the readout)."""
+    monkeypatch.setattr(_structured, "_SYMMETRIC_MIN_MACS", 0)
     model = nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1),
         nn.BatchNorm2d(3),
