@@ -191,7 +191,8 @@ def _output_gradients(
     """∂f_o/∂probe for every output o, as (n, O, *probe.shape[1:]) for each probe.
 
     ``batched``: one backward pass vectorized over the outputs (``is_grads_batched``: each
-    layer's backward is one GEMM for all O outputs; 2.3× faster for an MLP). Otherwise one
+    layer's backward is one GEMM for all O outputs; 2.3× faster for an MLP), made
+    contiguous once here rather than by every Gram product that reads it. Otherwise one
     plain backward pass per output (on CPU several times faster than the vectorized pass
     for convolutions and pooling, whose batching rules fall back to slow kernels), written
     into the stacked results so that no second copy of all the gradients is ever held.
@@ -204,7 +205,7 @@ def _output_gradients(
             out, probes, cotangents, is_grads_batched=True, allow_unused=True
         )
         return [
-            p.new_zeros(n, n_out, *p.shape[1:]) if g is None else g.transpose(0, 1)
+            p.new_zeros(n, n_out, *p.shape[1:]) if g is None else g.transpose(0, 1).contiguous()
             for g, p in zip(grads, probes, strict=True)
         ]
     stacked = [p.new_zeros(n, n_out, *p.shape[1:]) for p in probes]
