@@ -70,11 +70,12 @@ def nystrom(matmat: MatMat, n: int, rank: int, ridge: float, seed: int = 0) -> P
     generator = torch.Generator().manual_seed(seed)
     omega = torch.linalg.qr(torch.randn(n, rank, generator=generator, dtype=torch.float64))[0]
     y = torch.from_numpy(np.asarray(matmat(omega.numpy()), dtype=np.float64))
-    shift = float(np.finfo(np.float64).eps * torch.linalg.matrix_norm(y))
+    norm = float(torch.linalg.matrix_norm(y))
+    shift = float(np.finfo(np.float64).eps) * norm
     while True:
         shifted = y + shift * omega
         factor, info = torch.linalg.cholesky_ex(omega.T @ shifted)
-        if int(info) == 0 or shift > 1e-6 * float(torch.linalg.matrix_norm(y)):
+        if int(info) == 0 or shift > 1e-6 * norm:
             break
         shift *= 10
     if int(info) != 0:

@@ -33,6 +33,9 @@ from ntkscope.studies._base import EXECUTION, StudyConfig
 
 LOCAL = "local:"
 
+INFINITE = {"infinite": infinite_kernels, "infinite_cnn": infinite_cnn_kernels}
+"""The in-memory functions of `ntkscope.kernel_store`'s infinite kinds."""
+
 
 class ClusterFields(StudyConfig):
     """The fields that send a study's large kernels to a Dask cluster (execution only)."""
@@ -85,8 +88,7 @@ class InProcess:
     def infinite(kind: str, x1: torch.Tensor, x2: torch.Tensor | None = None, **arguments: Any):
         """(NNGP, NTK) of `infinite_kernels` (kind "infinite") or `infinite_cnn_kernels`
         ("infinite_cnn") with their keyword arguments."""
-        function = infinite_kernels if kind == "infinite" else infinite_cnn_kernels
-        return function(x1, x2, **arguments)
+        return INFINITE[kind](x1, x2, **arguments)
 
 
 class OnCluster:
