@@ -12,6 +12,13 @@ interval straddles the boundary, or there are too few runs (fewer than `MIN_RUNS
 interval at all. Intervals over runs are Student-t intervals of the mean (runs at different
 settings of the same study count as replicates of the claim); a difference between two
 groups of runs uses Welch's interval.
+
+A claim that an effect exists (a fall, a gain, a difference) states the smallest effect
+that would bear it out, and `effect` also calls it *not reproduced* when the interval lies
+below that size: whatever effect is left is too small to be the one claimed (an equivalence
+bound, as in the two one-sided tests of Schuirmann 1987 and Lakens 2017). Without it an
+effect near zero would stay inconclusive however many runs measured it; with it, enough
+runs always decide, unless the true effect sits at the bound itself.
 """
 
 from __future__ import annotations
@@ -118,6 +125,28 @@ def above(value: Estimate, bound: float) -> Finding:
     return Finding.NOT_REPRODUCED if value.high < bound else Finding.INCONCLUSIVE
 
 
+def effect(value: Estimate, smallest: float) -> Finding:
+    """REPRODUCED if the interval of a claimed effect lies above 0, NOT_REPRODUCED if it lies
+    below ``smallest`` > 0, the smallest effect that would bear the claim out (module
+    docstring), else INCONCLUSIVE. An interval in (0, ``smallest``) is an effect in the
+    claimed direction, small but real: REPRODUCED."""
+    if value.n < MIN_RUNS or not math.isfinite(value.low) or not smallest > 0:
+        return Finding.INCONCLUSIVE
+    if value.low > 0:
+        return Finding.REPRODUCED
+    return Finding.NOT_REPRODUCED if value.high < smallest else Finding.INCONCLUSIVE
+
+
+def minus(first: Estimate, second: Estimate) -> Estimate:
+    """first − second of two independent estimates, the half-widths of their intervals added
+    in quadrature (normal approximation; an asymmetric interval counts by its mean
+    half-width); n is the smaller n."""
+    n = min(first.n, second.n)
+    mean = first.mean - second.mean
+    half = math.hypot(first.high - first.low, second.high - second.low) / 2
+    return Estimate(mean, mean - half, mean + half, n)
+
+
 def below(value: Estimate, bound: float) -> Finding:
     """REPRODUCED if the interval lies below ``bound``, NOT_REPRODUCED if above."""
     flipped = Estimate(-value.mean, -value.high, -value.low, value.n)
@@ -134,16 +163,6 @@ def within(value: Estimate, low: float, high: float) -> Finding:
     return Finding.NOT_REPRODUCED if outside else Finding.INCONCLUSIVE
 
 
-def intervals_apart(first: tuple[float, float], second: tuple[float, float]) -> Finding:
-    """REPRODUCED if interval ``first`` lies above ``second``, NOT_REPRODUCED if below,
-    INCONCLUSIVE if they overlap (or one is not finite)."""
-    if not all(math.isfinite(v) for v in (*first, *second)):
-        return Finding.INCONCLUSIVE
-    if first[0] > second[1]:
-        return Finding.REPRODUCED
-    return Finding.NOT_REPRODUCED if first[1] < second[0] else Finding.INCONCLUSIVE
-
-
 def all_of(findings: Sequence[Finding]) -> Finding:
     """REPRODUCED if every part is, NOT_REPRODUCED if any part is not, else INCONCLUSIVE."""
     if findings and all(f is Finding.REPRODUCED for f in findings):
@@ -153,17 +172,28 @@ def all_of(findings: Sequence[Finding]) -> Finding:
     return Finding.INCONCLUSIVE
 
 
-def majority(findings: Sequence[Finding]) -> Finding:
-    """The verdict over several settings: REPRODUCED or NOT_REPRODUCED when every decided
-    setting agrees and they are at least half, else INCONCLUSIVE."""
-    decided = [f for f in findings if f is not Finding.INCONCLUSIVE]
-    if not decided or 2 * len(decided) < len(findings) or len(set(decided)) > 1:
-        return Finding.INCONCLUSIVE
-    return decided[0]
-
-
 def extreme_widths(runs: pd.DataFrame, values: pd.Series) -> tuple[pd.Series, pd.Series, str]:
     """``values`` of the runs at the narrowest and at the widest width, and "width a → b"."""
     widths = runs["config.width"]
     narrow, wide = widths.min(), widths.max()
     return values[widths == narrow], values[widths == wide], f"width {narrow:g} → {wide:g}"
+
+
+CLOSES = 0.25
+"""The smallest share of a gap that must close from the narrowest to the widest width for a
+claim that the gap closes as width grows (`closes_with_width`): a quarter."""
+
+
+def closes_with_width(runs: pd.DataFrame, gap: pd.Series) -> tuple[str, Finding, str]:
+    """Whether a non-negative ``gap`` (one value per run) closes from the narrowest to the
+    widest width: the measured numbers, the finding of `effect` on the Welch interval of the
+    fall with smallest effect `CLOSES` × the narrowest width's mean gap, and the rule."""
+    narrow, wide, span = extreme_widths(runs, gap)
+    start, fall = estimate(narrow), difference(narrow, wide)
+    smallest = CLOSES * abs(start.mean)
+    rule = (
+        "reproduced if the Welch 95% interval of the fall from the narrowest to the widest "
+        f"width lies above 0; not reproduced if it lies below {CLOSES:g} × the narrowest "
+        f"width's mean ({smallest:.3g}): the gap closes by less than a quarter, if at all"
+    )
+    return f"{span}: {start} → {estimate(wide)}; fall {fall}", effect(fall, smallest), rule

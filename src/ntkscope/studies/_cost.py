@@ -14,8 +14,8 @@ the helpers here and returns a `Cost`:
 
 Seconds are that work at a nominal `RATE`, plus a fixed cost per eNTK call and per training
 step (`ENTK_CALL`, `STEP`, which dominate small runs), times the study's `CALIBRATION`
-factor, measured on its runs on the 2-core development machine with one torch thread, and
-`QUIET`, from that loaded machine to a quiet one. They are estimates: one run's may be off
+factor, measured on its runs on the quiet 2-core development machine with one torch thread.
+They are estimates: one run's may be off
 by a factor of a few (early stopping, small matrices), a preset's total by less; a faster
 machine takes less.
 
@@ -50,26 +50,26 @@ RATE = 1e10
 and 3e10, the one that spread the calibration runs' estimate / measured ratios least)."""
 
 CALIBRATION = {
-    "width_convergence": 3.7,
-    "init_fluctuations": 2.5,
-    "phase_diagram": 2.0,
-    "scaling_laws": 0.72,
-    "kernel_over_time": 1.1,
-    "width_effect": 1.1,
-    "optimization": 1.4,
-    "uncertainty": 0.12,
-    "continual": 0.94,
+    "width_convergence": 0.52,
+    "init_fluctuations": 0.42,
+    "phase_diagram": 0.39,
+    "scaling_laws": 0.15,
+    "kernel_over_time": 0.21,
+    "width_effect": 0.19,
+    "optimization": 0.25,
+    "uncertainty": 0.019,
+    "continual": 0.13,
 }
 """Each study's estimate is multiplied by its factor here, set by
-``benchmarks/calibrate_costs.py`` so that the estimates of its runs on the 2-core
-development machine (shared and loaded, 2026-11-30; one torch thread) add up to their
-measured time: the quick preset, the median config of the standard preset, and the first
-standard sweeps of width_convergence, init_fluctuations, kernel_over_time, optimization and
-continual (97 runs of continual, 4 of scaling_laws). It absorbs what the count misses:
-small matrices, Python, and the training steps that early stopping and convergence save
-(the count takes every step up to ``max_steps``: uncertainty's factor 0.115 says its
-trainings stop after about a tenth of it). One run's estimate is within a factor of 2–5
-of its time (the spread the script prints); a study's total, over many runs, closer."""
+``benchmarks/calibrate_costs.py`` so that the estimates of its runs on the quiet 2-core
+development machine (one torch thread per run, two workers) add up to their measured time:
+the 438 runs of the standard preset of 2026-11-30 (711 s of runs, 6.8 min of wall time). It
+absorbs what the count misses: small matrices, Python, and the training steps that early
+stopping and convergence save (the count takes every step up to ``max_steps``:
+uncertainty's factor says its trainings stop after a small share of it). One run's estimate
+is within a factor of 2–5 of its time (the spread the script prints, up to 20 for the
+shortest continual runs); a study's total, over many runs, closer; on a loaded machine
+expect up to twice the estimate."""
 
 
 @dataclass(frozen=True)
@@ -85,17 +85,10 @@ class Cost:
     memory: float
 
 
-QUIET = 0.5
-"""From the loaded machine of the calibration runs (a load of 8–13 on its 2 cores) to the
-same machine quiet: the quick preset runs in about 3 minutes on 2 quiet cores, at most 6
-CPU-minutes, where `CALIBRATION` alone estimates 12.3. A rough correction, and the
-estimate's largest uncertainty: on a loaded machine expect up to twice the estimate."""
-
-
 def cost_of(study: str, flops: float, floats: float, entks: int = 0, steps: int = 0) -> Cost:
     """The cost of ``flops`` of work, ``entks`` eNTK calls and ``steps`` training steps,
     calibrated for ``study`` (`CALIBRATION`), holding ``floats`` float64 entries."""
-    seconds = QUIET * CALIBRATION[study] * (flops / RATE + entks * ENTK_CALL + steps * STEP)
+    seconds = CALIBRATION[study] * (flops / RATE + entks * ENTK_CALL + steps * STEP)
     return Cost(seconds, BASE_MEMORY + FLOAT * floats)
 
 
