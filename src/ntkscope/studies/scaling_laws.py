@@ -45,10 +45,11 @@ with ``ntkscope sweep``::
 Presets (sized by the quick preset's measurement): each task's exponents are decided at
 quick scale already (bootstrap intervals ±0.01–0.07 apart by 0.03–0.38), but the tasks
 disagree: single_index (α_out = 0.1) has the network's α above both kernels', digits and
-mnist_parity below or overlapping. The claim's rule calls disagreeing runs inconclusive, so more
-seeds do not decide it; ``standard`` (one more size per task, 4 seeds, width 256, ~5
-CPU-minutes estimated) narrows each task's interval. ``paper``: Vyas et al.'s sizes to
-5,000 and the MNIST-parity CNN on 14×14 images (one 2×2 pooling, to 7×7).
+mnist_parity below or overlapping. The claims are therefore one per task, each decided with
+the smallest gain `GAIN` (`_scaling_figures`); ``standard`` (one more size per task, 4
+seeds, width 256, ~1 CPU-minute estimated) narrows each task's interval. ``paper``: Vyas
+et al.'s sizes to 5,000 and the MNIST-parity CNN on 14×14 images (one 2×2 pooling, to
+7×7).
 """
 
 from __future__ import annotations
