@@ -174,6 +174,7 @@ class _Memo:
     def __init__(self, act: Activation) -> None:
         self.act = act
         self.table: collections.OrderedDict[tuple, _Coefficients] = collections.OrderedDict()
+        self.values = 0  # held, in all vectors
         self.lock = threading.Lock()
 
     def __call__(self, q: torch.Tensor) -> _Coefficients:
@@ -187,9 +188,11 @@ class _Memo:
             held = list(reversed(self.table.values()))
         made = _within(held, q) or _Coefficients(self.act, q.clone())
         with self.lock:
-            self.table[key] = made
-            while sum(len(c.q) for c in self.table.values()) > _MEMO_VALUES:
-                self.table.popitem(last=False)
+            if key not in self.table:
+                self.table[key] = made
+                self.values += made.size
+            while self.values > _MEMO_VALUES:
+                self.values -= self.table.popitem(last=False)[1].size
         return made
 
 
@@ -201,7 +204,7 @@ def _within(held: list[_Coefficients], q: torch.Tensor) -> _Coefficients | None:
     """The rows for ``q`` of the first of ``held`` that has all its values, else None."""
     values = q.tolist()
     for c in held:
-        if values and len(c.q) >= len(values) and c.q.device == q.device:
+        if values and c.size >= len(values) and c.q.device == q.device:
             index = c.index_of(values)
             if index is not None:
                 return c.take(index)
@@ -213,7 +216,7 @@ class _Coefficients:
     of q, computed when first asked for."""
 
     def __init__(self, act: Activation, q: torch.Tensor) -> None:
-        self.act, self.q = act, q
+        self.act, self.q, self.size = act, q, len(q)
         self.coefficients = torch.empty(2, len(q), 0, dtype=torch.float64, device=q.device)
         self.energies: torch.Tensor | None = None  # (2, n)
         self.tails: torch.Tensor | None = None  # (n, K + 1), `log_tails`
@@ -277,19 +280,29 @@ class _Coefficients:
 
 def _plan(c1: _Coefficients, c2: _Coefficients, rho: torch.Tensor) -> tuple[int, torch.Tensor]:
     """(K, longer): the length of the sum on the whole tile (0: none) and the mask of the
-    entries it leaves to `SeriesDual._entries`.
+    entries it leaves to `SeriesDual._entries` (|ρ| > R_K, `_bounds`; |ρ| ≈ 1 included).
 
-    Bucket b of an entry: the least K = b + 1 that the tile's bound certifies (`_bounds`);
-    b = limit: none up to ``limit`` terms; b = limit + 1: |ρ| ≥ 1 − RHO_SNAP. The
-    coefficients are extended beyond `_LOW` terms when more than 1/8 of the tile needs more."""
+    K minimizes the estimated cost (`_cheapest`) over the bucket of each of `_SAMPLE`
+    entries spread over the tile: b, the least K = b + 1 that the tile's bound certifies
+    (b = limit: none up to ``limit`` terms; b = limit + 1: |ρ| ≥ 1 − RHO_SNAP). The sample
+    only prices the lengths (bucketing every entry took longer than summing 30 terms);
+    which entries K certifies is decided for each. The coefficients are extended beyond
+    `_LOW` terms when more than 1/8 of the sample needs more."""
     magnitude = rho.abs()
+    sample = magnitude.reshape(-1)[:: max(1, magnitude.numel() // _SAMPLE)].contiguous()
     for limit in (_LOW, LADDER[-1]):
-        bucket = torch.searchsorted(_bounds(c1, c2, limit), magnitude)
-        counts = torch.bincount(bucket.reshape(-1), minlength=limit + 2)
-        if 8 * int(counts[limit]) <= bucket.numel():
+        bounds = _bounds(c1, c2, limit)
+        counts = torch.bincount(torch.searchsorted(bounds, sample), minlength=limit + 2)
+        if 8 * int(counts[limit]) <= len(sample):
             break
-    length = _cheapest(counts[:limit], bucket.numel())
-    return length, bucket >= length
+    length = _cheapest(counts[:limit], len(sample))
+    if not length:
+        return 0, torch.ones_like(magnitude, dtype=torch.bool)
+    return length, magnitude > bounds[length - 1]
+
+
+_SAMPLE = 2048
+"""Entries of a tile whose bucket is computed to choose its length (`_plan`)."""
 
 
 def _bounds(c1: _Coefficients, c2: _Coefficients, limit: int) -> torch.Tensor:
