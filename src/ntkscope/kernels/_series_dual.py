@@ -56,6 +56,9 @@ RHO_SNAP = 1e-12
 smooth φ by ≤ 1e-12 · √(q1 q2) E[φ''φ''] / scale, ≤ 1e-10 for q ≤ 100 (tanh)."""
 _LOW = rules.LOW
 """Coefficients up to this order come from the cheaper rule `rules.rule(_LOW)`."""
+_LIMITS = (32, _LOW, LADDER[-1])
+"""Numbers of coefficients computed at once: the first, then as many as needed (a longer
+set is computed anew, by the rule for its order)."""
 
 
 class SeriesDual:
@@ -81,25 +84,25 @@ class SeriesDual:
         self.memo = _Memo(activation)
 
     def __call__(self, q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
-        shape = torch.broadcast_shapes(q1.shape, q2.shape, rho.shape)
+        wide1, wide2, rho = torch.broadcast_tensors(q1, q2, rho)
+        shape = rho.shape
         if not shape:  # one pair: as a vector of one
             e_ff, e_dd = self(q1.reshape(1), q2.reshape(1), rho.reshape(1))
             return e_ff.reshape(()), e_dd.reshape(())
-        rho = rho.expand(shape)
         out = torch.zeros(2, *shape, dtype=torch.float64, device=rho.device)
         if not rho.numel():
             return out[0], out[1]
         c1, c2 = self.memo(q1), self.memo(q2)
-        length, longer = _plan(c1, c2, rho)
+        length, longer = _plan(c1, c2, q1.shape, q2.shape, rho)
         if length:
             out = _horner(c1, c2, q1.shape, q2.shape, rho, length)
         rest = longer.reshape(-1).nonzero().squeeze(1)
         if len(rest):
-            at = torch.unravel_index(rest, shape)
-            qs = (q1.expand(shape)[at], q2.expand(shape)[at])
+            at = _unravel(rest, shape)
+            qs = (wide1[at], wide2[at])
             rows, cols = (_flat_index(q).expand(shape)[at] for q in (q1, q2))
             flat = out.view(2, -1)
-            flat[:, rest] = self._entries(c1, c2, qs, rows, cols, rho[at], flat[:, rest], length)
+            flat[:, rest] = self._entries(c1, c2, qs, rows, cols, rho[at], length)
         return out[0], out[1]
 
     def first_moments(self, q: torch.Tensor) -> Pair:
@@ -116,18 +119,16 @@ class SeriesDual:
         rows: torch.Tensor,
         cols: torch.Tensor,
         rho: torch.Tensor,
-        summed: torch.Tensor,
         length: int,
     ) -> torch.Tensor:
-        """(2, P) for entries one by one, ``summed`` holding their sums of ``length`` terms:
-        kept where the entry's own tails certify them; else the series of each entry's own
-        length (sorted into batches of equal length), the 1-D rule at |ρ| = 1 (at q1 = q2,
-        ρ = 1: the energy E[f²] that comes with the coefficients, by the same rule), the 2-D
-        rule where uncertified."""
-        out = summed
+        """(2, P) for entries that the tile's sum of ``length`` terms leaves, one by one: the
+        series of each entry's own (longer) length, sorted into batches of equal length, the
+        1-D rule at |ρ| = 1 (at q1 = q2, ρ = 1: the energy E[f²] that comes with the
+        coefficients, by the same rule), the 2-D rule where uncertified."""
+        out = torch.empty(2, len(rho), dtype=torch.float64, device=rho.device)
         needed = _series_length(c1, c2, rows, cols, rho, length)
         order = needed.argsort()
-        start = int((needed[order] < 0).sum())  # after the kept, edge and uncertified entries
+        start = int((needed[order] < 0).sum())  # after the edge and uncertified entries
         while start < len(order):
             rung = LADDER[int(needed[order[start]])]
             chunk = order[start : start + max(1, _SERIES_VALUES // rung)]
@@ -145,8 +146,8 @@ class SeriesDual:
         return out
 
 
-_KEPT, _EDGE, _UNCERTIFIED = -3, -2, -1
-"""Markers of `_series_length`: the tile's sum certified, |ρ| taken as 1, no rung certified."""
+_EDGE, _UNCERTIFIED = -2, -1
+"""Markers of `_series_length`: |ρ| taken as 1, and no rung certified."""
 _INSIDE = math.nextafter(1 - RHO_SNAP, 0.0)
 """The largest |ρ| summed as a series (|ρ| ≥ 1 − RHO_SNAP is taken as ±1)."""
 _GATHER_COST = 4.0
@@ -159,6 +160,15 @@ def _batches(mask: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
     """The indices where ``mask`` holds, in batches of ≤ ``size`` (none if it holds nowhere)."""
     at = mask.nonzero().squeeze(1)
     return at.split(size) if len(at) else ()
+
+
+def _unravel(flat: torch.Tensor, shape: torch.Size) -> tuple[torch.Tensor, ...]:
+    """The indices along each axis of ``shape`` of the flat indices ``flat``."""
+    at = []
+    for size in reversed(shape):
+        at.append(flat % size)
+        flat = flat // size
+    return tuple(reversed(at))
 
 
 def _flat_index(q: torch.Tensor) -> torch.Tensor:
@@ -220,18 +230,21 @@ class _Coefficients:
         self.coefficients = torch.empty(2, len(q), 0, dtype=torch.float64, device=q.device)
         self.energies: torch.Tensor | None = None  # (2, n)
         self.tails: torch.Tensor | None = None  # (n, K + 1), `log_tails`
+        self.peaks: dict[int, torch.Tensor] = {}  # `peak_tails`
         self.positions: dict[float, int] | None = None  # of the values of q
 
     def extend(self, length: int) -> torch.Tensor:
         """(2, n, length) coefficients a_k, d_k for k < ``length`` (computed once, by the
-        rule `rules.rule(_LOW)` up to `_LOW` terms, beyond by the finer one of LADDER[-1]);
+        rule `rules.rule(_LOW)` up to `_LOW` terms, beyond by the finer one of LADDER[-1];
+        32, 64 or 256 of them, `_LIMITS`);
         the energies E[f²] come with the first computation, by the same rule."""
         if length > self.coefficients.shape[-1]:
-            order = _LOW if length <= _LOW else LADDER[-1]
-            self.coefficients, energies = rules.hermite_coefficients(self.act, self.q, order)
+            limit = next(n for n in _LIMITS if n >= length)
+            order = _LOW if limit <= _LOW else LADDER[-1]
+            self.coefficients, energies = rules.hermite_coefficients(self.act, self.q, order, limit)
             if self.energies is None:
                 self.energies = energies
-            self.tails = None
+            self.tails, self.peaks = None, {}
         return self.coefficients[..., :length]
 
     def energy(self) -> torch.Tensor:
@@ -243,7 +256,7 @@ class _Coefficients:
         """(n, length + 1): M_K for K = 0..``length``, the log of the larger over f = φ, φ' of
         the tail energy T(K) / E[f²] (T(K) = E[f²] − Σ_{k<K} c_k², Parseval)."""
         if self.tails is None or self.tails.shape[1] <= length:
-            self.extend(max(length, _LOW))
+            self.extend(max(length, 1))
             energy = self.energy()[..., None]
             heads = self.coefficients.square().cumsum(-1)
             heads = torch.cat([torch.zeros_like(heads[..., :1]), heads], -1)
@@ -252,6 +265,12 @@ class _Coefficients:
             tail = ((energy - heads).clamp_min(0) + slack).clamp_min(tiny)
             self.tails = (tail / energy.clamp_min(tiny)).log().amax(0)
         return self.tails[:, : length + 1]
+
+    def peak_tails(self, length: int) -> torch.Tensor:
+        """(length + 1,): the largest M_K over the variances, K = 0..``length`` (kept)."""
+        if length not in self.peaks:
+            self.peaks[length] = self.log_tails(length).amax(0)
+        return self.peaks[length]
 
     def log_tail(self, length: int) -> torch.Tensor:
         """(n,): M_K for K = ``length`` (`log_tails`)."""
@@ -278,31 +297,52 @@ class _Coefficients:
         return part
 
 
-def _plan(c1: _Coefficients, c2: _Coefficients, rho: torch.Tensor) -> tuple[int, torch.Tensor]:
+def _plan(
+    c1: _Coefficients,
+    c2: _Coefficients,
+    shape1: torch.Size,
+    shape2: torch.Size,
+    rho: torch.Tensor,
+) -> tuple[int, torch.Tensor]:
     """(K, longer): the length of the sum on the whole tile (0: none) and the mask of the
-    entries it leaves to `SeriesDual._entries` (|ρ| > R_K, `_bounds`; |ρ| ≈ 1 included).
+    entries it leaves to `SeriesDual._entries` (those K terms do not certify, `_reach`, and
+    |ρ| ≈ 1).
 
     K minimizes the estimated cost (`_cheapest`) over the bucket of each of `_SAMPLE`
     entries spread over the tile: b, the least K = b + 1 that the tile's bound certifies
     (b = limit: none up to ``limit`` terms; b = limit + 1: |ρ| ≥ 1 − RHO_SNAP). The sample
-    only prices the lengths (bucketing every entry took longer than summing 30 terms);
-    which entries K certifies is decided for each. The coefficients are extended beyond
-    `_LOW` terms when more than 1/8 of the sample needs more."""
+    only prices the lengths (bucketing every entry took longer than summing 30 terms). The
+    coefficients are extended beyond 32 or 64 terms (`_LIMITS`) when more than 1/8 of the
+    sample needs more."""
     magnitude = rho.abs()
     sample = magnitude.reshape(-1)[:: max(1, magnitude.numel() // _SAMPLE)].contiguous()
-    for limit in (_LOW, LADDER[-1]):
-        bounds = _bounds(c1, c2, limit)
-        counts = torch.bincount(torch.searchsorted(bounds, sample), minlength=limit + 2)
+    for limit in _LIMITS:
+        counts = torch.bincount(
+            torch.searchsorted(_bounds(c1, c2, limit), sample), minlength=limit + 2
+        )
         if 8 * int(counts[limit]) <= len(sample):
             break
     length = _cheapest(counts[:limit], len(sample))
     if not length:
         return 0, torch.ones_like(magnitude, dtype=torch.bool)
-    return length, magnitude > bounds[length - 1]
+    return length, magnitude > _reach(c1, c2, shape1, shape2, length)
 
 
 _SAMPLE = 2048
 """Entries of a tile whose bucket is computed to choose its length (`_plan`)."""
+
+
+def _reach(
+    c1: _Coefficients, c2: _Coefficients, shape1: torch.Size, shape2: torch.Size, length: int
+) -> torch.Tensor:
+    """The largest |ρ| that K = ``length`` terms certify, per entry (broadcast from q1 and q2):
+    K log|ρ| + ½ (M_K(q1) + M_K(q2)) ≤ log TOLERANCE is |ρ| ≤ TOLERANCE^(1/K) e^(−M_K(q1)/2K)
+    e^(−M_K(q2)/2K), one product of a row and a column factor; at most `_INSIDE`."""
+    row, col = (
+        torch.exp(c.log_tail(length) / (-2 * length)).reshape(shape)
+        for c, shape in ((c1, shape1), (c2, shape2))
+    )
+    return (TOLERANCE ** (1 / length) * row * col).clamp_(max=_INSIDE)
 
 
 def _bounds(c1: _Coefficients, c2: _Coefficients, limit: int) -> torch.Tensor:
@@ -310,7 +350,7 @@ def _bounds(c1: _Coefficients, c2: _Coefficients, limit: int) -> torch.Tensor:
     whole tile, K log R_K + ½ (max M_K(q1) + max M_K(q2)) = log TOLERANCE (M_K of
     `_Coefficients.log_tails`, the maxima over the tile's rows and columns), made
     nondecreasing (certified by K terms, an entry is by more) and ≤ `_INSIDE`; then `_INSIDE`."""
-    tails = (c1.log_tails(limit).amax(0) + c2.log_tails(limit).amax(0))[1:] / 2
+    tails = (c1.peak_tails(limit) + c2.peak_tails(limit))[1:] / 2
     lengths = torch.arange(1, limit + 1, dtype=torch.float64, device=tails.device)
     bounds = ((math.log(TOLERANCE) - tails) / lengths).exp().cummax(0).values
     return torch.cat([bounds.clamp_(max=_INSIDE), bounds.new_full((1,), _INSIDE)])
@@ -320,10 +360,11 @@ def _cheapest(counts: torch.Tensor, entries: int) -> int:
     """The length K of the tile's sum with the least estimated cost: K for each of the
     ``entries``, plus `_GATHER_COST` · K' for each entry whose least certified length
     K' = b + 1 (``counts[b]`` entries) exceeds K."""
-    lengths = torch.arange(len(counts) + 1, dtype=torch.float64, device=counts.device)
-    work = counts.to(torch.float64) * lengths[1:]
-    later = torch.cat([work.flip(0).cumsum(0).flip(0), work.new_zeros(1)])  # of buckets ≥ K
-    return int((lengths * entries + _GATHER_COST * later).argmin())
+    later = [0.0]  # entries × K' of the buckets b ≥ K, for K = limit, limit − 1, .., 0
+    for b, count in reversed(list(enumerate(counts.tolist()))):
+        later.append(later[-1] + count * (b + 1))
+    costs = [k * entries + _GATHER_COST * work for k, work in enumerate(reversed(later))]
+    return costs.index(min(costs))
 
 
 def _series_length(
@@ -335,9 +376,8 @@ def _series_length(
     length: int,
 ) -> torch.Tensor:
     """Per entry (rows, cols: its indices in the variances of c1, c2), with its own tails:
-    `_KEPT` where the tile's sum of ``length`` terms is certified, else the index in
-    `LADDER` of the shortest longer certified series; `_EDGE` where |ρ| ≥ 1 − RHO_SNAP,
-    `_UNCERTIFIED` where no rung is certified.
+    the index in `LADDER` of the shortest certified series longer than ``length``; `_EDGE`
+    where |ρ| ≥ 1 − RHO_SNAP, `_UNCERTIFIED` where no rung is certified.
 
     K terms certify an entry if K log|ρ| + ½ (M_K(q1) + M_K(q2)) ≤ log TOLERANCE, with M_K
     the larger log relative tail of φ and φ' (so the bound covers both expectations)."""
@@ -346,14 +386,13 @@ def _series_length(
     needed = torch.full(rho.shape, _UNCERTIFIED, dtype=torch.int64, device=rho.device)
     needed.masked_fill_(~open_, _EDGE)
     log_rho = magnitude.log()
-    tries = [(_KEPT, length)] if length else []
-    tries += [(rung, k) for rung, k in enumerate(LADDER) if k > length]
-    for marker, k in tries:
+    longer = [(rung, k) for rung, k in enumerate(LADDER) if k > length]
+    for rung, k in longer:
         if not bool(open_.any()):
             break
         tails = c1.log_tail(k)[rows] + c2.log_tail(k)[cols]
         ok = open_ & ((log_rho * k).add_(tails, alpha=0.5) <= math.log(TOLERANCE))
-        needed.masked_fill_(ok, marker)
+        needed.masked_fill_(ok, rung)
         open_ &= ~ok
     return needed
 

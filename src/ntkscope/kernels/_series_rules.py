@@ -26,14 +26,14 @@ LOW = 64
 """Hermite orders up to this use the rule with panels of width 0.5 (`rule`)."""
 
 
-def hermite_coefficients(act: Activation, q: torch.Tensor, order: int) -> Pair:
-    """((2, n, order), (2, n)): the Hermite coefficients E[f(√q z) h_k(z)], k < ``order``, and
-    the energies E[f(√q z)²] of f = φ, φ' at the variances q, by `rule(order)`.
+def hermite_coefficients(act: Activation, q: torch.Tensor, order: int, count: int) -> Pair:
+    """((2, n, count), (2, n)): the Hermite coefficients E[f(√q z) h_k(z)], k < ``count`` ≤
+    ``order``, and the energies E[f(√q z)²] of f = φ, φ' at the variances q, by `rule(order)`.
 
     Computed for `_CHUNK` variances at a time, whose node values (~0.3 MB per array) stay in
     cache, φ and φ' each by one matrix product with `weighted_hermite`."""
     z, w = (t.to(q.device) for t in rule(order))
-    weighted = weighted_hermite(order).to(q.device)
+    weighted = weighted_hermite(order)[:, :count].contiguous().to(q.device)
     coefficients, energies = [], []
     for part in q.split(_CHUNK):
         u = part.sqrt()[:, None] * z
