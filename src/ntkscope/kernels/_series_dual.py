@@ -18,9 +18,9 @@ after K terms is certified per entry by Cauchy–Schwarz on the tail:
 
 exact tail energies (Parseval), so the bound holds for every φ with finite second moments
 (kinks included). An entry is summed to a length K whose bound, for both expectations, is
-≤ `TOLERANCE` times √(E[f(u)²] E[f(v)²]) (f = φ or φ'): the length its tile shares, if
-the tile's bound (its largest tails) certifies it there, else the smallest certified K of
-`LADDER` by the entry's own tails (a longer sum only shrinks the bound). Without decay of
+≤ `TOLERANCE` times √(E[f(u)²] E[f(v)²]) (f = φ or φ'), by the entry's own tails: the
+length its tile shares where that is certified, else the smallest certified K of `LADDER`
+(a longer sum only shrinks the bound). Without decay of
 the coefficients that certifies |ρ| ≤ TOLERANCE^(1/K_max) = 0.914; smooth φ at moderate q
 certify every ρ. Two exceptions (`ntkscope.kernels._series_rules`):
 
@@ -68,9 +68,10 @@ class SeriesDual:
     shapes) the series is summed by Horner's rule on the whole tile, s ← s ρ + a_k(q1) a_k(q2)
     (an outer product broadcast, no per-entry gathers), at one length K shared by the tile
     (`_plan`): with the largest tail energies of its rows and of its columns, K terms certify
-    every entry with |ρ| ≤ R_K, so one bucketing of |ρ| against R_1 ≤ R_2 ≤ ... prices every
-    K at once. The entries that K does not certify by that bound are checked against their
-    own tails and, where needed, summed one by one (`_entries`). The coefficients of each
+    every entry with |ρ| ≤ R_K, so one bucketing of a sample of |ρ| against R_1 ≤ R_2 ≤ ...
+    prices every K at once. Which entries K certifies is decided by their own tails (a row
+    factor times a column factor, `_reach`); the others are summed one by one, each to its
+    own certified length (`_entries`). The coefficients of each
     distinct vector of variances are kept (`_Memo`), and a vector whose values are all held
     (the rows of a tile, after the variances of all inputs) is served from them, so that
     the coefficients are computed once per input and layer.
@@ -126,7 +127,7 @@ class SeriesDual:
         1-D rule at |ρ| = 1 (at q1 = q2, ρ = 1: the energy E[f²] that comes with the
         coefficients, by the same rule), the 2-D rule where uncertified."""
         out = torch.empty(2, len(rho), dtype=torch.float64, device=rho.device)
-        needed = _series_length(c1, c2, rows, cols, rho, length)
+        needed = _series_length(c1, c2, (rows, cols), rho, length)
         order = needed.argsort()
         start = int((needed[order] < 0).sum())  # after the edge and uncertified entries
         while start < len(order):
@@ -368,14 +369,9 @@ def _cheapest(counts: torch.Tensor, entries: int) -> int:
 
 
 def _series_length(
-    c1: _Coefficients,
-    c2: _Coefficients,
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    rho: torch.Tensor,
-    length: int,
+    c1: _Coefficients, c2: _Coefficients, index: Pair, rho: torch.Tensor, length: int
 ) -> torch.Tensor:
-    """Per entry (rows, cols: its indices in the variances of c1, c2), with its own tails:
+    """Per entry (``index``: rows and columns, its indices in the variances of c1 and c2):
     the index in `LADDER` of the shortest certified series longer than ``length``; `_EDGE`
     where |ρ| ≥ 1 − RHO_SNAP, `_UNCERTIFIED` where no rung is certified.
 
@@ -390,7 +386,7 @@ def _series_length(
     for rung, k in longer:
         if not bool(open_.any()):
             break
-        tails = c1.log_tail(k)[rows] + c2.log_tail(k)[cols]
+        tails = c1.log_tail(k)[index[0]] + c2.log_tail(k)[index[1]]
         ok = open_ & ((log_rho * k).add_(tails, alpha=0.5) <= math.log(TOLERANCE))
         needed.masked_fill_(ok, rung)
         open_ &= ~ok
