@@ -1,6 +1,7 @@
 """Throughput of `infinite_kernels`: NNGP and NTK of an MLP, depth 5, NTK parameterization.
 
     python benchmarks/infinite.py
+    python benchmarks/infinite.py --cpu-time  # one thread, CPU time (shared machine)
 
 One row per function below, each printing entries/s (the N² entries of the matrix, x2 =
 None: the symmetric upper half is computed, the lower half mirrored) on N × 64 standard
@@ -20,11 +21,17 @@ machine hits every row alike:
   (features of nonzero mean: the norm subtracts E[relu(u)]), the same depth.
 
 Add a row by writing one function ``(x) -> entries/s`` and listing it in ``ROWS``.
+
+On a machine shared with other jobs, wall times mostly measure the scheduler: with
+``--cpu-time`` every time is the CPU time of this process on one thread, which other jobs
+disturb far less (only through the caches and memory bandwidth they share).
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
+import os
 import time
 from collections.abc import Callable
 
@@ -39,13 +46,15 @@ from ntkscope.models.activations import resolve_activation
 from ntkscope.models.layers import Dense
 
 DEPTH, FEATURES, N, N_OLD, REPEATS = 5, 64, 500, 100, 2
+CLOCK = time.perf_counter
+"""Wall time, or the process's CPU time under ``--cpu-time``."""
 
 
 def _rate(x: torch.Tensor, activation: object) -> float:
     """Entries per second of `infinite_kernels` on ``x`` (x2 = None)."""
-    start = time.perf_counter()
+    start = CLOCK()
     infinite_kernels(x, depth=DEPTH, activation=activation)
-    return len(x) ** 2 / (time.perf_counter() - start)
+    return len(x) ** 2 / (CLOCK() - start)
 
 
 def package(activation: str, x: torch.Tensor) -> float:
@@ -117,9 +126,9 @@ class _PostLayerNormMLP(nn.Module):
 def program(network: type[nn.Module], x: torch.Tensor) -> float:
     """Entries/s of `infinite_width` of ``network()`` (x2 = None)."""
     kernel_fn = infinite_width(network())
-    start = time.perf_counter()
+    start = CLOCK()
     kernel_fn(x)
-    return len(x) ** 2 / (time.perf_counter() - start)
+    return len(x) ** 2 / (CLOCK() - start)
 
 
 ROWS: dict[str, Callable[[torch.Tensor], float]] = {
@@ -136,7 +145,19 @@ ROWS: dict[str, Callable[[torch.Tensor], float]] = {
 
 
 def main() -> None:
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, depth {DEPTH}, N={N}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="one thread, times are the process's CPU time"
+    )
+    cpu_time = parser.parse_args().cpu_time
+    if cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
+        torch.set_num_threads(1)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, depth {DEPTH}, N={N}, "
+        f"load average {os.getloadavg()[0]:.1f}, {'CPU' if cpu_time else 'wall'} time"
+    )
     x = torch.randn(N, FEATURES, generator=torch.Generator().manual_seed(REPEATS))
     for row in ROWS.values():
         row(x[:32])  # warm-up

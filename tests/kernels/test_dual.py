@@ -92,14 +92,34 @@ def test_tile_sums_mixed_lengths_like_single_entries():
     rho = 0.2 * torch.rand(40, 40, generator=gen, dtype=torch.float64) - 0.1
     q1[7, 0], q2[0, 11], rho[7, 11] = 2.0, 2.0, 0.97
     memo = series._Memo(dual.formula.act)
-    inside = torch.ones(40, 40, dtype=torch.bool)
-    needed = series._series_length(memo(q1), memo(q2), q1.shape, q2.shape, rho, inside)
-    assert needed[7, 11] > series._shared_rung(needed) >= 0 and needed.min() >= 0
+    length, longer = series._plan(memo(q1), memo(q2), q1.shape, q2.shape, rho)
+    assert 0 < length < series.LADDER[-1] and longer[7, 11] and longer.sum() < 40
     together = dual(q1, q2, rho * (q1 * q2).sqrt())
     rows, cols = (t.reshape(-1) for t in torch.broadcast_tensors(q1, q2))
     alone = dual(rows, cols, (rho * (q1 * q2).sqrt()).reshape(-1))
     for t, a in zip(together, alone, strict=True):
         assert (t.reshape(-1) - a).abs().max() <= 2e-10
+
+
+def test_coefficients_of_held_variances_are_reused():
+    # A tile's rows are a subset of the variances of all inputs, whose coefficients the
+    # single-input run computed: the memo serves them (the same numbers, nothing recomputed),
+    # and computes a vector with a value it does not hold. A fresh computation of the same
+    # rows agrees to rounding (the rows are independent sums; 1e-15 absolute, |a_k| ≤ 2).
+    act = for_activation("silu").formula.act
+    memo = series._Memo(act)
+    q = torch.linspace(0.5, 3.0, 50, dtype=torch.float64)
+    whole = memo(q)
+    whole.log_tails(16)
+    rows = [7, 3, 30]
+    part = memo(q[rows].reshape(3, 1))
+    assert torch.equal(part.q, q[rows]) and part.tails is not None
+    assert torch.equal(part.extend(16), whole.extend(16)[:, rows])
+    assert torch.equal(part.energy(), whole.energy()[:, rows])
+    fresh = series._Coefficients(act, q[rows].clone())
+    torch.testing.assert_close(fresh.extend(16), part.extend(16), rtol=0, atol=1e-15)
+    other = memo(torch.tensor([0.5, 4.0], dtype=torch.float64))
+    assert other.coefficients.shape[-1] == 0  # 4.0 is not held: computed when asked for
 
 
 @pytest.mark.parametrize(

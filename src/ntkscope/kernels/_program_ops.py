@@ -48,9 +48,22 @@ class Affine:
     bias_grad: float
 
     def apply(self, k: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ, Θ) from a weight-summed K and T (already summed over offsets, for a conv)."""
-        nngp = k.mul(self.weight_var).add_(self.bias_var)
-        ntk = t.mul(self.weight_var).add_(k, alpha=self.weight_grad).add_(self.bias_grad)
+        """(Σ, Θ) from a weight-summed K and T (already summed over offsets, for a conv).
+
+        With a² n = a² v_w n (NTK parameterization, v_w = 1) Θ = Σ + σ_w² T + β² − σ_b², one
+        pass over the tile; terms that are zero take no pass."""
+        nngp = k.mul(self.weight_var)
+        if self.bias_var:
+            nngp.add_(self.bias_var)
+        if self.weight_grad == self.weight_var:
+            ntk = torch.add(nngp, t, alpha=self.weight_var)
+            constant = self.bias_grad - self.bias_var
+        else:
+            ntk, constant = t.mul(self.weight_var), self.bias_grad
+            if self.weight_grad:
+                ntk.add_(k, alpha=self.weight_grad)
+        if constant:
+            ntk.add_(constant)
         return nngp, ntk
 
 
@@ -193,15 +206,21 @@ def norm(kernel: Kernel, spec: Norm, ctx: Context, name: str) -> Kernel:
         raise ProgramError(f"{name}: a norm layer must normalize the width axis (the last one)")
     q1, q2 = ctx.per_input(kernel)
     means = kernel.mean
-    if means is not None and spec.centered:
+    centered = means is not None and spec.centered
+    if centered:
         q1, q2 = ((q - m.square()).clamp_min_(0) for q, m in zip((q1, q2), means, strict=True))
     s1, s2 = ((q + spec.eps).rsqrt() for q in (q1, q2))
     r1, r2 = kernel.sides(s1, s2)
-    mu1, mu2 = kernel.means()
-    k = (kernel.nngp - mu1 * mu2 if spec.centered and means is not None else kernel.nngp) * r1 * r2
-    nngp = k.mul(spec.gain_var).add_(spec.bias_var)
-    ntk = kernel.ntk * r1 * r2
-    ntk.mul_(spec.gain_var).add_(k, alpha=spec.gain_grad).add_(spec.bias_grad)
+    scale = r1 * r2  # 1 / (s(x) s(x')) per pair
+    if centered:
+        k = torch.addcmul(kernel.nngp, *kernel.means(), value=-1.0).mul_(scale)
+    else:
+        k = kernel.nngp * scale
+    nngp = k if (spec.gain_var, spec.bias_var) == (1.0, 0.0) else k * spec.gain_var + spec.bias_var
+    weight = k if spec.gain_grad == 1.0 else k * spec.gain_grad  # [γ trainable] K_y
+    ntk = torch.addcmul(weight, kernel.ntk, scale, value=spec.gain_var)  # + γ² T_y
+    if spec.bias_grad:
+        ntk.add_(spec.bias_grad)
     if means is None or spec.centered:  # E ŷ = 0
         mean = None
         if spec.bias_mean:

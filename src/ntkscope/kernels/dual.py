@@ -29,10 +29,11 @@ tests/kernels/data/duals (q log-uniform in [1e-4, 1e2], a third of ρ within 1e-
 
 The series' truncation is certified per entry at 1e-10 (`_series_dual.TOLERANCE`); its
 coefficients and the 2-D fallback rule are accurate to ~1e-12 (measured above). Cost per
-entry: ~4 flops per term (8–256 terms, Horner's rule on whole tiles, the coefficients
-computed once per vector of variances) where the series certifies, which is every ρ for
-smooth φ at q ≲ 10 and |ρ| ≤ 0.914 always; ~2·10⁵ evaluations of φ for the rare entries
-with large q at |ρ| near 1 (2-D rule). sign and step: φ' = 0, as autograd differentiates
+entry: ~4 flops per term (Horner's rule on whole tiles, at the length the tile needs: 11–15
+terms for tanh and SiLU in benchmarks/infinite.py) where the series certifies, which is
+every ρ for smooth φ at q ≲ 10 and |ρ| ≤ 0.914 always; the coefficients once per input and
+layer (~2.6·10³ evaluations of φ and φ'); ~2·10⁵ evaluations of φ for the rare entries with
+large q at |ρ| near 1 (2-D rule). sign and step: φ' = 0, as autograd differentiates
 them (their distributional derivative would make the NTK infinite at x = x').
 """
 

@@ -56,6 +56,19 @@ def _raw(node: fx.Node, env: dict, modules: dict[str, nn.Module]) -> Raw:
     return Raw(side(1), None if first.x2 is None else side(2))
 
 
+def _last_reads(input_node: fx.Node, steps: list[Step], output: fx.Node) -> list[list[fx.Node]]:
+    """For each step, the values that no later step reads, dropped after it (the input and
+    the output excepted): the memory of a tile's kernels is then reused, still in cache,
+    by the next steps (keeping every step's tiles ran the program 1.4× slower: CPU time,
+    residual LayerNorm MLP of benchmarks/infinite.py)."""
+    last = {n: i for i, s in enumerate(steps) for n in (*s.node.all_input_nodes, *s.extra)}
+    done: list[list[fx.Node]] = [[] for _ in steps]
+    for node, i in last.items():
+        if node not in (input_node, output):
+            done[i].append(node)
+    return done
+
+
 class KernelFn:
     """``kernel_fn(x1, x2=None, *, diagonal=False) -> (nngp, ntk)`` of one network.
 
@@ -67,11 +80,13 @@ class KernelFn:
     def __init__(self, graph: fx.GraphModule, memory_budget: int | str | None) -> None:
         self._input, self._steps, self._output = steps(graph)
         lineage.check(self._input, self._steps, self._output)
+        self._done = _last_reads(self._input, self._steps, self._output)
         self._graph = graph
         self._shaped = not any(s.node.target in CATS for s in self._steps)
         self._modules = dict(graph.named_modules())
         self._budget = memory_budget
         self._pairs = 1
+        self._probed: dict[torch.Size, int] = {}  # position pairs by the examples' shape
         self._arrays = max([16, *(s.arrays for s in self._steps)])
         self.layers: tuple[str, ...] = (
             f"{self._input.name}: input  K = mean_c x_c·x'_c, T = 0",
@@ -84,9 +99,11 @@ class KernelFn:
     def run(self, raw: Raw, ctx: Context) -> Kernel:
         """The output kernel of the program for the raw inputs ``raw``."""
         env: dict[fx.Node, Raw | Kernel] = {self._input: raw}
-        for step in self._steps:
+        for step, done in zip(self._steps, self._done, strict=True):
             args = [env[n] for n in (*step.node.all_input_nodes, *step.extra)]
             env[step.node] = self._step(step, args, env, ctx)
+            for node in done:
+                del env[node]
         out = env[self._output]
         if out.positions:
             raise ProgramError(
@@ -134,14 +151,17 @@ class KernelFn:
         return out.nngp, out.ntk
 
     def position_pairs(self, x: torch.Tensor) -> int:
-        """The largest number of position pairs per input pair (cost per kernel entry)."""
+        """The largest number of position pairs per input pair (cost per kernel entry), from
+        one run on ``x[:1]``, once per shape of the examples."""
         x = finite_batch(x, "x")[:1].detach()
-        if not self._shaped:  # group widths of the concatenations
-            propagate_shapes(self._graph, x)
-            self._shaped = True
-        probe = Context()
-        self.run(Raw(x.to(torch.float64), None), probe)
-        return probe.largest_pairs
+        if x.shape[1:] not in self._probed:
+            if not self._shaped:  # group widths of the concatenations
+                propagate_shapes(self._graph, x)
+                self._shaped = True
+            probe = Context()
+            self.run(Raw(x.to(torch.float64), None), probe)
+            self._probed[x.shape[1:]] = probe.largest_pairs
+        return self._probed[x.shape[1:]]
 
     def entry_bytes(self) -> int:
         """Working memory per pair of inputs: position pairs × the dual's arrays."""
