@@ -118,19 +118,19 @@ def settings(probe, loops: set[str]) -> dict[str, tuple[str, object]]:
     return rows
 
 
-def main() -> None:
+def _options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="runs of each setting")
-    parser.add_argument(
-        "--only", default="train,lightning", help="loops timed: train, lightning or both"
-    )
-    parser.add_argument(
-        "--cpu-time", action="store_true", help="one thread, times are the process's CPU time"
-    )
-    args = parser.parse_args()
+    parser.add_argument("--only", default="train,lightning", help="train, lightning or both")
+    parser.add_argument("--cpu-time", action="store_true", help="one thread; CPU time")
+    return parser.parse_args()
+
+
+def main() -> None:
+    global CLOCK
+    args = _options()
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
     if args.cpu_time:
-        global CLOCK
-        CLOCK = time.process_time
         torch.set_num_threads(1)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "

@@ -271,13 +271,14 @@ class PreparedNTK:
     argument, runs the model on one example, checks that it treats the examples
     independently, and chooses the method, whose result on one or two examples is checked
     against autograd. A call then computes Θ̂ for the model's parameters as they are now,
-    at the cost of the kernel alone (for a 256-example MLP, the checks cost about as much
-    as the kernel). The plan holds the live parameter and buffer tensors, so updates in
-    place (an optimizer step, ``load_state_dict``) are seen; a call finds the model's
-    tensors replaced (a new ``nn.Parameter``, ``.data =``, ``.to(dtype)``, a parameter
-    frozen or unfrozen) and plans again, checks included. A module switched to training
-    mode (BatchNorm, Dropout) is refused at each call as by `empirical_ntk`; other changes
-    to a module's configuration (e.g. a layer's attributes) are not looked for.
+    at the cost of the kernel alone (the checks were 15% of a whole `empirical_ntk` call
+    for the 256-example MLP of ``benchmarks/recorders.py``). The plan holds the live
+    parameter and buffer tensors, so updates in place (an optimizer step,
+    ``load_state_dict``) are seen; a call that finds the model's tensors replaced (a new
+    ``nn.Parameter``, ``.data =``, ``.to(dtype)``, a parameter frozen or unfrozen) plans
+    again, checks included. A module switched to training mode (BatchNorm, Dropout) is
+    refused at each call as by `empirical_ntk`; other changes to a module's configuration
+    (e.g. a layer's attributes) are not looked for.
 
     Args: those of `empirical_ntk` but ``progress``, which each call takes.
 
