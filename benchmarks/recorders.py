@@ -9,15 +9,25 @@ probe every 50 steps (11 kernels). Two loops:
   ``ntkscope.integrations.lightning.NTKMonitor`` (target: time ratio ≤ 1.25, i.e. speed
   ratio ≥ 0.8; skipped without ``lightning``).
 
-Each setting runs REPEATS times, the settings alternating, and the best time of each is
-compared with its loop's baseline from the same run.
+Each setting runs ``--repeats`` times (5), the settings alternating so that a change of
+load hits every setting alike; each is compared with its loop's baseline from the same run
+by the best times (least noise) and by the median times (what a typical run costs).
 
-    python benchmarks/recorders.py
+    python benchmarks/recorders.py                  # wall time, torch's threads (~2 min)
+    python benchmarks/recorders.py --cpu-time       # one thread, the process's CPU time
+    python benchmarks/recorders.py --only lightning # the Lightning loop only
+
+On a machine shared with other jobs, wall times mostly measure the scheduler; under
+``--cpu-time`` every time is this process's CPU time on one thread, which other jobs
+disturb far less.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import os
+import statistics
 import time
 
 import torch
@@ -25,7 +35,10 @@ import torch.nn.functional as F
 
 import ntkscope as ns
 
-STEPS, EVERY, BATCH, REPEATS = 500, 50, 128, 3
+STEPS, EVERY, BATCH = 500, 50, 128
+
+CLOCK = time.perf_counter
+"""Wall time, or the process's CPU time under ``--cpu-time``."""
 
 
 def _data():
@@ -34,9 +47,9 @@ def _data():
 
 def seconds(recorders) -> float:
     data, model = _data(), ns.models.mlp(64, 512, 3, 10, seed=0)
-    start = time.perf_counter()
+    start = CLOCK()
     ns.train(model, data, lr=0.5, steps=STEPS, batch_size=BATCH, recorders=recorders())
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def lightning_seconds(callbacks) -> float:
@@ -66,20 +79,21 @@ def lightning_seconds(callbacks) -> float:
         max_steps=STEPS, accelerator="cpu", devices=1, logger=False, callbacks=callbacks(),
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
-    start = time.perf_counter()
+    start = CLOCK()
     trainer.fit(Module(), loader)
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
-def settings(probe) -> dict[str, tuple[str, object]]:
-    """name -> (baseline name, timed callable)."""
-    rows = {
-        "no recorders": ("no recorders", lambda: seconds(list)),
-        "KernelRecorder (256 probe, every 50)": (
+def settings(probe, loops: set[str]) -> dict[str, tuple[str, object]]:
+    """name -> (baseline name, timed callable), for the loops asked for."""
+    rows = {}
+    if "train" in loops:
+        rows["no recorders"] = ("no recorders", lambda: seconds(list))
+        rows["KernelRecorder (256 probe, every 50)"] = (
             "no recorders",
             lambda: seconds(lambda: [ns.KernelRecorder(probe, EVERY)]),
-        ),
-        "+ ParameterRecorder, LossRecorder (every 50)": (
+        )
+        rows["+ ParameterRecorder, LossRecorder (every 50)"] = (
             "no recorders",
             lambda: seconds(
                 lambda: [
@@ -88,9 +102,8 @@ def settings(probe) -> dict[str, tuple[str, object]]:
                     ns.LossRecorder(EVERY),
                 ]
             ),
-        ),
-    }
-    if importlib.util.find_spec("lightning") is not None:
+        )
+    if "lightning" in loops and importlib.util.find_spec("lightning") is not None:
         from ntkscope.integrations.lightning import NTKMonitor
 
         rows["Lightning, no callback"] = ("Lightning, no callback", lambda: lightning_seconds(list))
@@ -105,18 +118,38 @@ def settings(probe) -> dict[str, tuple[str, object]]:
     return rows
 
 
+def _options() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each setting")
+    parser.add_argument("--only", default="train,lightning", help="train, lightning or both")
+    parser.add_argument("--cpu-time", action="store_true", help="one thread; CPU time")
+    return parser.parse_args()
+
+
 def main() -> None:
+    global CLOCK
+    args = _options()
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
+    if args.cpu_time:
+        torch.set_num_threads(1)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+        f"{os.getloadavg()[0]:.1f}, {'CPU' if args.cpu_time else 'wall'} time, "
+        f"{args.repeats} repeats"
+    )
     probe = ns.data.load("digits", 256, seed=1).x
-    timed = settings(probe)
-    seconds(list)  # warm-up
+    timed = settings(probe, set(args.only.split(",")))
+    for name in {baseline for baseline, _ in timed.values()}:  # warm-up: each loop once
+        timed[name][1]()
     times: dict[str, list[float]] = {name: [] for name in timed}
-    for _ in range(REPEATS):  # alternating, so that load changes hit every setting alike
+    for _ in range(args.repeats):  # alternating, so that load changes hit every setting alike
         for name, (_, run) in timed.items():
             times[name].append(run())
     for name, (baseline, _) in timed.items():
         best, base = min(times[name]), min(times[baseline])
-        print(f"{name:48s} {STEPS / best:8.1f} steps/s   speed ratio {base / best:.2f}   "
-              f"time ratio {best / base:.2f}")  # fmt: skip
+        median = statistics.median(times[name]) / statistics.median(times[baseline])
+        print(f"{name:48s} {STEPS / best:8.1f} steps/s   time ratio: best {best / base:.2f}, "
+              f"median {median:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import torch
 
 import ntkscope as ns
 from ntkscope import metrics
+from ntkscope.kernels import PreparedNTK
 
 
 def problem(depth: int = 2, width: int = 32, activation: str = "relu", seed: int = 0):
@@ -116,3 +117,18 @@ def test_output_scaling_makes_training_lazier():
                               recorders=[ns.ParameterRecorder(every=20)])  # fmt: skip
         changes.append(trajectory.last("param_change"))
     assert changes[1] == pytest.approx(changes[0] / 10, rel=0.3), changes
+
+
+def test_the_recorder_plans_once_per_run(monkeypatch):
+    """11 records of `ns.train`, one plan; a second run of the recorder plans again; the
+    last record is bitwise the kernel of a fresh `empirical_ntk` (same operations)."""
+    planned = []
+    replan = PreparedNTK._replan
+    monkeypatch.setattr(PreparedNTK, "_replan", lambda self: planned.append(replan(self)))
+    model, (x, y), _ = problem()
+    recorder = ns.KernelRecorder(x[:8], every=1)
+    trajectory = ns.train(model, (x, y), lr=0.5, steps=10, recorders=[recorder])
+    assert len(trajectory.rows) == 11 and len(planned) == 1
+    ns.train(model, (x, y), lr=0.5, steps=2, recorders=[recorder])
+    assert len(planned) == 2
+    assert torch.equal(recorder.latest, ns.empirical_ntk(model, x[:8]))  # a fresh plan

@@ -21,7 +21,14 @@ from ntkscope._checks import choice, positive_int
 from ntkscope.dynamics.linearize import linearize
 from ntkscope.dynamics.mse import predict_mse, stability_limit
 from ntkscope.dynamics.state import Loss, Optimizer, Recorder, Split, TrainState, objective
-from ntkscope.kernels import Method, Mode, empirical_ntk, infinite_kernels, resolve_method
+from ntkscope.kernels import (
+    Method,
+    Mode,
+    PreparedNTK,
+    empirical_ntk,
+    infinite_kernels,
+    resolve_method,
+)
 from ntkscope.models.spec import mlp_spec
 
 
@@ -91,10 +98,15 @@ class KernelRecorder(Recorder):
         self.initial = self.latest = None
         self.latest_step = 0
         """The step of ``latest``."""
+        self._ntk: PreparedNTK | None = None
 
     def _kernel(self, state: TrainState) -> torch.Tensor:
-        k = empirical_ntk(state.model, self.probe_x, mode=self.mode, **self.options)
-        return k.detach().to(torch.float64)
+        """Θ̂ on the probe, planned (and checked) at the first record of a run and on a new
+        model only: the probe and the model's structure stay, its parameters change in
+        place (`ntkscope.kernels.PreparedNTK`)."""
+        if self._ntk is None or self._ntk.model is not state.model:
+            self._ntk = PreparedNTK(state.model, self.probe_x, mode=self.mode, **self.options)
+        return self._ntk().detach().to(torch.float64)
 
     def start(self, state: TrainState) -> dict[str, float]:
         if self.probe_x is None:
@@ -102,6 +114,7 @@ class KernelRecorder(Recorder):
             y = state.train.labels if state.train.labels is not None else state.train.targets
             self.probe_y = None if y is None else y[: self.probe_size]
         self.probe_x = _batch.like(self.probe_x, "probe_x", _like(state))
+        self._ntk = None  # a new run: planned and checked again
         self.initial = self.latest = self._kernel(state)
         return {"kernel_change": 0.0, "kernel_distance": 0.0, **self._alignment(self.initial)}
 

@@ -63,11 +63,11 @@ class Front:
 
     def _report(self, default: Path) -> Path | None:
         """The diagnosis of the run (kept in ``diagnosis``), written as ntkscope's report."""
-        from ntkscope.report.diagnosis import write_report  # matplotlib, at the end only
-
         self.diagnosis = self.monitor.diagnosis()
         if self.report_dir is False:
             return None
+        from ntkscope.report.diagnosis import write_report  # matplotlib: only to write one
+
         out = default / REPORT_FOLDER if self.report_dir in (None, True) else self.report_dir
         return write_report(self.diagnosis, out)
 

@@ -1,7 +1,13 @@
 """Empirical and infinite-width neural tangent kernels."""
 
 from ntkscope.kernels.dual import Dual, dual, dual_diagonal, for_activation
-from ntkscope.kernels.empirical import Method, Mode, empirical_ntk, resolve_method
+from ntkscope.kernels.empirical import (
+    Method,
+    Mode,
+    PreparedNTK,
+    empirical_ntk,
+    resolve_method,
+)
 from ntkscope.kernels.gp import GaussianProcess, GPHyperparameters, GPPrediction
 from ntkscope.kernels.infinite import infinite_kernels
 from ntkscope.kernels.infinite_cnn import infinite_cnn_kernels
@@ -14,6 +20,7 @@ __all__ = [
     "Method",
     "Mode",
     "empirical_ntk",
+    "PreparedNTK",
     "resolve_method",
     # infinite width
     "Dual",

@@ -51,7 +51,7 @@ class FunctionalModel:
         self.theta.update(self._checked(params or {}, named, trainable))
         self.fixed = {n: p.detach() for n, p in named.items() if n not in trainable}
         self.fixed.update(dict(model.named_buffers()))
-        _refuse_training_mode(model)
+        refuse_training_mode(model)
         first = next(iter(self.theta.values()))
         self.dtype, self.device = first.dtype, first.device
 
@@ -114,7 +114,7 @@ class FunctionalModel:
         return out[0].numel()
 
 
-def _refuse_training_mode(model: nn.Module) -> None:
+def refuse_training_mode(model: nn.Module) -> None:
     """BatchNorm (couples the examples) and Dropout with p > 0 (random) must be in eval mode."""
     for name, module in model.named_modules():
         if not module.training:

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ntkscope import _batch
 from ntkscope._batch import Batch, OutputSelector
 from ntkscope._checks import boolean, choice
-from ntkscope.kernels._functional import FunctionalModel
+from ntkscope.kernels._functional import FunctionalModel, refuse_training_mode
 from ntkscope.kernels._generic import AutogradStrategy, JacobianStrategy, NTVPStrategy
 from ntkscope.kernels._probe import check_independent, disagreement
 from ntkscope.kernels._structured import (
@@ -252,6 +252,80 @@ def _plan(model, x1, x2, mode, diagonal, method, memory_budget, params, output) 
     return _Plan(fm, x1, x2, n_out, full, diagonal, budget, used, strategy)
 
 
+def _signature(model: nn.Module) -> tuple:
+    """The tensors a plan holds: each parameter's and buffer's storage, layout, dtype,
+    device and ``requires_grad``. Updates in place (an optimizer step, ``load_state_dict``,
+    running statistics) keep it; a new tensor (an assigned ``nn.Parameter``, ``.data = ``,
+    ``.to(...)``) or a parameter frozen or unfrozen changes it."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return tuple(
+        (name, t.data_ptr(), t.shape, t.stride(), t.dtype, t.device, t.requires_grad)
+        for name, t in tensors
+    )
+
+
+class PreparedNTK:
+    """`empirical_ntk` of a model on fixed inputs, planned once and computed on each call.
+
+    Building it does everything of `empirical_ntk` but the kernel: it checks every
+    argument, runs the model on one example, checks that it treats the examples
+    independently, and chooses the method, whose result on one or two examples is checked
+    against autograd. A call then computes Θ̂ for the model's parameters as they are now,
+    at the cost of the kernel alone (the checks were 15% of a whole `empirical_ntk` call
+    for the 256-example MLP of ``benchmarks/recorders.py``). The plan holds the live
+    parameter and buffer tensors, so updates in place (an optimizer step,
+    ``load_state_dict``) are seen; a call that finds the model's tensors replaced (a new
+    ``nn.Parameter``, ``.data =``, ``.to(dtype)``, a parameter frozen or unfrozen) plans
+    again, checks included. A module switched to training mode (BatchNorm, Dropout) is
+    refused at each call as by `empirical_ntk`; other changes to a module's configuration
+    (e.g. a layer's attributes) are not looked for.
+
+    Args: those of `empirical_ntk` but ``progress``, which each call takes.
+
+    Attributes:
+        method: the method that runs (`resolve_method`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x1: Batch,
+        x2: Batch | None = None,
+        *,
+        mode: str | Mode = Mode.TRACE,
+        diagonal: bool = False,
+        method: str | Method = Method.AUTO,
+        memory_budget: int | float | str | None = None,
+        params: Mapping[str, torch.Tensor] | None = None,
+        output: OutputSelector | None = None,
+    ) -> None:
+        self.model = model
+        self._arguments = (x1, x2, mode, diagonal, method, memory_budget, params, output)
+        self._replan()
+
+    def _replan(self) -> None:
+        with torch.inference_mode(False), torch.enable_grad():
+            self._plan = _plan(self.model, *self._arguments)
+        self._signature = _signature(self.model)
+
+    @property
+    def method(self) -> Method:
+        return self._plan.method
+
+    def __call__(self, progress: Progress | None = None) -> torch.Tensor:
+        """Θ̂ for the model's current parameters (shapes as `empirical_ntk` returns).
+
+        Args:
+            progress: called as ``progress(tiles_done, tiles_total)`` after each tile.
+        """
+        if _signature(self.model) != self._signature:
+            self._replan()
+        else:
+            refuse_training_mode(self.model)
+        with torch.inference_mode(False), torch.enable_grad():
+            return self._plan.run(progress)
+
+
 def resolve_method(
     model: nn.Module,
     x1: Batch,
@@ -333,6 +407,7 @@ def empirical_ntk(
         ValueError, TypeError: for bad arguments, naming the argument; ValueError if the
         model's outputs or gradients are not finite on these inputs.
     """
-    with torch.inference_mode(False), torch.enable_grad():  # autograd works in any context
-        plan = _plan(model, x1, x2, mode, diagonal, method, memory_budget, params, output)
-        return plan.run(progress)
+    options = dict(memory_budget=memory_budget, params=params, output=output)
+    return PreparedNTK(model, x1, x2, mode=mode, diagonal=diagonal, method=method, **options)(
+        progress
+    )
