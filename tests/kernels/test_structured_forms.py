@@ -47,13 +47,19 @@ shapes = dict(
 @settings(max_examples=40, deadline=None)
 @given(**shapes)
 def test_positional_form_equals_the_jacobian_gram(n, m, positions, d_a, n_out, d_g, seed, vocab):
+    """Both orders of the full-mode sum (by rows, by columns), the dispatch between them and
+    trace mode, for pairs and for the diagonal."""
     f1 = random_factors(n, positions, d_a, n_out, d_g, seed, vocab)
     f2 = random_factors(m, positions, d_a, n_out, d_g, seed + 1, vocab)
+    j1, j2 = f1.jacobian(), f2.jacobian()
+    expected = gram(j1, j2, full=True)
+    for order in (_structured._full_by_rows, _structured._full_by_columns):
+        assert relative_error(order(f1.inner(f2), f1.g, f2.g), expected) <= TOL, order.__name__
     for full in (True, False):
-        expected = gram(f1.jacobian(), f2.jacobian(), full)
+        expected = gram(j1, j2, full)
         got = _structured._positional_pair(f1, f2, full)
         assert got.shape == expected.shape
         assert relative_error(got, expected) <= TOL, full
         diagonal = _structured._positional_diagonal(f1, full)
-        expected = torch.stack([gram(j[None], j[None], full)[0, 0] for j in f1.jacobian()])
+        expected = torch.stack([gram(j[None], j[None], full)[0, 0] for j in j1])
         assert relative_error(diagonal, expected) <= TOL, (full, "diagonal")
