@@ -9,9 +9,11 @@ Part 2, full mode, for a Myrtle CNN (N = 128), a ResNet-style CNN with BatchNorm
 3 stages of 16/32/64 channels, 16×16 inputs, N = 64) and a BERT-style encoder (Hugging
 Face config, random weights: vocabulary 30,522, hidden 128, 2 layers, 4 heads, sequence
 32, 2 labels, N = 64; skipped without ``transformers``), prints the time of every method
-that can run the model as a speed-up over the baseline, which method ``auto`` ran, and its
-time over the fastest's; and, where ``nngeometry`` imports, its ``GramMatrix`` on the
-ResNet (a comparison only; install it with ``--no-deps``, it would replace torch).
+that can run the model as a speed-up over the baseline (a method estimated to take over
+2 minutes is not run: its time is extrapolated from 8 and 16 examples, marked ``~``), which
+method ``auto`` ran, and its time over the fastest's; and, where ``nngeometry`` imports,
+its ``GramMatrix`` on the ResNet (a comparison only; install it with ``--no-deps``, it
+would replace torch).
 
     python benchmarks/entk.py            # all cases (several minutes on 2 cores)
     python benchmarks/entk.py --quick    # N = 128 only in part 1
@@ -42,9 +44,10 @@ CLOCK = time.perf_counter
 """Wall time, or the process's CPU time under ``--cpu-time``."""
 
 
-def best_time(fn, repeat: int) -> float:
-    """Minimum time over ``repeat`` runs after one warm-up (min: least noise)."""
-    fn()
+def best_time(fn, repeat: int, warm: bool = True) -> float:
+    """Minimum time over ``repeat`` runs after one warm-up if ``warm`` (min: least noise)."""
+    if warm:
+        fn()
     times = []
     for _ in range(repeat):
         start = CLOCK()
@@ -101,6 +104,9 @@ METHODS = ("structured", "jacobian", "ntvp", "autograd")
 
 LIMIT = 120.0
 """Seconds beyond which a method's time on a row is estimated instead of measured."""
+SLOW = 10.0
+"""Seconds beyond which a method is timed once, without a warm-up (the runs of
+`estimated_time` warmed it up)."""
 
 
 def estimated_time(run, x, k: int = 8) -> float:
@@ -124,9 +130,12 @@ def method_times(model, x, output, repeat, methods=METHODS) -> dict[str, tuple[f
 
         try:
             guess = estimated_time(run, x)
-            times[method] = (
-                (guess, True) if guess > LIMIT else (best_time(lambda: run(x), repeat), False)
-            )
+            if guess > LIMIT:
+                times[method] = (guess, True)
+            else:
+                slow = guess > SLOW
+                once = best_time(lambda: run(x), 1 if slow else repeat, warm=not slow)
+                times[method] = (once, False)
         except ValueError as error:  # the method refuses this model
             print(f"    {method}: {str(error).splitlines()[0][:100]}")
     return times

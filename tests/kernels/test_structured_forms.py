@@ -47,14 +47,19 @@ shapes = dict(
 @settings(max_examples=40, deadline=None)
 @given(**shapes)
 def test_positional_form_equals_the_jacobian_gram(n, m, positions, d_a, n_out, d_g, seed, vocab):
-    """Both orders of the full-mode sum (by rows, by columns), the dispatch between them and
-    trace mode, for pairs and for the diagonal."""
+    """Both orders of the full-mode sum (by rows, by columns; all pairs, or those on and
+    above the diagonal), the dispatch between them and trace mode, for pairs and for the
+    diagonal."""
     f1 = random_factors(n, positions, d_a, n_out, d_g, seed, vocab)
     f2 = random_factors(m, positions, d_a, n_out, d_g, seed + 1, vocab)
     j1, j2 = f1.jacobian(), f2.jacobian()
     expected = gram(j1, j2, full=True)
+    upper = torch.ones(n, m, dtype=torch.bool).triu()[:, :, None, None]
     for order in (_structured._full_by_rows, _structured._full_by_columns):
-        assert relative_error(order(f1.inner(f2), f1.g, f2.g), expected) <= TOL, order.__name__
+        got = order(f1.inner(f2), f1.g, f2.g, upper=False)
+        assert relative_error(got, expected) <= TOL, order.__name__
+        got = order(f1.inner(f2), f1.g, f2.g, upper=True)  # pairs j ≥ i only, the rest 0
+        assert relative_error(got, expected * upper) <= TOL, (order.__name__, "upper")
     for full in (True, False):
         expected = gram(j1, j2, full)
         got = _structured._positional_pair(f1, f2, full)

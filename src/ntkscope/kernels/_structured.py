@@ -120,8 +120,12 @@ def _form(term: Factors, full: bool) -> str:
     return "positional" if costs["positional"] < costs["jacobian"] else "jacobian"
 
 
-def _positional_pair(f1: Factors, f2: Factors, full: bool) -> torch.Tensor:
-    """Σ_{p,q} (a1_p · a2_q)(g1_{o,p} · g2_{o',q}) for every pair: three GEMM-shaped steps."""
+def _positional_pair(f1: Factors, f2: Factors, full: bool, upper: bool = False) -> torch.Tensor:
+    """Σ_{p,q} (a1_p · a2_q)(g1_{o,p} · g2_{o',q}) for every pair: three GEMM-shaped steps.
+
+    ``upper``: f1 and f2 start at the same example, and only the pairs on and above the
+    diagonal (row i, column j ≥ i) are needed (full mode skips the others, left zero).
+    """
     aa = f1.inner(f2)  # (n, P, m, Q)
     (n, p1, m, p2), g1, g2 = aa.shape, f1.g, f2.g
     if not full:
@@ -129,8 +133,8 @@ def _positional_pair(f1: Factors, f2: Factors, full: bool) -> torch.Tensor:
         gg = (g1t.flatten(0, 1) @ g2t.flatten(0, 1).T).view(n, p1, m, p2)
         return (aa * gg).sum((1, 3))
     if p2 >= _BY_ROWS_MIN_POSITIONS:
-        return _full_by_rows(aa, g1, g2)
-    return _full_by_columns(aa, g1, g2)
+        return _full_by_rows(aa, g1, g2, upper)
+    return _full_by_columns(aa, g1, g2, upper)
 
 
 _BY_ROWS_MIN_POSITIONS = 16
@@ -139,7 +143,9 @@ thread, O = 10, D = 64, 64-128 examples: by rows 1.6-1.9× faster at 16 and 32 p
 1.3-1.7× slower at 4, 8 and 9 (its batched GEMMs are (O·D)×Q×P, too thin there)."""
 
 
-def _full_by_rows(aa: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+def _full_by_rows(
+    aa: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, upper: bool
+) -> torch.Tensor:
     """Full-mode positional sum from aa (n, P, m, Q) and g (·, O, P, D), per row example i:
     b[(j, o'), (d, p)] = Σ_q g2[j, o', d, q] (a1_p · a2_q), a batch of GEMMs over the
     columns j, then Θ[i, :] = g1[i] bᵀ, one GEMM for all columns; b in this order needs no
@@ -148,14 +154,17 @@ def _full_by_rows(aa: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> torch
     # g as (·, O, D·P), a conv layer's own layout (a no-op there)
     g1, g2 = (g.transpose(2, 3).flatten(2).contiguous() for g in (g1, g2))
     aa = aa.permute(0, 2, 3, 1)  # (n, m, Q, P)
-    out = g1.new_empty(n, m, n_out, n_out)
-    for i in range(n):
-        b = torch.bmm(g2.view(m, -1, q), aa[i]).view(m * n_out, -1)
-        out[i] = (g1[i] @ b.T).view(n_out, m, n_out).transpose(0, 1)
+    out = g1.new_zeros(n, m, n_out, n_out)
+    for i in range(min(n, m) if upper else n):  # rows below the last column: none j ≥ i
+        s = i if upper else 0
+        b = torch.bmm(g2[s:].view(m - s, -1, q), aa[i, s:]).view((m - s) * n_out, -1)
+        out[i, s:] = (g1[i] @ b.T).view(n_out, m - s, n_out).transpose(0, 1)
     return out
 
 
-def _full_by_columns(aa: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+def _full_by_columns(
+    aa: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, upper: bool
+) -> torch.Tensor:
     """Full-mode positional sum, per column example j: b[i, (p, d), o'] = Σ_q (a1_p · a2_q)
     g2[j, o', q, d], one GEMM, then Θ[i, j] = g1[i] b[i], a batch over the rows i. b
     (n·P·D·O floats) stays in cache, where one b for all columns at once (m times larger)
@@ -163,10 +172,11 @@ def _full_by_columns(aa: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> to
     (n, p1, m, p2), (n_out, d_out) = aa.shape, (g2.shape[1], g2.shape[3])
     g2t = g2.permute(0, 2, 3, 1).reshape(m, p2, d_out * n_out)  # (m, Q, (d, o'))
     g1 = g1.reshape(n, n_out, p1 * d_out)
-    out = g1.new_empty(m, n, n_out, n_out)
+    out = g1.new_zeros(m, n, n_out, n_out)
     for j in range(m):
-        b = aa[:, :, j].reshape(n * p1, p2) @ g2t[j]
-        torch.bmm(g1, b.view(n, p1 * d_out, n_out), out=out[j])
+        r = min(j + 1, n) if upper else n
+        b = aa[:r, :, j].reshape(r * p1, p2) @ g2t[j]
+        torch.bmm(g1[:r], b.view(r, p1 * d_out, n_out), out=out[j, :r])
     return out.transpose(0, 1)
 
 
@@ -398,13 +408,14 @@ class StructuredStrategy:
         out = None
         for start in range(0, n, step):
             rows = slice(start, min(start + step, n))
-            tile = self._pair(f1.take(rows), f1.take(slice(start, n)))
+            tile = self._pair(f1.take(rows), f1.take(slice(start, n)), upper=True)
             if out is None:
                 out = tile.new_zeros(n, n, *tile.shape[2:])
             out[rows, start:] = tile
         return symmetric_tile(out)
 
-    def _pair(self, f1: Features, f2: Features) -> torch.Tensor:
+    def _pair(self, f1: Features, f2: Features, upper: bool = False) -> torch.Tensor:
+        """Θ̂ of two blocks; ``upper`` as in `_positional_pair`."""
         total = 0
         for t1, t2 in zip(f1.outer, f2.outer, strict=True):
             aa = t1.inner(t2)[:, 0, :, 0]
@@ -412,7 +423,7 @@ class StructuredStrategy:
             gg.mul_(aa[:, :, None, None] if self.full else aa)
             total = gg if isinstance(total, int) else total.add_(gg)
         for t1, t2 in zip(f1.positional, f2.positional, strict=True):
-            total = total + _positional_pair(t1, t2, self.full)
+            total = total + _positional_pair(t1, t2, self.full, upper)
         for j1, j2 in zip(f1.jacobians, f2.jacobians, strict=True):
             total = total + gram(j1, j2, self.full)
         return total
