@@ -35,7 +35,7 @@ def random_factors(n: int, positions: int, d_a: int, n_out: int, d_g: int, seed:
 shapes = dict(
     n=st.integers(1, 5),
     m=st.integers(1, 4),
-    positions=st.integers(1, 6),
+    positions=st.integers(1, 18),  # by columns below 16, by rows from 16
     d_a=st.integers(1, 5),
     n_out=st.integers(1, 4),
     d_g=st.integers(1, 5),

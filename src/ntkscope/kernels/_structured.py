@@ -18,9 +18,11 @@ of examples (the choice of neural-tangents' structured derivatives; Novak, Sohl-
   when positions are many and the layer small (the first layers of a CNN).
 
 A `Jacobian` term (norm scales and shifts) is concatenated with the small Jacobian-form
-layers and contracted in the same GEMM. In full mode the positional form runs per column
-example, so that its largest intermediate (P·O·d_g per pair) stays in cache, and a tile of
-a batch with itself is computed by blocks of examples on and above the diagonal only.
+layers and contracted in the same GEMM. In full mode the positional form runs per row
+example with 16 or more positions (a batch of GEMMs over the columns, then one GEMM with
+the row's gradients) and per column example below (the faster order of the two, measured);
+a tile of a batch with itself is computed by row blocks, each against the columns from its
+own first on, and mirrored.
 
 ``a`` and ``g`` come from one forward pass with hooks on the layers holding θ, and one
 backward pass per output through zero "probe" tensors added to each layer's output
