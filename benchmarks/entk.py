@@ -9,9 +9,11 @@ Part 2, full mode, for a Myrtle CNN (N = 128), a ResNet-style CNN with BatchNorm
 3 stages of 16/32/64 channels, 16×16 inputs, N = 64) and a BERT-style encoder (Hugging
 Face config, random weights: vocabulary 30,522, hidden 128, 2 layers, 4 heads, sequence
 32, 2 labels, N = 64; skipped without ``transformers``), prints the time of every method
-that can run the model as a speed-up over the baseline, which method ``auto`` ran, and its
-time over the fastest's; and, where ``nngeometry`` imports, its ``GramMatrix`` on the
-ResNet (a comparison only; install it with ``--no-deps``, it would replace torch).
+that can run the model as a speed-up over the baseline (a method estimated to take over
+2 minutes is not run: its time is extrapolated from 8 and 16 examples, marked ``~``), which
+method ``auto`` ran, and its time over the fastest's; and, where ``nngeometry`` imports,
+its ``GramMatrix`` on the ResNet (a comparison only; install it with ``--no-deps``, it
+would replace torch).
 
     python benchmarks/entk.py            # all cases (several minutes on 2 cores)
     python benchmarks/entk.py --quick    # N = 128 only in part 1
@@ -42,9 +44,10 @@ CLOCK = time.perf_counter
 """Wall time, or the process's CPU time under ``--cpu-time``."""
 
 
-def best_time(fn, repeat: int) -> float:
-    """Minimum time over ``repeat`` runs after one warm-up (min: least noise)."""
-    fn()
+def best_time(fn, repeat: int, warm: bool = True) -> float:
+    """Minimum time over ``repeat`` runs after one warm-up if ``warm`` (min: least noise)."""
+    if warm:
+        fn()
     times = []
     for _ in range(repeat):
         start = CLOCK()
@@ -99,34 +102,60 @@ def run_case(name, model, x, mode, gemm, repeat):
 
 METHODS = ("structured", "jacobian", "ntvp", "autograd")
 
+LIMIT = 120.0
+"""Seconds beyond which a method's time on a row is estimated instead of measured."""
+SLOW = 10.0
+"""Seconds beyond which a method is timed once, without a warm-up (the runs of
+`estimated_time` warmed it up)."""
 
-def method_times(model, x, output, repeat, methods=METHODS) -> dict[str, float]:
-    """Best time of every method that runs on this model (full mode), and of auto."""
+
+def estimated_time(run, x, k: int = 8) -> float:
+    """Time of ``run(x)`` extrapolated from its times on the first k and 2k examples:
+    t(n) = α·n + β·n² (features per example, Gram products per pair) through both points,
+    α, β ≥ 0."""
+    t1, t2 = (best_time(lambda size=size: run(x[:size]), 1) for size in (k, 2 * k))
+    beta = max((t2 - 2 * t1) / (2 * k * k), 0.0)
+    alpha = max((t1 - beta * k * k) / k, 0.0)
+    return alpha * len(x) + beta * len(x) ** 2
+
+
+def method_times(model, x, output, repeat, methods=METHODS) -> dict[str, tuple[float, bool]]:
+    """Per method (and auto), on this model in full mode: its best time, or its estimate
+    (`estimated_time`) where that exceeds `LIMIT`, and whether it is an estimate."""
     times = {}
     for method in (*methods, "auto"):
 
-        def run(method=method):
-            ns.empirical_ntk(model, x, x, mode="full", method=method, output=output)
+        def run(batch, method=method):
+            ns.empirical_ntk(model, batch, batch, mode="full", method=method, output=output)
 
         try:
-            times[method] = best_time(run, 1 if method == "autograd" else repeat)
+            guess = estimated_time(run, x)
+            if guess > LIMIT:
+                times[method] = (guess, True)
+            else:
+                slow = guess > SLOW
+                once = best_time(lambda: run(x), 1 if slow else repeat, warm=not slow)
+                times[method] = (once, False)
         except ValueError as error:  # the method refuses this model
             print(f"    {method}: {str(error).splitlines()[0][:100]}")
     return times
 
 
 def run_methods(name, model, x, methods, output=None, repeat=2, extra=None):
-    """One row of part 2: every method's speed-up over the baseline, and auto's choice."""
+    """One row of part 2: every method's speed-up over the baseline, and auto's choice;
+    ``~`` marks an estimate (`method_times`)."""
     select = output or (lambda out: out)
     base = best_time(lambda: tutorial_baseline(model, x, x, "full", select), 1)
     times = method_times(model, x, output, repeat, methods)
-    times.update(extra or {})
+    times.update({k: (t, False) for k, t in (extra or {}).items()})
     used = ns.kernels.resolve_method(model, x, mode="full", output=output)
-    fastest = min(t for m, t in times.items() if m != "auto")
-    cells = "  ".join(f"{m} {t * 1e3:8.0f} ms ({base / t:5.1f}x)" for m, t in times.items())
+    fastest = min(t for m, (t, _) in times.items() if m != "auto")
+    cells = "  ".join(
+        f"{m} {'~' if guess else ''}{t:.3g} s ({base / t:5.2g}x)" for m, (t, guess) in times.items()
+    )
     print(
-        f"{name:<34} N={len(x):<4} full  baseline {base * 1e3:8.0f} ms  {cells}  "
-        f"auto -> {used}, {times['auto'] / fastest:4.2f}x the fastest",
+        f"{name:<34} N={len(x):<4} full  baseline {base:.3g} s  {cells}  "
+        f"auto -> {used}, {times['auto'][0] / fastest:4.2f}x the fastest",
         flush=True,
     )
 

@@ -103,8 +103,9 @@ def test_resnet_with_batchnorm_in_eval_mode():
 
 
 def test_symmetric_kernel_computed_by_blocks_of_examples(monkeypatch):
-    """x2 = x1 with 37 examples: blocks of 16, 16 and 5 on and above the diagonal, mirrored
-    (at any cost: this tile is far below the size at which blocks pay). Every contraction
+    """x2 = x1 with 37 examples: row blocks of 8, 8, 8, 8 and 5, each against the columns
+    from its first on, mirrored (at any cost: this tile is far below the size at which
+    blocks pay). Every contraction
     form runs: per-example Jacobians (first conv, BatchNorm), positional (the 2×2 conv with
     wide inputs), outer (the readout)."""
     monkeypatch.setattr(_structured, "_SYMMETRIC_MIN_MACS", 0)

@@ -18,9 +18,11 @@ of examples (the choice of neural-tangents' structured derivatives; Novak, Sohl-
   when positions are many and the layer small (the first layers of a CNN).
 
 A `Jacobian` term (norm scales and shifts) is concatenated with the small Jacobian-form
-layers and contracted in the same GEMM. In full mode the positional form runs per column
-example, so that its largest intermediate (P·O·d_g per pair) stays in cache, and a tile of
-a batch with itself is computed by blocks of examples on and above the diagonal only.
+layers and contracted in the same GEMM. In full mode the positional form runs per row
+example with 16 or more positions (a batch of GEMMs over the columns, then one GEMM with
+the row's gradients) and per column example below (the faster order of the two, measured);
+a tile of a batch with itself is computed by row blocks, each against the columns from its
+own first on, and mirrored.
 
 ``a`` and ``g`` come from one forward pass with hooks on the layers holding θ, and one
 backward pass per output through zero "probe" tensors added to each layer's output
@@ -41,6 +43,7 @@ from ntkscope.kernels._gram import gram, gram_diagonal
 from ntkscope.kernels._probe import disagreement
 from ntkscope.kernels._rules import Factors, Jacobian, Rule, UnsupportedModel, rule_type
 from ntkscope.kernels._rules.linear import LinearRule
+from ntkscope.kernels._tiling import symmetric_tile
 
 __all__ = ["StructuredStrategy", "UnsupportedModel", "check_against_autograd"]
 
@@ -119,24 +122,63 @@ def _form(term: Factors, full: bool) -> str:
     return "positional" if costs["positional"] < costs["jacobian"] else "jacobian"
 
 
-def _positional_pair(f1: Factors, f2: Factors, full: bool) -> torch.Tensor:
-    """Σ_{p,q} (a1_p · a2_q)(g1_{o,p} · g2_{o',q}) for every pair: three GEMM-shaped steps."""
+def _positional_pair(f1: Factors, f2: Factors, full: bool, upper: bool = False) -> torch.Tensor:
+    """Σ_{p,q} (a1_p · a2_q)(g1_{o,p} · g2_{o',q}) for every pair: three GEMM-shaped steps.
+
+    ``upper``: f1 and f2 start at the same example, and only the pairs on and above the
+    diagonal (row i, column j ≥ i) are needed (full mode skips the others, left zero).
+    """
     aa = f1.inner(f2)  # (n, P, m, Q)
     (n, p1, m, p2), g1, g2 = aa.shape, f1.g, f2.g
     if not full:
         g1t, g2t = g1.transpose(1, 2).flatten(2), g2.transpose(1, 2).flatten(2)  # (n, P, O·D)
         gg = (g1t.flatten(0, 1) @ g2t.flatten(0, 1).T).view(n, p1, m, p2)
         return (aa * gg).sum((1, 3))
-    n_out, d_out = g2.shape[1], g2.shape[3]
+    if p2 >= _BY_ROWS_MIN_POSITIONS:
+        return _full_by_rows(aa, g1, g2, upper)
+    return _full_by_columns(aa, g1, g2, upper)
+
+
+_BY_ROWS_MIN_POSITIONS = 16
+"""Fewest positions for which `_full_by_rows` is used, not `_full_by_columns`: measured on one
+thread, O = 10, D = 64, 64-128 examples: by rows 1.6-1.9× faster at 16 and 32 positions,
+1.3-1.7× slower at 4, 8 and 9 (its batched GEMMs are (O·D)×Q×P, too thin there)."""
+
+
+def _full_by_rows(
+    aa: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, upper: bool
+) -> torch.Tensor:
+    """Full-mode positional sum from aa (n, P, m, Q) and g (·, O, P, D), per row example i:
+    b[(j, o'), (d, p)] = Σ_q g2[j, o', d, q] (a1_p · a2_q), a batch of GEMMs over the
+    columns j, then Θ[i, :] = g1[i] bᵀ, one GEMM for all columns; b in this order needs no
+    transposed copy."""
+    (n, _, m, q), n_out = aa.shape, g2.shape[1]
+    # g as (·, O, D·P), a conv layer's own layout (a no-op there)
+    g1, g2 = (g.transpose(2, 3).flatten(2).contiguous() for g in (g1, g2))
+    aa = aa.permute(0, 2, 3, 1)  # (n, m, Q, P)
+    out = g1.new_zeros(n, m, n_out, n_out)
+    for i in range(min(n, m) if upper else n):  # rows below the last column: none j ≥ i
+        s = i if upper else 0
+        b = torch.bmm(g2[s:].view(m - s, -1, q), aa[i, s:]).view((m - s) * n_out, -1)
+        out[i, s:] = (g1[i] @ b.T).view(n_out, m - s, n_out).transpose(0, 1)
+    return out
+
+
+def _full_by_columns(
+    aa: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, upper: bool
+) -> torch.Tensor:
+    """Full-mode positional sum, per column example j: b[i, (p, d), o'] = Σ_q (a1_p · a2_q)
+    g2[j, o', q, d], one GEMM, then Θ[i, j] = g1[i] b[i], a batch over the rows i. b
+    (n·P·D·O floats) stays in cache, where one b for all columns at once (m times larger)
+    went through memory twice."""
+    (n, p1, m, p2), (n_out, d_out) = aa.shape, (g2.shape[1], g2.shape[3])
     g2t = g2.permute(0, 2, 3, 1).reshape(m, p2, d_out * n_out)  # (m, Q, (d, o'))
     g1 = g1.reshape(n, n_out, p1 * d_out)
-    out = g1.new_empty(m, n, n_out, n_out)
-    # per column example j: b[n, (p, d), o'] = Σ_q (a1_p · a2_q) g2[j, o', q, d], one GEMM,
-    # then Θ[n, j] = g1[n] b[n], a batch over n. b (n·P·D·O floats) stays in cache, where
-    # one b for all columns at once (m times larger) went through memory twice.
+    out = g1.new_zeros(m, n, n_out, n_out)
     for j in range(m):
-        b = aa[:, :, j].reshape(n * p1, p2) @ g2t[j]
-        torch.bmm(g1, b.view(n, p1 * d_out, n_out), out=out[j])
+        r = min(j + 1, n) if upper else n
+        b = aa[:r, :, j].reshape(r * p1, p2) @ g2t[j]
+        torch.bmm(g1[:r], b.view(r, p1 * d_out, n_out), out=out[j, :r])
     return out.transpose(0, 1)
 
 
@@ -152,12 +194,15 @@ def _positional_diagonal(f: Factors, full: bool) -> torch.Tensor:
 _OWN_BLOCK = 4096
 """Jacobian-form layers with at least this many columns per output keep their own block."""
 
-_SYMMETRIC_BLOCK = 16
-"""Narrowest block of examples `StructuredStrategy.pair` cuts a symmetric tile into."""
+_SYMMETRIC_BLOCK = 8
+"""Narrowest row block of examples `StructuredStrategy.pair` cuts a symmetric tile into."""
+_SYMMETRIC_SPLITS = 8
+"""Number of row blocks `StructuredStrategy.pair` cuts a wide symmetric tile into."""
 _SYMMETRIC_MIN_MACS = 2e9
 """Fewest multiply-adds of a symmetric tile for `StructuredStrategy.pair` to cut it into
-blocks: below, the calls' overhead (up to 36 blocks) outweighs the saved 40% (a 256-example
-MLP trace kernel, 2.6e8 multiply-adds, took 74 ms in blocks against 50 ms whole)."""
+blocks: below, the calls' overhead outweighs the saved work (a 256-example MLP trace kernel,
+2.6e8 multiply-adds, took 74 ms in 36 square blocks against 50 ms whole; measured before
+the row blocks, not since)."""
 
 
 def _size(f: Features) -> int:
@@ -208,24 +253,25 @@ def _output_gradients(
             p.new_zeros(n, n_out, *p.shape[1:]) if g is None else g.transpose(0, 1).contiguous()
             for g, p in zip(grads, probes, strict=True)
         ]
-    stacked = [p.new_zeros(n, n_out, *p.shape[1:]) for p in probes]
+    stacked = [p.new_empty(n, n_out, *p.shape[1:]) for p in probes]
     for o in range(n_out):
         grads = torch.autograd.grad(
             out[:, o].sum(), probes, retain_graph=o < n_out - 1, allow_unused=True
         )
         for result, g in zip(stacked, grads, strict=True):
-            if g is not None:
-                result[:, o] = g
+            result[:, o] = 0 if g is None else g
     return stacked
 
 
-def _saved_bytes(run) -> int:
-    """Bytes of the distinct storages that autograd saves while ``run()`` runs."""
+def _saved_bytes(run, shared: set[int]) -> int:
+    """Bytes of the distinct storages that autograd saves while ``run()`` runs, except
+    those whose data pointers are in ``shared``."""
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
+        if storage.data_ptr() not in shared:
+            storages[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -251,34 +297,34 @@ class StructuredStrategy:
         self.pair_macs = 0
 
     def measure(self, x: Batch) -> Features:
-        """Set the memory and cost estimates from the first one or two examples of ``x``;
-        return the features of the first.
+        """Set the memory and cost estimates from the first example of ``x``; return its
+        features.
 
         The transient memory of `features` per example, ``extract_bytes``, is measured:
-        the autograd graph (the storages it saves, one example's worth: two examples less
-        one, which cancels the parameters and the inputs), counted twice for the gradient
-        buffers of a backward pass, plus the features themselves once more (the layers'
-        factors before their Jacobian or bias columns are formed and concatenated).
+        the autograd graph (the storages it saves, less the model's parameters and buffers
+        and the storages of ``x``), counted twice for the gradient buffers of a backward
+        pass, plus the features themselves once more (the layers' factors before their
+        Jacobian or bias columns are formed and concatenated).
         """
-        made: dict[int, Features] = {}
-
-        def make(k: int) -> None:
-            made[k] = self.features(_batch.take(x, slice(0, k)))
-
-        graph = [_saved_bytes(lambda k=k: make(k)) for k in range(1, min(_batch.size(x), 2) + 1)]
-        f = made[1]
+        made = []
+        module = self.fm.module
+        held = [*self.fm.theta.values(), *module.parameters(), *module.buffers()]
+        shared = {t.untyped_storage().data_ptr() for t in held + _batch.tensors(x)}
+        graph = _saved_bytes(
+            lambda: made.append(self.features(_batch.take(x, slice(0, 1)))), shared
+        )
+        f = made[0]
         item = torch.empty((), dtype=self.fm.dtype).element_size()
         tensors = [t for term in f.outer + f.positional for t in (term.a, term.g)]
         tensors += f.jacobians
         self.feature_bytes = sum(t.numel() for t in tensors) * item
-        self.extract_bytes = 2 * (graph[-1] - (graph[0] if len(graph) == 2 else 0))
-        self.extract_bytes += self.feature_bytes
-        # positional temporaries per pair: a·a' (P²) and g·g' (P²); per row example, b of
-        # one column example (P·O·d_out) in full mode
+        self.extract_bytes = 2 * graph + self.feature_bytes
+        # positional temporaries per pair: a·a' (P²) and g·g' (P²); in full mode, per
+        # column example, b and a copy of g in a conv's layout (2·P·O·d_out)
         for term in f.positional:
             p = term.positions
             self.pair_bytes += item * (p**2 + (0 if self.full else p**2))
-            self.feature_bytes += item * term.g[0].numel() if self.full else 0
+            self.feature_bytes += 2 * item * term.g[0].numel() if self.full else 0
         outputs = self.n_out**2 if self.full else self.n_out
         self.pair_macs = sum(_costs(term, self.full)["outer"] for term in f.outer)
         self.pair_macs += sum(_costs(term, self.full)["positional"] for term in f.positional)
@@ -355,27 +401,24 @@ class StructuredStrategy:
         return f
 
     def pair(self, f1: Features, f2: Features) -> torch.Tensor:
-        """Θ̂ of two blocks; of a block with itself of at least `_SYMMETRIC_MIN_MACS`, only
-        the blocks of examples on and above the diagonal (Θ(x', x) = Θ(x, x')ᵀ), which saves
-        40-45% of the work."""
+        """Θ̂ of two blocks; of a block with itself of at least `_SYMMETRIC_MIN_MACS`, by
+        row blocks, each against the columns from its own first on, the rest mirrored
+        (Θ(x', x) = Θ(x, x')ᵀ): (k + 1)/2k of the work for k row blocks."""
         n = _size(f1)
         if f1 is not f2 or n < 2 * _SYMMETRIC_BLOCK or self.pair_macs * n * n < _SYMMETRIC_MIN_MACS:
             return self._pair(f1, f2)
-        step = max(_SYMMETRIC_BLOCK, -(-n // 8))
-        blocks = [slice(i, min(i + step, n)) for i in range(0, n, step)]
-        parts = [f1.take(r) for r in blocks]
+        step = max(_SYMMETRIC_BLOCK, -(-n // _SYMMETRIC_SPLITS))
         out = None
-        for i, r in enumerate(blocks):
-            for j in range(i, len(blocks)):
-                tile = self._pair(parts[i], parts[j])
-                if out is None:
-                    out = tile.new_empty(n, n, *tile.shape[2:])
-                c = blocks[j]
-                out[r, c] = tile
-                out[c, r] = tile.transpose(0, 1).transpose(-1, -2) if self.full else tile.T
-        return out
+        for start in range(0, n, step):
+            rows = slice(start, min(start + step, n))
+            tile = self._pair(f1.take(rows), f1.take(slice(start, n)), upper=True)
+            if out is None:
+                out = tile.new_zeros(n, n, *tile.shape[2:])
+            out[rows, start:] = tile
+        return symmetric_tile(out)
 
-    def _pair(self, f1: Features, f2: Features) -> torch.Tensor:
+    def _pair(self, f1: Features, f2: Features, upper: bool = False) -> torch.Tensor:
+        """Θ̂ of two blocks; ``upper`` as in `_positional_pair`."""
         total = 0
         for t1, t2 in zip(f1.outer, f2.outer, strict=True):
             aa = t1.inner(t2)[:, 0, :, 0]
@@ -383,7 +426,7 @@ class StructuredStrategy:
             gg.mul_(aa[:, :, None, None] if self.full else aa)
             total = gg if isinstance(total, int) else total.add_(gg)
         for t1, t2 in zip(f1.positional, f2.positional, strict=True):
-            total = total + _positional_pair(t1, t2, self.full)
+            total = total + _positional_pair(t1, t2, self.full, upper)
         for j1, j2 in zip(f1.jacobians, f2.jacobians, strict=True):
             total = total + gram(j1, j2, self.full)
         return total

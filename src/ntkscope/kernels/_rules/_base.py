@@ -109,6 +109,8 @@ class Rule:
 def scaled_columns(a: torch.Tensor, weight: bool, bias: bool, scales=(1.0, 1.0)) -> torch.Tensor:
     """``[s_w·a, s_b]``: a weight's inputs (n, P, d) with the bias folded in as a constant
     column (``h = s_w W a + s_b b`` is then ``[W b] [s_w a; s_b]``), for the parts in θ."""
+    if weight and not bias and scales[0] == 1:
+        return a
     columns = [scales[0] * a] if weight else []
     if bias:
         columns.append(a.new_full((*a.shape[:2], 1), scales[1]))

@@ -25,8 +25,11 @@ from ntkscope.models.layers import Conv
 
 def unfold(t: torch.Tensor, kernel, stride, dilation) -> torch.Tensor:
     """Patches (B, positions, C·k...) of a padded (B, C, *spatial) tensor, in the weight's
-    (C, k...) order; strided views and one copy (much faster than im2col on CPU)."""
+    (C, k...) order: im2col (``F.unfold``, transposed view) in 2-d, where it is twice as fast
+    as the strided views; strided views and one copy otherwise."""
     spatial = len(kernel)
+    if spatial == 2:
+        return F.unfold(t, kernel, dilation=dilation, stride=stride).transpose(1, 2)
     for dim, (k, s, d) in enumerate(zip(kernel, stride, dilation, strict=True), start=2):
         t = t.unfold(dim, d * (k - 1) + 1, s)[..., ::d]
     # (B, C, *S', *k) -> (B, *S', C, *k)

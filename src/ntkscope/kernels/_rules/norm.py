@@ -31,16 +31,15 @@ class _NormRule(Rule):
     def terms(self, a: torch.Tensor, g: torch.Tensor) -> list[Term]:
         n, n_out = g.shape[:2]
         size = (self.module.bias if self.module.weight is None else self.module.weight).numel()
-        x_hat = self.normalized(a) if "weight" in self.trainable else None
-        if not self.channels_last:  # channels from dim 1 to last
-            g = g.movedim(2, -1)
-            x_hat = None if x_hat is None else x_hat.movedim(1, -1)
-        g = g.reshape(n, n_out, -1, size)  # (n, O, positions, channels)
-        parts = (
-            [] if x_hat is None else [torch.einsum("npc,nopc->noc", x_hat.reshape(n, -1, size), g)]
-        )
+        # (n, O, positions, channels), or (n, O, channels, positions) with channels on dim 1:
+        # summed over positions where they lie (moving them copied all the gradients)
+        shape, axis = ((-1, size), 2) if self.channels_last else ((size, -1), 3)
+        g = g.reshape(n, n_out, *shape)
+        parts = []
+        if "weight" in self.trainable:
+            parts.append((g * self.normalized(a).reshape(n, 1, *shape)).sum(axis))
         if "bias" in self.trainable:
-            parts.append(g.sum(2))
+            parts.append(g.sum(axis))
         return [Jacobian(torch.cat(parts, dim=2))]
 
 

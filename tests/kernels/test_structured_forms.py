@@ -1,0 +1,70 @@
+"""The structured contraction forms against the per-example Jacobian Gram, over shapes.
+
+For `Factors` (a, g), the eNTK contribution is the Gram of the per-example Jacobians
+``J = Σ_p g_p ⊗ a_p``, formed explicitly here (`Factors.jacobian`, an einsum that is
+obviously right). Each form computes the same sums of products in another order, so in
+float64 they agree to a few roundings: tolerance 1e-12 relative Frobenius, where any wrong
+index (a swapped position, output or example) changes the result by O(1).
+"""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ntkscope.kernels import _structured
+from ntkscope.kernels._gram import gram
+from ntkscope.kernels._rules import Factors
+from reference import relative_error
+
+TOL = 1e-12
+
+
+def random_factors(n: int, positions: int, d_a: int, n_out: int, d_g: int, seed: int, vocab):
+    """Factors of n examples in float64; integer ids in [0, vocab) when vocab is set."""
+    generator = torch.Generator().manual_seed(seed)
+    if vocab is None:
+        a = torch.randn(n, positions, d_a, generator=generator, dtype=torch.float64)
+    else:
+        a = torch.randint(0, vocab, (n, positions), generator=generator)
+    g = torch.randn(n, n_out, d_g, positions, generator=generator, dtype=torch.float64)
+    return Factors(a, g.transpose(2, 3), vocab)  # g as a conv layer's gradients lie
+
+
+shapes = dict(
+    n=st.integers(1, 5),
+    m=st.integers(1, 4),
+    positions=st.integers(1, 18),  # by columns below 16, by rows from 16
+    d_a=st.integers(1, 5),
+    n_out=st.integers(1, 4),
+    d_g=st.integers(1, 5),
+    seed=st.integers(0, 1000),
+    vocab=st.sampled_from([None, 3]),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(**shapes)
+def test_positional_form_equals_the_jacobian_gram(n, m, positions, d_a, n_out, d_g, seed, vocab):
+    """Both orders of the full-mode sum (by rows, by columns; all pairs, or those on and
+    above the diagonal), the dispatch between them and trace mode, for pairs and for the
+    diagonal."""
+    f1 = random_factors(n, positions, d_a, n_out, d_g, seed, vocab)
+    f2 = random_factors(m, positions, d_a, n_out, d_g, seed + 1, vocab)
+    j1, j2 = f1.jacobian(), f2.jacobian()
+    expected = gram(j1, j2, full=True)
+    upper = torch.ones(n, m, dtype=torch.bool).triu()[:, :, None, None]
+    for order in (_structured._full_by_rows, _structured._full_by_columns):
+        got = order(f1.inner(f2), f1.g, f2.g, upper=False)
+        assert relative_error(got, expected) <= TOL, order.__name__
+        got = order(f1.inner(f2), f1.g, f2.g, upper=True)  # pairs j ≥ i only, the rest 0
+        assert relative_error(got, expected * upper) <= TOL, (order.__name__, "upper")
+    for full in (True, False):
+        expected = gram(j1, j2, full)
+        got = _structured._positional_pair(f1, f2, full)
+        assert got.shape == expected.shape
+        assert relative_error(got, expected) <= TOL, full
+        diagonal = _structured._positional_diagonal(f1, full)
+        expected = torch.stack([gram(j[None], j[None], full)[0, 0] for j in j1])
+        assert relative_error(diagonal, expected) <= TOL, (full, "diagonal")
