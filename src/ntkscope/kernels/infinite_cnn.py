@@ -355,10 +355,13 @@ def infinite_cnn_kernels(
 
     Cost per pair of images: (HW)² position pairs (HW with ``readout="flatten"`` and no
     pooling). Measured on one shared CPU core (``benchmarks/infinite_cnn.py``; ReLU, depth
-    3, GAP): 8×8 images pooled twice 0.7–1.8 ms per pair (1.2× the eNTK of a width-512
-    CNN), 14×14 pooled once 4.6 ms (0.5×), 14×14 flatten without pooling 0.024 ms;
-    28×28 ~0.3 s per pair and 79 MB of working memory per pair, i.e. ~40 h for the
-    5·10⁵ pairs of 1,000 images: downsample 28×28 images (MNIST to 14×14 or 7×7).
+    3, GAP), before block 0 became one chunked GEMM: 8×8 images pooled twice 0.7–1.8 ms
+    per pair (1.2× the eNTK of a width-512 CNN), 14×14 pooled once 4.6 ms (0.5×), 14×14
+    flatten without pooling 0.024 ms; 28×28 ~0.3 s per pair and 79 MB of working memory
+    per pair, i.e. ~40 h for the 5·10⁵ pairs of 1,000 images: downsample 28×28 images
+    (MNIST to 14×14 or 7×7). Since: 32×32 images pooled after blocks 0 and 1, 8 × 8 pairs
+    with x2 given, 2.1 s of CPU time on one thread (7.2 s before), 26 ms per pair counting
+    the 16 images' own pairs.
 
     Args:
         x1: images (N1, C, H, W), any float dtype; computed in float64 on x1's device. H and
@@ -380,8 +383,9 @@ def infinite_cnn_kernels(
             outputs; at least one pair per tile. Default: a quarter of the free memory of
             x1's device. On CPU, tiles are also capped at 8 MiB, and an explicit budget fixes
             glibc's mmap threshold (as in `ntkscope.empirical_ntk`). Not counted: the
-            coefficients that the series duals keep per distinct variance (≤ 64 MB). The
-            series needs 192 bytes per position pair (0.8 MB for a pair of 8×8 images).
+            coefficients that the series duals keep per distinct variance (≤ 64 MB). Per
+            pair of a tile: see the module docstring (0.14 MB for 8×8 images, ReLU; 1.5×
+            that for the series).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
