@@ -40,17 +40,19 @@ def _now():
 if "warmup" in globals():
     warmup()
 _base = _now()
-_start = time.perf_counter()
+_start, _cpu = time.perf_counter(), time.process_time()
 _out = run()
-_seconds = time.perf_counter() - _start
+_seconds, _cpu_seconds = time.perf_counter() - _start, time.process_time() - _cpu
 _outs = _out if isinstance(_out, tuple) else (_out,)
 _bytes = sum(t.numel() * t.element_size() for t in _outs)
-print(json.dumps({{"growth": _peak() - _base, "outputs": _bytes, "seconds": _seconds}}))
+print(json.dumps({{
+    "growth": _peak() - _base, "outputs": _bytes, "seconds": _seconds, "cpu_seconds": _cpu_seconds
+}}))
 """
 
 
 def measure(code: str, threads: int = 1, timeout: float = 600) -> dict[str, float]:
-    """{"working": bytes, "outputs": bytes, "seconds": s} of ``run()`` in ``code``.
+    """{"working": bytes, "outputs": bytes, "seconds": s, "cpu_seconds": s} of ``run()``.
 
     ``working`` is the growth of the peak resident memory during ``run()`` minus the
     outputs' bytes; ``threads``: torch's intra-op threads in the process.

@@ -15,11 +15,15 @@ least the budget again in each case below) cannot hide in it.
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ntkscope.kernels._tiling import plan_tiles
+from ntkscope.kernels import _tiling
+from ntkscope.kernels._tiling import TilePlan, plan_tiles, tiled_kernel
 from peak_memory import measure
 
 MB = 2**20
@@ -123,3 +127,45 @@ def test_tile_plans_fit_their_budget(n1, n2, feature, pair, extract, budget, sym
     kept = min(plan.resident * plan.chunk, n2)
     assert 1 <= plan.chunk <= max(n1, n2) and plan.resident >= 1
     assert kept * feature + plan.chunk * (feature + extract) + plan.chunk**2 * pair <= budget
+
+
+class _Linear:
+    """The linear kernel x·x' as a tiling strategy, counting the examples it featurizes."""
+
+    feature_bytes, pair_bytes, extract_bytes = 8, 8, 0
+
+    def __init__(self) -> None:
+        self.computed = 0
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        self.computed += len(x)
+        return x
+
+    def pair(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a @ b.T
+
+
+@given(
+    n1=st.integers(1, 40),
+    n2=st.integers(1, 40),
+    chunk=st.integers(1, 12),
+    resident=st.integers(1, 6),
+    symmetric=st.booleans(),
+)
+def test_tiles_fill_the_kernel_recomputing_only_rows_before_a_group(
+    n1, n2, chunk, resident, symmetric
+):
+    """Every tile plan fills the whole kernel exactly (integer inputs: exact products), and
+    x2 = x1 recomputes only the rows before each group, the smallest group first."""
+    x1 = torch.randint(-3, 4, (n1, 3), dtype=torch.float64)
+    x2 = None if symmetric else torch.randint(-3, 4, (n2, 3), dtype=torch.float64)
+    strategy, n2 = _Linear(), n1 if symmetric else n2
+    out = torch.empty(n1, n2, dtype=torch.float64)
+    with mock.patch.object(_tiling, "plan_tiles", return_value=TilePlan(chunk, resident)):
+        tiled_kernel(strategy, x1, x2, out, budget=1)
+    assert torch.equal(out, x1 @ (x1 if symmetric else x2).T)
+    chunks = -(-n2 // chunk)
+    groups = _tiling._groups(chunks, resident, symmetric)
+    assert [len(g) for g in groups] == sorted(len(g) for g in groups) or not symmetric
+    before = sum(min(g.start * chunk, n1) for g in groups)
+    assert strategy.computed == (n1 + before if symmetric else n2 + len(groups) * n1)

@@ -107,9 +107,10 @@ def check_second_inputs(x1: torch.Tensor, x2: torch.Tensor | None, diagonal: boo
 def tile_shape(n1: int, n2: int, entries: int) -> tuple[int, int]:
     """(rows, columns) of the tiles of an N1×N2 kernel: ≤ ``entries`` entries, near square.
 
-    A symmetric kernel (N1 = N2) has square tiles: (side, side) with side = rows."""
+    N1 = N2 (a symmetric kernel among them) gives square tiles, (side, side) with side =
+    rows, as the tiled kernel store requires of a symmetric layout."""
     rows = min(n1, max(1, math.isqrt(entries)))
-    return rows, min(n2, max(1, entries // rows))
+    return rows, rows if n1 == n2 else min(n2, max(1, entries // rows))
 
 
 def diagonal_tile(block: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

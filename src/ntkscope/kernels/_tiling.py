@@ -32,6 +32,9 @@ _MIN_SPLIT = 128
 _MAX_STREAM = 1024
 """Streamed chunks are not made wider than this (wider tiles gain nothing per pair)."""
 
+_STREAM_SHARE = 16
+"""A streamed chunk takes at most 1/_STREAM_SHARE of the budget; the rest keeps columns."""
+
 Progress = Callable[[int, int], None]
 """Called as ``progress(tiles_done, tiles_total)`` after each tile."""
 
@@ -50,23 +53,26 @@ def default_memory_budget(device: torch.device) -> int:
 
 @functools.cache
 def _fixed_mmap_threshold() -> None:
-    """Fix glibc's mmap threshold at 1 MiB and its trim threshold at 2 MiB, for the process.
+    """Fix glibc's mmap threshold at 1 MiB and its trim threshold at 8 MiB, for the process.
 
     glibc raises the mmap threshold to the size of each large block freed (up to 32 MiB),
     after which blocks of that size come from the heap, and freed tiles stay resident
     there: the peak resident memory of a tiled eNTK reached twice its budget (measured).
     With the thresholds fixed, blocks of 1 MiB or more are mapped and unmapped on their own
-    and the heap keeps at most ~2 MiB free at its top. The cost is page faults on every
-    large block: the infinite MLP kernel ran ~1.5× slower under an explicit budget in one
-    measurement on a loaded machine (2× at 128 KiB, glibc's initial value; at 4 MiB the
-    eNTK's gradient blocks stayed resident again). No effect where the C library is not
-    glibc.
+    and the heap keeps at most 8 MiB free at its top. The cost is page faults on every
+    large block (2× slower infinite kernels at glibc's initial 128 KiB; at 4 MiB the
+    eNTK's gradient blocks stayed resident again). The trim threshold is the largest tile
+    of the infinite kernels on CPU (`_infinite_tiles`), whose arrays (≤ 512 KiB) come from
+    the heap: at 2 MiB every tile faulted its arrays in again (1.1–1.2× the CPU time of
+    the default budget; 1.0× at 8 MiB, measured), and the eNTK's working memory under a
+    small budget grew by ~2 MiB (the tests' allowance is 12 MiB). No effect where the C
+    library is not glibc.
     """
     if sys.platform != "linux":
         return
     with contextlib.suppress(OSError, AttributeError):  # another C library: nothing to fix
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_TRIM_THRESHOLD, 2 * 2**20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 8 * 2**20)
         libc.mallopt(_M_MMAP_THRESHOLD, 2**20)
 
 
@@ -120,9 +126,11 @@ def plan_tiles(n1: int, n2: int, cost: Cost, budget: int, symmetric: bool = Fals
       large as fits, for a symmetric kernel at most max(N/4, 128), so that only 10 of 16
       tiles (the upper triangle) are computed, the rest mirrored, while each tile stays
       large enough for an efficient GEMM;
-    - *streamed*: c as large as a quarter of the budget allows (128 to 1,024: small tiles
-      are slower per pair) and as many resident chunks as fit in the rest: each row chunk
-      is recomputed once per group of resident chunks;
+    - *streamed*: c as large as 1/16 of the budget allows (128 to 1,024: small tiles are
+      slower per pair) and as many resident chunks as fit in the rest: each row chunk
+      before a group is recomputed for it (`_groups`), so the more columns stay resident
+      the fewer are recomputed (MLP trace eNTK, N = 4,000, 256 MB: 1.38× the default's CPU
+      time with 1/4 of the budget streamed, 1.20× with 1/16, measured);
     - *one resident chunk* of the largest c that fits.
 
     Raises:
@@ -134,7 +142,7 @@ def plan_tiles(n1: int, n2: int, cost: Cost, budget: int, symmetric: bool = Fals
         chunk = min(_largest(budget - n2 * feature, feature + extract, pair), widest)
         if chunk >= 1:
             return TilePlan(chunk, -(-n2 // chunk))
-    stream = _largest(budget / 4, feature + extract, pair)
+    stream = _largest(budget / _STREAM_SHARE, feature + extract, pair)
     chunk = min(n1, n2, max(min(stream, _MAX_STREAM), _MIN_SPLIT))
     rest = budget - chunk * (feature + extract) - chunk**2 * pair
     if chunk >= 1 and rest > 0:
@@ -186,6 +194,19 @@ def _blocks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def _groups(chunks: int, resident: int, symmetric: bool) -> list[range]:
+    """Groups of at most ``resident`` column chunks, in the order they are made resident.
+
+    For x2 = x1 the row chunks before a group are recomputed for it, so the smallest group
+    (the remainder) comes first: with G groups, (G − 1)·(remainder) + resident·(G − 1)(G − 2)/2
+    chunks are recomputed instead of resident·G(G − 1)/2 (at G = 2: the remainder, not a
+    whole group). Without symmetry every group streams all rows, in any order.
+    """
+    first = chunks - resident * ((chunks - 1) // resident) if symmetric else resident
+    starts = [0, *range(first, chunks, resident)]
+    return [range(a, b) for a, b in zip(starts, [*starts[1:], chunks], strict=True)]
+
+
 def _count_tiles(n_rows: int, n_cols: int, symmetric: bool) -> int:
     return n_rows * (n_rows + 1) // 2 if symmetric else n_rows * n_cols
 
@@ -211,9 +232,8 @@ def tiled_kernel(
     plan = plan_tiles(n1, n2, cost(strategy), budget, symmetric)
     rows, cols = _blocks(n1, plan.chunk), _blocks(n2, plan.chunk)
     total, done = _count_tiles(len(rows), len(cols), symmetric), 0
-    for start in range(0, len(cols), plan.resident):
-        group = range(start, min(start + plan.resident, len(cols)))
-        kept = {}  # the previous group's features are freed before this group's are made
+    for group in _groups(len(cols), plan.resident, symmetric):
+        start, kept = group.start, {}  # the previous group's features are freed first
         for j in group:
             kept[j] = strategy.features(_batch.take(x2, cols[j]))
         for i, r in enumerate(rows[: group.stop] if symmetric else rows):

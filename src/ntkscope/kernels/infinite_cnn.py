@@ -24,12 +24,24 @@ docs/conventions.md:
 The activation needs the variances Σ(x, x)[p, p] of every input at every layer. After a
 pooling they depend on Σ(x, x)[p, p'] for p ≠ p' (the cross terms within a window), so each
 input's whole self-covariance is computed first, batched; the N1×N2 matrix is then filled
-in tiles of input pairs. Cost: O(N1 N2 (HW)² k depth) time (the k² offsets separate into
-rows and columns) and (HW)² float64 values times the dual's working arrays (`Dual.arrays`:
-16 for closed forms, 24 for the series) per pair of a tile: 0.5 MB per pair for 8×8 images,
-4.9 MB for 14×14, 79 MB for 28×28 (ReLU). With no pooling and the flatten readout only
-the diagonal p = p' is ever needed (a convolution moves p and p' by the same δ): that case
-costs O(HW) per pair and runs on any image size.
+in tiles of input pairs, every tile with the variances computed once per input.
+
+Block 0 has the most position pairs, (HW)² per pair of images, and convolves the inputs
+themselves, so its covariance is one matrix product of patches (`_patches`):
+Σ¹(x, x')[p, p'] = P(x)_p · P(x')_p', P(x)_p the k×k patch at p scaled by √(σ_w²/(k² C)),
+with √σ_b² appended. It is computed in chunks of rows of positions of x against several
+images x' (about 64k entries on CPU, in cache), each chunk activated and, when block 0
+pools, pooled before the next: only the pooled kernels, (HW/4)² per pair, are kept.
+
+Cost: O(N1 N2 (HW)² (C k² + depth)) time (the later blocks' k² offsets separate into rows
+and columns). Memory per pair of a tile: block 0's outputs and a
+share of its chunk, or the later blocks' position pairs, times the dual's working arrays
+(`Dual.arrays`: 16 float64 values for closed forms, 24 for the series), whichever is larger
+(`_Recursion.entry_bytes`): 0.14 MB for 8×8 images pooled after blocks 0 and 1, 9.4 MB
+for 32×32 (ReLU); without pooling after block 0, the
+(HW)² pairs of block 1: 79 MB per pair for 28×28. With no pooling and the flatten readout
+only the diagonal p = p' is ever needed (a convolution moves p and p' by the same δ): that
+case costs O(HW) per pair and runs on any image size.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
+from torch.nn import functional as F
 
 from ntkscope._checks import choice, finite_batch, nonnegative_real, positive_int
 from ntkscope.kernels._infinite_tiles import (
@@ -110,15 +123,23 @@ def _activate(kernel: _Kernel, dual: Dual, v1: torch.Tensor, v2: torch.Tensor) -
     return replace(kernel, nngp=e_ff, ntk=e_dd.mul_(kernel.ntk))
 
 
+def _window_means(t: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+    """Means of the 2×2 × 2×2 windows over ``axes`` (the rows and columns of p and of p',
+    each of even length), as sums of adjacent pairs along one axis after the other: slices
+    added in place of a reduction over strided axes, which ran ~9× slower (measured)."""
+    for axis in sorted(axes, key=lambda a: a % t.dim()):
+        pairs = t.unflatten(axis, (t.shape[axis] // 2, 2))
+        half = axis % t.dim() + 1
+        t = pairs.select(half, 0) + pairs.select(half, 1)
+    return t.mul_(0.5 ** len(axes))
+
+
 def _pool(kernel: _Kernel) -> _Kernel:
     """2×2 average pooling: the mean over each 2×2 × 2×2 block of position pairs."""
-
-    def pool(t: torch.Tensor) -> torch.Tensor:
-        h, w = t.shape[-2:]
-        blocks = t.reshape(*t.shape[:-4], *(h // 2, 2, w // 2, 2) * 2)
-        return blocks.mean((-7, -5, -3, -1))
-
-    return replace(kernel, nngp=pool(kernel.nngp), ntk=pool(kernel.ntk))
+    axes = (-4, -3, -2, -1)
+    return replace(
+        kernel, nngp=_window_means(kernel.nngp, axes), ntk=_window_means(kernel.ntk, axes)
+    )
 
 
 def _readout(kernel: _Kernel, readout: Readout, weight_var: float, bias_var: float) -> Pair:
@@ -139,6 +160,27 @@ Variances = Callable[[int, _Kernel], Pair]
 """``variances(block, kernel)``: the spread (v1, v2) that block's activation uses."""
 
 
+def _patches(x: torch.Tensor, k: int, weight_var: float, bias_var: float) -> torch.Tensor:
+    """(N, H·W, C·k² + 1): the k×k patch of each position (0 outside the image) scaled by
+    √(σ_w² / (k² C)), and √σ_b², so that the first convolution's covariance is a dot product:
+    Σ¹(x, x')[p, p'] = σ_w²/(k² C) Σ_δ Σ_c x_c[p+δ] x'_c[p'+δ] + σ_b² = P(x)_p · P(x')_p'."""
+    n, c, h, w = x.shape
+    patches = F.unfold(x, k, padding=k // 2).transpose(1, 2)
+    bias = patches.new_full((n, h * w, 1), math.sqrt(bias_var))
+    return torch.cat([patches * math.sqrt(weight_var / (k * k * c)), bias], dim=2)
+
+
+def _row_blocks(n: int, h: int, rows: int) -> list[tuple[slice, slice]]:
+    """(images, image rows) of the chunks of ``rows`` rows of n images of height h: whole
+    images when rows ≥ h, else blocks of one image (of an even number of rows where block 0
+    pools: h is even then, so no block splits a pooling window)."""
+    if rows >= h:
+        per = rows // h
+        return [(slice(a, a + per), slice(0, h)) for a in range(0, n, per)]
+    blocks = range(0, h, rows)
+    return [(slice(a, a + 1), slice(r, min(r + rows, h))) for a in range(n) for r in blocks]
+
+
 @dataclass(frozen=True)
 class _Recursion:
     """The layer recursion of the module docstring for one CNN configuration."""
@@ -157,27 +199,82 @@ class _Recursion:
         """Only p = p' entries are needed: flatten readout and no pooling."""
         return self.readout is Readout.FLATTEN and not self.pools
 
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """The scaled patches of images x (`_patches`), whose dot products are Σ¹."""
+        return _patches(x, self.kernel_size, self.weight_var, self.bias_var)
+
     def network(self, kernel: _Kernel, variances: Variances) -> Pair:
-        """The readout's (NNGP, NTK) from the input kernel, block by block."""
-        for block in range(self.depth):
+        """The readout's (NNGP, NTK) from the kernel after block 0, block by block."""
+        for block in range(1, self.depth):
             kernel = _conv(kernel, self.kernel_size, self.weight_var, self.bias_var)
             kernel = _activate(kernel, self.dual, *variances(block, kernel))
             if block in self.pools:
                 kernel = _pool(kernel)
         return _readout(kernel, self.readout, self.weight_var, self.bias_var)
 
-    def input_kernel(self, x1: torch.Tensor, x2: torch.Tensor) -> _Kernel:
-        """Σ⁰ = Σ_c x_c x'_c / C for images (..., C, H, W) broadcast against each other."""
+    def first_block(
+        self, p1: torch.Tensor, p2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, chunk: int
+    ) -> _Kernel:
+        """Block 0 (convolution, φ, pooling) for all pairs of images p1 × p2: (n1, n2, ...).
+
+        p1, p2: scaled patches (n, H·W, K) (`patches`); v1, v2: their variances Σ¹(x, x)[p, p],
+        (n, H, W). With all position pairs, computed in chunks of at most ``chunk`` entries
+        (`_chunk_shape`), each pooled before the next is made: Θ¹ = Σ¹ (Θ⁰ = 0)."""
         if self.same_position:
-            nngp = (x1 * x2).mean(-3)
-        else:
-            nngp = torch.einsum("...cij,...ckl->...ijkl", x1, x2) / x1.shape[-3]
-        return _Kernel(nngp, torch.zeros_like(nngp), self.same_position)
+            return self._activated(torch.einsum("aqk,bqk->abq", p1, p2), v1[:, None], v2[None])
+        (h, w), pooled = self.image_size, 0 in self.pools
+        oh, ow = (h // 2, w // 2) if pooled else (h, w)
+        n1, n2, k = len(p1), len(p2), p1.shape[-1]
+        out = [p1.new_empty(n1, n2, oh, ow, oh, ow) for _ in range(2)]
+        rows, nb = self._chunk_shape(chunk, n2)
+        p1, v1 = p1.view(n1, h, w, k), v1.view(n1, h, w)
+        columns, q2 = p2.reshape(n2 * h * w, k), v2.reshape(1, n2 * h * w)
+        for images, part in _row_blocks(n1, h, rows):
+            a = p1[images, part].reshape(-1, k)
+            qa = v1[images, part].reshape(-1, 1)
+            r = part.stop - part.start
+            for b in range(0, n2, nb):
+                cs = slice(b * h * w, min(b + nb, n2) * h * w)
+                sigma = a @ columns[cs].T
+                e_ff, e_dd = self.dual(qa, q2[:, cs], sigma)
+                m = (cs.stop - cs.start) // (h * w)
+                for t, o in zip((e_ff, e_dd.mul_(sigma)), out, strict=True):
+                    t = t.view(-1, r, w, m, h, w)
+                    t = _window_means(t, (1, 2, 4, 5)) if pooled else t
+                    rs = slice(part.start // 2, part.stop // 2) if pooled else part
+                    o[images, b : b + m, rs] = t.permute(0, 3, 1, 2, 4, 5)
+        return _Kernel(*out, same_position=False)
+
+    def _activated(self, sigma: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor) -> _Kernel:
+        """Block 0 with ``same_position`` (no pooling): φ of Σ¹ (..., H·W); Θ¹ = Σ¹."""
+        sigma = sigma.unflatten(-1, self.image_size)
+        return _activate(_Kernel(sigma, sigma, True), self.dual, v1, v2)
+
+    def _own_first_block(self, p: torch.Tensor, v: torch.Tensor) -> _Kernel:
+        """Block 0 for the pairs (x, x) of images with patches p and variances v: (n, ...)."""
+        if self.same_position:
+            return self._activated(torch.einsum("aqk,aqk->aq", p, p), v, v)
+        chunk, own = self.chunk_entries(1), []
+        for j in range(len(p)):
+            pj, vj = p[j : j + 1], v[j : j + 1]
+            own.append(self.first_block(pj, pj, vj, vj, chunk))
+        nngp, ntk = (torch.cat([getattr(k, name)[0] for k in own]) for name in ("nngp", "ntk"))
+        return _Kernel(nngp, ntk, same_position=False)
+
+    def _chunk_shape(self, chunk: int, n2: int) -> tuple[int, int]:
+        """(image rows of x, images x') of a chunk of ≤ ``chunk`` entries (at least the
+        smallest: 2 rows, or 1 without pooling, of one image against one image x')."""
+        step, unit = 2 if 0 in self.pools else 1, self._smallest_chunk()
+        if unit * n2 > chunk:
+            return step, max(1, chunk // unit)
+        return step * max(1, chunk // (unit * n2)), n2
 
     def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
         """Per-block variances Σ(x, x)[p, p], (N, H_l, W_l), and the kernels of (x, x)."""
+        p = self.patches(x)
+        v0 = p.square().sum(-1).unflatten(-1, self.image_size)
         batch = tile_entries(budget, x.device, self.entry_bytes())
-        variances: list[list[torch.Tensor]] = [[] for _ in range(self.depth)]
+        variances: list[list[torch.Tensor]] = [[v0]] + [[] for _ in range(1, self.depth)]
 
         def own(block: int, kernel: _Kernel) -> Pair:
             v = kernel.variances()
@@ -185,7 +282,7 @@ class _Recursion:
             return kernel.spread(v, v)
 
         outputs = [
-            self.network(self.input_kernel(x[i : i + batch], x[i : i + batch]), own)
+            self.network(self._own_first_block(p[i : i + batch], v0[i : i + batch]), own)
             for i in range(0, len(x), batch)
         ]
         nngp, ntk = (torch.cat(parts) for parts in zip(*outputs, strict=True))
@@ -199,13 +296,39 @@ class _Recursion:
         def given(block: int, kernel: _Kernel) -> Pair:
             return kernel.spread(v1[block][:, None], v2[block][None])
 
-        return self.network(self.input_kernel(x1[:, None], x2[None]), given)
+        chunk = self.chunk_entries(len(x1) * len(x2))
+        first = self.first_block(self.patches(x1), self.patches(x2), v1[0], v2[0], chunk)
+        return self.network(first, given)
+
+    def _pair_entries(self) -> list[int]:
+        """Entries per pair of images at each block's activation and after the last block."""
+        positions, entries = math.prod(self.image_size), []
+        for block in range(self.depth):
+            entries.append(positions if self.same_position else positions**2)
+            positions //= 4 if block in self.pools else 1
+        return [*entries, positions if self.same_position else positions**2]
+
+    def _smallest_chunk(self) -> int:
+        """Entries of the smallest chunk of block 0 (`_chunk_shape`)."""
+        (h, w), step = self.image_size, 2 if 0 in self.pools else 1
+        return step * w * h * w
+
+    def chunk_entries(self, pairs: int) -> int:
+        """Entries of block 0's chunks for a tile of ``pairs`` pairs: the tile's memory
+        (``pairs · entry_bytes``) less block 0's outputs, at least `_smallest_chunk`."""
+        held = 16 * self._pair_entries()[1]
+        room = pairs * (self.entry_bytes() - held) // entry_bytes(self.dual)
+        return max(room, self._smallest_chunk())
 
     def entry_bytes(self) -> int:
-        """Working memory per pair of images: position pairs × the dual's arrays."""
-        positions = math.prod(self.image_size)
-        pairs = positions if self.same_position else positions**2
-        return pairs * entry_bytes(self.dual)
+        """Working memory per pair of images: block 0's outputs (NNGP and NTK) and one
+        smallest chunk of block 0, or the later blocks' position pairs × the dual's arrays,
+        whichever is larger (with ``same_position`` block 0 is not chunked)."""
+        entries, per_entry = self._pair_entries(), entry_bytes(self.dual)
+        later = per_entry * max(entries[1:-1], default=0)
+        if self.same_position:
+            return max(per_entry * entries[0], later)
+        return max(16 * entries[1] + per_entry * self._smallest_chunk(), later)
 
 
 def infinite_cnn_kernels(
@@ -232,10 +355,13 @@ def infinite_cnn_kernels(
 
     Cost per pair of images: (HW)² position pairs (HW with ``readout="flatten"`` and no
     pooling). Measured on one shared CPU core (``benchmarks/infinite_cnn.py``; ReLU, depth
-    3, GAP): 8×8 images pooled twice 0.7–1.8 ms per pair (1.2× the eNTK of a width-512
-    CNN), 14×14 pooled once 4.6 ms (0.5×), 14×14 flatten without pooling 0.024 ms;
-    28×28 ~0.3 s per pair and 79 MB of working memory per pair, i.e. ~40 h for the
-    5·10⁵ pairs of 1,000 images: downsample 28×28 images (MNIST to 14×14 or 7×7).
+    3, GAP), before block 0 became one chunked GEMM: 8×8 images pooled twice 0.7–1.8 ms
+    per pair (1.2× the eNTK of a width-512 CNN), 14×14 pooled once 4.6 ms (0.5×), 14×14
+    flatten without pooling 0.024 ms; 28×28 ~0.3 s per pair and 79 MB of working memory
+    per pair, i.e. ~40 h for the 5·10⁵ pairs of 1,000 images: downsample 28×28 images
+    (MNIST to 14×14 or 7×7). Since: 32×32 images pooled after blocks 0 and 1, 8 × 8 pairs
+    with x2 given, 2.1 s of CPU time on one thread (7.2 s before), 26 ms per pair counting
+    the 16 images' own pairs.
 
     Args:
         x1: images (N1, C, H, W), any float dtype; computed in float64 on x1's device. H and
@@ -257,8 +383,9 @@ def infinite_cnn_kernels(
             outputs; at least one pair per tile. Default: a quarter of the free memory of
             x1's device. On CPU, tiles are also capped at 8 MiB, and an explicit budget fixes
             glibc's mmap threshold (as in `ntkscope.empirical_ntk`). Not counted: the
-            coefficients that the series duals keep per distinct variance (≤ 64 MB). The
-            series needs 192 bytes per position pair (0.8 MB for a pair of 8×8 images).
+            coefficients that the series duals keep per distinct variance (≤ 64 MB). Per
+            pair of a tile: see the module docstring (0.14 MB for 8×8 images, ReLU; 1.5×
+            that for the series).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
