@@ -196,6 +196,15 @@ def test_psd_and_tiling_invariant(case, budget):
         assert eigenvalues.min() >= -1e-10 * max(eigenvalues.max().item(), 1e-300)
 
 
+def test_one_pixel_images_of_both_signs_give_psd_relu_kernels():
+    """ρ = ±1 exactly between scalar inputs: θ = π must be snapped like θ = 0 (regression for
+    a hypothesis example, relative eigenvalue −5.4e-10 before; rounding leaves ~1e-16)."""
+    x = torch.randn(5, 1, 1, 1, generator=torch.Generator().manual_seed(83), dtype=torch.float64)
+    for kernel in infinite_cnn_kernels(x, depth=1, activation="relu", sigma_b=0.0, kernel_size=1):
+        eigenvalues = torch.linalg.eigvalsh(kernel)
+        assert eigenvalues.min() >= -1e-12 * eigenvalues.max()
+
+
 def test_dtype_shapes_and_zero_images():
     x = images(n=3, h=4).float()
     x[0] = 0.0
