@@ -6,11 +6,15 @@ Each row of issue 17's table runs in two kinds of worker process, started in tur
 script creates when it is missing (and says so; PyPI or a mirror must be reachable once).
 Both get the same inputs and weights: the torch model's weights are exported to ``.npz``
 and loaded into the equivalent ``stax`` model. Each worker times a warm-up and then the
-best of ``--repeat`` runs (jit compilation excluded); the best over ``--rounds`` workers of
-each kind is reported, with the ratio ntkscope / neural-tangents (below 1: ntkscope is
-faster) and the largest difference of the outputs relative to the largest output. Both
-workers run with ``OMP_WAIT_POLICY=PASSIVE``: on a shared, oversubscribed machine torch's
-spinning OpenMP threads were up to 5× slower (measured); it does not affect XLA.
+best of ``--repeat`` runs (jit compilation excluded; ntkscope's counterpart, the planning
+and checks of an eNTK, likewise: its eNTKs are `ntkscope.kernels.PreparedNTK` calls, and
+``--one-shot`` times plain `ntkscope.empirical_ntk` calls instead); the best over
+``--rounds`` workers of each kind is reported, with the ratio ntkscope / neural-tangents
+(below 1: ntkscope is faster) and the largest difference of the outputs relative to the
+largest output. On an oversubscribed machine (load average above the cores when a worker starts)
+both workers run with ``OMP_WAIT_POLICY=PASSIVE``: there torch's spinning OpenMP threads
+were up to 5× slower (measured); it does not affect XLA. On a quiet machine the default
+policy is kept (passive threads pay a wake-up at every parallel region).
 
 neural-tangents: the structured-derivatives eNTK (implementation 3) with ``vmap_axes=0``,
 its fastest on these models; the infinite kernels by ``stax`` kernel functions (float64
@@ -123,7 +127,11 @@ def ntkscope_worker(kind: str, args: dict, data: Path, repeat: int):
     x1 = arrays["x1"]
     if kind.startswith("entk"):
         model = _torch_model(kind, args)
-        fn = lambda: ns.empirical_ntk(model, x1, mode=args["mode"])  # noqa: E731
+        fn = (
+            (lambda: ns.empirical_ntk(model, x1, mode=args["mode"]))
+            if args.get("one_shot")
+            else ns.kernels.PreparedNTK(model, x1, mode=args["mode"])
+        )
     elif kind == "inf_mlp":
         fn = lambda: ns.infinite_kernels(x1, depth=5, activation=args["act"])[1]  # noqa: E731
     else:
@@ -214,27 +222,31 @@ def ensure_venv() -> Path:
     return python
 
 
-def run_worker(python: str, which: str, name: str, data: Path, out: Path, repeat: int) -> float:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+def run_worker(
+    python: str, which: str, name: str, data: Path, out: Path, repeat: int, one_shot: bool
+) -> float:
+    busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+    env = {**os.environ, **({"OMP_WAIT_POLICY": "PASSIVE"} if busy else {})}
     if which == "ntkscope":
         source = str(Path(__file__).resolve().parents[1] / "src")
         env["PYTHONPATH"] = source + os.pathsep + env.get("PYTHONPATH", "")
     command = [python, __file__, "--worker", which, "--row", name, "--data", str(data)]
-    command += ["--out", str(out), "--repeat", str(repeat)]
+    command += ["--out", str(out), "--repeat", str(repeat)] + (["--one-shot"] if one_shot else [])
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{which} worker for {name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
 
 
-def compare(name: str, python: Path, tmp: Path, rounds: int, repeat: int) -> None:
+def compare(name: str, python: Path, tmp: Path, rounds: int, repeat: int, one_shot: bool) -> None:
     description, kind, args = ROWS[name]
     data = tmp / f"{name}.npz"
     export(kind, args, data)
     best = {"ntkscope": float("inf"), "nt": float("inf")}
     for _ in range(rounds):
         for which, exe in (("ntkscope", sys.executable), ("nt", str(python))):
-            seconds = run_worker(exe, which, name, data, tmp / f"{name}.{which}.npy", repeat)
+            out = tmp / f"{name}.{which}.npy"
+            seconds = run_worker(exe, which, name, data, out, repeat, one_shot)
             best[which] = min(best[which], seconds)
     import numpy as np
 
@@ -253,6 +265,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(ROWS), help="rows, comma-separated")
     parser.add_argument("--rounds", type=int, default=2, help="worker processes of each kind")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per worker")
+    parser.add_argument("--one-shot", action="store_true", help="plain empirical_ntk calls")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -260,6 +273,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         _, kind, row_args = ROWS[args.row]
+        row_args = {**row_args, "one_shot": args.one_shot}
         work = ntkscope_worker if args.worker == "ntkscope" else nt_worker
         seconds, out = work(kind, row_args, Path(args.data), args.repeat)
         __import__("numpy").save(args.out, out)
@@ -272,7 +286,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
-            compare(name, python, Path(tmp), args.rounds, args.repeat)
+            compare(name, python, Path(tmp), args.rounds, args.repeat, args.one_shot)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
