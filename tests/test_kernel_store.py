@@ -91,9 +91,11 @@ def test_infinite_store_is_the_in_memory_kernel(tmp_path, x2):
 
 def test_infinite_cnn_store_is_the_in_memory_kernel(tmp_path):
     images = torch.randn(12, 2, 4, 4, generator=torch.Generator().manual_seed(1))
-    args = dict(depth=2, pool_after=[0], memory_budget=16 * 128 * 16 * 16)
+    # per tile one smallest chunk of block 0 (128 entries × 128 B), per pair block 1's 16
+    # position pairs × 128 B: 16 pairs a tile, tiles of 4 × 4 images
+    args = dict(depth=2, pool_after=[0], memory_budget=128 * 128 + 16 * 16 * 128)
     report = kernel_store.compute("infinite_cnn", images, store=tmp_path / "c.zarr", **args)
-    assert report.tiles == 6  # 3 × 4 = 12 images: tiles of 4 pairs of rows
+    assert report.tiles == 6  # 12 images: 3 × 3 tiles, 6 on and above the diagonal
     nngp, ntk = ns.infinite_cnn_kernels(images, **args)
     assert torch.equal(stored(tmp_path / "c.zarr", "nngp"), nngp)
     assert torch.equal(stored(tmp_path / "c.zarr", "ntk"), ntk)

@@ -50,6 +50,10 @@ class Recursion(Protocol):
         """Working memory per entry of a tile."""
         ...
 
+    def tile_bytes(self) -> int:
+        """Working memory of a tile besides ``entry_bytes`` per entry (0 for most)."""
+        ...
+
 
 def pairwise_kernels(
     rec: Recursion, x1: torch.Tensor, x2: torch.Tensor | None, *, diagonal: bool, budget: int
@@ -58,7 +62,7 @@ def pairwise_kernels(
     v1, diag1 = rec.single(x1, budget)
     if diagonal:
         return diag1
-    entries = tile_entries(budget, x1.device, rec.entry_bytes())
+    entries = tile_entries(budget, x1.device, rec.entry_bytes(), rec.tile_bytes())
     if x2 is None:
         return fill_symmetric(
             lambda rs, cs: rec.tile(x1[rs], x1[cs], _take(v1, rs), _take(v1, cs)), entries, diag1
@@ -82,11 +86,14 @@ def entry_bytes(dual: Dual) -> int:
     return 8 * dual.arrays
 
 
-def tile_entries(budget: int, device: torch.device, bytes_per_entry: int) -> int:
-    """Entries per tile (at least one) within ``budget``, capped at 8 MiB on CPU."""
+def tile_entries(
+    budget: int, device: torch.device, bytes_per_entry: int, bytes_per_tile: int = 0
+) -> int:
+    """Entries per tile (at least one) within ``budget``, capped at 8 MiB on CPU: the budget
+    less ``bytes_per_tile`` (what a tile holds whatever its size), over ``bytes_per_entry``."""
     if device.type == "cpu":
         budget = min(budget, _CPU_TILE_BYTES)
-    return max(1, budget // bytes_per_entry)
+    return max(1, (budget - bytes_per_tile) // bytes_per_entry)
 
 
 def check_second_inputs(x1: torch.Tensor, x2: torch.Tensor | None, diagonal: bool) -> None:

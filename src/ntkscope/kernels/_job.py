@@ -223,13 +223,13 @@ def _infinite_job(kind, x1, x2, memory_budget, args) -> KernelJob:
     if "diagonal" in args:
         raise ValueError("kernel_args: diagonal is not a kernel job (use the function itself)")
     rec, x1, x2, budget = _plan_infinite(kind, x1, x2, {**args, "memory_budget": memory_budget})
-    if budget < rec.entry_bytes():
+    one = rec.entry_bytes() + rec.tile_bytes()
+    if budget < one:
         raise ValueError(
-            f"memory_budget: {budget} bytes is too small; one pair of examples needs "
-            f"{rec.entry_bytes()} bytes"
+            f"memory_budget: {budget} bytes is too small; one pair of examples needs {one} bytes"
         )
     n1, n2 = len(x1), len(x1 if x2 is None else x2)
-    entries = tile_entries(budget, x1.device, rec.entry_bytes())
+    entries = tile_entries(budget, x1.device, rec.entry_bytes(), rec.tile_bytes())
     return KernelJob(
         source=_InfiniteTiles(kind, x1, x2, {**args, "memory_budget": budget}),
         names=("nngp", "ntk"),

@@ -69,6 +69,10 @@ class _Recursion:
         """Working memory per matrix entry of a tile (depth 0: a closed form, the identity)."""
         return entry_bytes(for_activation("identity") if self.depth == 0 else self.dual)
 
+    def tile_bytes(self) -> int:
+        """Working memory of a tile besides ``entry_bytes`` per entry: none."""
+        return 0
+
 
 def infinite_kernels(
     x1: torch.Tensor,

@@ -34,11 +34,12 @@ images x' (about 64k entries on CPU, in cache), each chunk activated and, when b
 pools, pooled before the next: only the pooled kernels, (HW/4)² per pair, are kept.
 
 Cost: O(N1 N2 (HW)² (C k² + depth)) time (the later blocks' k² offsets separate into rows
-and columns). Memory per pair of a tile: block 0's outputs and a
-share of its chunk, or the later blocks' position pairs, times the dual's working arrays
-(`Dual.arrays`: 16 float64 values for closed forms, 24 for the series), whichever is larger
-(`_Recursion.entry_bytes`): 0.14 MB for 8×8 images pooled after blocks 0 and 1, 9.4 MB
-for 32×32 (ReLU); without pooling after block 0, the
+and columns). Memory per pair of a tile: block 0's outputs, or the later blocks' position
+pairs times the dual's working arrays (`Dual.arrays`: 16 float64 values for closed forms, 24
+for the series), whichever is larger (`_Recursion.entry_bytes`), plus one smallest chunk of
+block 0 per tile (`_Recursion.tile_bytes`): 0.03 MB per pair and 0.13 MB per tile for 8×8
+images pooled after blocks 0 and 1, 8.4 MB and 8.4 MB for 32×32 (ReLU); without pooling
+after block 0, the
 (HW)² pairs of block 1: 79 MB per pair for 28×28. With no pooling and the flatten readout
 only the diagonal p = p' is ever needed (a convolution moves p and p' by the same δ): that
 case costs O(HW) per pair and runs on any image size.
@@ -273,7 +274,7 @@ class _Recursion:
         """Per-block variances Σ(x, x)[p, p], (N, H_l, W_l), and the kernels of (x, x)."""
         p = self.patches(x)
         v0 = p.square().sum(-1).unflatten(-1, self.image_size)
-        batch = tile_entries(budget, x.device, self.entry_bytes())
+        batch = tile_entries(budget, x.device, self.entry_bytes(), self.tile_bytes())
         variances: list[list[torch.Tensor]] = [[v0]] + [[] for _ in range(1, self.depth)]
 
         def own(block: int, kernel: _Kernel) -> Pair:
@@ -315,20 +316,29 @@ class _Recursion:
 
     def chunk_entries(self, pairs: int) -> int:
         """Entries of block 0's chunks for a tile of ``pairs`` pairs: the tile's memory
-        (``pairs · entry_bytes``) less block 0's outputs, at least `_smallest_chunk`."""
+        (``pairs · entry_bytes + tile_bytes``) less block 0's outputs, at least
+        `_smallest_chunk`."""
         held = 16 * self._pair_entries()[1]
-        room = pairs * (self.entry_bytes() - held) // entry_bytes(self.dual)
+        room = (pairs * (self.entry_bytes() - held) + self.tile_bytes()) // entry_bytes(self.dual)
         return max(room, self._smallest_chunk())
 
     def entry_bytes(self) -> int:
-        """Working memory per pair of images: block 0's outputs (NNGP and NTK) and one
-        smallest chunk of block 0, or the later blocks' position pairs × the dual's arrays,
-        whichever is larger (with ``same_position`` block 0 is not chunked)."""
+        """Working memory per pair of images: block 0's outputs (NNGP and NTK), or the later
+        blocks' position pairs × the dual's arrays, whichever is larger (with
+        ``same_position`` block 0 is not chunked and counts here)."""
         entries, per_entry = self._pair_entries(), entry_bytes(self.dual)
         later = per_entry * max(entries[1:-1], default=0)
         if self.same_position:
             return max(per_entry * entries[0], later)
-        return max(16 * entries[1] + per_entry * self._smallest_chunk(), later)
+        return max(16 * entries[1], later)
+
+    def tile_bytes(self) -> int:
+        """Working memory of a tile besides ``entry_bytes`` per pair: one smallest chunk of
+        block 0 (`_smallest_chunk`) × the dual's arrays, which every tile holds once, however
+        few its pairs (charged per pair, it shrank small budgets' tiles to a few pairs)."""
+        if self.same_position:
+            return 0
+        return entry_bytes(self.dual) * self._smallest_chunk()
 
 
 def infinite_cnn_kernels(

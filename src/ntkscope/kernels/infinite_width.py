@@ -167,6 +167,10 @@ class KernelFn:
         """Working memory per pair of inputs: position pairs × the dual's arrays."""
         return self._pairs * 8 * self._arrays
 
+    def tile_bytes(self) -> int:
+        """Working memory of a tile besides ``entry_bytes`` per entry: none."""
+        return 0
+
     def __call__(
         self,
         x1: torch.Tensor,
