@@ -73,10 +73,8 @@ class Dense(nn.Module):
         _init(self, d_in, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One GEMM with the scales folded into W and b: its backward has no element-wise
-        passes over the (N, d_out) gradients (they dominate the eNTK's batched backward)."""
-        bias = None if self.bias is None else self.bias_scale * self.bias
-        return F.linear(x, self.weight_scale * self.weight, bias)
+        h = self.weight_scale * F.linear(x, self.weight)
+        return h if self.bias is None else h + self.bias_scale * self.bias
 
     def extra_repr(self) -> str:
         d_out, d_in = self.weight.shape
