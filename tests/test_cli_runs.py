@@ -132,8 +132,8 @@ def test_ctrl_c_during_a_sweep_says_what_is_done_and_how_to_resume(toy, tmp_path
     """Regression (issue 18, defect 5): SIGINT to ``ntkscope sweep`` exited 130 silently."""
     sweep_file = tmp_path / "slow.toml"
     sweep_file.write_text(
-        f'study = "{toy}"\n[fixed]\nsleep = 0.5\n[product]\nvalue = {list(range(16))}\n'
-    )  # 8 s of runs: the interrupt lands mid-sweep even when a loaded machine polls late
+        f'study = "{toy}"\n[fixed]\nsleep = 0.25\n[product]\nvalue = {list(range(48))}\n'
+    )  # 12 s of runs: the interrupt lands mid-sweep even when a loaded machine polls late
     out = tmp_path / "out"
     command = [sys.executable, "-m", "ntkscope.cli", "sweep", str(sweep_file), "--out", str(out)]
     process = subprocess.Popen(
@@ -146,11 +146,11 @@ def test_ctrl_c_during_a_sweep_says_what_is_done_and_how_to_resume(toy, tmp_path
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     message = " ".join(stderr.split())
-    assert re.search(r"interrupted: _toy_study: \d+ of 16 runs done; the store is consistent",
+    assert re.search(r"interrupted: _toy_study: \d+ of 48 runs done; the store is consistent",
                      message), stderr  # fmt: skip
     assert f"Resume with: ntkscope sweep {sweep_file} --out {out}" in message, stderr
     resumed = invoke("sweep", str(sweep_file), "--out", str(out), "--workers", "1")
-    assert resumed.exit_code == 0 and _done(out) == 16, resumed.output
+    assert resumed.exit_code == 0 and _done(out) == 48, resumed.output
 
 
 def _done(out: Path) -> int:
