@@ -34,9 +34,15 @@ def _label(method: str) -> str:
     return _LABELS.get(method) or f"after-kernel K_{method.removeprefix('after_')}"
 
 
+def _alpha(run: pd.Series, method: str) -> Estimate:
+    """A run's fitted exponent with its bootstrap 95% interval (n: the run's seeds)."""
+    a, low, high = (float(run[f"metrics.alpha_{method}{s}"]) for s in ("", "_low", "_high"))
+    return Estimate(a, low, high, int(run.get("config.seeds", MIN_RUNS)))
+
+
 def _exponent(run: pd.Series, method: str) -> str:
-    a, low, high = (run[f"metrics.alpha_{method}{s}"] for s in ("", "_low", "_high"))
-    return f"α = {a:.2f} [{low:.2f}, {high:.2f}]"
+    a = _alpha(run, method)
+    return f"α = {a.mean:.2f} [{a.low:.2f}, {a.high:.2f}]"
 
 
 def _runs(results: Results):
@@ -148,12 +154,6 @@ GAIN = 0.05
 """The smallest gain of the network's exponent over its kernel's that bears out "a better
 data-scaling exponent" (`ntkscope.studies._claims.effect`): 0.05, a tenth to a fifth of the
 exponents these tasks measure."""
-
-
-def _alpha(run: pd.Series, method: str) -> Estimate:
-    """A run's fitted exponent with its bootstrap 95% interval (n: the run's seeds)."""
-    a, low, high = (float(run[f"metrics.alpha_{method}{s}"]) for s in ("", "_low", "_high"))
-    return Estimate(a, low, high, int(run.get("config.seeds", MIN_RUNS)))
 
 
 def claims(results: Results) -> list[Claim]:
