@@ -19,6 +19,7 @@ would replace torch).
     python benchmarks/entk.py --quick    # N = 128 only in part 1
     python benchmarks/entk.py --methods --only structured,jacobian  # part 2, two methods
     python benchmarks/entk.py --methods --cpu-time  # one thread, CPU time (shared machine)
+    python benchmarks/entk.py --methods --rows resnet  # part 2, the ResNet row only
 
 On a machine shared with other jobs, wall times mostly measure the scheduler: with
 ``--cpu-time`` every time is the CPU time of this process on one thread, which other
@@ -230,13 +231,19 @@ def bert_encoder():
     return transformers.BertForSequenceClassification(config).eval()
 
 
-def part_two(methods=METHODS) -> None:
-    cnn = ns.models.cnn(3, 64, 3, 10, seed=0)
-    run_methods("Myrtle CNN 3x8x8, 64 ch", cnn, torch.randn(128, 3, 8, 8), methods)
-    model, x = resnet(), torch.randn(64, 3, 16, 16)
-    extra = nngeometry_time(model, x)
-    run_methods("ResNet 16/32/64 BatchNorm, 16x16", model, x, methods, extra=extra)
-    bert = bert_encoder()
+ROWS = ("myrtle", "resnet", "bert")
+"""Rows of part 2, in the order they run (``--rows``)."""
+
+
+def part_two(methods=METHODS, rows=ROWS) -> None:
+    if "myrtle" in rows:
+        cnn = ns.models.cnn(3, 64, 3, 10, seed=0)
+        run_methods("Myrtle CNN 3x8x8, 64 ch", cnn, torch.randn(128, 3, 8, 8), methods)
+    if "resnet" in rows:
+        model, x = resnet(), torch.randn(64, 3, 16, 16)
+        extra = nngeometry_time(model, x)
+        run_methods("ResNet 16/32/64 BatchNorm, 16x16", model, x, methods, extra=extra)
+    bert = bert_encoder() if "bert" in rows else None
     if bert is not None:
         ids = torch.randint(0, 30522, (64, 32), generator=torch.Generator().manual_seed(0))
         logits = lambda out: out.logits  # noqa: E731
@@ -249,6 +256,9 @@ def main() -> None:
     parser.add_argument("--methods", action="store_true", help="part 2 only")
     parser.add_argument(
         "--only", default=",".join(METHODS), help="methods timed in part 2, comma-separated"
+    )
+    parser.add_argument(
+        "--rows", default=",".join(ROWS), help="rows of part 2, comma-separated: " + ", ".join(ROWS)
     )
     parser.add_argument(
         "--cpu-time", action="store_true", help="one thread, times are the process's CPU time"
@@ -265,9 +275,12 @@ def main() -> None:
         f"float32 GEMM {gemm / 1e9:.1f} GFLOP/s, load average {os.getloadavg()[0]:.1f}, "
         f"{'CPU' if args.cpu_time else 'wall'} time"
     )
-    methods = tuple(args.only.split(","))
+    methods, rows = tuple(args.only.split(",")), tuple(args.rows.split(","))
+    unknown = set(rows) - set(ROWS)
+    if unknown:
+        parser.error(f"--rows: unknown {sorted(unknown)}; expected some of {', '.join(ROWS)}")
     if args.methods:
-        return part_two(methods)
+        return part_two(methods, rows)
     mlp = ns.models.mlp(100, 512, 3, 10, seed=0)
     sizes = [128] if args.quick else [128, 512]
     for n in sizes:
@@ -279,7 +292,7 @@ def main() -> None:
         x = torch.randn(n, 3, 8, 8)
         for mode in ("full", "trace"):
             run_case("Myrtle CNN 3x8x8, 64 ch", cnn, x, mode, gemm, repeat=3)
-    part_two(methods)
+    part_two(methods, rows)
 
 
 if __name__ == "__main__":
