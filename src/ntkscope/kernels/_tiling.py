@@ -169,6 +169,10 @@ class Strategy(Protocol):
 
     def pair(self, fa: Any, fb: Any) -> torch.Tensor: ...
 
+    def symmetric(self, fa: Any) -> torch.Tensor:
+        """`pair` of a block with itself, exactly symmetric (`symmetric_tile`)."""
+        ...
+
     def diagonal(self, fa: Any) -> torch.Tensor: ...
 
 
@@ -241,9 +245,10 @@ def tiled_kernel(
             for j in group if not symmetric else range(max(i, start), group.stop):
                 if row_features is None:
                     row_features = strategy.features(_batch.take(x1, r))
-                tile = strategy.pair(row_features, kept[j])
                 if symmetric and j == i:
-                    tile = symmetric_tile(tile)
+                    tile = strategy.symmetric(row_features)
+                else:
+                    tile = strategy.pair(row_features, kept[j])
                 out[r, cols[j]] = tile
                 if symmetric and j != i:
                     out[cols[j], r] = transposed(tile)
