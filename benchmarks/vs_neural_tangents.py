@@ -11,8 +11,9 @@ and checks of an eNTK, likewise: its eNTKs are `ntkscope.kernels.PreparedNTK` ca
 ``--one-shot`` times plain `ntkscope.empirical_ntk` calls instead); the best over
 ``--rounds`` workers of each kind is reported, with the ratio ntkscope / neural-tangents
 (below 1: ntkscope is faster) and the largest difference of the outputs relative to the
-largest output. On an oversubscribed machine (load average above the cores when a worker starts)
-both workers run with ``OMP_WAIT_POLICY=PASSIVE``: there torch's spinning OpenMP threads
+largest output. On an oversubscribed machine (the CPUs busier than one core's worth over the
+half second before a worker starts, `_busy_cores`) both workers run with
+``OMP_WAIT_POLICY=PASSIVE``: there torch's spinning OpenMP threads
 were up to 5× slower (measured); it does not affect XLA. On a quiet machine the default
 policy is kept (passive threads pay a wake-up at every parallel region).
 
@@ -222,10 +223,24 @@ def ensure_venv() -> Path:
     return python
 
 
+def _busy_cores(seconds: float = 0.5) -> float:
+    """Cores' worth of CPU time used by all processes over ``seconds`` (``/proc/stat``; the
+    load average where it is missing, which lags by minutes)."""
+    try:
+        before = Path("/proc/stat").read_text().split()[1:9]
+        time.sleep(seconds)
+        after = Path("/proc/stat").read_text().split()[1:9]
+    except OSError:
+        return os.getloadavg()[0]
+    ticks = [int(b) - int(a) for a, b in zip(before, after, strict=True)]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return (os.cpu_count() or 1) * (1 - idle / max(sum(ticks), 1))
+
+
 def run_worker(
     python: str, which: str, name: str, data: Path, out: Path, repeat: int, one_shot: bool
 ) -> float:
-    busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+    busy = _busy_cores() > 1
     env = {**os.environ, **({"OMP_WAIT_POLICY": "PASSIVE"} if busy else {})}
     if which == "ntkscope":
         source = str(Path(__file__).resolve().parents[1] / "src")

@@ -144,6 +144,9 @@ class _Linear:
     def pair(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a @ b.T
 
+    def symmetric(self, a: torch.Tensor) -> torch.Tensor:
+        return self.pair(a, a)
+
 
 @given(
     n1=st.integers(1, 40),

@@ -24,7 +24,8 @@ from torch.func import jacrev, jvp, vjp, vmap
 from ntkscope import _batch
 from ntkscope._batch import Batch
 from ntkscope.kernels._functional import FunctionalModel
-from ntkscope.kernels._gram import gram, gram_diagonal
+from ntkscope.kernels._gram import OUTPUT_BLOCKS_MIN, gram, gram_diagonal, symmetric_sum
+from ntkscope.kernels._tiling import symmetric_tile
 
 
 class JacobianStrategy:
@@ -46,6 +47,11 @@ class JacobianStrategy:
 
     def pair(self, j1: torch.Tensor, j2: torch.Tensor) -> torch.Tensor:
         return gram(j1, j2, self.full)
+
+    def symmetric(self, j: torch.Tensor) -> torch.Tensor:
+        if self.full and j.shape[1] >= OUTPUT_BLOCKS_MIN:
+            return symmetric_sum([(None, j)])
+        return symmetric_tile(gram(j, j, self.full))
 
     def diagonal(self, j: torch.Tensor) -> torch.Tensor:
         return gram_diagonal(j, self.full)
@@ -78,6 +84,9 @@ class NTVPStrategy:
         block = vmap(column)(basis.view(n1 * n_out, n1, n_out))  # (n1·O, n2, O)
         block = block.view(n1, n_out, -1, n_out).permute(0, 2, 1, 3)  # (n1, n2, O, O)
         return block if self.full else block.diagonal(dim1=2, dim2=3).sum(-1)
+
+    def symmetric(self, x: Batch) -> torch.Tensor:
+        return symmetric_tile(self.pair(x, x))
 
     def diagonal(self, x: Batch) -> torch.Tensor:
         def one(example):

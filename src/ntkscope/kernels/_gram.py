@@ -2,21 +2,76 @@
 
 For factors ``g`` of shape (n, O, D) (per-example Jacobians, or output gradients of one
 layer), ``Θ̂[n, m, o, o'] = Σ_d g1[n, o, d] g2[m, o', d]``, computed as one GEMM.
+
+Factors may be *output-major*: (n, O, D) views of (O, n, D) storage, the layout of a
+backward pass vectorized over the outputs. They are multiplied in that layout, with no
+copy; a full-mode result is then a view with the same strides on both sides.
 """
 
 from __future__ import annotations
 
 import torch
 
+OUTPUT_BLOCKS_MIN = 4
+"""Fewest outputs for which `symmetric_sum` splits the work by output: (O + 1)/2O of the
+GEMMs for O outputs, 0.625 at 4."""
+
+
+def output_major(g: torch.Tensor) -> bool:
+    """Whether (n, O, D) factors are a view of contiguous (O, n, D) storage (and not also of
+    contiguous (n, O, D) storage, as when n or O is 1)."""
+    return g.transpose(0, 1).is_contiguous() and not g.is_contiguous()
+
 
 def gram(g1: torch.Tensor, g2: torch.Tensor, full: bool) -> torch.Tensor:
     """Σ_d g1[n,o,d] g2[m,o',d]: (n, m, O, O) if full, else summed over o = o' (n, m)."""
+    (n, o, d), m = g1.shape, g2.shape[0]
+    if output_major(g1) and output_major(g2):
+        a, b = g1.transpose(0, 1), g2.transpose(0, 1)  # (O, n, D), contiguous
+        if full:
+            product = a.reshape(o * n, d) @ b.reshape(o * m, d).T
+            return product.view(o, n, o, m).permute(1, 3, 0, 2)
+        out = a[0] @ b[0].T
+        for k in range(1, o):  # Σ_o, no (n, O·D) copy of either side
+            out.addmm_(a[k], b[k].T)
+        return out
     if not full:
         return g1.flatten(1) @ g2.flatten(1).T
-    (n, o, d), m = g1.shape, g2.shape[0]
     return (g1.reshape(n * o, d) @ g2.reshape(m * o, d).T).view(n, o, m, o).permute(0, 2, 1, 3)
 
 
 def gram_diagonal(g: torch.Tensor, full: bool) -> torch.Tensor:
     """`gram` of each example with itself: (n, O, O) if full, else (n,)."""
     return g @ g.transpose(1, 2) if full else (g * g).sum((1, 2))
+
+
+def symmetric_sum(terms: list[tuple[torch.Tensor | None, torch.Tensor]]) -> torch.Tensor:
+    """Σ_t w_t[n, m] · g_t[n, o]·g_t[m, o'] of a block with itself, full mode, exactly
+    symmetric (Θ[m, n, o', o] = Θ[n, m, o, o']): (n, n, O, O).
+
+    ``terms``: pairs (w, g) of weights (n, n) (None: all 1) and factors (n, O, D), in either
+    layout (copied to output-major when not). The columns of the (O·n)×(O·n) Gram are taken
+    one output at a time, each against the rows of the outputs up to its own
+    ((o + 1)·n × D × n GEMMs, (O + 1)/2O of the whole; tall products ran 1.25× faster than
+    the same blocks as wide rows, measured), and the blocks above the diagonal mirrored
+    below; blocks on the diagonal are made exactly symmetric from their upper triangles.
+    The result is a view of (O, n, O, n) storage.
+    """
+    factors = [g.transpose(0, 1).contiguous() for _, g in terms]  # (O, n, D)
+    n_out, n = factors[0].shape[:2]
+    acc = factors[0].new_empty(n_out, n, n_out, n)
+    for o in range(n_out):
+        block = acc[: o + 1, :, o]  # (o + 1, n, n): rows (o', i) for o' ≤ o, columns (o, j)
+        for k, ((w, _), g) in enumerate(zip(terms, factors, strict=True)):
+            product = (g[: o + 1].flatten(0, 1) @ g[o].T).view(o + 1, n, n)
+            if w is None:
+                block.copy_(product) if k == 0 else block.add_(product)
+            elif k == 0:
+                torch.mul(product, w, out=block)
+            else:
+                block.addcmul_(product, w)
+        acc[o, :, :o] = block[:o].permute(2, 0, 1)  # (j, o', i) ← (o', i, j)
+    diagonal = acc.diagonal(dim1=0, dim2=2)  # (n, n, O): the blocks o = o', all at once
+    upper = torch.ones(n, n, dtype=torch.bool, device=acc.device).triu()[:, :, None]
+    diagonal.copy_(torch.where(upper, diagonal, diagonal.transpose(0, 1)))
+    return acc.permute(1, 3, 0, 2)

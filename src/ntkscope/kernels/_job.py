@@ -33,7 +33,7 @@ from ntkscope._batch import Batch
 from ntkscope._checks import choice
 from ntkscope.kernels import infinite, infinite_cnn
 from ntkscope.kernels._infinite_tiles import diagonal_tile, tile_entries, tile_shape
-from ntkscope.kernels._tiling import cost, plan_tiles, symmetric_tile
+from ntkscope.kernels._tiling import cost, plan_tiles
 from ntkscope.kernels.empirical import Method, Mode, _plan
 
 
@@ -136,9 +136,10 @@ class _EntkTiles:
             p = self.plan()
             features = p.strategy.features
             fa = features(_batch.take(p.x1, rows))
-            fb = fa if p.x2 is None and rows == cols else features(_batch.take(_second(p), cols))
-            tile = p.strategy.pair(fa, fb)
-            tile = symmetric_tile(tile) if p.x2 is None and rows == cols else tile
+            if p.x2 is None and rows == cols:
+                tile = p.strategy.symmetric(fa)
+            else:
+                tile = p.strategy.pair(fa, features(_batch.take(_second(p), cols)))
         if not p.full:
             tile = tile / p.n_out
         if not torch.isfinite(tile).all():

@@ -41,7 +41,7 @@ from ntkscope import _batch
 from ntkscope._batch import Batch
 from ntkscope.kernels import _pages
 from ntkscope.kernels._functional import FunctionalModel
-from ntkscope.kernels._gram import gram, gram_diagonal
+from ntkscope.kernels._gram import OUTPUT_BLOCKS_MIN, gram, gram_diagonal, symmetric_sum
 from ntkscope.kernels._probe import disagreement
 from ntkscope.kernels._rules import Factors, Jacobian, Rule, Term, UnsupportedModel, rule_type
 from ntkscope.kernels._rules.linear import LinearRule
@@ -208,11 +208,11 @@ docstring): at 9 MiB of patches (a 16×16 convolution, 64 examples) the ten per-
 took 2.7× the time of one GEMM for all outputs, re-reading the patches from memory."""
 
 _SYMMETRIC_BLOCK = 8
-"""Narrowest row block of examples `StructuredStrategy.pair` cuts a symmetric tile into."""
+"""Narrowest row block of examples `StructuredStrategy.symmetric` cuts a symmetric tile into."""
 _SYMMETRIC_SPLITS = 8
-"""Number of row blocks `StructuredStrategy.pair` cuts a wide symmetric tile into."""
+"""Number of row blocks `StructuredStrategy.symmetric` cuts a wide symmetric tile into."""
 _SYMMETRIC_MIN_MACS = 2e9
-"""Fewest multiply-adds of a symmetric tile for `StructuredStrategy.pair` to cut it into
+"""Fewest multiply-adds of a symmetric tile for `StructuredStrategy.symmetric` to cut it into
 blocks: below, the calls' overhead outweighs the saved work (a 256-example MLP trace kernel,
 2.6e8 multiply-adds, took 74 ms in 36 square blocks against 50 ms whole; measured before
 the row blocks, not since)."""
@@ -246,14 +246,15 @@ def _diagonal(f: Features, full: bool) -> torch.Tensor:
 def _output_gradients(out: torch.Tensor, probes: list[torch.Tensor]) -> list[torch.Tensor]:
     """∂f_o/∂probe for every output o, as (n, O, *probe.shape[1:]) for each probe: one
     backward pass vectorized over the outputs (``is_grads_batched``: each layer's backward
-    is one GEMM for all O outputs; 2.3× faster for an MLP), made contiguous once here
-    rather than by every Gram product that reads it."""
+    is one GEMM for all O outputs; 2.3× faster for an MLP), returned output-major
+    (`_gram.output_major`: the Gram products read that layout as it is, and a block with
+    itself is split by output there)."""
     n, n_out = out.shape
     eye = torch.eye(n_out, dtype=out.dtype, device=out.device)
     cotangents = eye[:, None, :].expand(n_out, n, n_out)
     grads = torch.autograd.grad(out, probes, cotangents, is_grads_batched=True, allow_unused=True)
     return [
-        p.new_zeros(n, n_out, *p.shape[1:]) if g is None else g.transpose(0, 1).contiguous()
+        p.new_zeros(n, n_out, *p.shape[1:]) if g is None else g.transpose(0, 1)
         for g, p in zip(grads, probes, strict=True)
     ]
 
@@ -501,24 +502,31 @@ class StructuredStrategy:
         small = term.a.numel() * term.a.element_size() <= _STREAMED_BYTES
         return small and _form(term, self.full, self.n_out) == "jacobian"
 
-    def pair(self, f1: Features, f2: Features) -> torch.Tensor:
-        """Θ̂ of two blocks; of a block with itself of at least `_SYMMETRIC_MIN_MACS`, by
-        row blocks, each against the columns from its own first on, the rest mirrored
-        (Θ(x', x) = Θ(x, x')ᵀ): (k + 1)/2k of the work for k row blocks."""
-        n = _size(f1)
-        if f1 is not f2 or n < 2 * _SYMMETRIC_BLOCK or self.pair_macs * n * n < _SYMMETRIC_MIN_MACS:
-            return self._pair(f1, f2)
+    def symmetric(self, f: Features) -> torch.Tensor:
+        """Θ̂ of a block with itself, exactly symmetric (Θ(x', x) = Θ(x, x')ᵀ).
+
+        Full mode, at least `OUTPUT_BLOCKS_MIN` outputs and no positional layer: by output
+        (`_gram.symmetric_sum`). Otherwise, from `_SYMMETRIC_MIN_MACS` on, by row blocks of
+        examples, each against the columns from its own first on, the rest mirrored:
+        (k + 1)/2k of the work for k row blocks.
+        """
+        n = _size(f)
+        if self.full and self.n_out >= OUTPUT_BLOCKS_MIN and not f.positional and n:
+            terms = [(t.inner(t)[:, 0, :, 0], _outer(t)[1]) for t in f.outer]
+            return symmetric_sum(terms + [(None, j) for j in f.jacobians])
+        if n < 2 * _SYMMETRIC_BLOCK or self.pair_macs * n * n < _SYMMETRIC_MIN_MACS:
+            return symmetric_tile(self.pair(f, f))
         step = max(_SYMMETRIC_BLOCK, -(-n // _SYMMETRIC_SPLITS))
         out = None
         for start in range(0, n, step):
             rows = slice(start, min(start + step, n))
-            tile = self._pair(f1.take(rows), f1.take(slice(start, n)), upper=True)
+            tile = self.pair(f.take(rows), f.take(slice(start, n)), upper=True)
             if out is None:
                 out = tile.new_zeros(n, n, *tile.shape[2:])
             out[rows, start:] = tile
         return symmetric_tile(out)
 
-    def _pair(self, f1: Features, f2: Features, upper: bool = False) -> torch.Tensor:
+    def pair(self, f1: Features, f2: Features, upper: bool = False) -> torch.Tensor:
         """Θ̂ of two blocks; ``upper`` as in `_positional_pair`."""
         total = 0
         for t1, t2 in zip(f1.outer, f2.outer, strict=True):

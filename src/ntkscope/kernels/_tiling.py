@@ -51,29 +51,44 @@ def default_memory_budget(device: torch.device) -> int:
     return max(available // 4, 64 * 2**20)
 
 
-@functools.cache
-def _fixed_mmap_threshold() -> None:
-    """Fix glibc's mmap threshold at 1 MiB and its trim threshold at 8 MiB, for the process.
+def _heap_thresholds(explicit_budget: bool) -> None:
+    """Set glibc's mmap and trim thresholds for the process, by the kind of budget.
 
-    glibc raises the mmap threshold to the size of each large block freed (up to 32 MiB),
-    after which blocks of that size come from the heap, and freed tiles stay resident
-    there: the peak resident memory of a tiled eNTK reached twice its budget (measured).
-    With the thresholds fixed, blocks of 1 MiB or more are mapped and unmapped on their own
-    and the heap keeps at most 8 MiB free at its top. The cost is page faults on every
-    large block (2× slower infinite kernels at glibc's initial 128 KiB; at 4 MiB the
-    eNTK's gradient blocks stayed resident again). The trim threshold is the largest tile
-    of the infinite kernels on CPU (`_infinite_tiles`), whose arrays (≤ 512 KiB) come from
-    the heap: at 2 MiB every tile faulted its arrays in again (1.1–1.2× the CPU time of
-    the default budget; 1.0× at 8 MiB, measured), and the eNTK's working memory under a
-    small budget grew by ~2 MiB (the tests' allowance is 12 MiB). No effect where the C
+    glibc raises the mmap threshold to the size of each large block freed (up to 32 MiB)
+    and the trim threshold to twice that, after which blocks of that size come from the
+    heap.
+
+    - An explicit budget fixes them at 1 MiB and 8 MiB: with glibc's own rule, freed tiles
+      stayed resident and the peak resident memory of a tiled eNTK reached twice its budget
+      (measured). Blocks of 1 MiB or more are then mapped and unmapped on their own, and
+      the heap keeps at most 8 MiB free at its top. The cost is page faults on every large
+      block (2× slower infinite kernels at glibc's initial 128 KiB; at 4 MiB the eNTK's
+      gradient blocks stayed resident again). The trim threshold is the largest tile of
+      the infinite kernels on CPU (`_infinite_tiles`), whose arrays (≤ 512 KiB) come from
+      the heap: at 2 MiB every tile faulted its arrays in again (1.1–1.2× the CPU time of
+      the default budget; 1.0× at 8 MiB, measured), and the eNTK's working memory under a
+      small budget grew by ~2 MiB (the tests' allowance is 12 MiB).
+    - The default budget fixes them at 32 MiB (glibc's own largest) and 64 MiB, so that a
+      kernel computed again (`PreparedNTK`, a recorder during training) finds its blocks
+      resident: with glibc's rule the heap was trimmed below each call's blocks and an MLP
+      eNTK (N = 128, full) took ~2,300 page faults per call, none with these thresholds
+      (measured); the heap then keeps up to 64 MiB free.
+
+    Set at every call, since the last kernel's budget decides. No effect where the C
     library is not glibc.
     """
     if sys.platform != "linux":
         return
+    mmap, trim = (2**20, 8 * 2**20) if explicit_budget else (32 * 2**20, 64 * 2**20)
     with contextlib.suppress(OSError, AttributeError):  # another C library: nothing to fix
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_TRIM_THRESHOLD, 8 * 2**20)
-        libc.mallopt(_M_MMAP_THRESHOLD, 2**20)
+        libc = _libc()
+        libc.mallopt(_M_TRIM_THRESHOLD, trim)
+        libc.mallopt(_M_MMAP_THRESHOLD, mmap)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL("libc.so.6")
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -83,15 +98,14 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 def resolve_budget(memory_budget: int | float | str | None, device: torch.device) -> int:
     """The budget in bytes: parsed from the argument, or the device default.
 
-    An explicit budget on CPU also fixes glibc's mmap threshold (`_fixed_mmap_threshold`),
-    without which freed tiles can stay resident beyond the budget.
+    On CPU it also sets glibc's heap thresholds for the kind of budget (`_heap_thresholds`):
+    without them, freed tiles can stay resident beyond an explicit budget, and a kernel
+    computed again faults its blocks in again.
     """
-    if memory_budget is None:
-        return default_memory_budget(device)
-    budget = memory_bytes(memory_budget, "memory_budget")
+    budget = None if memory_budget is None else memory_bytes(memory_budget, "memory_budget")
     if device.type == "cpu":
-        _fixed_mmap_threshold()
-    return budget
+        _heap_thresholds(explicit_budget=budget is not None)
+    return default_memory_budget(device) if budget is None else budget
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,10 @@ class Strategy(Protocol):
 
     def pair(self, fa: Any, fb: Any) -> torch.Tensor: ...
 
+    def symmetric(self, fa: Any) -> torch.Tensor:
+        """`pair` of a block with itself, exactly symmetric (`symmetric_tile`)."""
+        ...
+
     def diagonal(self, fa: Any) -> torch.Tensor: ...
 
 
@@ -241,9 +259,10 @@ def tiled_kernel(
             for j in group if not symmetric else range(max(i, start), group.stop):
                 if row_features is None:
                     row_features = strategy.features(_batch.take(x1, r))
-                tile = strategy.pair(row_features, kept[j])
                 if symmetric and j == i:
-                    tile = symmetric_tile(tile)
+                    tile = strategy.symmetric(row_features)
+                else:
+                    tile = strategy.pair(row_features, kept[j])
                 out[r, cols[j]] = tile
                 if symmetric and j != i:
                     out[cols[j], r] = transposed(tile)

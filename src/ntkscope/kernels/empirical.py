@@ -182,7 +182,11 @@ def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Stra
 
 
 def _all_finite(t: torch.Tensor, chunk: int = 2**20) -> bool:
-    """``torch.isfinite(t).all()`` in chunks: the whole-tensor form allocates more than ``t``."""
+    """``torch.isfinite(t).all()``: true when the sum is finite (a NaN or an infinity makes it
+    NaN or infinite), else checked in chunks (a sum of finite entries may overflow; the
+    whole-tensor form allocates more than ``t``)."""
+    if bool(torch.isfinite(t.sum())):
+        return True
     return all(bool(torch.isfinite(part).all()) for part in t.reshape(-1).split(chunk))
 
 

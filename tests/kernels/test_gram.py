@@ -1,0 +1,71 @@
+"""The Gram products every eNTK method ends with, in both layouts of the factors, against
+an explicit einsum in float64.
+
+Tolerance 1e-12 relative: the same products summed in another order, float64.
+"""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ntkscope.kernels._gram import gram, output_major, symmetric_sum
+
+RTOL = 1e-12
+
+
+def _factors(n: int, n_out: int, d: int, major: bool, seed: int) -> torch.Tensor:
+    g = torch.randn(n_out, n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return g.transpose(0, 1) if major else g.transpose(0, 1).contiguous()
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    scale = expected.abs().max().clamp_min(1.0)
+    assert (actual - expected).abs().max() <= RTOL * scale
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 9),
+    m=st.integers(1, 9),
+    n_out=st.integers(1, 6),
+    d=st.integers(1, 7),
+    majors=st.tuples(st.booleans(), st.booleans()),
+    full=st.booleans(),
+)
+def test_gram_in_either_layout_is_the_einsum(n, m, n_out, d, majors, full):
+    g1, g2 = _factors(n, n_out, d, majors[0], 0), _factors(m, n_out, d, majors[1], 1)
+    expected = torch.einsum("nod,mpd->nmop", g1, g2)
+    if not full:
+        expected = expected.diagonal(dim1=2, dim2=3).sum(-1)
+    _close(gram(g1, g2, full), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 9),
+    n_out=st.integers(1, 7),
+    ds=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    weighted=st.lists(st.booleans(), min_size=3, max_size=3),
+    majors=st.lists(st.booleans(), min_size=3, max_size=3),
+)
+def test_symmetric_sum_is_the_weighted_einsum_and_exactly_symmetric(n, n_out, ds, weighted, majors):
+    terms, expected = [], 0
+    for k, d in enumerate(ds):
+        g = _factors(n, n_out, d, majors[k], k)
+        w = None
+        if weighted[k]:
+            a = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+            w = a @ a.T  # symmetric, as every a·a' Gram is
+        gg = torch.einsum("nod,mpd->nmop", g, g)
+        expected = expected + (gg if w is None else gg * w[:, :, None, None])
+        terms.append((w, g))
+    out = symmetric_sum(terms)
+    _close(out, expected)
+    assert torch.equal(out, out.transpose(0, 1).transpose(2, 3))
+
+
+def test_output_major_is_the_layout_of_a_vectorized_backward_pass():
+    g = torch.zeros(4, 3, 5)  # (O, n, D)
+    assert output_major(g.transpose(0, 1))
+    assert not output_major(g.transpose(0, 1).contiguous())
+    assert not output_major(torch.zeros(1, 3, 5).transpose(0, 1))  # both layouts at once
