@@ -68,24 +68,3 @@ def test_positional_form_equals_the_jacobian_gram(n, m, positions, d_a, n_out, d
         diagonal = _structured._positional_diagonal(f1, full)
         expected = torch.stack([gram(j[None], j[None], full)[0, 0] for j in j1])
         assert relative_error(diagonal, expected) <= TOL, (full, "diagonal")
-
-
-@settings(max_examples=30, deadline=None)
-@given(**shapes, extra=st.integers(0, 3))
-def test_jacobian_written_in_place_equals_the_jacobian(
-    n, m, positions, d_a, n_out, d_g, seed, vocab, extra
-):
-    """`Factors.jacobian_into` into a contiguous array (one GEMM per example) and into
-    columns of a wider one (one GEMM per example and output), against the einsum: the same
-    products summed in the same order, so equal to a few roundings (tolerance 1e-12)."""
-    f = random_factors(n, positions, d_a, n_out, d_g, seed, vocab)
-    expected = f.jacobian()
-    whole = torch.full_like(expected, float("nan"))
-    f.jacobian_into(whole)
-    assert relative_error(whole, expected) <= TOL
-    wide = torch.full((n, n_out, expected.shape[2] + extra + 1), float("nan"), dtype=torch.float64)
-    f.jacobian_into(wide[:, :, extra : extra + expected.shape[2]])
-    assert relative_error(wide[:, :, extra : extra + expected.shape[2]], expected) <= TOL
-    assert (
-        wide[:, :, :extra].isnan().all() and wide[:, :, extra + expected.shape[2] :].isnan().all()
-    )

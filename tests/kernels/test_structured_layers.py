@@ -102,26 +102,6 @@ def test_resnet_with_batchnorm_in_eval_mode():
     assert ns.kernels.resolve_method(model, x1, mode="full") == "structured"
 
 
-@pytest.mark.parametrize(
-    "streamed_bytes, own_block, blocks",
-    [(2**40, 2048, 1), (0, 1, 6), (0, 2**40, 2)],
-    ids=["streamed", "stacked-own-blocks", "stacked-concatenated"],
-)
-def test_jacobian_form_layers_streamed_or_stacked(monkeypatch, streamed_bytes, own_block, blocks):
-    """The ResNet's Jacobian-form layers (its five convolutions here, and the norms) either
-    streamed, each output's columns written into one block inside the backward loop, or,
-    for the convolutions, their gradients stacked and contracted after it, each into its
-    own block (one GEMM for all outputs) or all concatenated into one; the norms' columns
-    are always streamed (one block)."""
-    monkeypatch.setattr(_structured, "_STREAMED_BYTES", streamed_bytes)
-    monkeypatch.setattr(_structured, "_OWN_BLOCK", own_block)
-    model = randomize(ResNet())
-    x1, x2 = torch.randn(3, 3, 6, 6).double(), torch.randn(2, 3, 6, 6).double()
-    f = StructuredStrategy(FunctionalModel(model, None, None), 3, full=True).features(x1)
-    assert len(f.jacobians) == blocks and not f.positional
-    assert_structured_matches(model, x1, x2)
-
-
 def test_symmetric_kernel_computed_by_blocks_of_examples(monkeypatch):
     """x2 = x1 with 37 examples: row blocks of 8, 8, 8, 8 and 5, each against the columns
     from its first on, mirrored (at any cost: this tile is far below the size at which

@@ -33,17 +33,15 @@ backward pass per output through zero "probe" tensors added to each layer's outp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from ntkscope import _batch
 from ntkscope._batch import Batch
-from ntkscope.kernels import _pages
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._gram import OUTPUT_BLOCKS_MIN, gram, gram_diagonal, symmetric_sum
 from ntkscope.kernels._probe import disagreement
-from ntkscope.kernels._rules import Factors, Jacobian, Rule, Term, UnsupportedModel, rule_type
+from ntkscope.kernels._rules import Factors, Jacobian, Rule, UnsupportedModel, rule_type
 from ntkscope.kernels._rules.linear import LinearRule
 from ntkscope.kernels._tiling import symmetric_tile
 
@@ -108,22 +106,17 @@ class Features:
         )
 
 
-def _costs(term: Factors, full: bool, n_out: int | None = None) -> dict[str, int]:
-    """Multiply-adds per pair of examples of each form (module docstring); ``n_out``: the
-    model's outputs, if ``term`` holds the gradients of fewer (one output's)."""
-    (_, held, p, d_g), d_a = term.g.shape, term.width
-    n_out = n_out or held
+def _costs(term: Factors, full: bool) -> dict[str, int]:
+    """Multiply-adds per pair of examples of each form (module docstring)."""
+    (_, n_out, p, d_g), d_a = term.g.shape, term.width
     outputs = n_out**2 if full else n_out
     inner = 1 if term.vocab is not None else d_a  # ids are compared, not multiplied
     pairs = p * p * (inner + n_out * d_g) + (p * d_g * outputs if full else p * p)
     return {"jacobian": outputs * d_a * d_g, "positional": pairs, "outer": inner + outputs * d_g}
 
 
-def _form(term: Term, full: bool, n_out: int | None = None) -> str:
-    """The form `StructuredStrategy` contracts ``term`` in (`_costs`); a `Jacobian` is one."""
-    if isinstance(term, Jacobian):
-        return "jacobian"
-    costs = _costs(term, full, n_out)
+def _form(term: Factors, full: bool) -> str:
+    costs = _costs(term, full)
     if term.positions == 1:
         return "outer"
     return "positional" if costs["positional"] < costs["jacobian"] else "jacobian"
@@ -198,14 +191,8 @@ def _positional_diagonal(f: Factors, full: bool) -> torch.Tensor:
     return torch.einsum("nopd,npqd->noq", g, torch.einsum("npq,noqd->npod", aa, g))
 
 
-_OWN_BLOCK = 2048
-"""Jacobian-form `Factors` with at least this many columns per output keep their own block,
-written by `Factors.jacobian_into`; the smaller ones are concatenated (one GEMM, not many
-thin ones)."""
-_STREAMED_BYTES = 2 * 2**20
-"""Largest inputs of a `Factors` term streamed by `StructuredStrategy._by_output` (module
-docstring): at 9 MiB of patches (a 16×16 convolution, 64 examples) the ten per-output GEMMs
-took 2.7× the time of one GEMM for all outputs, re-reading the patches from memory."""
+_OWN_BLOCK = 4096
+"""Jacobian-form layers with at least this many columns per output keep their own block."""
 
 _SYMMETRIC_BLOCK = 8
 """Narrowest row block of examples `StructuredStrategy.symmetric` cuts a symmetric tile into."""
@@ -243,61 +230,38 @@ def _diagonal(f: Features, full: bool) -> torch.Tensor:
     return total
 
 
-def _output_gradients(out: torch.Tensor, probes: list[torch.Tensor]) -> list[torch.Tensor]:
-    """∂f_o/∂probe for every output o, as (n, O, *probe.shape[1:]) for each probe: one
-    backward pass vectorized over the outputs (``is_grads_batched``: each layer's backward
-    is one GEMM for all O outputs; 2.3× faster for an MLP), returned output-major
-    (`_gram.output_major`: the Gram products read that layout as it is, and a block with
-    itself is split by output there)."""
+def _output_gradients(
+    out: torch.Tensor, probes: list[torch.Tensor], batched: bool
+) -> list[torch.Tensor]:
+    """∂f_o/∂probe for every output o, as (n, O, *probe.shape[1:]) for each probe.
+
+    ``batched``: one backward pass vectorized over the outputs (``is_grads_batched``: each
+    layer's backward is one GEMM for all O outputs; 2.3× faster for an MLP), returned
+    output-major (`_gram.output_major`: the Gram products read that layout as it is, and
+    a block with itself is split by output there). Otherwise one
+    plain backward pass per output (on CPU several times faster than the vectorized pass
+    for convolutions and pooling, whose batching rules fall back to slow kernels), written
+    into the stacked results so that no second copy of all the gradients is ever held.
+    """
     n, n_out = out.shape
-    eye = torch.eye(n_out, dtype=out.dtype, device=out.device)
-    cotangents = eye[:, None, :].expand(n_out, n, n_out)
-    grads = torch.autograd.grad(out, probes, cotangents, is_grads_batched=True, allow_unused=True)
-    return [
-        p.new_zeros(n, n_out, *p.shape[1:]) if g is None else g.transpose(0, 1)
-        for g, p in zip(grads, probes, strict=True)
-    ]
-
-
-@dataclass
-class _Called:
-    """A layer the forward pass called: its rule, `Rule.inputs` of its input, its probe."""
-
-    rule: Rule
-    inputs: Any
-    probe: torch.Tensor
-
-
-def _columns(term: Term) -> int:
-    """Number of Jacobian columns of ``term`` per output."""
-    return term.j.shape[2] if isinstance(term, Jacobian) else term.g.shape[3] * term.width
-
-
-def _write(terms: list[Term], out: torch.Tensor, columns: list[slice]) -> None:
-    """Each term's per-example Jacobian (n, O, ·) into its ``columns`` of ``out``."""
-    for term, cols in zip(terms, columns, strict=True):
-        if isinstance(term, Jacobian):
-            out[:, :, cols].copy_(term.j)
-        else:
-            term.jacobian_into(out[:, :, cols])
-
-
-def _assemble(terms: list[Term], full: bool, f: Features) -> Features:
-    """``f`` with ``terms`` (gradients of all outputs) added, each in its chosen form."""
-    small = []
-    for term in terms:
-        form = _form(term, full)
-        if form != "jacobian":
-            getattr(f, form).append(term)
-        elif isinstance(term, Jacobian) or _columns(term) < _OWN_BLOCK:
-            small.append(term.j if isinstance(term, Jacobian) else term.jacobian())
-        else:
-            j = _pages.empty(*term.g.shape[:2], _columns(term), like=term.g)
-            term.jacobian_into(j)
-            f.jacobians.append(j)
-    if small:
-        f.jacobians.append(torch.cat(small, dim=2))
-    return f
+    if batched:
+        eye = torch.eye(n_out, dtype=out.dtype, device=out.device)
+        cotangents = eye[:, None, :].expand(n_out, n, n_out)
+        grads = torch.autograd.grad(
+            out, probes, cotangents, is_grads_batched=True, allow_unused=True
+        )
+        return [
+            p.new_zeros(n, n_out, *p.shape[1:]) if g is None else g.transpose(0, 1)
+            for g, p in zip(grads, probes, strict=True)
+        ]
+    stacked = [p.new_empty(n, n_out, *p.shape[1:]) for p in probes]
+    for o in range(n_out):
+        grads = torch.autograd.grad(
+            out[:, o].sum(), probes, retain_graph=o < n_out - 1, allow_unused=True
+        )
+        for result, g in zip(stacked, grads, strict=True):
+            result[:, o] = 0 if g is None else g
+    return stacked
 
 
 def _saved_bytes(run, shared: set[int]) -> int:
@@ -404,8 +368,8 @@ class StructuredStrategy:
             m.register_forward_hook(refuse(name)) for name, m in self.unsupported.items()
         ]
 
-    def _record(self, x: Batch) -> tuple[list[_Called], torch.Tensor | None]:
-        """The layers the forward pass on ``x`` calls, and its outputs (None if none)."""
+    def _record(self, x: torch.Tensor) -> list[tuple[Rule, torch.Tensor, torch.Tensor]]:
+        """(rule, input a, output gradients g (n, O, *h.shape[1:])) of each layer called."""
         records: dict[str, tuple] = {}
         handles = self._hooks(_batch.size(x), records)
         try:
@@ -414,93 +378,28 @@ class StructuredStrategy:
         finally:
             for handle in handles:
                 handle.remove()
-        called = [
-            _Called(self.rules[name], self.rules[name].inputs(a), probe)
-            for name, (a, probe) in records.items()
+        if not records:
+            return []
+        probes = [probe for _, probe in records.values()]
+        grads = _output_gradients(out, probes, self.dense_only)
+        return [
+            (self.rules[name], a, g)
+            for (name, (a, _)), g in zip(records.items(), grads, strict=True)
         ]
-        return called, out if called else None
 
-    def features(self, x: Batch) -> Features:
-        called, out = self._record(x)
-        if not called:
-            return Features()
-        if self.dense_only:
-            grads = _output_gradients(out, [c.probe for c in called])
-            terms = [
-                t for c, g in zip(called, grads, strict=True) for t in c.rule.terms(c.inputs, g)
-            ]
-            return _assemble(terms, self.full, Features())
-        return self._by_output(called, out)
-
-    def _by_output(self, called: list[_Called], out: torch.Tensor) -> Features:
-        """Features from one plain backward pass per output (on CPU several times faster
-        than the vectorized pass for convolutions and pooling, whose batching rules fall
-        back to slow kernels).
-
-        A layer whose terms all take the Jacobian form (decided on output 0) writes each
-        output's Jacobian columns straight into one (n, O, D) block, one GEMM per example,
-        from the gradients of that output alone: its gradients for all outputs are never
-        stacked, copied or held. The other layers' gradients are written into stacks
-        (n, O, ...) and contracted after the loop.
-        """
-        (n, n_out), probes = out.shape, [c.probe for c in called]
-        stacks: dict[int, torch.Tensor] = {}
-        columns: dict[int, list[slice]] = {}
-        block = out.new_empty(0)
-        for o in range(n_out):
-            grads = torch.autograd.grad(
-                out[:, o].sum(), probes, retain_graph=o < n_out - 1, allow_unused=True
-            )
-            grads = [
-                torch.zeros_like(p) if g is None else g for g, p in zip(grads, probes, strict=True)
-            ]
-            terms = [None] * len(called)
-            if o == 0:
-                terms = [
-                    c.rule.terms(c.inputs, g[:, None]) for c, g in zip(called, grads, strict=True)
-                ]
-                columns, width = self._streamed(terms)
-                block = _pages.empty(n, n_out, width, like=out)
-                stacks = {
-                    i: _pages.empty(n, n_out, *p.shape[1:], like=p)
-                    for i, p in enumerate(probes)
-                    if i not in columns
-                }
-            for i, (c, g) in enumerate(zip(called, grads, strict=True)):
-                if i in stacks:
-                    stacks[i][:, o] = g
+    def features(self, x: torch.Tensor) -> Features:
+        f, small = Features(), []
+        for rule, a, g in self._record(x):
+            for term in rule.terms(a, g):
+                form = "jacobian" if isinstance(term, Jacobian) else _form(term, self.full)
+                if form != "jacobian":
+                    getattr(f, form).append(term)
                     continue
-                layer = terms[i] or c.rule.terms(c.inputs, g[:, None])
-                _write(layer, block[:, o : o + 1], columns[i])
-        terms = [t for i, g in stacks.items() for t in called[i].rule.terms(called[i].inputs, g)]
-        f = _assemble(terms, self.full, Features())
-        if block.shape[2]:
-            f.jacobians.append(block)
+                j = term.j if isinstance(term, Jacobian) else term.jacobian()
+                (f.jacobians if j.shape[2] >= _OWN_BLOCK else small).append(j)
+        if small:
+            f.jacobians.append(torch.cat(small, dim=2))
         return f
-
-    def _streamed(self, terms: list[list[Term]]) -> tuple[dict[int, list[slice]], int]:
-        """The layers streamed by `_by_output`, by index, with the columns of the block
-        each of their terms (of one output) fills, and the block's width.
-
-        A layer is streamed when all its terms take the Jacobian form and each is a
-        `Jacobian` (norms: a few columns per channel) or `Factors` whose inputs take at most
-        `_STREAMED_BYTES`: the per-output GEMMs read them once per output, from the cache.
-        """
-        columns, width = {}, 0
-        for i, layer in enumerate(terms):
-            if not all(self._streams(term) for term in layer):
-                continue
-            columns[i] = []
-            for term in layer:
-                columns[i].append(slice(width, width + _columns(term)))
-                width += _columns(term)
-        return columns, width
-
-    def _streams(self, term: Term) -> bool:
-        if isinstance(term, Jacobian):
-            return True
-        small = term.a.numel() * term.a.element_size() <= _STREAMED_BYTES
-        return small and _form(term, self.full, self.n_out) == "jacobian"
 
     def symmetric(self, f: Features) -> torch.Tensor:
         """Θ̂ of a block with itself, exactly symmetric (Θ(x', x) = Θ(x, x')ᵀ).

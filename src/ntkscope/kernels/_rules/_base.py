@@ -1,8 +1,7 @@
 """What a structured eNTK rule is: the factors of one layer's parameter Jacobian.
 
-A rule turns a layer's input ``a`` (prepared once per forward pass by `Rule.inputs`) and the
-output gradients ``g = ∂f_o/∂h`` (h the layer's output) of a block of examples, for all
-outputs o or for one at a time, into *terms* whose Gram products add up to the layer's
+A rule turns a layer's input ``a`` and the output gradients ``g = ∂f_o/∂h`` (h the layer's
+output) of a block of examples into *terms* whose Gram products add up to the layer's
 contribution to Θ̂ (CONVENTIONS.md, "Empirical NTK"):
 
 - `Factors` (a, g): the Jacobian of output o with respect to the layer's parameter matrix is
@@ -16,7 +15,6 @@ contribution to Θ̂ (CONVENTIONS.md, "Empirical NTK"):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -74,22 +72,6 @@ class Factors:
         index = self.a[:, None, :, None].expand_as(self.g)
         return rows.scatter_add_(2, index, self.g).flatten(2)
 
-    def jacobian_into(self, out: torch.Tensor) -> None:
-        """`jacobian` written into ``out`` (n, O, d_g·d_a) with no temporary: if ``out`` is
-        contiguous, one GEMM per example for all outputs, ``g (O·d_g, P) · a (P, d_a)``;
-        else (columns of a larger array, last dim contiguous) one per example and output."""
-        if self.vocab is not None:
-            out.copy_(self.jacobian())
-            return
-        (n, n_out, p, d_g), d_a = self.g.shape, self.a.shape[2]
-        if out.is_contiguous():  # a view where g lies as a convolution's (n, O, d_g, P)
-            g = self.g.transpose(2, 3).reshape(n, n_out * d_g, p)
-            torch.bmm(g, self.a, out=out.view(n, n_out * d_g, d_a))
-            return
-        for o in range(n_out):
-            block = out[:, o].view(n, d_g, d_a)
-            torch.bmm(self.g[:, o].transpose(1, 2), self.a, out=block)
-
 
 @dataclass
 class Jacobian:
@@ -105,10 +87,8 @@ class Rule:
     """The structured eNTK of one supported layer type (subclasses: one per file).
 
     A subclass checks the module's configuration in `check` (raising `UnsupportedModel`
-    for one it cannot factorize), prepares what it needs of the layer's input in `inputs`
-    (once per forward pass: the driver may ask for the terms of one output at a time) and
-    returns the terms of its trainable parameters in `terms`. ``trainable``: which of
-    ``weight`` and ``bias`` are in θ.
+    for one it cannot factorize) and returns the terms of its trainable parameters in
+    `terms`. ``trainable``: which of ``weight`` and ``bias`` are in θ.
     """
 
     def __init__(self, module: nn.Module, label: str, trainable: frozenset[str]):
@@ -118,14 +98,8 @@ class Rule:
     def check(self) -> None:
         """Raise `UnsupportedModel` for a configuration the rule cannot factorize."""
 
-    def inputs(self, a: torch.Tensor) -> Any:
-        """What `terms` needs of the layer input ``a`` (n, ...): ``a`` itself by default."""
-        return a
-
-    def terms(self, inputs: Any, g: torch.Tensor) -> list[Term]:
-        """Terms for the prepared `inputs` and output gradients ``g`` (n, O, ...), O being
-        all the model's outputs or one of them; the same terms, in the same order, for any
-        O."""
+    def terms(self, a: torch.Tensor, g: torch.Tensor) -> list[Term]:
+        """Terms for the layer input ``a`` (n, ...) and output gradients ``g`` (n, O, ...)."""
         raise NotImplementedError
 
     def refuse(self, why: str) -> UnsupportedModel:

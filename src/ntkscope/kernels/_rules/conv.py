@@ -58,8 +58,7 @@ def _split(t: torch.Tensor, groups: int) -> tuple[torch.Tensor, ...]:
 
 
 class ConvRule(Rule):
-    def inputs(self, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Each group's patches (n, P, C_in·k / groups), with the bias column if in θ."""
+    def terms(self, a: torch.Tensor, g: torch.Tensor) -> list[Term]:
         m = self.module
         kernel = tuple(m.weight.shape[2:])
         ones = (1,) * len(kernel)
@@ -67,25 +66,20 @@ class ConvRule(Rule):
         mode = getattr(m, "padding_mode", "zeros")
         padded = F.pad(a, _pads(m, kernel, dilation), mode="constant" if mode == "zeros" else mode)
         patches = unfold(padded, kernel, stride, dilation)  # (n, P, C_in·k)
+        g = g.flatten(3).transpose(2, 3)  # (n, O, P, C_out)
         scales = (getattr(m, "weight_scale", 1.0), getattr(m, "bias_scale", 1.0))
         weight, bias = "weight" in self.trainable, "bias" in self.trainable
         groups = getattr(m, "groups", 1)
-        return tuple(scaled_columns(a_k, weight, bias, scales) for a_k in _split(patches, groups))
-
-    def terms(self, inputs: tuple[torch.Tensor, ...], g: torch.Tensor) -> list[Term]:
-        g = g.flatten(3).transpose(2, 3)  # (n, O, P, C_out)
-        groups = zip(inputs, _split(g, len(inputs)), strict=True)
-        return [Factors(a_k, g_k) for a_k, g_k in groups]
+        return [
+            Factors(scaled_columns(a_k, weight, bias, scales), g_k)
+            for a_k, g_k in zip(_split(patches, groups), _split(g, groups), strict=True)
+        ]
 
 
 class ConvTransposeRule(Rule):
-    def inputs(self, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Each group's inputs (n, P, C_in / groups), and the input's spatial shape."""
-        return _split(a.flatten(2).transpose(1, 2), self.module.groups), a.shape[2:]
-
-    def terms(self, inputs, g: torch.Tensor) -> list[Term]:
-        m, (a, spatial) = self.module, inputs
-        (n, n_out) = g.shape[:2]
+    def terms(self, a: torch.Tensor, g: torch.Tensor) -> list[Term]:
+        m = self.module
+        (n, n_out), spatial = g.shape[:2], a.shape[2:]
         terms: list[Term] = []
         if "bias" in self.trainable:
             terms.append(Jacobian(g.flatten(3).sum(3)))
@@ -100,5 +94,6 @@ class ConvTransposeRule(Rule):
             pads += [m.padding[i], needed - g.shape[3 + i] - m.padding[i]]
         patches = unfold(F.pad(g.flatten(0, 1), pads), m.kernel_size, m.stride, m.dilation)
         patches = patches.view(n, n_out, *patches.shape[1:])  # (n, O, P, C_out·k)
-        groups = zip(a, _split(patches, m.groups), strict=True)
+        a = a.flatten(2).transpose(1, 2)  # (n, P, C_in)
+        groups = zip(_split(a, m.groups), _split(patches, m.groups), strict=True)
         return terms + [Factors(a_k, g_k) for a_k, g_k in groups]

@@ -22,12 +22,10 @@ class EmbeddingRule(Rule):
         if self.module.scale_grad_by_freq:
             raise self.refuse("scale_grad_by_freq couples the examples of a batch")
 
-    def inputs(self, a: torch.Tensor) -> torch.Tensor:
-        return a.reshape(a.shape[0], -1)
-
-    def terms(self, inputs: torch.Tensor, g: torch.Tensor) -> list[Term]:
-        n, n_out = g.shape[:2]
-        g = g.reshape(n, n_out, inputs.shape[1], g.shape[-1])
+    def terms(self, a: torch.Tensor, g: torch.Tensor) -> list[Term]:
+        n, n_out = a.shape[0], g.shape[1]
+        ids = a.reshape(n, -1)
+        g = g.reshape(n, n_out, ids.shape[1], g.shape[-1])
         if self.module.padding_idx is not None:
-            g = g * (inputs != self.module.padding_idx)[:, None, :, None].to(g.dtype)
-        return [Factors(inputs, g, vocab=self.module.num_embeddings)]
+            g = g * (ids != self.module.padding_idx)[:, None, :, None].to(g.dtype)
+        return [Factors(ids, g, vocab=self.module.num_embeddings)]

@@ -17,17 +17,15 @@ from ntkscope.kernels._rules._base import Factors, Rule, Term, scaled_columns
 
 
 class LinearRule(Rule):
-    def inputs(self, a: torch.Tensor) -> torch.Tensor:
-        a = a.reshape(a.shape[0], -1, a.shape[-1])
+    def terms(self, a: torch.Tensor, g: torch.Tensor) -> list[Term]:
+        n, n_out = a.shape[0], g.shape[1]
+        a = a.reshape(n, -1, a.shape[-1])
         scales = (
             getattr(self.module, "weight_scale", 1.0),
             getattr(self.module, "bias_scale", 1.0),
         )
-        return scaled_columns(a, "weight" in self.trainable, "bias" in self.trainable, scales)
-
-    def terms(self, inputs: torch.Tensor, g: torch.Tensor) -> list[Term]:
-        n, n_out = g.shape[:2]
-        return [Factors(inputs, g.reshape(n, n_out, -1, g.shape[-1]))]
+        columns = scaled_columns(a, "weight" in self.trainable, "bias" in self.trainable, scales)
+        return [Factors(columns, g.reshape(n, n_out, -1, g.shape[-1]))]
 
 
 def is_transposed_linear(module: nn.Module) -> bool:

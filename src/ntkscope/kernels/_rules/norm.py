@@ -28,23 +28,16 @@ class _NormRule(Rule):
     def normalized(self, a: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _shape(self) -> tuple[tuple[int, int], int]:
-        """(positions, channels) or (channels, positions) as the layer's tensors lie, with
-        channels on dim 1, and the axis of the positions in (n, O, ·, ·)."""
+    def terms(self, a: torch.Tensor, g: torch.Tensor) -> list[Term]:
+        n, n_out = g.shape[:2]
         size = (self.module.bias if self.module.weight is None else self.module.weight).numel()
-        return ((-1, size), 2) if self.channels_last else ((size, -1), 3)
-
-    def inputs(self, a: torch.Tensor) -> torch.Tensor | None:
-        """x̂ as (n, 1, ·, ·) (`_shape`) if the scales are in θ, else None."""
-        if "weight" not in self.trainable:
-            return None
-        return self.normalized(a).reshape(a.shape[0], 1, *self._shape()[0])
-
-    def terms(self, inputs: torch.Tensor | None, g: torch.Tensor) -> list[Term]:
+        # (n, O, positions, channels), or (n, O, channels, positions) with channels on dim 1:
         # summed over positions where they lie (moving them copied all the gradients)
-        shape, axis = self._shape()
-        g = g.reshape(*g.shape[:2], *shape)
-        parts = [] if inputs is None else [(g * inputs).sum(axis)]
+        shape, axis = ((-1, size), 2) if self.channels_last else ((size, -1), 3)
+        g = g.reshape(n, n_out, *shape)
+        parts = []
+        if "weight" in self.trainable:
+            parts.append((g * self.normalized(a).reshape(n, 1, *shape)).sum(axis))
         if "bias" in self.trainable:
             parts.append(g.sum(axis))
         return [Jacobian(torch.cat(parts, dim=2))]
