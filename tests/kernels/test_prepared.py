@@ -103,3 +103,15 @@ def test_a_model_converted_or_put_in_training_mode_is_refused_at_the_call():
     model.eval().double()  # new float64 tensors: planned again, and the probe is float32
     with pytest.raises((TypeError, ValueError), match="x1"):
         prepared()
+
+
+def test_a_call_with_inputs_is_refused_naming_progress():
+    """`PreparedNTK` computes on the inputs it was prepared with: a batch passed to the call
+    lands in ``progress`` and is refused there, with the reason, not deep in the tiling."""
+    model = ns.models.mlp(3, 8, 1, 2, seed=0).eval()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    prepared = ns.kernels.PreparedNTK(model.double(), x)
+    with pytest.raises(TypeError, match=r"progress: .*callable.*got Tensor.*when it was prepared"):
+        prepared(x)
+    with pytest.raises(TypeError, match=r"progress: .*got int$"):
+        prepared(3)

@@ -190,6 +190,10 @@ def _all_finite(t: torch.Tensor, chunk: int = 2**20) -> bool:
     return all(bool(torch.isfinite(part).all()) for part in t.reshape(-1).split(chunk))
 
 
+def _is_batch(value: object) -> bool:
+    return isinstance(value, torch.Tensor | tuple | list | Mapping)
+
+
 @dataclass
 class _Plan:
     """A validated eNTK request, ready to run."""
@@ -205,6 +209,12 @@ class _Plan:
     strategy: Strategy
 
     def run(self, progress: Progress | None) -> torch.Tensor:
+        if progress is not None and not callable(progress):
+            hint = " (the inputs were given when it was prepared)" if _is_batch(progress) else ""
+            raise TypeError(
+                "progress: expected None or a callable progress(tiles_done, tiles_total), "
+                f"got {type(progress).__name__}{hint}"
+            )
         n1 = _batch.size(self.x1)
         rows = (n1,) if self.diagonal else (n1, n1 if self.x2 is None else _batch.size(self.x2))
         shape = rows + ((self.n_out, self.n_out) if self.full else ())
