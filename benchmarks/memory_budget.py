@@ -5,8 +5,8 @@ Each case runs in fresh processes (`tests/peak_memory.py`: peak resident memory 
 default budget and each small one, ``--rounds`` times; it prints the best time of each,
 the ratio small / default (issue 17: at most 1.3) and the working memory beside the budget;
 each small budget also as a multiple of the default's working memory (a small budget is
-≤ 1/8 of it: on CPU the infinite kernels' tiles are capped at 8 MiB, so their default
-works in ~8 MiB and only the 1–2 MiB budgets are small for them).
+≤ 1/4 of it: on CPU the infinite kernels' tiles are capped at 4 MiB, so their default
+works in ~5 MiB and only the 1–2 MiB budgets are small for them).
 
     python benchmarks/memory_budget.py              # N = 8,000 MLP trace eNTK, 256 MB
     python benchmarks/memory_budget.py --n 4000 --rounds 1

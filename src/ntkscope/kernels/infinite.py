@@ -111,7 +111,7 @@ def infinite_kernels(
             keep per distinct variance (≤ 64 MB, `ntkscope.kernels._series_dual`). A tile
             needs ``8 · Dual.arrays`` bytes per entry (72 for ReLU, 48–160 for the other
             closed forms, measured; 192 for the series). On CPU, tiles are also capped at
-            8 MiB, which keeps them in cache (fastest, measured).
+            4 MiB, which keeps them in cache (fastest, measured).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
