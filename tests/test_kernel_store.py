@@ -80,10 +80,11 @@ def test_full_mode_rectangular_and_symmetric(tmp_path):
 @pytest.mark.parametrize("x2", [None, slice(40, 70)])
 def test_infinite_store_is_the_in_memory_kernel(tmp_path, x2):
     x = setup()[1]
-    args = dict(depth=2, activation="relu", sigma_b=0.1, memory_budget=128 * 15 * 15)
+    args = dict(depth=2, activation="relu", sigma_b=0.1, memory_budget=72 * 15 * 15)
     second = None if x2 is None else x[x2]
     report = kernel_store.compute("infinite", x[:40], second, store=tmp_path / "i.zarr", **args)
-    assert report.tiles == 6  # tiles of 15 × 15: 3 × 4 / 2 above the diagonal, or 3 × 2
+    # ReLU's 72 bytes per entry: tiles of 15 × 15, 3 × 4 / 2 above the diagonal, or 3 × 2
+    assert report.tiles == 6
     nngp, ntk = ns.infinite_kernels(x[:40], second, **args)
     assert torch.equal(stored(tmp_path / "i.zarr", "nngp"), nngp)
     assert torch.equal(stored(tmp_path / "i.zarr", "ntk"), ntk)
@@ -91,8 +92,8 @@ def test_infinite_store_is_the_in_memory_kernel(tmp_path, x2):
 
 def test_infinite_cnn_store_is_the_in_memory_kernel(tmp_path):
     images = torch.randn(12, 2, 4, 4, generator=torch.Generator().manual_seed(1))
-    # per tile one smallest chunk of block 0 (128 entries × 128 B), per pair block 1's 16
-    # position pairs × 128 B: 16 pairs a tile, tiles of 4 × 4 images
+    # per tile one smallest chunk of block 0 (128 entries × 104 B, ReLU's 9 + 4 arrays), per
+    # pair block 1's 16 position pairs × 104 B: 21 pairs a tile, tiles of 4 × 4 images
     args = dict(depth=2, pool_after=[0], memory_budget=128 * 128 + 16 * 16 * 128)
     report = kernel_store.compute("infinite_cnn", images, store=tmp_path / "c.zarr", **args)
     assert report.tiles == 6  # 12 images: 3 × 3 tiles, 6 on and above the diagonal
@@ -146,8 +147,8 @@ def test_bad_arguments_get_clear_errors(tmp_path):
     for case, message in cases:
         with pytest.raises(ValueError, match=message):
             kernel_store.compute(**({"kind": "entk"} | args | case))
-    with pytest.raises(ValueError, match="memory_budget: 100 bytes is too small; one pair"):
-        kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, memory_budget=100)
+    with pytest.raises(ValueError, match="memory_budget: 50 bytes is too small; one pair"):
+        kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, memory_budget=50)
     with pytest.raises(ValueError, match="model: kind='infinite' takes no model"):
         kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, model=model)
     with pytest.raises(TypeError, match=r"kernel_args: .*'width' \(of infinite_kernels"):

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.integrate import nquad, quad
@@ -273,14 +273,40 @@ def test_blocked_equals_unblocked(name, square, monkeypatch):
     tiles = []
     tile = infinite._Recursion.tile
     monkeypatch.setattr(infinite._Recursion, "tile", lambda *a: tiles.append(1) or tile(*a))
-    blocked = infinite_kernels(x1, x2, depth=2, activation=name, memory_budget=1000)
-    assert len(tiles) >= 6  # 1000 bytes: 7 closed-form entries or 5 series entries per tile
+    budget = 5 * infinite.plan(x1, x2, **{**ARGS, "depth": 2}, activation=name)[0].entry_bytes()
+    blocked = infinite_kernels(x1, x2, depth=2, activation=name, memory_budget=budget)
+    assert len(tiles) >= 6  # 5 entries per tile: 2×2 tiles
     for b, w in zip(blocked, whole, strict=True):
         # Same per-entry arithmetic; only the matmul of Σ¹ may round differently per tile,
         # and the series sums each entry to its batch's longest certified length, which
-        # depends on the tile (truncation certified at 1e-10 per layer: 2 layers, 2e-10).
-        rtol = 2e-10 if name == "tanh" else 1e-13
-        torch.testing.assert_close(b, w, rtol=rtol, atol=1e-15)
+        # depends on the tile (truncation certified at 1e-10 per layer relative to the
+        # Cauchy–Schwarz scale, at most the largest entry: 2 layers, 2e-10 of it).
+        atol = 2e-10 * w.abs().max().item() if name == "tanh" else 1e-15
+        torch.testing.assert_close(b, w, rtol=2e-10 if name == "tanh" else 1e-13, atol=atol)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n1=st.integers(1, 30),
+    n2=st.integers(0, 30),
+    entries=st.integers(1, 300),
+    name=st.sampled_from(["relu", "erf"]),
+)
+def test_tiles_of_any_shape_give_the_untiled_kernel(n1, n2, entries, name):
+    """Budgets of 1 to 300 entries per tile (tiles from 1×1 to 17×17, rectangular ones for
+    x2 given, and a last row and column of smaller tiles) fill the same kernel as one tile."""
+    x1, x2 = inputs(n=n1, d=3), (None if n2 == 0 else inputs(n=n2, d=3, seed=1))
+    whole = infinite_kernels(x1, x2, depth=3, activation=name, memory_budget="1GB")
+    budget = entries * infinite.plan(x1, x2, **ARGS, activation=name)[0].entry_bytes()
+    tiled = infinite_kernels(x1, x2, depth=3, activation=name, memory_budget=budget)
+    for t, w in zip(tiled, whole, strict=True):
+        # The same per-entry arithmetic; only Σ¹ = x·x' (a matmul of 3 features) may round
+        # differently for another tile shape, by an ulp, which 3 layers of arc-cosine duals
+        # amplify by ~1/θ at most (θ ≥ 1e-2 between these random points): 1e-12 relative.
+        torch.testing.assert_close(t, w, rtol=1e-12, atol=1e-15)
+
+
+ARGS = {"depth": 3, "sigma_w": 2**0.5, "sigma_b": 0.0, "diagonal": False, "memory_budget": None}
 
 
 def test_zero_inputs_give_finite_kernels():

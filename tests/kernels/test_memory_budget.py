@@ -22,8 +22,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ntkscope import kernels
 from ntkscope.kernels import _tiling
 from ntkscope.kernels._tiling import TilePlan, plan_tiles, tiled_kernel
+from ntkscope.kernels.dual import CLOSED_FORMS
 from peak_memory import measure
 
 MB = 2**20
@@ -71,6 +73,51 @@ def test_infinite_kernels_stay_within_a_small_budget():
         return ns.infinite_kernels(x, depth=3, activation="erf", memory_budget="2MiB")
     """
     _check(measure(code), 2 * MB)
+
+
+TILE = """
+from ntkscope.kernels.{kind} import plan
+x = torch.randn({shape}, dtype=torch.float64)
+rec, x, _, budget = plan(x, None, **{args!r}, activation="{name}")
+v = rec.single(x, budget)[0]
+rows, cols = slice(0, {half}), slice({half}, 2 * {half})
+
+def warmup():
+    rec.tile(x[:2], x[2:4], [t[:2] for t in v], [t[2:4] for t in v])
+
+def run():
+    return rec.tile(x[rows], x[cols], [t[rows] for t in v], [t[cols] for t in v])
+"""
+MLP_ARGS = {"depth": 2, "sigma_w": 1.5, "sigma_b": 0.1, "diagonal": False}
+CNN_ARGS = {**MLP_ARGS, "kernel_size": 3, "pool_after": [0, 1], "readout": "gap"}
+TILES = {  # kind: (module, examples' shape, half of N, arguments of plan)
+    "mlp": ("infinite", (1, 20), 700, MLP_ARGS),
+    "cnn": ("infinite_cnn", (1, 3, 8, 8), 48, CNN_ARGS),
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        pytest.param(kind, n.value, marks=[] if n == "relu" else [pytest.mark.slow])
+        for kind in TILES
+        for n in sorted(CLOSED_FORMS)
+    ],
+)
+def test_an_infinite_kernel_tile_holds_at_most_its_bytes(kind, name):
+    """The peak memory of a tile, its own NNGP and NTK included, is within its ``entry_bytes``
+    per entry and ``tile_bytes``: MLP 700×700 entries (`Dual.arrays` of the closed form,
+    measured for it), CNN 48×48 pairs of 8×8 images (and `infinite_cnn._BLOCK_ARRAYS`).
+    The arrays (≥ 3.9 MB each) are mapped one by one (the budget, given, fixes glibc's mmap
+    threshold at 1 MiB), so the peak resident memory is theirs to a page."""
+    module, shape, half, args = TILES[kind]
+    args = {**args, "memory_budget": "1GB"}
+    one = torch.ones(2 * half, *shape[1:])
+    rec = getattr(kernels, module).plan(one, None, **args, activation=name)[0]
+    held = half * half * rec.entry_bytes() + rec.tile_bytes()
+    code = TILE.format(kind=module, shape=(2 * half, *shape[1:]), half=half, args=args, name=name)
+    growth = measure(code)["growth"]
+    assert growth <= held, f"{growth / MB:.1f} MiB > {held / MB:.1f} MiB"
 
 
 def test_infinite_cnn_kernels_stay_within_a_small_budget():

@@ -18,8 +18,11 @@ import torch
 
 from ntkscope.kernels.dual import Dual, Pair
 
-_CPU_TILE_BYTES = 2**23
-"""Largest tile working memory on CPU: tiles that fit in cache ran fastest (measured)."""
+_CPU_TILE_BYTES = 2**22
+"""Largest tile working memory on CPU: tiles that fit in cache ran fastest (measured). At
+8 MiB the ReLU MLP's arrays (72 bytes per entry: 0.9 MiB each) came from the heap, which
+grew to 16–18 MiB beyond the kernel, and ran 5–10% slower than at 4 MiB (5.1 MiB, measured
+with benchmarks/memory_budget.py's MLP case)."""
 
 Tile = Callable[[slice, slice], Pair]
 """``tile(rows, cols)`` -> (NNGP, NTK) of shape (len(rows), len(cols))."""
@@ -89,7 +92,7 @@ def entry_bytes(dual: Dual) -> int:
 def tile_entries(
     budget: int, device: torch.device, bytes_per_entry: int, bytes_per_tile: int = 0
 ) -> int:
-    """Entries per tile (at least one) within ``budget``, capped at 8 MiB on CPU: the budget
+    """Entries per tile (at least one) within ``budget``, capped at 4 MiB on CPU: the budget
     less ``bytes_per_tile`` (what a tile holds whatever its size), over ``bytes_per_entry``."""
     if device.type == "cpu":
         budget = min(budget, _CPU_TILE_BYTES)

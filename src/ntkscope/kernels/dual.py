@@ -104,8 +104,25 @@ the first moments (E[φ(u)], E[φ'(u)]), u ~ N(0, q)."""
 CLOSED_FORMS = frozenset(_CLOSED)
 """Built-in activations whose duals are computed exactly, by a formula."""
 
-_CLOSED_FORM_ARRAYS = 16
-"""float64 values held per entry while a closed form is evaluated (an upper bound)."""
+_CLOSED_ARRAYS: dict[ActivationName, int] = {
+    ActivationName.RELU: 9,
+    ActivationName.LEAKY_RELU: 10,
+    ActivationName.ABS: 10,
+    ActivationName.IDENTITY: 6,
+    ActivationName.ERF: 10,
+    ActivationName.GELU: 20,
+    ActivationName.SIN: 12,
+    ActivationName.COS: 12,
+    ActivationName.SIGN: 7,
+    ActivationName.STEP: 7,
+}
+"""float64 values per entry held while a tile's layer evaluates a closed form, the layer's
+input NNGP and NTK included: the peak resident memory of a 1000×1000 tile of the MLP
+recursion (`ntkscope.kernels.infinite`), rounded up with 5–20% to spare (measured, in
+values: relu 8.2, leaky_relu 8.7, abs 8.4, identity 5.1, erf 9.2, gelu 18.2, sin and cos
+10.2, sign 6.6, step 6.2; tests/kernels/test_memory_budget.py). A single 16 for all of
+them kept small budgets' tiles half as large as they can be for ReLU, and was short for
+GELU."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +204,8 @@ def for_activation(activation: ActivationLike | nn.Module | Dual) -> Dual:
         return activation
     if isinstance(activation, nn.LeakyReLU):
         slope = float(activation.negative_slope)
-        return Dual(f"leaky_relu({slope:g})", True, _CLOSED_FORM_ARRAYS, *_piecewise(slope))
+        arrays = _CLOSED_ARRAYS[ActivationName.LEAKY_RELU]
+        return Dual(f"leaky_relu({slope:g})", True, arrays, *_piecewise(slope))
     name = _module_name(activation) if isinstance(activation, nn.Module) else None
     if name is None and not isinstance(activation, str | Activation):
         name = _FUNCTIONS.get(activation) if _hashable(activation) else None
@@ -213,7 +231,7 @@ def _resolved(act: Activation) -> Dual:
 @functools.cache
 def _builtin(name: ActivationName) -> Dual:
     if name in _CLOSED:
-        return Dual(name.value, True, _CLOSED_FORM_ARRAYS, *_CLOSED[name])
+        return Dual(name.value, True, _CLOSED_ARRAYS[name], *_CLOSED[name])
     return _numerical(resolve_activation(name.value))
 
 

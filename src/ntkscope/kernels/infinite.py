@@ -62,7 +62,8 @@ class _Recursion:
         for layer in range(self.depth):
             e_ff, e_dd = self.dual(q1[layer][:, None], q2[layer][None, :], nngp)
             nngp = e_ff.mul_(self.weight_var).add_(self.bias_var)
-            ntk = torch.addcmul(nngp, ntk, e_dd, value=self.weight_var)
+            ntk = torch.addcmul(nngp, ntk, e_dd, value=self.weight_var, out=e_dd)
+            del e_ff, e_dd  # the next dual runs with nngp and ntk only
         return nngp, ntk
 
     def entry_bytes(self) -> int:
@@ -108,9 +109,9 @@ def infinite_kernels(
             x1's device (on CPU an explicit budget also fixes glibc's mmap threshold, as in
             `ntkscope.empirical_ntk`). Not counted: the coefficients that the series duals
             keep per distinct variance (≤ 64 MB, `ntkscope.kernels._series_dual`). A tile
-            needs ``8 · Dual.arrays`` bytes per entry (128 for closed forms, 192 for the
-            series). On CPU, tiles are also capped at 8 MiB, which keeps
-            them in cache (fastest, measured).
+            needs ``8 · Dual.arrays`` bytes per entry (72 for ReLU, 48–160 for the other
+            closed forms, measured; 192 for the series). On CPU, tiles are also capped at
+            4 MiB, which keeps them in cache (fastest, measured).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.

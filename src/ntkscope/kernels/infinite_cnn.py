@@ -35,14 +35,14 @@ pools, pooled before the next: only the pooled kernels, (HW/4)² per pair, are k
 
 Cost: O(N1 N2 (HW)² (C k² + depth)) time (the later blocks' k² offsets separate into rows
 and columns). Memory per pair of a tile: block 0's outputs, or the later blocks' position
-pairs times the dual's working arrays (`Dual.arrays`: 16 float64 values for closed forms, 24
-for the series), whichever is larger (`_Recursion.entry_bytes`), plus one smallest chunk of
-block 0 per tile (`_Recursion.tile_bytes`): 0.03 MB per pair and 0.13 MB per tile for 8×8
-images pooled after blocks 0 and 1, 8.4 MB and 8.4 MB for 32×32 (ReLU); without pooling
-after block 0, the
-(HW)² pairs of block 1: 79 MB per pair for 28×28. With no pooling and the flatten readout
-only the diagonal p = p' is ever needed (a convolution moves p and p' by the same δ): that
-case costs O(HW) per pair and runs on any image size.
+pairs times the dual's working arrays and the block's own (`Dual.arrays` + `_BLOCK_ARRAYS`:
+13 float64 values for ReLU, 10–24 for the other closed forms, 28 for the series), whichever
+is larger (`_Recursion.entry_bytes`), plus one smallest chunk of block 0 per tile
+(`_Recursion.tile_bytes`): 0.027 MB per pair and 0.11 MB per tile for 8×8 images pooled
+after blocks 0 and 1, 6.8 MB and 6.8 MB for 32×32 (ReLU); without pooling after block 0,
+the (HW)² pairs of block 1: 64 MB per pair for 28×28. With no pooling and the flatten
+readout only the diagonal p = p' is ever needed (a convolution moves p and p' by the same
+δ): that case costs O(HW) per pair and runs on any image size.
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ from ntkscope.kernels._infinite_tiles import (
 from ntkscope.kernels._tiling import resolve_budget
 from ntkscope.kernels.dual import ActivationLike, Dual, Pair, for_activation
 from ntkscope.models.builders import Readout, pooled_size, resolve_pools
+
+_BLOCK_ARRAYS = 4
+"""float64 values per position pair that a block holds beyond its dual's `Dual.arrays`
+(which count an MLP layer's): a 48×48 tile of 8×8 images peaked at 1.6 (ReLU), 1.4 (erf),
+0.1 (GELU) and 3.2 (step) more (measured, tests/kernels/test_memory_budget.py)."""
 
 
 @dataclass(frozen=True)
@@ -319,14 +324,14 @@ class _Recursion:
         (``pairs · entry_bytes + tile_bytes``) less block 0's outputs, at least
         `_smallest_chunk`."""
         held = 16 * self._pair_entries()[1]
-        room = (pairs * (self.entry_bytes() - held) + self.tile_bytes()) // entry_bytes(self.dual)
-        return max(room, self._smallest_chunk())
+        room = pairs * (self.entry_bytes() - held) + self.tile_bytes()
+        return max(room // self._per_position_pair(), self._smallest_chunk())
 
     def entry_bytes(self) -> int:
         """Working memory per pair of images: block 0's outputs (NNGP and NTK), or the later
-        blocks' position pairs × the dual's arrays, whichever is larger (with
+        blocks' position pairs × `_per_position_pair`, whichever is larger (with
         ``same_position`` block 0 is not chunked and counts here)."""
-        entries, per_entry = self._pair_entries(), entry_bytes(self.dual)
+        entries, per_entry = self._pair_entries(), self._per_position_pair()
         later = per_entry * max(entries[1:-1], default=0)
         if self.same_position:
             return max(per_entry * entries[0], later)
@@ -334,11 +339,17 @@ class _Recursion:
 
     def tile_bytes(self) -> int:
         """Working memory of a tile besides ``entry_bytes`` per pair: one smallest chunk of
-        block 0 (`_smallest_chunk`) × the dual's arrays, which every tile holds once, however
-        few its pairs (charged per pair, it shrank small budgets' tiles to a few pairs)."""
+        block 0 (`_smallest_chunk`) × `_per_position_pair`, which every tile holds once,
+        however few its pairs (charged per pair, it shrank small budgets' tiles to a few
+        pairs)."""
         if self.same_position:
             return 0
-        return entry_bytes(self.dual) * self._smallest_chunk()
+        return self._per_position_pair() * self._smallest_chunk()
+
+    def _per_position_pair(self) -> int:
+        """Working memory per position pair of a block: the dual's arrays (measured for
+        an MLP layer, `Dual.arrays`) and `_BLOCK_ARRAYS`."""
+        return entry_bytes(self.dual) + 8 * _BLOCK_ARRAYS
 
 
 def infinite_cnn_kernels(
@@ -391,11 +402,11 @@ def infinite_cnn_kernels(
         memory_budget: bytes (or a string such as "2GB") of working memory for the tiles
             of image pairs (and the batches of single images), beyond the inputs and the
             outputs; at least one pair per tile. Default: a quarter of the free memory of
-            x1's device. On CPU, tiles are also capped at 8 MiB, and an explicit budget fixes
+            x1's device. On CPU, tiles are also capped at 4 MiB, and an explicit budget fixes
             glibc's mmap threshold (as in `ntkscope.empirical_ntk`). Not counted: the
             coefficients that the series duals keep per distinct variance (≤ 64 MB). Per
-            pair of a tile: see the module docstring (0.14 MB for 8×8 images, ReLU; 1.5×
-            that for the series).
+            pair of a tile: see the module docstring (0.027 MB per pair and 0.11 MB per
+            tile for 8×8 images, ReLU; ~2× that for the series).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
