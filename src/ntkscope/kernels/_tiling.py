@@ -63,8 +63,8 @@ def _heap_thresholds(explicit_budget: bool) -> None:
       (measured). Blocks of 1 MiB or more are then mapped and unmapped on their own, and
       the heap keeps at most 8 MiB free at its top. The cost is page faults on every large
       block (2× slower infinite kernels at glibc's initial 128 KiB; at 4 MiB the eNTK's
-      gradient blocks stayed resident again). The trim threshold is the largest tile of
-      the infinite kernels on CPU (`_infinite_tiles`), whose arrays (≤ 512 KiB) come from
+      gradient blocks stayed resident again). The trim threshold is twice the largest tile
+      of the infinite kernels on CPU (4 MiB, `_infinite_tiles`), whose arrays come from
       the heap: at 2 MiB every tile faulted its arrays in again (1.1–1.2× the CPU time of
       the default budget; 1.0× at 8 MiB, measured), and the eNTK's working memory under a
       small budget grew by ~2 MiB (the tests' allowance is 12 MiB).
