@@ -219,3 +219,17 @@ def test_tiles_fill_the_kernel_recomputing_only_rows_before_a_group(
     assert [len(g) for g in groups] == sorted(len(g) for g in groups) or not symmetric
     before = sum(min(g.start * chunk, n1) for g in groups)
     assert strategy.computed == (n1 + before if symmetric else n2 + len(groups) * n1)
+
+
+def test_the_heap_thresholds_follow_the_kind_of_budget(monkeypatch):
+    """An explicit budget on CPU sets the strict heap thresholds (so that it holds), the
+    default the retaining ones (so that a kernel computed again finds its blocks resident);
+    another device leaves the C library alone."""
+    calls = []
+    monkeypatch.setattr(
+        _tiling, "_heap_thresholds", lambda explicit_budget: calls.append(explicit_budget)
+    )
+    assert _tiling.resolve_budget("4MB", torch.device("cpu")) == 4 * 10**6
+    assert _tiling.resolve_budget(None, torch.device("cpu")) >= 64 * 2**20
+    _tiling.resolve_budget("4MB", torch.device("meta"))
+    assert calls == [True, False]
