@@ -34,7 +34,7 @@ from ntkscope._checks import choice
 from ntkscope.kernels import infinite, infinite_cnn
 from ntkscope.kernels._infinite_tiles import diagonal_tile, tile_entries, tile_shape
 from ntkscope.kernels._tiling import cost, plan_tiles
-from ntkscope.kernels.empirical import Method, Mode, _plan
+from ntkscope.kernels.empirical import Method, Mode, _all_finite, _plan
 
 
 class Kind(StrEnum):
@@ -142,7 +142,7 @@ class _EntkTiles:
                 tile = p.strategy.pair(fa, features(_batch.take(_second(p), cols)))
         if not p.full:
             tile = tile / p.n_out
-        if not torch.isfinite(tile).all():
+        if not _all_finite(tile):
             raise ValueError("x1: the eNTK tile has NaN or infinite entries")
         return {"kernel": tile.detach().cpu().numpy()}
 

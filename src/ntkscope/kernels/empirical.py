@@ -402,9 +402,11 @@ def empirical_ntk(
             the features kept, the autograd graph and gradient buffers of the chunk whose
             features are being computed (measured on one example) and the tile's
             temporaries (`ntkscope.kernels._tiling.plan_tiles`); measured as peak resident
-            memory by ``tests/kernels/test_memory_budget.py``. An explicit budget on CPU
-            fixes glibc's mmap threshold for the process (freed tiles otherwise stay
-            resident). When the features of all examples do not fit, some are recomputed.
+            memory by ``tests/kernels/test_memory_budget.py``. On CPU the kind of budget
+            sets glibc's heap thresholds for the process: an explicit one so that freed
+            tiles are returned, the default so that a kernel computed again finds its
+            blocks resident (`ntkscope.kernels._tiling.resolve_budget`). When the
+            features of all examples do not fit, some are recomputed.
         params: replacement values for some trainable parameters, by name as in
             ``model.named_parameters()`` (e.g. a trajectory's checkpoints); the module
             itself is not changed.

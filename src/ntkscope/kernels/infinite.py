@@ -106,7 +106,7 @@ def infinite_kernels(
         memory_budget: bytes (or a string such as "2GB") of working memory for the tiles,
             beyond the inputs, the outputs and the O(N · depth) diagonal recursion; at
             least one entry is computed per tile. Default: a quarter of the free memory of
-            x1's device (on CPU an explicit budget also fixes glibc's mmap threshold, as in
+            x1's device (on CPU the kind of budget also sets glibc's heap thresholds, as in
             `ntkscope.empirical_ntk`). Not counted: the coefficients that the series duals
             keep per distinct variance (≤ 64 MB, `ntkscope.kernels._series_dual`). A tile
             needs ``8 · Dual.arrays`` bytes per entry (72 for ReLU, 48–160 for the other
