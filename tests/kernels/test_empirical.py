@@ -66,6 +66,19 @@ def test_cnn_every_method_equals_brute_force(parameterization, mode):
     assert_matches_reference(model, x1.double(), mode=mode, diagonal=True)
 
 
+@pytest.mark.parametrize("method", ["structured", "jacobian", "ntvp", "autograd"])
+@pytest.mark.parametrize("n_out", [2, 5])
+def test_every_method_gives_an_exactly_symmetric_full_kernel(method, n_out):
+    """Θ(x_m, x_n) = Θ(x_n, x_m)ᵀ to the last bit, each example's own O×O block included,
+    whichever path computes a block with itself (by output for O ≥ 4, else mirrored); and
+    the reference to 1e-12 relative (float64, the same products in another order)."""
+    model = ns.models.cnn(2, 8, 2, n_out, seed=1).double()
+    x = torch.randn(5, 2, 4, 4, dtype=torch.float64)
+    k = ns.empirical_ntk(model, x, mode="full", method=method)
+    assert torch.equal(k, k.transpose(0, 1).transpose(2, 3))
+    assert relative_error(k, brute_force_ntk(model, x, mode="full")) < 1e-12
+
+
 class TorchLayers(nn.Module):
     """Plain torch layers: strided, dilated and 'same'-padded convs, a sequence Linear."""
 

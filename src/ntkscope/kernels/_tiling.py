@@ -201,11 +201,17 @@ def transposed(tile: torch.Tensor) -> torch.Tensor:
 
 
 def symmetric_tile(tile: torch.Tensor) -> torch.Tensor:
-    """A tile on the diagonal of Θ(x, x) made exactly symmetric: its upper triangle (pairs
-    n ≤ m) mirrored onto the lower one (a GEMM of a block with itself need not be)."""
+    """A tile on the diagonal of Θ(x, x) made exactly symmetric, Θ(x', x) = Θ(x, x')ᵀ (a GEMM
+    of a block with itself need not be): its upper triangle (pairs n ≤ m) mirrored onto the
+    lower one, and in full mode each example's own O×O block from its upper triangle."""
     i = torch.arange(tile.shape[0], device=tile.device)
     upper = (i[:, None] <= i).view(*tile.shape[:2], *[1] * (tile.dim() - 2))
-    return torch.where(upper, tile, transposed(tile))
+    out = torch.where(upper, tile, transposed(tile))
+    if tile.dim() == 4:
+        own = out.diagonal(dim1=0, dim2=1)  # (O, O, n): Θ(x_n, x_n)
+        o = torch.arange(tile.shape[2], device=tile.device)
+        own.copy_(torch.where((o[:, None] <= o)[:, :, None], own, own.transpose(0, 1)))
+    return out
 
 
 def _blocks(n: int, size: int) -> list[slice]:
