@@ -160,6 +160,34 @@ def test_bad_arguments_get_clear_errors(tmp_path):
     assert not (tmp_path / "k.zarr").exists()
 
 
+class _RootOfFirstInput(torch.nn.Module):
+    """An MLP's outputs times sqrt(1 + x₀): finite where x₀ ≥ -1, NaN elsewhere."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * (1 + x[:, :1]).sqrt()
+
+
+def test_tiles_with_nan_entries_fail_naming_x1_and_are_not_stored(tmp_path):
+    """The model is finite on the first example (the probe the plan checks) and NaN on the
+    last 16: their tiles fail with the eNTK's own message, the others are stored."""
+    model, x = setup()
+    x = x[:48].clone()
+    x[:32, 0], x[32:, 0] = 0.5, -2.0
+    path = tmp_path / "k.zarr"
+    report = kernel_store.compute(
+        "entk", x, store=path, model=_RootOfFirstInput(model), memory_budget=BUDGET
+    )
+    assert report.tiles == 6 and report.computed == 3  # tiles of 16: (0,0) (0,1) (1,1) finite
+    assert {(t.i, t.j) for t in report.failed} == {(0, 2), (1, 2), (2, 2)}
+    assert all("x1: the eNTK tile has NaN or infinite entries" in t.error for t in report.failed)
+    with pytest.raises(ValueError, match=r"store: .* lacks 3 of 6 tiles"):
+        kernel_store.open(path)
+
+
 def test_incomplete_store_is_refused_unless_partial(tmp_path):
     model, x = setup()
     path = tmp_path / "k.zarr"
