@@ -26,7 +26,9 @@ own first on, and mirrored.
 
 ``a`` and ``g`` come from one forward pass with hooks on the layers holding θ, and one
 backward pass per output through zero "probe" tensors added to each layer's output
-(∂f/∂probe = ∂f/∂h), so no parameter gradient is ever formed.
+(∂f/∂probe = ∂f/∂h), so no parameter gradient is ever formed. Where a rule knows a faster
+input gradient than autograd's (`Rule.input_gradient`: BatchNorm in eval mode, pointwise
+convolutions), the layer's backward is replaced by it (`_Probed`).
 `check_against_autograd` compares the result with plain autograd on one example.
 """
 
@@ -264,6 +266,21 @@ def _output_gradients(
     return stacked
 
 
+class _Probed(torch.autograd.Function):
+    """``h + probe`` for a layer output h computed without a graph, whose backward pass gives
+    the layer input ``a`` the gradient ``input_gradient(∂f/∂h)`` (a rule's formula)."""
+
+    @staticmethod
+    def forward(ctx, a, probe, h, input_gradient):
+        ctx.input_gradient = input_gradient
+        return h + probe
+
+    @staticmethod
+    def backward(ctx, grad):
+        a_grad = ctx.input_gradient(grad) if ctx.needs_input_grad[0] else None
+        return a_grad, grad, None, None
+
+
 def _saved_bytes(run, shared: set[int]) -> int:
     """Bytes of the distinct storages that autograd saves while ``run()`` runs, except
     those whose data pointers are in ``shared``."""
@@ -349,7 +366,10 @@ class StructuredStrategy:
                     output, a = output.expand(n, *output.shape[1:]), a.expand(n, *a.shape[1:])
                 probe = torch.zeros_like(output, requires_grad=True)
                 records[name] = (a, probe)
-                return output + probe
+                fast = self.rules[name].input_gradient(a)
+                if fast is None or a.shape[0] != n or not inputs[0].requires_grad:
+                    return output + probe
+                return _Probed.apply(inputs[0], probe, output.detach(), fast)
 
             return add_probe
 

@@ -57,6 +57,17 @@ def _split(t: torch.Tensor, groups: int) -> tuple[torch.Tensor, ...]:
     return t.chunk(groups, dim=-1)
 
 
+def _pointwise(m: nn.Module) -> bool:
+    """A torch convolution with kernel 1, no padding and one group."""
+    no_padding = isinstance(m.padding, str) or not any(m.padding)  # 'same' is none at k = 1
+    return (
+        type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+        and m.groups == 1
+        and all(k == 1 for k in m.kernel_size)
+        and no_padding
+    )
+
+
 class ConvRule(Rule):
     def terms(self, a: torch.Tensor, g: torch.Tensor) -> list[Term]:
         m = self.module
@@ -74,6 +85,23 @@ class ConvRule(Rule):
             Factors(scaled_columns(a_k, weight, bias, scales), g_k)
             for a_k, g_k in zip(_split(patches, groups), _split(g, groups), strict=True)
         ]
+
+    def input_gradient(self, a):
+        m = self.module
+        if not _pointwise(m):
+            return None
+        weight = m.weight.detach().flatten(1).T  # (C_in, C_out)
+        strided = (slice(None), slice(None), *(slice(None, None, s) for s in m.stride))
+
+        def backward(grad: torch.Tensor) -> torch.Tensor:
+            inner = (weight @ grad.flatten(2)).view(grad.shape[0], -1, *grad.shape[2:])
+            if all(s == 1 for s in m.stride):
+                return inner
+            out = grad.new_zeros(a.shape)
+            out[strided] = inner
+            return out
+
+        return backward
 
 
 class ConvTransposeRule(Rule):
