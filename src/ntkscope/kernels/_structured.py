@@ -193,8 +193,39 @@ def _positional_diagonal(f: Factors, full: bool) -> torch.Tensor:
     return torch.einsum("nopd,npqd->noq", g, torch.einsum("npq,noqd->npod", aa, g))
 
 
-_OWN_BLOCK = 4096
-"""Jacobian-form layers with at least this many columns per output keep their own block."""
+_OWN_BLOCK = 1024
+"""Jacobian-form layers with at least this many columns per output keep their own block
+(copying them into one block cost more than `_upper_gram`'s GEMMs saved: 5 ms for the
+ResNet row's 8,272 columns)."""
+
+_GRAM_CHUNK_BYTES = 4 * 2**20
+"""Bytes of the Jacobian columns that `_upper_gram` multiplies at a time: they stay in the
+last-level cache while every row block is multiplied with them (the CI-class CPU has 32 MiB
+of it, shared)."""
+
+
+def _upper_gram(jacobians: list[torch.Tensor], step: int) -> torch.Tensor:
+    """Σ_J J[i, o]·J[j, o'] over the blocks (n, O, D) for the pairs of examples on and above
+    the diagonal of row blocks of ``step`` examples (j ≥ the block's first; the other pairs
+    0), as (n, n, O, O), a view of (n·O)×(n·O) storage.
+
+    The columns go in chunks of `_GRAM_CHUNK_BYTES`, each multiplied with every row block
+    (one GEMM each, added in place): the rows of a chunk come from the cache, not from
+    memory, for all but the first row block (with one panel of 22k columns per row block,
+    the ResNet row read its 56 MB of Jacobians once per row block).
+    """
+    n, n_out = jacobians[0].shape[:2]
+    rows = n * n_out
+    flat = jacobians[0].new_zeros(rows, rows)
+    for j in jacobians:
+        j = j.reshape(rows, -1)
+        width = max(1, _GRAM_CHUNK_BYTES // (rows * j.element_size()))
+        for c in range(0, j.shape[1], width):
+            chunk = j[:, c : c + width]
+            for start in range(0, rows, step * n_out):
+                block = slice(start, start + step * n_out)
+                flat[block, start:].addmm_(chunk[block], chunk[start:].T)
+    return flat.view(n, n_out, n, n_out).transpose(1, 2)
 
 _SYMMETRIC_BLOCK = 8
 """Narrowest row block of examples `StructuredStrategy.symmetric` cuts a symmetric tile into."""
@@ -427,7 +458,8 @@ class StructuredStrategy:
         Full mode, at least `OUTPUT_BLOCKS_MIN` outputs and no positional layer: by output
         (`_gram.symmetric_sum`). Otherwise, from `_SYMMETRIC_MIN_MACS` on, by row blocks of
         examples, each against the columns from its own first on, the rest mirrored:
-        (k + 1)/2k of the work for k row blocks.
+        (k + 1)/2k of the work for k row blocks; in full mode the Jacobian blocks' Gram by
+        `_upper_gram`, the other forms by `pair`.
         """
         n = _size(f)
         if self.full and self.n_out >= OUTPUT_BLOCKS_MIN and not f.positional and n:
@@ -437,12 +469,16 @@ class StructuredStrategy:
             return symmetric_tile(self.pair(f, f))
         step = max(_SYMMETRIC_BLOCK, -(-n // _SYMMETRIC_SPLITS))
         out = None
-        for start in range(0, n, step):
-            rows = slice(start, min(start + step, n))
-            tile = self.pair(f.take(rows), f.take(slice(start, n)), upper=True)
-            if out is None:
-                out = tile.new_zeros(n, n, *tile.shape[2:])
-            out[rows, start:] = tile
+        if self.full and f.jacobians:
+            out = _upper_gram(f.jacobians, step)
+            f = Features(f.outer, f.positional)
+        if f.outer or f.positional or f.jacobians:
+            for start in range(0, n, step):
+                rows = slice(start, min(start + step, n))
+                tile = self.pair(f.take(rows), f.take(slice(start, n)), upper=True)
+                if out is None:
+                    out = tile.new_zeros(n, n, *tile.shape[2:])
+                out[rows, start:] += tile
         return symmetric_tile(out)
 
     def pair(self, f1: Features, f2: Features, upper: bool = False) -> torch.Tensor:
