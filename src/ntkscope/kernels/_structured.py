@@ -227,6 +227,7 @@ def _upper_gram(jacobians: list[torch.Tensor], step: int) -> torch.Tensor:
                 flat[block, start:].addmm_(chunk[block], chunk[start:].T)
     return flat.view(n, n_out, n, n_out).transpose(1, 2)
 
+
 _SYMMETRIC_BLOCK = 8
 """Narrowest row block of examples `StructuredStrategy.symmetric` cuts a symmetric tile into."""
 _SYMMETRIC_SPLITS = 8
