@@ -138,9 +138,7 @@ def test_upper_gram_equals_the_gram_on_and_above_the_row_blocks(
     whole blocks): the pairs (i, j) with j at or after the first example of i's row block
     are the Gram's, the others 0."""
     generator = torch.Generator().manual_seed(seed)
-    blocks = [
-        torch.randn(n, n_out, w, generator=generator, dtype=torch.float64) for w in widths
-    ]
+    blocks = [torch.randn(n, n_out, w, generator=generator, dtype=torch.float64) for w in widths]
     whole = torch.cat(blocks, dim=2)
     first = torch.arange(n) // step * step
     kept = (torch.arange(n)[None, :] >= first[:, None])[:, :, None, None]
