@@ -398,10 +398,12 @@ class StructuredStrategy:
                     output, a = output.expand(n, *output.shape[1:]), a.expand(n, *a.shape[1:])
                 probe = torch.zeros_like(output, requires_grad=True)
                 records[name] = (a, probe)
-                fast = self.rules[name].input_gradient(a)
-                if fast is None or a.shape[0] != n or not inputs[0].requires_grad:
+                given, fast = inputs[0], None  # a broadcast input (batch 1): autograd's
+                if given.shape[0] == n and given.requires_grad:
+                    fast = self.rules[name].input_gradient(a)
+                if fast is None:
                     return output + probe
-                return _Probed.apply(inputs[0], probe, output.detach(), fast)
+                return _Probed.apply(given, probe, output.detach(), fast)
 
             return add_probe
 
