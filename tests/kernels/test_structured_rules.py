@@ -3,7 +3,9 @@
 - `Rule.input_gradient` (BatchNorm in eval mode, pointwise convolutions) against autograd's
   vector-Jacobian product of the same module at the same input;
 - `_rules.norm.weighted_sum` against ``(g * w).sum(axis)``, at every chunk boundary;
-- `_structured._upper_gram` against the Gram of the concatenated Jacobians.
+- `_structured._upper_gram` against the Gram of the concatenated Jacobians;
+- the features of a lone example (O copies, one backward pass) against the same example's
+  in a batch of several (one backward pass per output).
 
 Tolerance 1e-12 relative Frobenius: each computes the same sums of products as its
 reference in another order (float64, ~1e-16 per rounding); a wrong channel, stride
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from ntkscope.kernels import _structured
+from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._gram import gram
 from ntkscope.kernels._rules import norm, rule_type
 from ntkscope.models.layers import Conv
@@ -145,3 +148,22 @@ def test_upper_gram_equals_the_gram_on_and_above_the_row_blocks(
     with mock.patch.object(_structured, "_GRAM_CHUNK_BYTES", chunk):
         got = _structured._upper_gram(blocks, step)
     assert relative_error(got, gram(whole, whole, full=True) * kept) <= TOL
+
+
+def test_a_lone_example_has_the_features_it_has_in_a_batch():
+    """Every contraction form (Jacobian, positional, outer) and 3 outputs: Θ̂ of the lone
+    example with itself and with the batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(), nn.Conv2d(3, 8, 2, 2)
+    )
+    model.append(nn.Tanh()).append(nn.Flatten()).append(nn.Linear(8 * 4, 3))
+    model = model.double().eval()
+    strategy = _structured.StructuredStrategy(FunctionalModel(model, None, None), 3, True)
+    assert strategy._copies(1) == 3
+    x = torch.randn(4, 2, 4, 4, dtype=torch.float64)
+    lone, batch = strategy.features(x[:1]), strategy.features(x)
+    assert lone.jacobians and lone.positional and lone.outer
+    expected = strategy.pair(batch, batch)[:1]
+    assert relative_error(strategy.pair(lone, batch), expected) <= TOL
+    assert relative_error(strategy.diagonal(lone), expected[:, 0]) <= TOL
