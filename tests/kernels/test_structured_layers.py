@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import ntkscope as ns
-from ntkscope.kernels import _structured
+from ntkscope.kernels import _forms, _structured
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._structured import StructuredStrategy
 from reference import brute_force_jacobian, relative_error
@@ -109,7 +109,7 @@ def test_symmetric_kernel_computed_by_blocks_of_examples(monkeypatch):
     form runs: per-example Jacobians (first conv, BatchNorm; their Gram in column chunks of
     4 kB), positional (the 2×2 conv with wide inputs), outer (the readout)."""
     monkeypatch.setattr(_structured, "_SYMMETRIC_MIN_MACS", 0)
-    monkeypatch.setattr(_structured, "_GRAM_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(_forms, "GRAM_CHUNK_BYTES", 4096)
     model = nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1),
         nn.BatchNorm2d(3),

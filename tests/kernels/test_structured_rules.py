@@ -3,7 +3,7 @@
 - `Rule.input_gradient` (BatchNorm in eval mode, pointwise convolutions) against autograd's
   vector-Jacobian product of the same module at the same input;
 - `_rules.norm.weighted_sum` against ``(g * w).sum(axis)``, at every chunk boundary;
-- `_structured._upper_gram` against the Gram of the concatenated Jacobians;
+- `_forms.upper_gram` against the Gram of the concatenated Jacobians;
 - the features of a lone example (O copies, one backward pass) against the same example's
   in a batch of several (one backward pass per output).
 
@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ntkscope.kernels import _structured
+from ntkscope.kernels import _forms, _structured
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._gram import gram
 from ntkscope.kernels._rules import norm, rule_type
@@ -145,8 +145,8 @@ def test_upper_gram_equals_the_gram_on_and_above_the_row_blocks(
     whole = torch.cat(blocks, dim=2)
     first = torch.arange(n) // step * step
     kept = (torch.arange(n)[None, :] >= first[:, None])[:, :, None, None]
-    with mock.patch.object(_structured, "_GRAM_CHUNK_BYTES", chunk):
-        got = _structured._upper_gram(blocks, step)
+    with mock.patch.object(_forms, "GRAM_CHUNK_BYTES", chunk):
+        got = _forms.upper_gram(blocks, step)
     assert relative_error(got, gram(whole, whole, full=True) * kept) <= TOL
 
 
