@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntkscope.kernels import _structured
+from ntkscope.kernels import _forms
 from ntkscope.kernels._gram import gram
 from ntkscope.kernels._rules import Factors
 from reference import relative_error
@@ -55,16 +55,16 @@ def test_positional_form_equals_the_jacobian_gram(n, m, positions, d_a, n_out, d
     j1, j2 = f1.jacobian(), f2.jacobian()
     expected = gram(j1, j2, full=True)
     upper = torch.ones(n, m, dtype=torch.bool).triu()[:, :, None, None]
-    for order in (_structured._full_by_rows, _structured._full_by_columns):
+    for order in (_forms.full_by_rows, _forms.full_by_columns):
         got = order(f1.inner(f2), f1.g, f2.g, upper=False)
         assert relative_error(got, expected) <= TOL, order.__name__
         got = order(f1.inner(f2), f1.g, f2.g, upper=True)  # pairs j ≥ i only, the rest 0
         assert relative_error(got, expected * upper) <= TOL, (order.__name__, "upper")
     for full in (True, False):
         expected = gram(j1, j2, full)
-        got = _structured._positional_pair(f1, f2, full)
+        got = _forms.positional_pair(f1, f2, full)
         assert got.shape == expected.shape
         assert relative_error(got, expected) <= TOL, full
-        diagonal = _structured._positional_diagonal(f1, full)
+        diagonal = _forms.positional_diagonal(f1, full)
         expected = torch.stack([gram(j[None], j[None], full)[0, 0] for j in j1])
         assert relative_error(diagonal, expected) <= TOL, (full, "diagonal")

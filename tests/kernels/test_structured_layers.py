@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import ntkscope as ns
-from ntkscope.kernels import _structured
+from ntkscope.kernels import _forms, _structured
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._structured import StructuredStrategy
 from reference import brute_force_jacobian, relative_error
@@ -106,9 +106,10 @@ def test_symmetric_kernel_computed_by_blocks_of_examples(monkeypatch):
     """x2 = x1 with 37 examples: row blocks of 8, 8, 8, 8 and 5, each against the columns
     from its first on, mirrored (at any cost: this tile is far below the size at which
     blocks pay). Every contraction
-    form runs: per-example Jacobians (first conv, BatchNorm), positional (the 2×2 conv with
-    wide inputs), outer (the readout)."""
+    form runs: per-example Jacobians (first conv, BatchNorm; their Gram in column chunks of
+    4 kB), positional (the 2×2 conv with wide inputs), outer (the readout)."""
     monkeypatch.setattr(_structured, "_SYMMETRIC_MIN_MACS", 0)
+    monkeypatch.setattr(_forms, "GRAM_CHUNK_BYTES", 4096)
     model = nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1),
         nn.BatchNorm2d(3),
@@ -356,3 +357,23 @@ def test_gpt2_decoder_from_transformers_takes_the_structured_path():
     last = lambda out: out.logits[:, -1]  # noqa: E731
     assert_structured_matches(model, ids[:3], ids[3:], output=last)
     assert ns.kernels.resolve_method(model, ids[:3], mode="full", output=last) == "structured"
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_rule_input_gradients_inside_the_backward_passes(dims, monkeypatch):
+    """A strided pointwise convolution and BatchNorm after another layer: their backward is
+    the rules' (`_structured._Probed`, counted: 2 layers per forward pass), the kernel the
+    reference's."""
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+    norm = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims]
+    model = nn.Sequential(
+        conv(2, 3, 3, padding=1), nn.Tanh(), conv(3, 4, 1, stride=2), norm(4), nn.Tanh()
+    )
+    model.append(nn.Flatten()).append(nn.LazyLinear(2))
+    shape = (2, *[5] * dims)
+    model(torch.randn(1, *shape))  # materialize the lazy readout
+    calls = []
+    apply = _structured._Probed.apply
+    monkeypatch.setattr(_structured._Probed, "apply", lambda *a: calls.append(1) or apply(*a))
+    check_on_random_inputs(model, shape)
+    assert calls and len(calls) % 2 == 0

@@ -7,26 +7,17 @@ whose eNTK contribution is
 
     Θ_W(x, x')_{oo'} = Σ_{p,q} (a_p · a'_q)(g_{o,p} · g'_{o',q})
 
-contracted per layer in the cheapest of three forms by a count of multiply-adds per pair
-of examples (the choice of neural-tangents' structured derivatives; Novak, Sohl-Dickstein
-& Schoenholz, "Fast finite width neural tangent kernel", ICML 2022):
-
-- *outer* (one position): ``(a · a') (g_o · g'_{o'})``, two Gram matrices —
-  d_a + O²·d_g per pair (full mode) instead of O²·d_a·d_g;
-- *positional*: the sum above in three GEMM-shaped steps — P²·(d_a + O·d_g) + P·O²·d_g;
-- *Jacobian*: the per-example Jacobian formed once, then ``J Jᵀ`` — O²·d_a·d_g, cheapest
-  when positions are many and the layer small (the first layers of a CNN).
-
-A `Jacobian` term (norm scales and shifts) is concatenated with the small Jacobian-form
-layers and contracted in the same GEMM. In full mode the positional form runs per row
-example with 16 or more positions (a batch of GEMMs over the columns, then one GEMM with
-the row's gradients) and per column example below (the faster order of the two, measured);
-a tile of a batch with itself is computed by row blocks, each against the columns from its
-own first on, and mirrored.
+contracted per layer in the cheapest of three forms (`_forms`: outer, positional, Jacobian;
+the choice of neural-tangents' structured derivatives). A `Jacobian` term (norm scales and
+shifts) is concatenated with the small Jacobian-form layers and contracted in the same
+GEMM. A tile of a batch with itself is computed by row blocks, each against the columns
+from its own first on, and mirrored.
 
 ``a`` and ``g`` come from one forward pass with hooks on the layers holding θ, and one
 backward pass per output through zero "probe" tensors added to each layer's output
-(∂f/∂probe = ∂f/∂h), so no parameter gradient is ever formed.
+(∂f/∂probe = ∂f/∂h), so no parameter gradient is ever formed. Where a rule knows a faster
+input gradient than autograd's (`Rule.input_gradient`: BatchNorm in eval mode, pointwise
+convolutions), the layer's backward is replaced by it (`_Probed`).
 `check_against_autograd` compares the result with plain autograd on one example.
 """
 
@@ -38,6 +29,7 @@ import torch
 
 from ntkscope import _batch
 from ntkscope._batch import Batch
+from ntkscope.kernels._forms import costs, form, positional_diagonal, positional_pair, upper_gram
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._gram import OUTPUT_BLOCKS_MIN, gram, gram_diagonal, symmetric_sum
 from ntkscope.kernels._probe import disagreement
@@ -106,93 +98,10 @@ class Features:
         )
 
 
-def _costs(term: Factors, full: bool) -> dict[str, int]:
-    """Multiply-adds per pair of examples of each form (module docstring)."""
-    (_, n_out, p, d_g), d_a = term.g.shape, term.width
-    outputs = n_out**2 if full else n_out
-    inner = 1 if term.vocab is not None else d_a  # ids are compared, not multiplied
-    pairs = p * p * (inner + n_out * d_g) + (p * d_g * outputs if full else p * p)
-    return {"jacobian": outputs * d_a * d_g, "positional": pairs, "outer": inner + outputs * d_g}
-
-
-def _form(term: Factors, full: bool) -> str:
-    costs = _costs(term, full)
-    if term.positions == 1:
-        return "outer"
-    return "positional" if costs["positional"] < costs["jacobian"] else "jacobian"
-
-
-def _positional_pair(f1: Factors, f2: Factors, full: bool, upper: bool = False) -> torch.Tensor:
-    """Σ_{p,q} (a1_p · a2_q)(g1_{o,p} · g2_{o',q}) for every pair: three GEMM-shaped steps.
-
-    ``upper``: f1 and f2 start at the same example, and only the pairs on and above the
-    diagonal (row i, column j ≥ i) are needed (full mode skips the others, left zero).
-    """
-    aa = f1.inner(f2)  # (n, P, m, Q)
-    (n, p1, m, p2), g1, g2 = aa.shape, f1.g, f2.g
-    if not full:
-        g1t, g2t = g1.transpose(1, 2).flatten(2), g2.transpose(1, 2).flatten(2)  # (n, P, O·D)
-        gg = (g1t.flatten(0, 1) @ g2t.flatten(0, 1).T).view(n, p1, m, p2)
-        return (aa * gg).sum((1, 3))
-    if p2 >= _BY_ROWS_MIN_POSITIONS:
-        return _full_by_rows(aa, g1, g2, upper)
-    return _full_by_columns(aa, g1, g2, upper)
-
-
-_BY_ROWS_MIN_POSITIONS = 16
-"""Fewest positions for which `_full_by_rows` is used, not `_full_by_columns`: measured on one
-thread, O = 10, D = 64, 64-128 examples: by rows 1.6-1.9× faster at 16 and 32 positions,
-1.3-1.7× slower at 4, 8 and 9 (its batched GEMMs are (O·D)×Q×P, too thin there)."""
-
-
-def _full_by_rows(
-    aa: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, upper: bool
-) -> torch.Tensor:
-    """Full-mode positional sum from aa (n, P, m, Q) and g (·, O, P, D), per row example i:
-    b[(j, o'), (d, p)] = Σ_q g2[j, o', d, q] (a1_p · a2_q), a batch of GEMMs over the
-    columns j, then Θ[i, :] = g1[i] bᵀ, one GEMM for all columns; b in this order needs no
-    transposed copy."""
-    (n, _, m, q), n_out = aa.shape, g2.shape[1]
-    # g as (·, O, D·P), a conv layer's own layout (a no-op there)
-    g1, g2 = (g.transpose(2, 3).flatten(2).contiguous() for g in (g1, g2))
-    aa = aa.permute(0, 2, 3, 1)  # (n, m, Q, P)
-    out = g1.new_zeros(n, m, n_out, n_out)
-    for i in range(min(n, m) if upper else n):  # rows below the last column: none j ≥ i
-        s = i if upper else 0
-        b = torch.bmm(g2[s:].view(m - s, -1, q), aa[i, s:]).view((m - s) * n_out, -1)
-        out[i, s:] = (g1[i] @ b.T).view(n_out, m - s, n_out).transpose(0, 1)
-    return out
-
-
-def _full_by_columns(
-    aa: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, upper: bool
-) -> torch.Tensor:
-    """Full-mode positional sum, per column example j: b[i, (p, d), o'] = Σ_q (a1_p · a2_q)
-    g2[j, o', q, d], one GEMM, then Θ[i, j] = g1[i] b[i], a batch over the rows i. b
-    (n·P·D·O floats) stays in cache, where one b for all columns at once (m times larger)
-    went through memory twice."""
-    (n, p1, m, p2), (n_out, d_out) = aa.shape, (g2.shape[1], g2.shape[3])
-    g2t = g2.permute(0, 2, 3, 1).reshape(m, p2, d_out * n_out)  # (m, Q, (d, o'))
-    g1 = g1.reshape(n, n_out, p1 * d_out)
-    out = g1.new_zeros(m, n, n_out, n_out)
-    for j in range(m):
-        r = min(j + 1, n) if upper else n
-        b = aa[:r, :, j].reshape(r * p1, p2) @ g2t[j]
-        torch.bmm(g1[:r], b.view(r, p1 * d_out, n_out), out=out[j, :r])
-    return out.transpose(0, 1)
-
-
-def _positional_diagonal(f: Factors, full: bool) -> torch.Tensor:
-    """`_positional_pair` of each example with itself."""
-    aa, g = f.self_inner(), f.g  # (n, P, P), (n, O, P, D)
-    if not full:
-        gt = g.transpose(1, 2).flatten(2)
-        return (aa * (gt @ gt.transpose(1, 2))).sum((1, 2))
-    return torch.einsum("nopd,npqd->noq", g, torch.einsum("npq,noqd->npod", aa, g))
-
-
-_OWN_BLOCK = 4096
-"""Jacobian-form layers with at least this many columns per output keep their own block."""
+_OWN_BLOCK = 1024
+"""Jacobian-form layers with at least this many columns per output keep their own block
+(copying them into one block cost more than `upper_gram`'s GEMMs saved: 5 ms for the
+ResNet row's 8,272 columns)."""
 
 _SYMMETRIC_BLOCK = 8
 """Narrowest row block of examples `StructuredStrategy.symmetric` cuts a symmetric tile into."""
@@ -224,7 +133,7 @@ def _diagonal(f: Features, full: bool) -> torch.Tensor:
         aa = term.self_inner()[:, 0, 0]
         total = total + (aa[:, None, None] if full else aa) * gram_diagonal(_outer(term)[1], full)
     for term in f.positional:
-        total = total + _positional_diagonal(term, full)
+        total = total + positional_diagonal(term, full)
     for j in f.jacobians:
         total = total + gram_diagonal(j, full)
     return total
@@ -262,6 +171,30 @@ def _output_gradients(
         for result, g in zip(stacked, grads, strict=True):
             result[:, o] = 0 if g is None else g
     return stacked
+
+
+class _Probed(torch.autograd.Function):
+    """``h + probe`` for a layer output h computed without a graph, whose backward pass gives
+    the layer input ``a`` the gradient ``input_gradient(∂f/∂h)`` (a rule's formula)."""
+
+    @staticmethod
+    def forward(ctx, a, probe, h, input_gradient):
+        ctx.input_gradient = input_gradient
+        return h + probe
+
+    @staticmethod
+    def backward(ctx, grad):
+        a_grad = ctx.input_gradient(grad) if ctx.needs_input_grad[0] else None
+        return a_grad, grad, None, None
+
+
+def _copy_gradients(out: torch.Tensor, probes: list[torch.Tensor]) -> list[torch.Tensor]:
+    """∂f_o/∂probe for O copies of one example, copy o differentiated for output o:
+    (1, O, *probe.shape[1:]) for each probe, from one backward pass."""
+    grads = torch.autograd.grad(out.diagonal().sum(), probes, allow_unused=True)
+    return [
+        (torch.zeros_like(p) if g is None else g)[None] for g, p in zip(grads, probes, strict=True)
+    ]
 
 
 def _saved_bytes(run, shared: set[int]) -> int:
@@ -303,9 +236,10 @@ class StructuredStrategy:
 
         The transient memory of `features` per example, ``extract_bytes``, is measured:
         the autograd graph (the storages it saves, less the model's parameters and buffers
-        and the storages of ``x``), counted twice for the gradient buffers of a backward
-        pass, plus the features themselves once more (the layers' factors before their
-        Jacobian or bias columns are formed and concatenated).
+        and the storages of ``x``; per copy of the example, `_record`), counted twice for
+        the gradient buffers of a backward pass, plus the features themselves once more
+        (the layers' factors before their Jacobian or bias columns are formed and
+        concatenated).
         """
         made = []
         module = self.fm.module
@@ -313,7 +247,7 @@ class StructuredStrategy:
         shared = {t.untyped_storage().data_ptr() for t in held + _batch.tensors(x)}
         graph = _saved_bytes(
             lambda: made.append(self.features(_batch.take(x, slice(0, 1)))), shared
-        )
+        ) // self._copies(1)
         f = made[0]
         item = torch.empty((), dtype=self.fm.dtype).element_size()
         tensors = [t for term in f.outer + f.positional for t in (term.a, term.g)]
@@ -327,8 +261,8 @@ class StructuredStrategy:
             self.pair_bytes += item * (p**2 + (0 if self.full else p**2))
             self.feature_bytes += 2 * item * term.g[0].numel() if self.full else 0
         outputs = self.n_out**2 if self.full else self.n_out
-        self.pair_macs = sum(_costs(term, self.full)["outer"] for term in f.outer)
-        self.pair_macs += sum(_costs(term, self.full)["positional"] for term in f.positional)
+        self.pair_macs = sum(costs(term, self.full)["outer"] for term in f.outer)
+        self.pair_macs += sum(costs(term, self.full)["positional"] for term in f.positional)
         self.pair_macs += sum(outputs * j.shape[2] for j in f.jacobians)
         return f
 
@@ -349,7 +283,12 @@ class StructuredStrategy:
                     output, a = output.expand(n, *output.shape[1:]), a.expand(n, *a.shape[1:])
                 probe = torch.zeros_like(output, requires_grad=True)
                 records[name] = (a, probe)
-                return output + probe
+                given, fast = inputs[0], None  # a broadcast input (batch 1): autograd's
+                if given.shape[0] == n and given.requires_grad:
+                    fast = self.rules[name].input_gradient(a)
+                if fast is None:
+                    return output + probe
+                return _Probed.apply(given, probe, output.detach(), fast)
 
             return add_probe
 
@@ -368,9 +307,22 @@ class StructuredStrategy:
             m.register_forward_hook(refuse(name)) for name, m in self.unsupported.items()
         ]
 
+    def _copies(self, n: int) -> int:
+        """Copies of a lone example that `_record` runs, one per output (1: none)."""
+        return self.n_out if n == 1 and not self.dense_only else 1
+
     def _record(self, x: torch.Tensor) -> list[tuple[Rule, torch.Tensor, torch.Tensor]]:
-        """(rule, input a, output gradients g (n, O, *h.shape[1:])) of each layer called."""
+        """(rule, input a, output gradients g (n, O, *h.shape[1:])) of each layer called.
+
+        A lone example (`measure`'s, a last chunk of one) runs as a batch of O copies,
+        copy o differentiated for output o: one backward pass instead of O, which cost
+        ~0.5 ms each for the ResNet row's 20 layers however small the batch (its planning
+        example: 9 ms before, measured).
+        """
         records: dict[str, tuple] = {}
+        copies = self._copies(_batch.size(x))
+        if copies > 1:
+            x = _batch.take(x, torch.zeros(copies, dtype=torch.long))
         handles = self._hooks(_batch.size(x), records)
         try:
             with torch.enable_grad():
@@ -381,9 +333,12 @@ class StructuredStrategy:
         if not records:
             return []
         probes = [probe for _, probe in records.values()]
-        grads = _output_gradients(out, probes, self.dense_only)
+        if copies > 1:
+            grads, kept = _copy_gradients(out, probes), slice(0, 1)
+        else:
+            grads, kept = _output_gradients(out, probes, self.dense_only), slice(None)
         return [
-            (self.rules[name], a, g)
+            (self.rules[name], a[kept], g)
             for (name, (a, _)), g in zip(records.items(), grads, strict=True)
         ]
 
@@ -391,9 +346,9 @@ class StructuredStrategy:
         f, small = Features(), []
         for rule, a, g in self._record(x):
             for term in rule.terms(a, g):
-                form = "jacobian" if isinstance(term, Jacobian) else _form(term, self.full)
-                if form != "jacobian":
-                    getattr(f, form).append(term)
+                kind = "jacobian" if isinstance(term, Jacobian) else form(term, self.full)
+                if kind != "jacobian":
+                    getattr(f, kind).append(term)
                     continue
                 j = term.j if isinstance(term, Jacobian) else term.jacobian()
                 (f.jacobians if j.shape[2] >= _OWN_BLOCK else small).append(j)
@@ -407,7 +362,8 @@ class StructuredStrategy:
         Full mode, at least `OUTPUT_BLOCKS_MIN` outputs and no positional layer: by output
         (`_gram.symmetric_sum`). Otherwise, from `_SYMMETRIC_MIN_MACS` on, by row blocks of
         examples, each against the columns from its own first on, the rest mirrored:
-        (k + 1)/2k of the work for k row blocks.
+        (k + 1)/2k of the work for k row blocks; in full mode the Jacobian blocks' Gram by
+        `upper_gram`, the other forms by `pair`.
         """
         n = _size(f)
         if self.full and self.n_out >= OUTPUT_BLOCKS_MIN and not f.positional and n:
@@ -417,16 +373,20 @@ class StructuredStrategy:
             return symmetric_tile(self.pair(f, f))
         step = max(_SYMMETRIC_BLOCK, -(-n // _SYMMETRIC_SPLITS))
         out = None
-        for start in range(0, n, step):
-            rows = slice(start, min(start + step, n))
-            tile = self.pair(f.take(rows), f.take(slice(start, n)), upper=True)
-            if out is None:
-                out = tile.new_zeros(n, n, *tile.shape[2:])
-            out[rows, start:] = tile
+        if self.full and f.jacobians:
+            out = upper_gram(f.jacobians, step)
+            f = Features(f.outer, f.positional)
+        if f.outer or f.positional or f.jacobians:
+            for start in range(0, n, step):
+                rows = slice(start, min(start + step, n))
+                tile = self.pair(f.take(rows), f.take(slice(start, n)), upper=True)
+                if out is None:
+                    out = tile.new_zeros(n, n, *tile.shape[2:])
+                out[rows, start:] += tile
         return symmetric_tile(out)
 
     def pair(self, f1: Features, f2: Features, upper: bool = False) -> torch.Tensor:
-        """Θ̂ of two blocks; ``upper`` as in `_positional_pair`."""
+        """Θ̂ of two blocks; ``upper`` as in `positional_pair`."""
         total = 0
         for t1, t2 in zip(f1.outer, f2.outer, strict=True):
             aa = t1.inner(t2)[:, 0, :, 0]
@@ -434,7 +394,7 @@ class StructuredStrategy:
             gg.mul_(aa[:, :, None, None] if self.full else aa)
             total = gg if isinstance(total, int) else total.add_(gg)
         for t1, t2 in zip(f1.positional, f2.positional, strict=True):
-            total = total + _positional_pair(t1, t2, self.full, upper)
+            total = total + positional_pair(t1, t2, self.full, upper)
         for j1, j2 in zip(f1.jacobians, f2.jacobians, strict=True):
             total = total + gram(j1, j2, self.full)
         return total

@@ -14,6 +14,7 @@ contribution to Θ̂ (CONVENTIONS.md, "Empirical NTK"):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +102,13 @@ class Rule:
     def terms(self, a: torch.Tensor, g: torch.Tensor) -> list[Term]:
         """Terms for the layer input ``a`` (n, ...) and output gradients ``g`` (n, O, ...)."""
         raise NotImplementedError
+
+    def input_gradient(self, a: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """A map from the gradient of the layer's output to that of its input ``a``, for a
+        layer whose backward pass the rule computes faster than autograd's (called during
+        the forward pass: the module's parameters are those of this call); None (the
+        default) leaves it to autograd."""
+        return None
 
     def refuse(self, why: str) -> UnsupportedModel:
         return UnsupportedModel(f"{self.label}: {why}")

@@ -25,15 +25,17 @@ from ntkscope.models.layers import Conv
 
 def unfold(t: torch.Tensor, kernel, stride, dilation) -> torch.Tensor:
     """Patches (B, positions, C·k...) of a padded (B, C, *spatial) tensor, in the weight's
-    (C, k...) order: im2col (``F.unfold``, transposed view) in 2-d, where it is twice as fast
-    as the strided views; strided views and one copy otherwise."""
+    (C, k...) order: a transposed view of (B, C·k..., positions) storage, copied from strided
+    views in that order (positions innermost: 0.7 ms for 64 examples of 16 channels at
+    16×16 and a 3×3 kernel, against 3.6 ms for ``F.unfold`` and 1.4 ms for the positions-
+    outer order, measured)."""
     spatial = len(kernel)
-    if spatial == 2:
-        return F.unfold(t, kernel, dilation=dilation, stride=stride).transpose(1, 2)
     for dim, (k, s, d) in enumerate(zip(kernel, stride, dilation, strict=True), start=2):
         t = t.unfold(dim, d * (k - 1) + 1, s)[..., ::d]
-    # (B, C, *S', *k) -> (B, *S', C, *k)
-    return t.movedim(1, 1 + spatial).flatten(1, spatial).flatten(2)
+    # (B, C, *S', *k) -> (B, C, *k, *S')
+    order = (0, 1, *range(2 + spatial, 2 + 2 * spatial), *range(2, 2 + spatial))
+    t = t.permute(order)
+    return t.reshape(t.shape[0], -1, t.shape[2 + spatial :].numel()).transpose(1, 2)
 
 
 def _pads(module: nn.Module, kernel, dilation) -> list[int]:
@@ -57,6 +59,14 @@ def _split(t: torch.Tensor, groups: int) -> tuple[torch.Tensor, ...]:
     return t.chunk(groups, dim=-1)
 
 
+def _pointwise(m: nn.Module) -> bool:
+    """A torch convolution with kernel 1, no padding and one group."""
+    if type(m) not in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+        return False
+    no_padding = isinstance(m.padding, str) or not any(m.padding)  # 'same' is none at k = 1
+    return m.groups == 1 and all(k == 1 for k in m.kernel_size) and no_padding
+
+
 class ConvRule(Rule):
     def terms(self, a: torch.Tensor, g: torch.Tensor) -> list[Term]:
         m = self.module
@@ -74,6 +84,23 @@ class ConvRule(Rule):
             Factors(scaled_columns(a_k, weight, bias, scales), g_k)
             for a_k, g_k in zip(_split(patches, groups), _split(g, groups), strict=True)
         ]
+
+    def input_gradient(self, a):
+        m = self.module
+        if not _pointwise(m):
+            return None
+        weight = m.weight.detach().flatten(1).T  # (C_in, C_out)
+        strided = (slice(None), slice(None), *(slice(None, None, s) for s in m.stride))
+
+        def backward(grad: torch.Tensor) -> torch.Tensor:
+            inner = (weight @ grad.flatten(2)).view(grad.shape[0], -1, *grad.shape[2:])
+            if all(s == 1 for s in m.stride):
+                return inner
+            out = grad.new_zeros(a.shape)
+            out[strided] = inner
+            return out
+
+        return backward
 
 
 class ConvTransposeRule(Rule):
