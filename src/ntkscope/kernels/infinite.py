@@ -16,6 +16,7 @@ tile by tile, each tile running the whole depth recursion for its entries.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,7 @@ from ntkscope.kernels._infinite_tiles import (
     pairwise_kernels,
 )
 from ntkscope.kernels._tiling import resolve_budget
-from ntkscope.kernels.dual import ActivationLike, Dual, Pair, for_activation
+from ntkscope.kernels.dual import ActivationLike, Dual, Pair, Spread, for_activation, spread
 
 
 @dataclass(frozen=True)
@@ -41,27 +42,35 @@ class _Recursion:
     bias_var: float  # σ_b²
 
     def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
-        """([Σ^1(x, x), .., Σ^{L+1}(x, x)], each (N,); (Σ^{L+1}(x, x), Θ^{L+1}(x, x))).
+        """(per-input terms of the tiles, each (N,); (Σ^{L+1}(x, x), Θ^{L+1}(x, x))).
 
-        O(N · depth) memory: ``budget`` is not needed."""
+        The terms: the inputs scaled by √(σ_w²/n_0), whose Gram matrix plus σ_b² is Σ¹, and
+        for l = 1..L the `Spread` of Σ^l(x, x), q then 1/√q. O(N · depth) memory: ``budget``
+        is not needed."""
         nngp = self.weight_var * x.square().mean(1) + self.bias_var
-        ntk, variances = nngp.clone(), [nngp]
+        ntk, terms = nngp.clone(), [x * math.sqrt(self.weight_var / x.shape[1])]
         for _ in range(self.depth):
+            terms.extend(spread(nngp))
             e_ff, e_dd = self.dual.diagonal(nngp)
             nngp = self.weight_var * e_ff + self.bias_var
             ntk = nngp + ntk * (self.weight_var * e_dd)
-            variances.append(nngp)
-        return variances, (nngp.clone(), ntk)
+        return terms, (nngp.clone(), ntk)
 
     def tile(
-        self, x1: torch.Tensor, x2: torch.Tensor, q1: list[torch.Tensor], q2: list[torch.Tensor]
+        self, x1: torch.Tensor, x2: torch.Tensor, t1: list[torch.Tensor], t2: list[torch.Tensor]
     ) -> Pair:
-        """(Σ^{L+1}, Θ^{L+1}) for rows x1 and columns x2 with diagonal variances q1, q2."""
-        nngp = self.weight_var / x1.shape[1] * (x1 @ x2.T) + self.bias_var
+        """(Σ^{L+1}, Θ^{L+1}) for rows x1 and columns x2 with per-input terms t1, t2 (`single`)."""
+        nngp = t1[0] @ t2[0].T
+        if self.bias_var:
+            nngp.add_(self.bias_var)
         ntk = nngp
-        for layer in range(self.depth):
-            e_ff, e_dd = self.dual(q1[layer][:, None], q2[layer][None, :], nngp)
-            nngp = e_ff.mul_(self.weight_var).add_(self.bias_var)
+        for layer in range(1, 2 * self.depth, 2):
+            rows = Spread(t1[layer][:, None], t1[layer + 1][:, None])
+            cols = Spread(t2[layer][None], t2[layer + 1][None])
+            e_ff, e_dd = self.dual.given(rows, cols, nngp)
+            nngp = e_ff.mul_(self.weight_var)
+            if self.bias_var:
+                nngp.add_(self.bias_var)
             ntk = torch.addcmul(nngp, ntk, e_dd, value=self.weight_var, out=e_dd)
             del e_ff, e_dd  # the next dual runs with nngp and ntk only
         return nngp, ntk
