@@ -6,6 +6,11 @@ on each input alone (its variances and the kernels of the pair (x, x)), then on 
 pairs, each costing the same working memory per entry. For x2 = x1 only tiles on and above
 the diagonal are computed, the others mirrored, and the diagonal is written from the
 single-input run, so that it equals ``diagonal=True`` bit for bit.
+
+On CPU a small budget's tiles are computed two (or as many as torch has threads) at a time,
+each on one torch thread in its share of the budget (`concurrent_tiles`, `run_tiles`): the
+kernel is the same, bit for bit, as that of the same tiles computed one after another on one
+thread. The tiles' shape then depends on torch's thread count (`tile_entries`).
 """
 
 from __future__ import annotations

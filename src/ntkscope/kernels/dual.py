@@ -160,10 +160,14 @@ class Dual:
         """
         return self.given(spread(q1), spread(q2), torch.as_tensor(c, dtype=torch.float64))
 
-    def given(self, a: Spread, b: Spread, c: torch.Tensor) -> Pair:
+    def given(self, a: Spread, b: Spread, c: torch.Tensor, *, overwrite: bool = False) -> Pair:
         """`__call__` with the per-input terms of x and x' computed once (`spread`), e.g. for
-        all the tiles of a kernel: the same operations on the tile, the same values."""
-        return self.formula(a.q, b.q, (c * a.inv_sqrt * b.inv_sqrt).clamp_(-1.0, 1.0))
+        all the tiles of a kernel: the same operations on the tile, the same values.
+
+        ``overwrite``: compute ρ in c's memory (c is lost), one array fewer than `arrays`.
+        """
+        rho = c.mul_(a.inv_sqrt) if overwrite else c * a.inv_sqrt
+        return self.formula(a.q, b.q, rho.mul_(b.inv_sqrt).clamp_(-1.0, 1.0))
 
     def nngp(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """E[φ(u) φ(v)], the NNGP map of the layer (before σ_w², σ_b²)."""

@@ -63,11 +63,11 @@ class _Recursion:
         nngp = t1[0] @ t2[0].T
         if self.bias_var:
             nngp.add_(self.bias_var)
-        ntk = nngp
+        ntk = nngp.clone()  # Θ¹ = Σ¹, whose memory the first dual overwrites
         for layer in range(1, 2 * self.depth, 2):
             rows = Spread(t1[layer][:, None], t1[layer + 1][:, None])
             cols = Spread(t2[layer][None], t2[layer + 1][None])
-            e_ff, e_dd = self.dual.given(rows, cols, nngp)
+            e_ff, e_dd = self.dual.given(rows, cols, nngp, overwrite=True)
             nngp = e_ff.mul_(self.weight_var)
             if self.bias_var:
                 nngp.add_(self.bias_var)
@@ -76,8 +76,9 @@ class _Recursion:
         return nngp, ntk
 
     def entry_bytes(self) -> int:
-        """Working memory per matrix entry of a tile (depth 0: a closed form, the identity)."""
-        return entry_bytes(for_activation("identity") if self.depth == 0 else self.dual)
+        """Working memory per matrix entry of a tile: `Dual.arrays` less Σ^l, whose memory
+        takes ρ (depth 0: a closed form, the identity)."""
+        return entry_bytes(for_activation("identity") if self.depth == 0 else self.dual) - 8
 
     def tile_bytes(self) -> int:
         """Working memory of a tile besides ``entry_bytes`` per entry: none."""
