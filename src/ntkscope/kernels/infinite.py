@@ -16,7 +16,6 @@ tile by tile, each tile running the whole depth recursion for its entries.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -44,11 +43,10 @@ class _Recursion:
     def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
         """(per-input terms of the tiles, each (N,); (Σ^{L+1}(x, x), Θ^{L+1}(x, x))).
 
-        The terms: the inputs scaled by √(σ_w²/n_0), whose Gram matrix plus σ_b² is Σ¹, and
-        for l = 1..L the `Spread` of Σ^l(x, x), q then 1/√q. O(N · depth) memory: ``budget``
-        is not needed."""
+        The terms: for l = 1..L the `Spread` of Σ^l(x, x), q then 1/√q. O(N · depth)
+        memory: ``budget`` is not needed."""
         nngp = self.weight_var * x.square().mean(1) + self.bias_var
-        ntk, terms = nngp.clone(), [x * math.sqrt(self.weight_var / x.shape[1])]
+        ntk, terms = nngp.clone(), []
         for _ in range(self.depth):
             terms.extend(spread(nngp))
             e_ff, e_dd = self.dual.diagonal(nngp)
@@ -60,11 +58,11 @@ class _Recursion:
         self, x1: torch.Tensor, x2: torch.Tensor, t1: list[torch.Tensor], t2: list[torch.Tensor]
     ) -> Pair:
         """(Σ^{L+1}, Θ^{L+1}) for rows x1 and columns x2 with per-input terms t1, t2 (`single`)."""
-        nngp = t1[0] @ t2[0].T
+        nngp = (x1 @ x2.T).mul_(self.weight_var / x1.shape[1])
         if self.bias_var:
             nngp.add_(self.bias_var)
         ntk = nngp.clone()  # Θ¹ = Σ¹, whose memory the first dual overwrites
-        for layer in range(1, 2 * self.depth, 2):
+        for layer in range(0, 2 * self.depth, 2):
             rows = Spread(t1[layer][:, None], t1[layer + 1][:, None])
             cols = Spread(t2[layer][None], t2[layer + 1][None])
             e_ff, e_dd = self.dual.given(rows, cols, nngp, overwrite=True)
