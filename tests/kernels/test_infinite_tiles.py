@@ -145,6 +145,8 @@ def test_concurrent_tiles_keep_the_callers_inference_mode(monkeypatch):
     monkeypatch.setattr(tiles, "concurrent_tiles", lambda *args: 2)
     x = torch.randn(40, 5, dtype=torch.float64)
     with torch.inference_mode():
-        nngp, ntk = infinite.infinite_kernels(x, depth=2, memory_budget=72 * 50)
-    expected = infinite.infinite_kernels(x, depth=2, memory_budget="1GB")[1]
-    torch.testing.assert_close(ntk, expected, rtol=1e-12, atol=1e-15)  # as above
+        kernels = infinite.infinite_kernels(x, depth=2, memory_budget=72 * 50)
+    assert all(k.is_inference() for k in kernels)
+    expected = infinite.infinite_kernels(x, depth=2, memory_budget="1GB")
+    for k, e in zip(kernels, expected, strict=True):
+        torch.testing.assert_close(k, e, rtol=1e-12, atol=1e-15)  # as above

@@ -27,7 +27,7 @@ from ntkscope.kernels.dual import Dual, Pair
 
 _CPU_TILE_BYTES = 2**22
 """Largest tile working memory on CPU: tiles that fit in cache ran fastest (measured). At
-8 MiB the ReLU MLP's arrays (72 bytes per entry: 0.9 MiB each) came from the heap, which
+8 MiB the ReLU MLP's arrays (then 72 bytes per entry: 0.9 MiB each) came from the heap, which
 grew to 16–18 MiB beyond the kernel, and ran 5–10% slower than at 4 MiB (5.1 MiB, measured
 with benchmarks/memory_budget.py's MLP case)."""
 
@@ -206,12 +206,15 @@ def concurrent_tiles(budget: int, device: torch.device, entry: int, tile: int = 
     tile cap (4 MiB) that gives every one of torch's threads ≥ 1 MiB holding a tile of at
     least one entry (``entry`` bytes, plus ``tile`` per tile), one tile per thread; else 1.
 
-    Why: torch splits an elementwise pass over its threads only from 32,768 entries on (2,048
-    for sqrt, acos, ...), and each split pays a start and a join, so the passes of a tile
-    under a small budget (a ReLU MLP's 2 MiB: 29k entries) ran on one thread at a time. Two
-    such tiles at once, one thread each, keep both cores busy. Smaller shares than 1 MiB
-    ran slower than one tile at a time: every pass releases and takes back Python's lock,
-    which two threads then wait for in turn (measured, benchmarks/memory_budget.py).
+    Why: torch splits an elementwise pass over its threads only beyond 32,768 entries (from
+    2,048 for sqrt, acos, ...), and each split pays a start and a join, or waits for a
+    descheduled thread on a loaded machine, so the passes of a tile under a small budget (a
+    ReLU MLP's 2 MiB: 32,768 entries) ran mostly on one thread. Two such tiles at once, one
+    thread each, need no split (ReLU MLP, N = 2,000, 2 threads, nearly quiet machine: 2 MiB
+    1.46× the default's time against 1.57× one tile at a time; loaded machine: 7× faster
+    than one at a time). Every torch call releases Python's lock and takes it back, so two
+    threads wait for each other at every call: shares of 0.5 MiB ran slower than one tile at
+    a time (1 MiB budget: 2.34× against 1.66×, same run), hence the 1 MiB floor.
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1 or budget >= _CPU_TILE_BYTES:
