@@ -164,10 +164,12 @@ class Dual:
         """`__call__` with the per-input terms of x and x' computed once (`spread`), e.g. for
         all the tiles of a kernel: the same operations on the tile, the same values.
 
-        ``overwrite``: compute ρ in c's memory (c is lost), one array fewer than `arrays`.
+        ``overwrite``: compute ρ in c's memory (c, of the broadcast shape, is lost): one
+        array fewer than `arrays`.
         """
-        rho = c.mul_(a.inv_sqrt) if overwrite else c * a.inv_sqrt
-        return self.formula(a.q, b.q, rho.mul_(b.inv_sqrt).clamp_(-1.0, 1.0))
+        scaled = c.mul_(a.inv_sqrt) if overwrite else c * a.inv_sqrt
+        rho = scaled.mul_(b.inv_sqrt) if overwrite else scaled * b.inv_sqrt
+        return self.formula(a.q, b.q, rho.clamp_(-1.0, 1.0))
 
     def nngp(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """E[φ(u) φ(v)], the NNGP map of the layer (before σ_w², σ_b²)."""
