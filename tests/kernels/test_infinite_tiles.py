@@ -73,14 +73,15 @@ def test_concurrent_tiles_give_exactly_the_sequential_kernel(kind, second, monke
 
 
 def test_a_small_budget_runs_two_tiles_at_once_and_the_default_one():
-    """The rule of `concurrent_tiles`: below the 4 MiB tile cap and with ≥ 1 MiB per tile."""
+    """The rule of `concurrent_tiles`: below the 4 MiB tile cap, with ≥ 1 MiB per tile, for
+    entries of ≤ 1 KiB."""
     cpu, relu = torch.device("cpu"), 72
     assert tiles.concurrent_tiles(2 * MB, cpu, relu) == 2
     assert tiles.tile_entries(2 * MB, cpu, relu) == MB // relu  # each tile half the budget
     assert tiles.concurrent_tiles(4 * MB - 1, cpu, relu) == 2
     for budget in (2 * MB - 1, 4 * MB, 10**10):  # too small to share, or capped tiles
         assert tiles.concurrent_tiles(budget, cpu, relu) == 1
-    assert tiles.concurrent_tiles(2 * MB, cpu, MB + 1) == 1  # no entry fits a share
+    assert tiles.concurrent_tiles(2 * MB, cpu, 27_000, 110_000) == 1  # a CNN's image pairs
     assert tiles.concurrent_tiles(2 * MB, torch.device("meta"), relu) == 1
     torch.set_num_threads(1)
     assert tiles.concurrent_tiles(2 * MB, cpu, relu) == 1

@@ -34,6 +34,13 @@ with benchmarks/memory_budget.py's MLP case)."""
 _MIN_SHARE = 2**20
 """Smallest share of the budget per concurrent tile (`concurrent_tiles`)."""
 
+_MAX_CONCURRENT_ENTRY = 2**10
+"""Largest memory per entry (and per tile) of a recursion whose tiles run concurrently: an
+MLP's entries (64 bytes for ReLU) are one value per pass, a CNN's (8×8 images: 27 kB per
+pair, 0.11 MB per tile) are pairs of images whose passes shrink with each pooling, to ~500
+values in the last block of a 1 MiB tile; two such tiles at a time ran slower than one
+(Myrtle CNN 8×8, 2 MiB, quiet machine: 2.90× the default's time against 1.86×, measured)."""
+
 Tile = Callable[[slice, slice], Pair]
 """``tile(rows, cols)`` -> (NNGP, NTK) of shape (len(rows), len(cols))."""
 
@@ -214,10 +221,14 @@ def concurrent_tiles(budget: int, device: torch.device, entry: int, tile: int = 
     1.46× the default's time against 1.57× one tile at a time; loaded machine: 7× faster
     than one at a time). Every torch call releases Python's lock and takes it back, so two
     threads wait for each other at every call: shares of 0.5 MiB ran slower than one tile at
-    a time (1 MiB budget: 2.34× against 1.66×, same run), hence the 1 MiB floor.
+    a time (1 MiB budget: 2.34× against 1.66×, same run), hence the 1 MiB floor. Entries
+    larger than 1 KiB (a CNN's pairs of images) are not run concurrently: passes over a
+    tile of few entries are short (`_MAX_CONCURRENT_ENTRY`).
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1 or budget >= _CPU_TILE_BYTES:
+        return 1
+    if entry + tile > _MAX_CONCURRENT_ENTRY:
         return 1
     workers = min(threads, budget // _MIN_SHARE)
     return workers if workers > 1 and budget // workers >= entry + tile else 1

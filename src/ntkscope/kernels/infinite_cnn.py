@@ -403,9 +403,7 @@ def infinite_cnn_kernels(
             of image pairs (and the batches of single images), beyond the inputs and the
             outputs; at least one pair per tile. Default: a quarter of the free memory of
             x1's device. On CPU, tiles are also capped at 4 MiB, and the kind of budget sets
-            glibc's heap thresholds (as in `ntkscope.empirical_ntk`); a budget under that
-            cap is shared by two tiles computed at once when torch has two threads
-            (`ntkscope.kernels._infinite_tiles.concurrent_tiles`). Not counted: the
+            glibc's heap thresholds (as in `ntkscope.empirical_ntk`). Not counted: the
             coefficients that the series duals keep per distinct variance (≤ 64 MB). Per
             pair of a tile: see the module docstring (0.027 MB per pair and 0.11 MB per
             tile for 8×8 images, ReLU; ~2× that for the series).
