@@ -12,6 +12,11 @@ works in ~5 MiB and only the 1–2 MiB budgets are small for them).
     python benchmarks/memory_budget.py --n 4000 --rounds 1
     python benchmarks/memory_budget.py --n 4000 --cpu-time   # on a shared machine
     python benchmarks/memory_budget.py --only mlp,cnn        # the infinite kernels only
+    python benchmarks/memory_budget.py --only mlp --sequential  # also one tile at a time
+
+On CPU the infinite kernels compute a small budget's tiles two at a time, one torch thread
+each (`ntkscope.kernels._infinite_tiles.concurrent_tiles`); ``--sequential`` also times each
+small budget with its tiles one at a time (as before), marked "seq".
 """
 
 from __future__ import annotations
@@ -63,22 +68,32 @@ def run():
 """
 
 
+SEQUENTIAL = """
+from ntkscope.kernels import _infinite_tiles
+_infinite_tiles.concurrent_tiles = lambda *args: 1
+"""
+
+
 def case(title: str, code: str, n: int, budgets: list[str], rounds: int, cpu: bool) -> None:
     """Best time and working memory of each budget (None: the default), alternating; with
-    ``cpu``, one thread and the process's CPU time instead of 2 threads and wall time."""
+    ``cpu``, one thread and the process's CPU time instead of 2 threads and wall time. A
+    budget "2MiB seq" is 2MiB with the infinite kernels' tiles one at a time."""
     best: dict[str, dict] = {}
     clock, threads = ("cpu_seconds", 1) if cpu else ("seconds", 2)
     for _ in range(rounds):
         for budget in [None, *budgets]:
             key = "default" if budget is None else budget
-            result = measure(code.format(n=n, budget=repr(budget)), threads, timeout=3600)
+            size, _, seq = (budget or "").partition(" ")
+            program = (SEQUENTIAL if seq else "") + code.format(n=n, budget=repr(size or None))
+            result = measure(program, threads, timeout=3600)
             result["seconds"] = result[clock]
             if key not in best or result["seconds"] < best[key]["seconds"]:
                 best[key] = result
     default, working = best["default"]["seconds"], best["default"]["working"]
     print(f"{title}, N = {n:,} (outputs {best['default']['outputs'] / MB:.0f} MiB):")
     for key, result in best.items():
-        share = "" if key == "default" else f", {memory_bytes(key, 'budget') / working:.2f}×"
+        size = key.partition(" ")[0]
+        share = "" if key == "default" else f", {memory_bytes(size, 'budget') / working:.2f}×"
         print(
             f"  budget {key:>8}{share}: {result['seconds']:7.2f} s "
             f"({result['seconds'] / default:.2f}× the default), working memory "
@@ -97,16 +112,24 @@ def main() -> None:
     parser.add_argument(
         "--only", default="entk,mlp,cnn", help="comma-separated cases: entk, mlp, cnn"
     )
+    parser.add_argument(
+        "--sequential", action="store_true", help="also the small budgets one tile at a time"
+    )
     args = parser.parse_args()
     mode = "1 thread, CPU time" if args.cpu_time else "2 threads, wall time"
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {mode}")
     rounds, cpu, only = args.rounds, args.cpu_time, args.only.split(",")
     if "entk" in only:
         case("eNTK, MLP 100-512³-10, trace", ENTK, args.n, ["256MB"], rounds, cpu)
+
+    def small(*budgets: str) -> list[str]:
+        return [v for b in budgets for v in ((b, f"{b} seq") if args.sequential else (b,))]
+
     if "mlp" in only:
-        case("infinite ReLU MLP, depth 5", INFINITE, 4000, ["16MB", "2MiB", "1MiB"], rounds, cpu)
+        budgets = ["16MB", *small("2MiB", "1MiB")]
+        case("infinite ReLU MLP, depth 5", INFINITE, 4000, budgets, rounds, cpu)
     if "cnn" in only:
-        case("infinite Myrtle CNN 8×8, depth 3", CNN, 64, ["16MB", "2MiB"], rounds, cpu)
+        case("infinite Myrtle CNN 8×8, depth 3", CNN, 64, ["16MB", *small("2MiB")], rounds, cpu)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -83,7 +83,8 @@ def test_infinite_store_is_the_in_memory_kernel(tmp_path, x2):
     args = dict(depth=2, activation="relu", sigma_b=0.1, memory_budget=72 * 15 * 15)
     second = None if x2 is None else x[x2]
     report = kernel_store.compute("infinite", x[:40], second, store=tmp_path / "i.zarr", **args)
-    # ReLU's 72 bytes per entry: tiles of 15 × 15, 3 × 4 / 2 above the diagonal, or 3 × 2
+    # ReLU's 64 bytes per entry: 253 entries, tiles of 15 × 15, 3 × 4 / 2 above the diagonal,
+    # or of 15 × 16, 3 × 2
     assert report.tiles == 6
     nngp, ntk = ns.infinite_kernels(x[:40], second, **args)
     assert torch.equal(stored(tmp_path / "i.zarr", "nngp"), nngp)

@@ -61,7 +61,16 @@ def test_empirical_ntk_stays_within_a_small_budget(mode, n, budget):
     _check(result, budget * MB)
 
 
-def test_infinite_kernels_stay_within_a_small_budget():
+CONCURRENT = """
+    from ntkscope.kernels._infinite_tiles import concurrent_tiles
+    assert concurrent_tiles(2**21, torch.device("cpu"), 72) == torch.get_num_threads()
+"""
+"""With 2 threads, a 2 MiB budget runs two tiles of the erf MLP below (72 bytes per entry)
+at once, each in 1 MiB."""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_infinite_kernels_stay_within_a_small_budget(threads):
     code = """
     import ntkscope as ns
     x = torch.randn(1500, 20, dtype=torch.float64)
@@ -72,7 +81,7 @@ def test_infinite_kernels_stay_within_a_small_budget():
     def run():
         return ns.infinite_kernels(x, depth=3, activation="erf", memory_budget="2MiB")
     """
-    _check(measure(code), 2 * MB)
+    _check(measure(CONCURRENT + code, threads), 2 * MB)
 
 
 TILE = """
@@ -120,7 +129,8 @@ def test_an_infinite_kernel_tile_holds_at_most_its_bytes(kind, name):
     assert growth <= held, f"{growth / MB:.1f} MiB > {held / MB:.1f} MiB"
 
 
-def test_infinite_cnn_kernels_stay_within_a_small_budget():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_infinite_cnn_kernels_stay_within_a_small_budget(threads):
     code = """
     import ntkscope as ns
     x = torch.randn(24, 3, 8, 8, dtype=torch.float64)
@@ -132,7 +142,7 @@ def test_infinite_cnn_kernels_stay_within_a_small_budget():
     def run():
         return ns.infinite_cnn_kernels(x, **args)
     """
-    _check(measure(code), 2 * MB)
+    _check(measure(code, threads), 2 * MB)
 
 
 def test_infinite_width_stays_within_a_small_budget():

@@ -6,12 +6,19 @@ on each input alone (its variances and the kernels of the pair (x, x)), then on 
 pairs, each costing the same working memory per entry. For x2 = x1 only tiles on and above
 the diagonal are computed, the others mirrored, and the diagonal is written from the
 single-input run, so that it equals ``diagonal=True`` bit for bit.
+
+On CPU a small budget's tiles are computed two (or as many as torch has threads) at a time,
+each on one torch thread in its share of the budget (`concurrent_tiles`, `run_tiles`): the
+kernel is the same, bit for bit, as that of the same tiles computed one after another on one
+thread. The tiles' shape then depends on torch's thread count (`tile_entries`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import torch
@@ -20,9 +27,19 @@ from ntkscope.kernels.dual import Dual, Pair
 
 _CPU_TILE_BYTES = 2**22
 """Largest tile working memory on CPU: tiles that fit in cache ran fastest (measured). At
-8 MiB the ReLU MLP's arrays (72 bytes per entry: 0.9 MiB each) came from the heap, which
+8 MiB the ReLU MLP's arrays (then 72 bytes per entry: 0.9 MiB each) came from the heap, which
 grew to 16–18 MiB beyond the kernel, and ran 5–10% slower than at 4 MiB (5.1 MiB, measured
 with benchmarks/memory_budget.py's MLP case)."""
+
+_MIN_SHARE = 2**20
+"""Smallest share of the budget per concurrent tile (`concurrent_tiles`)."""
+
+_MAX_CONCURRENT_ENTRY = 2**10
+"""Largest memory per entry (and per tile) of a recursion whose tiles run concurrently: an
+MLP's entries (64 bytes for ReLU) are one value per pass, a CNN's (8×8 images: 27 kB per
+pair, 0.11 MB per tile) are pairs of images whose passes shrink with each pooling, to ~500
+values in the last block of a 1 MiB tile; two such tiles at a time ran slower than one
+(Myrtle CNN 8×8, 2 MiB, quiet machine: 2.90× the default's time against 1.86×, measured)."""
 
 Tile = Callable[[slice, slice], Pair]
 """``tile(rows, cols)`` -> (NNGP, NTK) of shape (len(rows), len(cols))."""
@@ -65,10 +82,14 @@ def pairwise_kernels(
     v1, diag1 = rec.single(x1, budget)
     if diagonal:
         return diag1
+    workers = concurrent_tiles(budget, x1.device, rec.entry_bytes(), rec.tile_bytes())
     entries = tile_entries(budget, x1.device, rec.entry_bytes(), rec.tile_bytes())
     if x2 is None:
         return fill_symmetric(
-            lambda rs, cs: rec.tile(x1[rs], x1[cs], _take(v1, rs), _take(v1, cs)), entries, diag1
+            lambda rs, cs: rec.tile(x1[rs], x1[cs], _take(v1, rs), _take(v1, cs)),
+            entries,
+            diag1,
+            workers,
         )
     v2 = rec.single(x2, budget)[0]
     return fill_rectangular(
@@ -77,6 +98,7 @@ def pairwise_kernels(
         len(x2),
         entries,
         x1,
+        workers,
     )
 
 
@@ -92,11 +114,13 @@ def entry_bytes(dual: Dual) -> int:
 def tile_entries(
     budget: int, device: torch.device, bytes_per_entry: int, bytes_per_tile: int = 0
 ) -> int:
-    """Entries per tile (at least one) within ``budget``, capped at 4 MiB on CPU: the budget
-    less ``bytes_per_tile`` (what a tile holds whatever its size), over ``bytes_per_entry``."""
+    """Entries per tile (at least one) when `concurrent_tiles` tiles share ``budget``: each
+    tile's share, capped at 4 MiB on CPU, less ``bytes_per_tile`` (what a tile holds
+    whatever its size), over ``bytes_per_entry``."""
+    share = budget // concurrent_tiles(budget, device, bytes_per_entry, bytes_per_tile)
     if device.type == "cpu":
-        budget = min(budget, _CPU_TILE_BYTES)
-    return max(1, (budget - bytes_per_tile) // bytes_per_entry)
+        share = min(share, _CPU_TILE_BYTES)
+    return max(1, (share - bytes_per_tile) // bytes_per_entry)
 
 
 def check_second_inputs(x1: torch.Tensor, x2: torch.Tensor | None, diagonal: bool) -> None:
@@ -132,19 +156,30 @@ def diagonal_tile(block: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return block
 
 
-def fill_rectangular(tile: Tile, n1: int, n2: int, entries: int, like: torch.Tensor) -> Pair:
+def fill_rectangular(
+    tile: Tile, n1: int, n2: int, entries: int, like: torch.Tensor, workers: int = 1
+) -> Pair:
     """(N1, N2) outputs (dtype and device of ``like``) from tiles of ≤ ``entries`` entries."""
     rows, cols = tile_shape(n1, n2, entries)
     nngp = like.new_empty(n1, n2)
     ntk = torch.empty_like(nngp)
-    for r in range(0, n1, rows):
-        for c in range(0, n2, cols):
-            rs, cs = slice(r, r + rows), slice(c, c + cols)
+
+    def job(rs: slice, cs: slice) -> Callable[[], None]:
+        def run() -> None:
             nngp[rs, cs], ntk[rs, cs] = tile(rs, cs)
+
+        return run
+
+    jobs = (
+        job(slice(r, r + rows), slice(c, c + cols))
+        for r in range(0, n1, rows)
+        for c in range(0, n2, cols)
+    )
+    run_tiles(jobs, workers)
     return nngp, ntk
 
 
-def fill_symmetric(tile: Tile, entries: int, diagonal: Pair) -> Pair:
+def fill_symmetric(tile: Tile, entries: int, diagonal: Pair, workers: int = 1) -> Pair:
     """Symmetric (N, N) outputs from the tiles on and above the diagonal.
 
     ``diagonal``: the (N,) NNGP and NTK of the pairs (x, x), written onto the diagonal.
@@ -153,12 +188,89 @@ def fill_symmetric(tile: Tile, entries: int, diagonal: Pair) -> Pair:
     side = tile_shape(n, n, entries)[0]
     nngp = diagonal[0].new_empty(n, n)
     ntk = torch.empty_like(nngp)
-    for r in range(0, n, side):
-        for c in range(r, n, side):
-            rs, cs = slice(r, r + side), slice(c, c + side)
+
+    def job(rs: slice, cs: slice) -> Callable[[], None]:
+        def run() -> None:
             for out, block, values in zip((nngp, ntk), tile(rs, cs), diagonal, strict=True):
-                if r == c:
+                if rs == cs:
                     block = diagonal_tile(block, values[rs])
                 out[rs, cs] = block
                 out[cs, rs] = block.T
+
+        return run
+
+    jobs = (
+        job(slice(r, r + side), slice(c, c + side))
+        for r in range(0, n, side)
+        for c in range(r, n, side)
+    )
+    run_tiles(jobs, workers)
     return nngp, ntk
+
+
+def concurrent_tiles(budget: int, device: torch.device, entry: int, tile: int = 0) -> int:
+    """Tiles computed at once, each in its share of ``budget``: on CPU, for a budget below the
+    tile cap (4 MiB) that gives every one of torch's threads ≥ 1 MiB holding a tile of at
+    least one entry (``entry`` bytes, plus ``tile`` per tile), one tile per thread; else 1.
+
+    Why: torch splits an elementwise pass over its threads only beyond 32,768 entries (from
+    2,048 for sqrt, acos, ...), and each split pays a start and a join, or waits for a
+    descheduled thread on a loaded machine, so the passes of a tile under a small budget (a
+    ReLU MLP's 2 MiB: 32,768 entries) ran mostly on one thread. Two such tiles at once, one
+    thread each, need no split (ReLU MLP, N = 2,000, 2 threads, nearly quiet machine: 2 MiB
+    1.46× the default's time against 1.57× one tile at a time; loaded machine: 7× faster
+    than one at a time). Every torch call releases Python's lock and takes it back, so two
+    threads wait for each other at every call: shares of 0.5 MiB ran slower than one tile at
+    a time (1 MiB budget: 2.34× against 1.66×, same run), hence the 1 MiB floor. Entries
+    larger than 1 KiB (a CNN's pairs of images) are not run concurrently: passes over a
+    tile of few entries are short (`_MAX_CONCURRENT_ENTRY`).
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1 or budget >= _CPU_TILE_BYTES:
+        return 1
+    if entry + tile > _MAX_CONCURRENT_ENTRY:
+        return 1
+    workers = min(threads, budget // _MIN_SHARE)
+    return workers if workers > 1 and budget // workers >= entry + tile else 1
+
+
+def run_tiles(jobs: Iterable[Callable[[], None]], workers: int) -> None:
+    """Run ``jobs`` in order, or ``workers`` at a time, each thread with one torch thread.
+
+    The first exception (KeyboardInterrupt included) stops the other threads after their
+    current job and is raised here; torch's thread count is restored in any case. The
+    threads run with the caller's grad and inference modes (both are per thread in torch).
+    """
+    if workers == 1:
+        for job in jobs:
+            job()
+        return
+    jobs, lock, stop = iter(jobs), threading.Lock(), threading.Event()
+    modes = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    def work() -> None:
+        with torch.inference_mode(modes[0]), torch.set_grad_enabled(modes[1]):
+            while not stop.is_set():
+                with lock:
+                    job = next(jobs, None)
+                if job is None:
+                    return
+                try:
+                    job()
+                except BaseException:
+                    stop.set()
+                    raise
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # also read by the new threads when they start
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="ntkscope-tile") as pool:
+            futures = [pool.submit(work) for _ in range(workers)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                stop.set()
+                raise
+    finally:
+        torch.set_num_threads(threads)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -67,9 +68,11 @@ __all__ = [
     "ActivationLike",
     "Dual",
     "Pair",
+    "Spread",
     "dual",
     "dual_diagonal",
     "for_activation",
+    "spread",
 ]
 
 _Formula = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Pair]
@@ -155,8 +158,18 @@ class Dual:
         Returns:
             Two float64 tensors of the broadcast shape.
         """
-        q1, q2, c = (torch.as_tensor(t, dtype=torch.float64) for t in (q1, q2, c))
-        return self.formula(q1, q2, _correlation(q1, q2, c))
+        return self.given(spread(q1), spread(q2), torch.as_tensor(c, dtype=torch.float64))
+
+    def given(self, a: Spread, b: Spread, c: torch.Tensor, *, overwrite: bool = False) -> Pair:
+        """`__call__` with the per-input terms of x and x' computed once (`spread`), e.g. for
+        all the tiles of a kernel: the same operations on the tile, the same values.
+
+        ``overwrite``: compute ρ in c's memory (c, of the broadcast shape, is lost): one
+        array fewer than `arrays`.
+        """
+        scaled = c.mul_(a.inv_sqrt) if overwrite else c * a.inv_sqrt
+        rho = scaled.mul_(b.inv_sqrt) if overwrite else scaled * b.inv_sqrt
+        return self.formula(a.q, b.q, rho.clamp_(-1.0, 1.0))
 
     def nngp(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """E[φ(u) φ(v)], the NNGP map of the layer (before σ_w², σ_b²)."""
@@ -291,7 +304,16 @@ _FUNCTIONS: dict[object, str] = {
 """Torch functions with their default arguments, by the built-in name they compute."""
 
 
-def _correlation(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """ρ = c / √(q1 q2) clamped to [−1, 1]; 0 where q1 q2 = 0 (a zero-variance input)."""
-    inv1, inv2 = (torch.where(q > 0, q.rsqrt(), 0.0) for q in (q1, q2))
-    return (c * inv1 * inv2).clamp_(-1.0, 1.0)
+class Spread(NamedTuple):
+    """A variance q = Σ(x, x) ≥ 0 (float64, shaped to broadcast against the entries) and its
+    inverse square root, 0 where q = 0: the per-input terms of the correlation
+    ρ = c / √(q1 q2), clamped to [−1, 1] (0 where a variance is 0), that `Dual.given` takes."""
+
+    q: torch.Tensor
+    inv_sqrt: torch.Tensor
+
+
+def spread(q: torch.Tensor) -> Spread:
+    """The `Spread` of variances ``q`` (any shape; float64)."""
+    q = torch.as_tensor(q, dtype=torch.float64)
+    return Spread(q, torch.where(q > 0, q.rsqrt(), 0.0))

@@ -28,7 +28,7 @@ from ntkscope.kernels._infinite_tiles import (
     pairwise_kernels,
 )
 from ntkscope.kernels._tiling import resolve_budget
-from ntkscope.kernels.dual import ActivationLike, Dual, Pair, for_activation
+from ntkscope.kernels.dual import ActivationLike, Dual, Pair, Spread, for_activation, spread
 
 
 @dataclass(frozen=True)
@@ -41,34 +41,42 @@ class _Recursion:
     bias_var: float  # σ_b²
 
     def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
-        """([Σ^1(x, x), .., Σ^{L+1}(x, x)], each (N,); (Σ^{L+1}(x, x), Θ^{L+1}(x, x))).
+        """(per-input terms of the tiles, each (N,); (Σ^{L+1}(x, x), Θ^{L+1}(x, x))).
 
-        O(N · depth) memory: ``budget`` is not needed."""
+        The terms: for l = 1..L the `Spread` of Σ^l(x, x), q then 1/√q. O(N · depth)
+        memory: ``budget`` is not needed."""
         nngp = self.weight_var * x.square().mean(1) + self.bias_var
-        ntk, variances = nngp.clone(), [nngp]
+        ntk, terms = nngp.clone(), []
         for _ in range(self.depth):
+            terms.extend(spread(nngp))
             e_ff, e_dd = self.dual.diagonal(nngp)
             nngp = self.weight_var * e_ff + self.bias_var
             ntk = nngp + ntk * (self.weight_var * e_dd)
-            variances.append(nngp)
-        return variances, (nngp.clone(), ntk)
+        return terms, (nngp.clone(), ntk)
 
     def tile(
-        self, x1: torch.Tensor, x2: torch.Tensor, q1: list[torch.Tensor], q2: list[torch.Tensor]
+        self, x1: torch.Tensor, x2: torch.Tensor, t1: list[torch.Tensor], t2: list[torch.Tensor]
     ) -> Pair:
-        """(Σ^{L+1}, Θ^{L+1}) for rows x1 and columns x2 with diagonal variances q1, q2."""
-        nngp = self.weight_var / x1.shape[1] * (x1 @ x2.T) + self.bias_var
-        ntk = nngp
-        for layer in range(self.depth):
-            e_ff, e_dd = self.dual(q1[layer][:, None], q2[layer][None, :], nngp)
-            nngp = e_ff.mul_(self.weight_var).add_(self.bias_var)
+        """(Σ^{L+1}, Θ^{L+1}) for rows x1 and columns x2 with per-input terms t1, t2 (`single`)."""
+        nngp = (x1 @ x2.T).mul_(self.weight_var / x1.shape[1])
+        if self.bias_var:
+            nngp.add_(self.bias_var)
+        ntk = nngp.clone()  # Θ¹ = Σ¹, whose memory the first dual overwrites
+        for layer in range(0, 2 * self.depth, 2):
+            rows = Spread(t1[layer][:, None], t1[layer + 1][:, None])
+            cols = Spread(t2[layer][None], t2[layer + 1][None])
+            e_ff, e_dd = self.dual.given(rows, cols, nngp, overwrite=True)
+            nngp = e_ff.mul_(self.weight_var)
+            if self.bias_var:
+                nngp.add_(self.bias_var)
             ntk = torch.addcmul(nngp, ntk, e_dd, value=self.weight_var, out=e_dd)
             del e_ff, e_dd  # the next dual runs with nngp and ntk only
         return nngp, ntk
 
     def entry_bytes(self) -> int:
-        """Working memory per matrix entry of a tile (depth 0: a closed form, the identity)."""
-        return entry_bytes(for_activation("identity") if self.depth == 0 else self.dual)
+        """Working memory per matrix entry of a tile: `Dual.arrays` less Σ^l, whose memory
+        takes ρ (depth 0: a closed form, the identity)."""
+        return entry_bytes(for_activation("identity") if self.depth == 0 else self.dual) - 8
 
     def tile_bytes(self) -> int:
         """Working memory of a tile besides ``entry_bytes`` per entry: none."""
@@ -109,9 +117,11 @@ def infinite_kernels(
             x1's device (on CPU the kind of budget also sets glibc's heap thresholds, as in
             `ntkscope.empirical_ntk`). Not counted: the coefficients that the series duals
             keep per distinct variance (≤ 64 MB, `ntkscope.kernels._series_dual`). A tile
-            needs ``8 · Dual.arrays`` bytes per entry (72 for ReLU, 48–160 for the other
-            closed forms, measured; 192 for the series). On CPU, tiles are also capped at
-            4 MiB, which keeps them in cache (fastest, measured).
+            needs ``8 · (Dual.arrays − 1)`` bytes per entry (64 for ReLU, 40–152 for the
+            other closed forms, measured; 184 for the series). On CPU, tiles are also capped
+            at 4 MiB, which keeps them in cache (fastest, measured), and a budget under that
+            cap is shared by two tiles computed at once when torch has two threads
+            (`ntkscope.kernels._infinite_tiles.concurrent_tiles`).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
