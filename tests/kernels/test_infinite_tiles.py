@@ -151,3 +151,32 @@ def test_concurrent_tiles_keep_the_callers_inference_mode(monkeypatch):
     expected = infinite.infinite_kernels(x, depth=2, memory_budget="1GB")
     for k, e in zip(kernels, expected, strict=True):
         torch.testing.assert_close(k, e, rtol=1e-12, atol=1e-15)  # as above
+
+
+def test_overlapping_callers_restore_the_thread_count_they_found():
+    """Another Python thread starts concurrent tiles while ours run, finding torch at 1
+    thread (our change), and finishes after ours: torch is back at 2 threads once both are
+    done, in our thread and for new threads, not at the 1 the other caller found."""
+    other_started, ours_done = threading.Event(), threading.Event()
+
+    def other_job():
+        other_started.set()
+        assert ours_done.wait(10)
+
+    def other_caller() -> None:
+        tiles.run_tiles(iter([other_job, lambda: None]), 2)
+
+    def our_job():
+        threading.Thread(target=other_caller, name="caller").start()
+        assert other_started.wait(10)
+
+    tiles.run_tiles(iter([our_job, lambda: None]), 2)
+    ours_done.set()
+    [caller] = [t for t in threading.enumerate() if t.name == "caller"]
+    caller.join(10)
+    assert not caller.is_alive() and torch.get_num_threads() == 2
+    seen: list[int] = []  # a new thread starts from the process-wide count
+    fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    fresh.start()
+    fresh.join()
+    assert seen == [2]

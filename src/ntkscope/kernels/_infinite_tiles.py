@@ -15,9 +15,10 @@ thread. The tiles' shape then depends on torch's thread count (`tile_entries`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -261,16 +262,40 @@ def run_tiles(jobs: Iterable[Callable[[], None]], workers: int) -> None:
                     stop.set()
                     raise
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # also read by the new threads when they start
+    with _one_torch_thread(), ThreadPoolExecutor(workers, "ntkscope-tile") as pool:
+        futures = [pool.submit(work) for _ in range(workers)]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            stop.set()
+            raise
+
+
+_thread_count = threading.Lock()
+_thread_count_users = 0
+_thread_count_before = 0
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """torch's thread count is 1 inside (new threads read it when they start).
+
+    The count is both per thread (OpenMP's, set in the calling thread) and process-wide
+    (torch's default for new threads, MKL's): each caller sets and restores it in its own
+    thread, and callers that overlap (other Python threads) restore the count that the first
+    of them found, not the 1 a later one finds while the first is inside.
+    """
+    global _thread_count_users, _thread_count_before
+    with _thread_count:
+        if _thread_count_users == 0:
+            _thread_count_before = torch.get_num_threads()
+        _thread_count_users += 1
+        before = _thread_count_before
+        torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="ntkscope-tile") as pool:
-            futures = [pool.submit(work) for _ in range(workers)]
-            try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                stop.set()
-                raise
+        yield
     finally:
-        torch.set_num_threads(threads)
+        with _thread_count:
+            _thread_count_users -= 1
+            torch.set_num_threads(before)
