@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from ntkscope.kernels._gram import product
 from ntkscope.kernels._rules import Factors
 
 
@@ -125,7 +126,8 @@ def upper_gram(jacobians: list[torch.Tensor], step: int) -> torch.Tensor:
     0), as (n, n, O, O), a view of (n·O)×(n·O) storage.
 
     The columns go in chunks of `GRAM_CHUNK_BYTES`, each multiplied with every row block
-    (one GEMM each, added in place): the rows of a chunk come from the cache, not from
+    (one GEMM each, added in place by `_gram.product`, which keeps a product of few
+    columns accurate in float32): the rows of a chunk come from the cache, not from
     memory, for all but the first row block (with one panel of 22k columns per row block,
     the ResNet row read its 56 MB of Jacobians once per row block).
     """
@@ -139,5 +141,5 @@ def upper_gram(jacobians: list[torch.Tensor], step: int) -> torch.Tensor:
             chunk = j[:, c : c + width]
             for start in range(0, rows, step * n_out):
                 block = slice(start, start + step * n_out)
-                flat[block, start:].addmm_(chunk[block], chunk[start:].T)
+                product(chunk[block], chunk[start:], flat[block, start:])
     return flat.view(n, n_out, n, n_out).transpose(1, 2)
