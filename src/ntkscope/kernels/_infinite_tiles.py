@@ -16,6 +16,7 @@ thread. The tiles' shape then depends on torch's thread count (`tile_entries`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -165,14 +166,11 @@ def fill_rectangular(
     nngp = like.new_empty(n1, n2)
     ntk = torch.empty_like(nngp)
 
-    def job(rs: slice, cs: slice) -> Callable[[], None]:
-        def run() -> None:
-            nngp[rs, cs], ntk[rs, cs] = tile(rs, cs)
-
-        return run
+    def fill(rs: slice, cs: slice) -> None:
+        nngp[rs, cs], ntk[rs, cs] = tile(rs, cs)
 
     jobs = (
-        job(slice(r, r + rows), slice(c, c + cols))
+        functools.partial(fill, slice(r, r + rows), slice(c, c + cols))
         for r in range(0, n1, rows)
         for c in range(0, n2, cols)
     )
@@ -190,18 +188,15 @@ def fill_symmetric(tile: Tile, entries: int, diagonal: Pair, workers: int = 1) -
     nngp = diagonal[0].new_empty(n, n)
     ntk = torch.empty_like(nngp)
 
-    def job(rs: slice, cs: slice) -> Callable[[], None]:
-        def run() -> None:
-            for out, block, values in zip((nngp, ntk), tile(rs, cs), diagonal, strict=True):
-                if rs == cs:
-                    block = diagonal_tile(block, values[rs])
-                out[rs, cs] = block
-                out[cs, rs] = block.T
-
-        return run
+    def fill(rs: slice, cs: slice) -> None:
+        for out, block, values in zip((nngp, ntk), tile(rs, cs), diagonal, strict=True):
+            if rs == cs:
+                block = diagonal_tile(block, values[rs])
+            out[rs, cs] = block
+            out[cs, rs] = block.T
 
     jobs = (
-        job(slice(r, r + side), slice(c, c + side))
+        functools.partial(fill, slice(r, r + side), slice(c, c + side))
         for r in range(0, n, side)
         for c in range(r, n, side)
     )
