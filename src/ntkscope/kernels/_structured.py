@@ -29,6 +29,7 @@ import torch
 
 from ntkscope import _batch
 from ntkscope._batch import Batch
+from ntkscope.kernels._chain import chain
 from ntkscope.kernels._forms import costs, form, positional_diagonal, positional_pair, upper_gram
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._gram import OUTPUT_BLOCKS_MIN, gram, gram_diagonal, symmetric_sum
@@ -225,6 +226,7 @@ class StructuredStrategy:
         self.rules, self.unsupported = _rules(fm)
         # dense layers only (MLPs): one backward pass vectorized over the outputs
         self.dense_only = all(isinstance(rule, LinearRule) for rule in self.rules.values())
+        self.chain = chain(fm, self.rules) if not self.unsupported else None
         item = torch.empty((), dtype=fm.dtype).element_size()
         self.feature_bytes, self.pair_bytes = 0, item * (3 * n_out**2 if full else 3)
         self.extract_bytes = 0
@@ -232,7 +234,7 @@ class StructuredStrategy:
 
     def measure(self, x: Batch) -> Features:
         """Set the memory and cost estimates from the first example of ``x``; return its
-        features.
+        features in full mode (those `check_against_autograd` takes).
 
         The transient memory of `features` per example, ``extract_bytes``, is measured:
         the autograd graph (the storages it saves, less the model's parameters and buffers
@@ -264,7 +266,9 @@ class StructuredStrategy:
         self.pair_macs = sum(costs(term, self.full)["outer"] for term in f.outer)
         self.pair_macs += sum(costs(term, self.full)["positional"] for term in f.positional)
         self.pair_macs += sum(outputs * j.shape[2] for j in f.jacobians)
-        return f
+        if self.full or self.chain is None:
+            return f
+        return self.features(_batch.take(x, slice(0, 1)), full=True)  # `Chain.record`
 
     def _hooks(self, n: int, records: dict[str, tuple]) -> list:
         """Forward hooks: a zero probe added to each rule's layer output (batch dim n), and a
@@ -309,9 +313,9 @@ class StructuredStrategy:
 
     def _copies(self, n: int) -> int:
         """Copies of a lone example that `_record` runs, one per output (1: none)."""
-        return self.n_out if n == 1 and not self.dense_only else 1
+        return self.n_out if n == 1 and not self.dense_only and self.chain is None else 1
 
-    def _record(self, x: torch.Tensor) -> list[tuple[Rule, torch.Tensor, torch.Tensor]]:
+    def _record(self, x: torch.Tensor, full: bool) -> list[tuple[Rule, torch.Tensor, torch.Tensor]]:
         """(rule, input a, output gradients g (n, O, *h.shape[1:])) of each layer called.
 
         A lone example (`measure`'s, a last chunk of one) runs as a batch of O copies,
@@ -319,6 +323,10 @@ class StructuredStrategy:
         ~0.5 ms each for the ResNet row's 20 layers however small the batch (its planning
         example: 9 ms before, measured).
         """
+        if self.chain is not None and isinstance(x, torch.Tensor):
+            chained = self.chain.record(self.fm, x, full)
+            if chained is not None:
+                return chained
         records: dict[str, tuple] = {}
         copies = self._copies(_batch.size(x))
         if copies > 1:
@@ -342,9 +350,10 @@ class StructuredStrategy:
             for (name, (a, _)), g in zip(records.items(), grads, strict=True)
         ]
 
-    def features(self, x: torch.Tensor) -> Features:
+    def features(self, x: torch.Tensor, full: bool | None = None) -> Features:
+        """The features of the examples ``x``, for the strategy's mode or, given, ``full``."""
         f, small = Features(), []
-        for rule, a, g in self._record(x):
+        for rule, a, g in self._record(x, self.full if full is None else full):
             for term in rule.terms(a, g):
                 kind = "jacobian" if isinstance(term, Jacobian) else form(term, self.full)
                 if kind != "jacobian":
