@@ -30,6 +30,7 @@ from ntkscope.dynamics.state import Recorder, TrainState
 from ntkscope.kernels import Method
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._generic import JacobianStrategy
+from ntkscope.kernels._structured import StructuredStrategy
 from ntkscope.kernels.empirical import _strategy
 
 DEFAULT_BUDGET = 2**28
@@ -58,6 +59,9 @@ def _strategies(model: nn.Module, x: torch.Tensor, reference: Mapping[str, torch
     method, strategy = _strategy(Method.AUTO, now, x, n, n, n_out, False, DEFAULT_BUDGET)
     if method is Method.NTVP:  # its features are the inputs: per-example Jacobians instead
         strategy = JacobianStrategy(now, n_out, False)
+    if method is Method.STRUCTURED:  # the eNTK's, whose trace shortcut assumes one θ
+        strategy = StructuredStrategy(now, n_out, False)
+        strategy.measure(x)
     return strategy, type(strategy)(before, n_out, False)
 
 

@@ -96,15 +96,16 @@ class Chain:
 
     layers: list[_Dense]
 
-    def record(self, fm: FunctionalModel, x: torch.Tensor, full: bool) -> list[Record] | None:
+    def record(self, fm: FunctionalModel, x: torch.Tensor, separable: bool) -> list[Record] | None:
         """(rule, input a, output gradients g (n, O, d_out)) of each dense layer, as
         `StructuredStrategy._record` gives them (g output-major: views of (O, n, d)); None
         when a layer's output is not (n, d) (e.g. a sequence: positions are not a chain).
 
-        Not ``full`` (trace mode, Σ_o of the Gram products): the layer below the readout
-        gets one column per example, ``v ⊙ √c`` (n, 1, d) with ``c = Σ_o u_o²``, since its
-        gradients are separable, ``g[o, n] = u_o ⊙ v_n`` (u = s_L W_L, v = φ'(h)), and
-        ``Σ_o g[o, n]·g[o, m] = Σ_k c_k v_nk v_mk``: a Gram with 1/O of the columns."""
+        ``separable`` (trace mode, Σ_o of the Gram products, both sides at the same θ): the
+        layer below the readout gets one column per example, ``v ⊙ √c`` (n, 1, d) with
+        ``c = Σ_o u_o²``, since its gradients are separable, ``g[o, n] = u_o ⊙ v_n``
+        (u = s_L W_L, v = φ'(h)), and ``Σ_o g[o, n]·g[o, m] = Σ_k c_k v_nk v_mk``: a Gram
+        with 1/O of the columns."""
         seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
         def keep(name):
@@ -127,19 +128,28 @@ class Chain:
         records = [(readout.rule, seen[readout.name][0], identity.transpose(0, 1))]
         g = None
         for layer, above in zip(self.layers[-2::-1], self.layers[:0:-1], strict=True):
-            scale = getattr(above.rule.module, "weight_scale", 1.0)
-            weight = values[f"{above.name}.weight"] * scale  # (d_above, d_layer)
-            slope = layer.slope(seen[layer.name][1])  # (n, d_layer)
+            weight = values[f"{above.name}.weight"]  # (d_above, d_layer)
+            slope = layer.slope(seen[layer.name][1])  # (n, d_layer): the scale s goes here
+            slope.mul_(getattr(above.rule.module, "weight_scale", 1.0))
             if g is None:  # above is the readout, whose output gradient is the identity
                 g = weight[:, None, :] * slope
                 kept = (
-                    g.transpose(0, 1) if full else (slope * weight.square().sum(0).sqrt())[:, None]
+                    (slope * weight.square().sum(0).sqrt())[:, None]
+                    if separable
+                    else g.transpose(0, 1)
                 )
             else:
                 g = (g.reshape(-1, g.shape[2]) @ weight).view(n_out, n, -1).mul_(slope)
                 kept = g.transpose(0, 1)
             records.append((layer.rule, seen[layer.name][0], kept))
         return records[::-1]
+
+    def transient_bytes(self, n_out: int, item: int) -> int:
+        """Working memory of `record` per example beyond the features it returns: every
+        dense layer's input and output, one layer's φ' and its gradients for all outputs."""
+        shapes = [d.rule.module.weight.shape for d in self.layers]
+        widest = max(d_out for d_out, _ in shapes)
+        return item * (sum(d_out + d_in for d_out, d_in in shapes) + (n_out + 1) * widest)
 
 
 def chain(fm: FunctionalModel, rules: dict[str, Rule]) -> Chain | None:

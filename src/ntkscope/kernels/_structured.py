@@ -17,7 +17,9 @@ from its own first on, and mirrored.
 backward pass per output through zero "probe" tensors added to each layer's output
 (∂f/∂probe = ∂f/∂h), so no parameter gradient is ever formed. Where a rule knows a faster
 input gradient than autograd's (`Rule.input_gradient`: BatchNorm in eval mode, pointwise
-convolutions), the layer's backward is replaced by it (`_Probed`).
+convolutions), the layer's backward is replaced by it (`_Probed`). A chain of dense layers
+and elementwise activations (`_chain`: an MLP) gets its output gradients by the chain rule
+instead, with no probe and no backward pass.
 `check_against_autograd` compares the result with plain autograd on one example.
 """
 
@@ -218,11 +220,14 @@ class StructuredStrategy:
     """Tiling strategy (see `_tiling.Strategy`) for models made of supported layers.
 
     ``pair_macs``: multiply-adds per pair of examples of the chosen forms, set by `measure`
-    (the cost `auto` compares with the generic methods').
+    (the cost `auto` compares with the generic methods'). ``one_theta``: every pair of
+    features is of the same parameters θ (every eNTK), which allows the separable trace
+    column of `Chain.record`; False (the default) keeps ``pair`` exact for features at two
+    parameter sets (`ntkscope.dynamics.jacobian_change`).
     """
 
-    def __init__(self, fm: FunctionalModel, n_out: int, full: bool):
-        self.fm, self.n_out, self.full = fm, n_out, full
+    def __init__(self, fm: FunctionalModel, n_out: int, full: bool, one_theta: bool = False):
+        self.fm, self.n_out, self.full, self.one_theta = fm, n_out, full, one_theta
         self.rules, self.unsupported = _rules(fm)
         # dense layers only (MLPs): one backward pass vectorized over the outputs
         self.dense_only = all(isinstance(rule, LinearRule) for rule in self.rules.values())
@@ -238,10 +243,10 @@ class StructuredStrategy:
 
         The transient memory of `features` per example, ``extract_bytes``, is measured:
         the autograd graph (the storages it saves, less the model's parameters and buffers
-        and the storages of ``x``; per copy of the example, `_record`), counted twice for
-        the gradient buffers of a backward pass, plus the features themselves once more
-        (the layers' factors before their Jacobian or bias columns are formed and
-        concatenated).
+        and the storages of ``x``; per copy of the example, `_record`) counted twice for
+        the gradient buffers of a backward pass, or a chain's working memory
+        (`Chain.transient_bytes`), plus the features themselves once more (the layers'
+        factors before their Jacobian or bias columns are formed and concatenated).
         """
         made = []
         module = self.fm.module
@@ -255,7 +260,10 @@ class StructuredStrategy:
         tensors = [t for term in f.outer + f.positional for t in (term.a, term.g)]
         tensors += f.jacobians
         self.feature_bytes = sum(t.numel() for t in tensors) * item
-        self.extract_bytes = 2 * graph + self.feature_bytes
+        transient = 2 * graph  # a chain's record has no graph: its own count
+        if self.chain is not None:
+            transient = max(transient, self.chain.transient_bytes(self.n_out, item))
+        self.extract_bytes = transient + self.feature_bytes
         # positional temporaries per pair: a·a' (P²) and g·g' (P²); in full mode, per
         # column example, b and a copy of g in a conv's layout (2·P·O·d_out)
         for term in f.positional:
@@ -266,7 +274,7 @@ class StructuredStrategy:
         self.pair_macs = sum(costs(term, self.full)["outer"] for term in f.outer)
         self.pair_macs += sum(costs(term, self.full)["positional"] for term in f.positional)
         self.pair_macs += sum(outputs * j.shape[2] for j in f.jacobians)
-        if self.full or self.chain is None:
+        if self.full or self.chain is None or not self.one_theta:
             return f
         return self.features(_batch.take(x, slice(0, 1)), full=True)  # `Chain.record`
 
@@ -324,7 +332,7 @@ class StructuredStrategy:
         example: 9 ms before, measured).
         """
         if self.chain is not None and isinstance(x, torch.Tensor):
-            chained = self.chain.record(self.fm, x, full)
+            chained = self.chain.record(self.fm, x, separable=not full and self.one_theta)
             if chained is not None:
                 return chained
         records: dict[str, tuple] = {}

@@ -131,7 +131,7 @@ def _checked(method: Method, fm, x1, n_out: int, full: bool) -> Strategy:
             forward-mode rule.
     """
     if method is Method.STRUCTURED:
-        strategy = StructuredStrategy(fm, n_out, full)
+        strategy = StructuredStrategy(fm, n_out, full, one_theta=True)
         check_against_autograd(strategy, strategy.measure(x1), x1)
         return strategy
     strategy = _generic(method, fm, x1, n_out, full)
