@@ -11,12 +11,13 @@ from the chain rule, output-major (O, n, d_l), for all O outputs at once:
 where φ'(h) is the derivative of the activations between the two layers, composed. The
 general structured path gets the same gradients from a backward pass vectorized over the
 outputs through probes added to each layer's output; for a chain there is no autograd graph,
-no probe and no vectorized backward: the scales are folded into the weights (one product of
-each weight per call), φ' multiplies each GEMM's result in place, and the first step is a
-broadcast product instead of a GEMM with O inner columns (MLP 100-512³-10, N = 128, trace
-mode, 2 threads: 13.1 against 16.5 ms per kernel, measured). The structured driver checks
-the result against autograd on one example (`_structured.check_against_autograd`), as for
-every model.
+no probe and no vectorized backward (whose elementwise kernels under the legacy `vmap` were
+slow): the scale s_{l+1} goes into φ'(h_l), which multiplies each GEMM's result in place,
+and the first step is a broadcast product instead of a GEMM with O inner columns (MLP
+100-512³-10, N = 128, 2 threads, separate processes: trace 13.3–13.4 against 14.3–14.5 ms,
+full 28.1–28.4 against 29.1–29.3 ms, measured before the separable trace column of
+`Chain.record`). The structured driver checks the result against autograd on one example
+(`_structured.check_against_autograd`), as for every model.
 
 Modules before the first dense layer (e.g. ``nn.Flatten``) only prepare its input: any
 module without trainable parameters may stand there.
@@ -33,7 +34,7 @@ from ntkscope import _batch
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._rules import Rule
 from ntkscope.kernels._rules.linear import LinearRule
-from ntkscope.models.activations import Elementwise
+from ntkscope.models.activations import Elementwise, autograd_derivative
 from ntkscope.models.layers import ActivationLayer, Dense
 
 ELEMENTWISE = (
@@ -58,14 +59,7 @@ def _derivative(module: nn.Module) -> Elementwise:
     """φ' of one elementwise module: the table's for `ActivationLayer`, else by autograd."""
     if isinstance(module, ActivationLayer):
         return module.activation.derivative
-
-    def derivative(h: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            u = h.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(module(u).sum(), u)
-        return grad
-
-    return derivative
+    return autograd_derivative(module)
 
 
 @dataclass
@@ -129,8 +123,8 @@ class Chain:
         g = None
         for layer, above in zip(self.layers[-2::-1], self.layers[:0:-1], strict=True):
             weight = values[f"{above.name}.weight"]  # (d_above, d_layer)
-            slope = layer.slope(seen[layer.name][1])  # (n, d_layer): the scale s goes here
-            slope.mul_(getattr(above.rule.module, "weight_scale", 1.0))
+            scale = getattr(above.rule.module, "weight_scale", 1.0)
+            slope = layer.slope(seen[layer.name][1]) * scale  # (n, d_layer)
             if g is None:  # above is the readout, whose output gradient is the identity
                 g = weight[:, None, :] * slope
                 kept = (

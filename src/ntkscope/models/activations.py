@@ -101,7 +101,7 @@ _TABLE: dict[ActivationName, tuple[Elementwise, Elementwise]] = {
 }
 
 
-def _autograd_derivative(fn: Elementwise) -> Elementwise:
+def autograd_derivative(fn: Elementwise) -> Elementwise:
     """φ'(x) of an elementwise callable by one backward pass (sum of outputs)."""
 
     def derivative(x: torch.Tensor) -> torch.Tensor:
@@ -151,5 +151,5 @@ def resolve_activation(activation: str | Elementwise | Activation) -> Activation
         return Activation(key.value, fn, derivative, key)
     if callable(activation):
         name = getattr(activation, "__name__", type(activation).__name__)
-        return Activation(name, activation, _autograd_derivative(activation), None)
+        return Activation(name, activation, autograd_derivative(activation), None)
     raise TypeError(f"activation: expected a name or a callable, got {type(activation).__name__}")
