@@ -7,7 +7,7 @@ accuracy of products with few columns is checked against float64 at 1e-6 (below)
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ntkscope.kernels import _gram
@@ -47,11 +47,16 @@ def test_gram_in_either_layout_is_the_einsum(n, m, n_out, d, majors, full):
 @given(
     n=st.integers(1, 9),
     n_out=st.integers(1, 7),
-    ds=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    ds=st.lists(st.integers(1, 6), min_size=0, max_size=3),
     weighted=st.lists(st.booleans(), min_size=3, max_size=3),
     majors=st.lists(st.booleans(), min_size=3, max_size=3),
+    identity=st.booleans(),
 )
-def test_symmetric_sum_is_the_weighted_einsum_and_exactly_symmetric(n, n_out, ds, weighted, majors):
+def test_symmetric_sum_is_the_weighted_einsum_and_exactly_symmetric(
+    n, n_out, ds, weighted, majors, identity
+):
+    """Also with identity factors (a readout layer's), whose weight enters the blocks o = o'."""
+    assume(ds or identity)
     terms, expected = [], 0
     for k, d in enumerate(ds):
         g = _factors(n, n_out, d, majors[k], k)
@@ -62,6 +67,12 @@ def test_symmetric_sum_is_the_weighted_einsum_and_exactly_symmetric(n, n_out, ds
         gg = torch.einsum("nod,mpd->nmop", g, g)
         expected = expected + (gg if w is None else gg * w[:, :, None, None])
         terms.append((w, g))
+    if identity:  # a readout layer's output gradients: its weight on the blocks o = o' only
+        b = torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        w = b @ b.T  # symmetric to rounding: the result is made exactly symmetric
+        eye = torch.eye(n_out, dtype=torch.float64)
+        expected = expected + w[:, :, None, None] * eye
+        terms.append((w, eye.expand(n, n_out, n_out)))
     out = symmetric_sum(terms)
     _close(out, expected)
     assert torch.equal(out, out.transpose(0, 1).transpose(2, 3))

@@ -82,27 +82,67 @@ def symmetric_sum(terms: list[tuple[torch.Tensor | None, torch.Tensor]]) -> torc
 
     ``terms``: pairs (w, g) of weights (n, n) (None: all 1) and factors (n, O, D), in either
     layout (copied to output-major when not). The columns of the (O·n)×(O·n) Gram are taken
-    one output at a time, each against the rows of the outputs up to its own
-    ((o + 1)·n × D × n GEMMs, (O + 1)/2O of the whole; tall products ran 1.25× faster than
-    the same blocks as wide rows, measured), and the blocks above the diagonal mirrored
-    below; blocks on the diagonal are made exactly symmetric from their upper triangles.
+    one output o at a time, against the rows of the outputs before it (o·n × D × n GEMMs;
+    tall products ran 1.25× faster than the same blocks as wide rows, measured), the terms
+    weighted and summed into the first one's product while it is in cache, and the block
+    written above the diagonal and mirrored below. The blocks o = o' are computed for all
+    outputs at once in two strips of rows (the first half of the examples against all, the
+    second half against itself: 3/4 of their products) and made exactly symmetric from
+    their upper triangles; identity factors (g[n, o] = e_o, a readout layer's output
+    gradients) only add their weights there. In all (O + 1)/2O − 1/8O of the whole Gram's
+    products (MLP 100-512³-10, N = 128, full mode, 2 threads: 29.3 against 30.2 ms for the
+    summing in cache, 28.8 against 29.7 ms for the strips and identity factors, measured).
     The result is a view of (O, n, O, n) storage.
     """
-    factors = [g.transpose(0, 1).contiguous() for _, g in terms]  # (O, n, D)
-    n_out, n = factors[0].shape[:2]
-    acc = factors[0].new_empty(n_out, n, n_out, n)
-    for o in range(n_out):
-        block = acc[: o + 1, :, o]  # (o + 1, n, n): rows (o', i) for o' ≤ o, columns (o, j)
-        for k, ((w, _), g) in enumerate(zip(terms, factors, strict=True)):
-            part = product(g[: o + 1].flatten(0, 1), g[o]).view(o + 1, n, n)
-            if w is None:
-                block.copy_(part) if k == 0 else block.add_(part)
-            elif k == 0:
-                torch.mul(part, w, out=block)
-            else:
-                block.addcmul_(part, w)
-        acc[o, :, :o] = block[:o].permute(2, 0, 1)  # (j, o', i) ← (o', i, j)
-    diagonal = acc.diagonal(dim1=0, dim2=2)  # (n, n, O): the blocks o = o', all at once
-    upper = torch.ones(n, n, dtype=torch.bool, device=acc.device).triu()[:, :, None]
-    diagonal.copy_(torch.where(upper, diagonal, diagonal.transpose(0, 1)))
+    like = terms[0][1]
+    n, n_out = like.shape[:2]
+    eye = torch.eye(n_out, dtype=like.dtype, device=like.device)
+    identity = [g.shape[2] == n_out and torch.equal(g, eye.expand_as(g)) for _, g in terms]
+    ones = [w for (w, _), unit in zip(terms, identity, strict=True) if unit]
+    factors = [
+        (w, g.transpose(0, 1).contiguous())  # (O, n, D)
+        for (w, g), unit in zip(terms, identity, strict=True)
+        if not unit
+    ]
+    acc = like.new_empty(n_out, n, n_out, n)
+    if not factors:  # identity factors only: the blocks o ≠ o' are 0
+        acc.zero_()
+    for o in range(1, n_out if factors else 1):
+        block = _weighted(factors, lambda g, o=o: product(g[:o].flatten(0, 1), g[o]).view(o, n, n))
+        acc[:o, :, o] = block  # (o', i, j): rows (o', i) for o' < o, columns (o, j)
+        acc[o, :, :o] = block.permute(2, 0, 1)  # (j, o', i) ← (o', i, j)
+    own = _own_blocks(factors, ones, n_out, like)
+    acc.diagonal(dim1=0, dim2=2).copy_(own.permute(1, 2, 0))
     return acc.permute(1, 3, 0, 2)
+
+
+def _weighted(factors, products, rows=slice(None), cols=slice(None)) -> torch.Tensor | None:
+    """Σ_t w_t[rows, cols] ⊙ products(g_t) (w None: 1), summed into the first product."""
+    total = None
+    for w, g in factors:
+        part = products(g)
+        if w is not None:
+            part.mul_(w[rows, cols])
+        total = part if total is None else total.add_(part)
+    return total
+
+
+def _own_blocks(factors, ones, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """The blocks o = o' of `symmetric_sum`, (O, n, n), exactly symmetric: rows of the first
+    half of the examples against all columns, the second half against itself, plus the
+    weights ``ones`` of the identity factors (None: 1), the upper triangles mirrored."""
+    n = like.shape[0]
+    own = like.new_zeros(n_out, n, n)
+    half = n // 2
+    if factors:
+        own[:, :half] = _weighted(factors, lambda g: product(g[:, :half], g), rows=slice(0, half))
+        own[:, half:, half:] = _weighted(
+            factors,
+            lambda g: product(g[:, half:], g[:, half:]),
+            rows=slice(half, n),
+            cols=slice(half, n),
+        )
+    for w in ones:
+        own.add_(1.0 if w is None else w)
+    upper = torch.ones(n, n, dtype=torch.bool, device=like.device).triu()
+    return torch.where(upper, own, own.transpose(1, 2))
