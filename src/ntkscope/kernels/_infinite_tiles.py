@@ -43,8 +43,12 @@ pair, 0.11 MB per tile) are pairs of images whose passes shrink with each poolin
 values in the last block of a 1 MiB tile; two such tiles at a time ran slower than one
 (Myrtle CNN 8×8, 2 MiB, quiet machine: 2.90× the default's time against 1.86×, measured)."""
 
-Tile = Callable[[slice, slice], Pair]
-"""``tile(rows, cols)`` -> (NNGP, NTK) of shape (len(rows), len(cols))."""
+OUTPUT_BYTES = 16
+"""Bytes of an entry's NNGP and NTK (float64), which a tile writes into the kernel's memory
+(`Recursion.tile`'s ``out``) and which `Recursion.entry_bytes` does not count."""
+
+Tile = Callable[[slice, slice, Pair], None]
+"""``tile(rows, cols, out)`` writes the (NNGP, NTK) of the rows and columns into ``out``."""
 
 
 class Recursion(Protocol):
@@ -64,12 +68,17 @@ class Recursion(Protocol):
         x2: torch.Tensor,
         v1: Sequence[torch.Tensor],
         v2: Sequence[torch.Tensor],
+        out: Pair | None = None,
     ) -> Pair:
-        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2."""
+        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2.
+
+        ``out``: two (N1, N2) float64 tensors (views of the kernels) that receive them and
+        are returned; None: new tensors (`OUTPUT_BYTES` per entry beyond `entry_bytes`).
+        """
         ...
 
     def entry_bytes(self) -> int:
-        """Working memory per entry of a tile."""
+        """Working memory per entry of a tile written into ``out`` (`tile`)."""
         ...
 
     def tile_bytes(self) -> int:
@@ -88,14 +97,14 @@ def pairwise_kernels(
     entries = tile_entries(budget, x1.device, rec.entry_bytes(), rec.tile_bytes())
     if x2 is None:
         return fill_symmetric(
-            lambda rs, cs: rec.tile(x1[rs], x1[cs], _take(v1, rs), _take(v1, cs)),
+            lambda rs, cs, out: rec.tile(x1[rs], x1[cs], _take(v1, rs), _take(v1, cs), out),
             entries,
             diag1,
             workers,
         )
     v2 = rec.single(x2, budget)[0]
     return fill_rectangular(
-        lambda rs, cs: rec.tile(x1[rs], x2[cs], _take(v1, rs), _take(v2, cs)),
+        lambda rs, cs, out: rec.tile(x1[rs], x2[cs], _take(v1, rs), _take(v2, cs), out),
         len(x1),
         len(x2),
         entries,
@@ -106,6 +115,15 @@ def pairwise_kernels(
 
 def _take(variances: Sequence[torch.Tensor], examples: slice) -> list[torch.Tensor]:
     return [v[examples] for v in variances]
+
+
+def written(kernels: Pair, out: Pair | None) -> Pair:
+    """``kernels``, copied into ``out`` and ``out`` returned when given (`Recursion.tile`)."""
+    if out is None:
+        return kernels
+    for view, kernel in zip(out, kernels, strict=True):
+        view.copy_(kernel)
+    return out
 
 
 def entry_bytes(dual: Dual) -> int:
@@ -167,7 +185,7 @@ def fill_rectangular(
     ntk = torch.empty_like(nngp)
 
     def fill(rs: slice, cs: slice) -> None:
-        nngp[rs, cs], ntk[rs, cs] = tile(rs, cs)
+        tile(rs, cs, (nngp[rs, cs], ntk[rs, cs]))
 
     jobs = (
         functools.partial(fill, slice(r, r + rows), slice(c, c + cols))
@@ -189,11 +207,13 @@ def fill_symmetric(tile: Tile, entries: int, diagonal: Pair, workers: int = 1) -
     ntk = torch.empty_like(nngp)
 
     def fill(rs: slice, cs: slice) -> None:
-        for out, block, values in zip((nngp, ntk), tile(rs, cs), diagonal, strict=True):
+        blocks = nngp[rs, cs], ntk[rs, cs]
+        tile(rs, cs, blocks)
+        for out, block, values in zip((nngp, ntk), blocks, diagonal, strict=True):
             if rs == cs:
-                block = diagonal_tile(block, values[rs])
-            out[rs, cs] = block
-            out[cs, rs] = block.T
+                block.copy_(diagonal_tile(block, values[rs]))
+            else:
+                out[cs, rs] = block.T
 
     jobs = (
         functools.partial(fill, slice(r, r + side), slice(c, c + side))
