@@ -84,7 +84,8 @@ def test_infinite_store_is_the_in_memory_kernel(tmp_path, x2):
     second = None if x2 is None else x[x2]
     report = kernel_store.compute("infinite", x[:40], second, store=tmp_path / "i.zarr", **args)
     # ReLU's 16 bytes per entry (the in-place layer's two arrays beyond the tile's NNGP and
-    # NTK, which the job returns like the in-memory kernel's outputs): 225 entries, tiles of 15 × 15, 3 × 4 / 2 above the diagonal, or of 15 × 15, 3 × 2
+    # NTK, which the job returns like the in-memory kernel's outputs): 225 entries, tiles
+    # of 15 × 15, 3 × 4 / 2 above the diagonal, or of 15 × 15, 3 × 2
     assert report.tiles == 6
     nngp, ntk = ns.infinite_kernels(x[:40], second, **args)
     assert torch.equal(stored(tmp_path / "i.zarr", "nngp"), nngp)
