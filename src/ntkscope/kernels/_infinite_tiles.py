@@ -5,7 +5,9 @@ covariances and the variances of x and of x' at every layer. So a `Recursion` fi
 on each input alone (its variances and the kernels of the pair (x, x)), then on tiles of
 pairs, each costing the same working memory per entry. For x2 = x1 only tiles on and above
 the diagonal are computed, the others mirrored, and the diagonal is written from the
-single-input run, so that it equals ``diagonal=True`` bit for bit.
+single-input run, so that it equals ``diagonal=True`` bit for bit. Each tile is computed
+into its block of the kernel (`Recursion.tile`'s ``out``), which the MLP's in-place layers
+use as working memory (`ntkscope.kernels.infinite`).
 
 On CPU a small budget's tiles are computed two (or as many as torch has threads) at a time,
 each on one torch thread in its share of the budget (`concurrent_tiles`, `run_tiles`): the
@@ -31,14 +33,16 @@ _CPU_TILE_BYTES = 2**22
 """Largest tile working memory on CPU: tiles that fit in cache ran fastest (measured). At
 8 MiB the ReLU MLP's arrays (then 72 bytes per entry: 0.9 MiB each) came from the heap, which
 grew to 16–18 MiB beyond the kernel, and ran 5–10% slower than at 4 MiB (5.1 MiB, measured
-with benchmarks/memory_budget.py's MLP case)."""
+with benchmarks/memory_budget.py's MLP case). With the in-place ReLU layer (16 bytes per
+entry beyond the kernel: 262,144 entries) a 2 MiB cap ran 1.2–1.3× slower and 8 MiB no
+faster (N = 4,000, 2 threads, load 2–3)."""
 
 _MIN_SHARE = 2**20
 """Smallest share of the budget per concurrent tile (`concurrent_tiles`)."""
 
 _MAX_CONCURRENT_ENTRY = 2**10
 """Largest memory per entry (and per tile) of a recursion whose tiles run concurrently: an
-MLP's entries (64 bytes for ReLU) are one value per pass, a CNN's (8×8 images: 27 kB per
+MLP's entries (16 bytes for ReLU) are one value per pass, a CNN's (8×8 images: 27 kB per
 pair, 0.11 MB per tile) are pairs of images whose passes shrink with each pooling, to ~500
 values in the last block of a 1 MiB tile; two such tiles at a time ran slower than one
 (Myrtle CNN 8×8, 2 MiB, quiet machine: 2.90× the default's time against 1.86×, measured)."""

@@ -123,7 +123,8 @@ _CLOSED_ARRAYS: dict[ActivationName, int] = {
     ActivationName.SIGN: 7,
     ActivationName.STEP: 7,
 }
-"""float64 values per entry held while a tile's layer evaluates a closed form, the layer's
+"""float64 values per entry held while a tile's layer evaluates a closed form out of place
+(`Dual.given`: the CNN, `infinite_width`, and the MLP but for `Dual.layer`), the layer's
 input NNGP and NTK included: the peak resident memory of a 1000×1000 tile of the MLP
 recursion (`ntkscope.kernels.infinite`), rounded up with 5–20% to spare (measured, in
 values: relu 8.2, leaky_relu 8.7, abs 8.4, identity 5.1, erf 9.2, gelu 18.2, sin and cos

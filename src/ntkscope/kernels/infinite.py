@@ -168,11 +168,12 @@ def infinite_kernels(
             x1's device (on CPU the kind of budget also sets glibc's heap thresholds, as in
             `ntkscope.empirical_ntk`). Not counted: the coefficients that the series duals
             keep per distinct variance (≤ 64 MB, `ntkscope.kernels._series_dual`). A tile
-            needs ``8 · (Dual.arrays − 1)`` bytes per entry (64 for ReLU, 40–152 for the
-            other closed forms, measured; 184 for the series). On CPU, tiles are also capped
-            at 4 MiB, which keeps them in cache (fastest, measured), and a budget under that
-            cap is shared by two tiles computed at once when torch has two threads
-            (`ntkscope.kernels._infinite_tiles.concurrent_tiles`).
+            needs 16 bytes per entry for ReLU, leaky ReLU and abs, whose layers run in
+            place in the kernel's own memory (`Dual.layer`), ``8 · (Dual.arrays − 1)`` for
+            the other closed forms (40–152, measured) and 184 for the series. On CPU,
+            tiles are also capped at 4 MiB, which keeps them in cache (fastest, measured),
+            and a budget under that cap is shared by two tiles computed at once when torch
+            has two threads (`ntkscope.kernels._infinite_tiles.concurrent_tiles`).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
