@@ -37,6 +37,13 @@ with benchmarks/memory_budget.py's MLP case). With the in-place ReLU layer (16 b
 entry beyond the kernel: 262,144 entries) a 2 MiB cap ran 1.2–1.3× slower and 8 MiB no
 faster (N = 4,000, 2 threads, load 2–3)."""
 
+_CPU_ARRAY_ENTRIES = (2**20 - 2**12) // 8
+"""Most entries per tile on CPU: a float64 array of the tile stays under 1 MiB, glibc's mmap
+threshold under an explicit budget (`ntkscope.kernels._tiling`), and comes from the heap
+instead of being mapped and faulted in again for every tile (1.1–1.2× the CPU time,
+measured there). It binds only for the MLP's in-place layers (16 bytes per entry), whose
+arrays would reach 2 MiB at the 4 MiB cap; the other recursions' entries take ≥ 40 bytes."""
+
 _MIN_SHARE = 2**20
 """Smallest share of the budget per concurrent tile (`concurrent_tiles`)."""
 
@@ -140,11 +147,12 @@ def tile_entries(
 ) -> int:
     """Entries per tile (at least one) when `concurrent_tiles` tiles share ``budget``: each
     tile's share, capped at 4 MiB on CPU, less ``bytes_per_tile`` (what a tile holds
-    whatever its size), over ``bytes_per_entry``."""
+    whatever its size), over ``bytes_per_entry``; on CPU at most `_CPU_ARRAY_ENTRIES`."""
     share = budget // concurrent_tiles(budget, device, bytes_per_entry, bytes_per_tile)
-    if device.type == "cpu":
-        share = min(share, _CPU_TILE_BYTES)
-    return max(1, (share - bytes_per_tile) // bytes_per_entry)
+    if device.type != "cpu":
+        return max(1, (share - bytes_per_tile) // bytes_per_entry)
+    entries = (min(share, _CPU_TILE_BYTES) - bytes_per_tile) // bytes_per_entry
+    return max(1, min(entries, _CPU_ARRAY_ENTRIES))
 
 
 def check_second_inputs(x1: torch.Tensor, x2: torch.Tensor | None, diagonal: bool) -> None:
