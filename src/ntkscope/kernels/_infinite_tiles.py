@@ -244,14 +244,17 @@ def concurrent_tiles(budget: int, device: torch.device, entry: int, tile: int = 
     Why: torch splits an elementwise pass over its threads only beyond 32,768 entries (from
     2,048 for sqrt, acos, ...), and each split pays a start and a join, or waits for a
     descheduled thread on a loaded machine, so the passes of a tile under a small budget (a
-    ReLU MLP's 2 MiB: 32,768 entries) ran mostly on one thread. Two such tiles at once, one
+    ReLU MLP's 2 MiB: 32,768 entries before its in-place layers, 130,560 since) ran mostly
+    on one thread. Two such tiles at once, one
     thread each, need no split (ReLU MLP, N = 2,000, 2 threads, nearly quiet machine: 2 MiB
     1.46× the default's time against 1.57× one tile at a time; loaded machine: 7× faster
     than one at a time). Every torch call releases Python's lock and takes it back, so two
     threads wait for each other at every call: shares of 0.5 MiB ran slower than one tile at
     a time (1 MiB budget: 2.34× against 1.66×, same run), hence the 1 MiB floor. Entries
     larger than 1 KiB (a CNN's pairs of images) are not run concurrently: passes over a
-    tile of few entries are short (`_MAX_CONCURRENT_ENTRY`).
+    tile of few entries are short (`_MAX_CONCURRENT_ENTRY`). With the in-place ReLU layers
+    a 2 MiB budget ran two 65,536-entry tiles at a time in 0.76–0.94× the time of one
+    131,072-entry tile at a time (N = 4,000, 2 threads, load 1–2), so this stays.
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1 or budget >= _CPU_TILE_BYTES:
