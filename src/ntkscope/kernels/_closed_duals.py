@@ -56,6 +56,7 @@ _SNAP_LOW = math.nextafter(THETA_SNAP, 0.0)
 """θ ≤ this ⇔ θ < `THETA_SNAP` (``F.threshold_`` replaces the values ≤ its threshold)."""
 _SNAP_HIGH = -math.nextafter(math.pi - THETA_SNAP, math.inf)
 """−θ ≤ this ⇔ θ > π − `THETA_SNAP`."""
+_TWO = torch.tensor(2.0, dtype=torch.float64)  # a 0-d tensor: torch.sub takes it as a scalar
 
 
 def piecewise_linear_layer(
@@ -101,9 +102,6 @@ def piecewise_linear_layer(
     F.threshold_(theta.neg_(), _SNAP_HIGH, -math.pi)  # −θ, snapped
     e_dd = theta.mul_(weight_var * b / (2 * math.pi)).add_(weight_var * a2 / 2)
     ntk.mul_(e_dd).add_(e_ff)
-
-
-_TWO = torch.tensor(2.0, dtype=torch.float64)
 
 
 def identity(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:

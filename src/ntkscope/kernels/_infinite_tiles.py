@@ -98,14 +98,22 @@ class Recursion(Protocol):
 
 
 def pairwise_kernels(
-    rec: Recursion, x1: torch.Tensor, x2: torch.Tensor | None, *, diagonal: bool, budget: int
+    rec: Recursion,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    *,
+    diagonal: bool,
+    budget: int,
+    concurrent: bool = True,
 ) -> Pair:
-    """(NNGP, NTK) of shape (N1, N2), (N1, N1) for x2 = None, or (N1,) when ``diagonal``."""
+    """(NNGP, NTK) of shape (N1, N2), (N1, N1) for x2 = None, or (N1,) when ``diagonal``;
+    ``concurrent``: False computes the tiles one at a time whatever the budget."""
     v1, diag1 = rec.single(x1, budget)
     if diagonal:
         return diag1
     workers = concurrent_tiles(budget, x1.device, rec.entry_bytes(), rec.tile_bytes())
-    entries = tile_entries(budget, x1.device, rec.entry_bytes(), rec.tile_bytes())
+    workers = workers if concurrent else 1
+    entries = tile_entries(budget, x1.device, rec.entry_bytes(), rec.tile_bytes(), workers)
     if x2 is None:
         return fill_symmetric(
             lambda rs, cs, out: rec.tile(x1[rs], x1[cs], _take(v1, rs), _take(v1, cs), out),
@@ -143,12 +151,19 @@ def entry_bytes(dual: Dual) -> int:
 
 
 def tile_entries(
-    budget: int, device: torch.device, bytes_per_entry: int, bytes_per_tile: int = 0
+    budget: int,
+    device: torch.device,
+    bytes_per_entry: int,
+    bytes_per_tile: int = 0,
+    workers: int | None = None,
 ) -> int:
-    """Entries per tile (at least one) when `concurrent_tiles` tiles share ``budget``: each
-    tile's share, capped at 4 MiB on CPU, less ``bytes_per_tile`` (what a tile holds
-    whatever its size), over ``bytes_per_entry``; on CPU at most `_CPU_ARRAY_ENTRIES`."""
-    share = budget // concurrent_tiles(budget, device, bytes_per_entry, bytes_per_tile)
+    """Entries per tile (at least one) when ``workers`` (default: `concurrent_tiles`) tiles
+    share ``budget``: each tile's share, capped at 4 MiB on CPU, less ``bytes_per_tile``
+    (what a tile holds whatever its size), over ``bytes_per_entry``; on CPU at most
+    `_CPU_ARRAY_ENTRIES`."""
+    if workers is None:
+        workers = concurrent_tiles(budget, device, bytes_per_entry, bytes_per_tile)
+    share = budget // workers
     if device.type != "cpu":
         return max(1, (share - bytes_per_tile) // bytes_per_entry)
     entries = (min(share, _CPU_TILE_BYTES) - bytes_per_tile) // bytes_per_entry
@@ -252,9 +267,11 @@ def concurrent_tiles(budget: int, device: torch.device, entry: int, tile: int = 
     threads wait for each other at every call: shares of 0.5 MiB ran slower than one tile at
     a time (1 MiB budget: 2.34× against 1.66×, same run), hence the 1 MiB floor. Entries
     larger than 1 KiB (a CNN's pairs of images) are not run concurrently: passes over a
-    tile of few entries are short (`_MAX_CONCURRENT_ENTRY`). With the in-place ReLU layers
-    a 2 MiB budget ran two 65,536-entry tiles at a time in 0.76–0.94× the time of one
-    131,072-entry tile at a time (N = 4,000, 2 threads, load 1–2), so this stays.
+    tile of few entries are short (`_MAX_CONCURRENT_ENTRY`). The MLP's in-place ReLU layers
+    do not run concurrently (`ntkscope.kernels.infinite`): two 65,536-entry tiles at a time
+    ran in 0.76–0.94× the time of one 131,072-entry tile (2 MiB, N = 4,000, 2 threads, load
+    1–2) but their kernel differed from run to run by an ulp in a few entries (not found
+    why; one at a time it does not).
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1 or budget >= _CPU_TILE_BYTES:

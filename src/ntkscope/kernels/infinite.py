@@ -88,7 +88,7 @@ class _Recursion:
             out = x1.new_empty(len(x1), len(x2)), x1.new_empty(len(x1), len(x2))
         spare, theta = x1.new_empty(len(x1), len(x2)), x1.new_empty(len(x1), len(x2))
         nngp, other = (out[0], spare) if self.depth % 2 == 0 else (spare, out[0])
-        self._input_kernel(x1, x2, nngp)
+        self._input_kernel(x1, x2, nngp, theta)
         ntk = out[1].copy_(nngp)  # Θ¹ = Σ¹
         for layer in range(0, 3 * self.depth, 3):
             rows = t1[layer + 1][:, None], t1[layer + 2][:, None]
@@ -97,9 +97,14 @@ class _Recursion:
             nngp, other = other, nngp
         return out
 
-    def _input_kernel(self, x1: torch.Tensor, x2: torch.Tensor, out: torch.Tensor) -> None:
-        """Σ¹ = σ_w² x1 x2ᵀ / n_0 + σ_b², into ``out``."""
-        out.addmm_(x1, x2.T, beta=0.0, alpha=self.weight_var / x1.shape[1])
+    def _input_kernel(
+        self, x1: torch.Tensor, x2: torch.Tensor, out: torch.Tensor, products: torch.Tensor
+    ) -> None:
+        """Σ¹ = σ_w² x1 x2ᵀ / n_0 + σ_b², into ``out``; x1 x2ᵀ in ``products`` (contiguous, of
+        the tile's shape), the same products as `_tile`'s (``addmm_`` into ``out`` with
+        α = σ_w²/n_0 differed from them by an ulp now and then between runs)."""
+        torch.mm(x1, x2.T, out=products)
+        torch.mul(products, self.weight_var / x1.shape[1], out=out)
         if self.bias_var:
             out.add_(self.bias_var)
 
@@ -107,8 +112,9 @@ class _Recursion:
         self, x1: torch.Tensor, x2: torch.Tensor, t1: list[torch.Tensor], t2: list[torch.Tensor]
     ) -> Pair:
         """`tile` by `Dual.given`: each layer's dual takes ρ in the memory of Σ^l."""
-        nngp = x1.new_empty(len(x1), len(x2))
-        self._input_kernel(x1, x2, nngp)
+        nngp = (x1 @ x2.T).mul_(self.weight_var / x1.shape[1])
+        if self.bias_var:
+            nngp.add_(self.bias_var)
         ntk = nngp.clone()  # Θ¹ = Σ¹, whose memory the first dual overwrites
         for layer in range(0, 3 * self.depth, 3):
             rows = Spread(t1[layer][:, None], t1[layer + 1][:, None])
@@ -173,7 +179,8 @@ def infinite_kernels(
             the other closed forms (40–152, measured) and 184 for the series. On CPU,
             tiles are also capped at 4 MiB, which keeps them in cache (fastest, measured),
             and a budget under that cap is shared by two tiles computed at once when torch
-            has two threads (`ntkscope.kernels._infinite_tiles.concurrent_tiles`).
+            has two threads (`ntkscope.kernels._infinite_tiles.concurrent_tiles`), but for
+            the in-place layers.
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
@@ -182,7 +189,8 @@ def infinite_kernels(
         TypeError, ValueError: naming the offending argument.
     """
     rec, x1, x2, budget = plan(**locals())  # every argument, by name
-    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
+    concurrent = rec.dual.layer is None  # see `_infinite_tiles.concurrent_tiles`
+    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget, concurrent=concurrent)
 
 
 def plan(
