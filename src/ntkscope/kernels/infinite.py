@@ -101,8 +101,7 @@ class _Recursion:
         self, x1: torch.Tensor, x2: torch.Tensor, out: torch.Tensor, products: torch.Tensor
     ) -> None:
         """Σ¹ = σ_w² x1 x2ᵀ / n_0 + σ_b², into ``out``; x1 x2ᵀ in ``products`` (contiguous, of
-        the tile's shape), the same products as `_tile`'s (``addmm_`` into ``out`` with
-        α = σ_w²/n_0 differed from them by an ulp now and then between runs)."""
+        the tile's shape; ``out`` itself where it is)."""
         torch.mm(x1, x2.T, out=products)
         torch.mul(products, self.weight_var / x1.shape[1], out=out)
         if self.bias_var:
@@ -112,9 +111,8 @@ class _Recursion:
         self, x1: torch.Tensor, x2: torch.Tensor, t1: list[torch.Tensor], t2: list[torch.Tensor]
     ) -> Pair:
         """`tile` by `Dual.given`: each layer's dual takes ρ in the memory of Σ^l."""
-        nngp = (x1 @ x2.T).mul_(self.weight_var / x1.shape[1])
-        if self.bias_var:
-            nngp.add_(self.bias_var)
+        nngp = x1.new_empty(len(x1), len(x2))
+        self._input_kernel(x1, x2, nngp, nngp)
         ntk = nngp.clone()  # Θ¹ = Σ¹, whose memory the first dual overwrites
         for layer in range(0, 3 * self.depth, 3):
             rows = Spread(t1[layer][:, None], t1[layer + 1][:, None])
