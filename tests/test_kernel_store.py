@@ -80,11 +80,12 @@ def test_full_mode_rectangular_and_symmetric(tmp_path):
 @pytest.mark.parametrize("x2", [None, slice(40, 70)])
 def test_infinite_store_is_the_in_memory_kernel(tmp_path, x2):
     x = setup()[1]
-    args = dict(depth=2, activation="relu", sigma_b=0.1, memory_budget=72 * 15 * 15)
+    args = dict(depth=2, activation="relu", sigma_b=0.1, memory_budget=16 * 15 * 15)
     second = None if x2 is None else x[x2]
     report = kernel_store.compute("infinite", x[:40], second, store=tmp_path / "i.zarr", **args)
-    # ReLU's 64 bytes per entry: 253 entries, tiles of 15 × 15, 3 × 4 / 2 above the diagonal,
-    # or of 15 × 16, 3 × 2
+    # ReLU's 16 bytes per entry (the in-place layer's two arrays beyond the tile's NNGP and
+    # NTK, which the job returns like the in-memory kernel's outputs): 225 entries, tiles
+    # of 15 × 15, 3 × 4 / 2 above the diagonal, or of 15 × 15, 3 × 2
     assert report.tiles == 6
     nngp, ntk = ns.infinite_kernels(x[:40], second, **args)
     assert torch.equal(stored(tmp_path / "i.zarr", "nngp"), nngp)
@@ -148,8 +149,8 @@ def test_bad_arguments_get_clear_errors(tmp_path):
     for case, message in cases:
         with pytest.raises(ValueError, match=message):
             kernel_store.compute(**({"kind": "entk"} | args | case))
-    with pytest.raises(ValueError, match="memory_budget: 50 bytes is too small; one pair"):
-        kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, memory_budget=50)
+    with pytest.raises(ValueError, match="memory_budget: 10 bytes is too small; one pair"):
+        kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, memory_budget=10)
     with pytest.raises(ValueError, match="model: kind='infinite' takes no model"):
         kernel_store.compute("infinite", x[:5], store=args["store"], depth=1, model=model)
     with pytest.raises(TypeError, match=r"kernel_args: .*'width' \(of infinite_kernels"):

@@ -10,15 +10,19 @@ package's diagonal (itself checked against the table's rows with q1 = q2, ρ = 1
 
 from __future__ import annotations
 
+import math
+
 import dual_reference as reference
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
 from ntkscope.kernels import _series_dual as series
-from ntkscope.kernels.dual import CLOSED_FORMS, for_activation
+from ntkscope.kernels.dual import CLOSED_FORMS, RELU_THETA_SNAP, for_activation, spread
 
 CLOSED_TOL = 1e-12
 """Closed forms: rounding of the formulas, and the reference's own error (~1e-13)."""
@@ -155,6 +159,59 @@ def test_leaky_relu_closed_form_equals_numerical_series():
     series = for_activation(lambda x: F.leaky_relu(x, 0.2))(q1, q2, c)
     for a, b in zip(closed, series, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+LAYER_TOL = 1e-14
+"""The in-place layer against the out-of-place closed form: both round a few times each
+(their operations differ in order), ~1e-16 relative to the scales below."""
+
+_SNAP = RELU_THETA_SNAP
+_RHOS = [1.0, -1.0, 0.0, *(math.cos(t) for t in (_SNAP * 0.99, _SNAP * 1.01, 3e-8, 1e-4))]
+_RHOS += [-r for r in _RHOS[3:]]  # θ near π: π − θ straddles the snap too
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    slope=st.sampled_from([0.0, 0.01, -1.0, 1.0, 0.3, -2.5]),
+    n1=st.integers(1, 9),
+    n2=st.integers(1, 9),
+    weight_var=st.one_of(st.just(0.0), st.floats(1e-3, 4.0)),
+    bias_var=st.sampled_from([0.0, 0.1, 2.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_in_place_layer_equals_the_closed_form(slope, n1, n2, weight_var, bias_var, seed):
+    """`Dual.layer` (ReLU, leaky ReLU, abs, identity as leaky ReLU of slope 1, any slope)
+    against Σ^{l+1} = σ_w² E[φφ] + σ_b², Θ^{l+1} = Σ^{l+1} + σ_w² E[φ'φ'] Θ^l from
+    `Dual.given`, on tiles whose ρ includes ±1, 0 and θ just either side of `THETA_SNAP`
+    and of π − it (the snapped E[φ'φ'] jumps by ~3e-8, far beyond the tolerance), and zero
+    variances. Tolerance `LAYER_TOL` relative to the Cauchy–Schwarz scales: σ_w² √(q1 q2)
+    (1 + a²)/2 + σ_b² for Σ, plus σ_w² (1 + a²)/2 |Θ^l| for Θ."""
+    dual = for_activation(nn.LeakyReLU(slope))
+    g = torch.Generator().manual_seed(seed)
+    q1 = torch.rand(n1, 1, generator=g, dtype=torch.float64).mul_(8).exp_().mul_(1e-2)
+    q2 = torch.rand(1, n2, generator=g, dtype=torch.float64).mul_(8).exp_().mul_(1e-2)
+    q1[0, 0] = 0.0 if seed % 5 == 0 else q1[0, 0]
+    pick = torch.randint(2 * len(_RHOS), (n1, n2), generator=g)  # half of them special
+    special = torch.tensor(_RHOS, dtype=torch.float64)[pick % len(_RHOS)]
+    uniform = torch.rand(n1, n2, generator=g, dtype=torch.float64).mul_(2).sub_(1)
+    rho = torch.where(pick < len(_RHOS), special, uniform)
+    c = rho * (q1 * q2).sqrt()
+    ntk = torch.randn(n1, n2, generator=g, dtype=torch.float64).abs_()
+    a, b = spread(q1), spread(q2)
+    e_ff, e_dd = dual.given(a, b, c.clone())
+    nngp_expected = weight_var * e_ff + bias_var
+    ntk_expected = nngp_expected + weight_var * e_dd * ntk
+
+    root = (weight_var / (2 * math.pi)) ** 0.5
+    nngp, out, theta = c.clone(), torch.empty_like(c), torch.empty_like(c)
+    rows, cols = (a.inv_sqrt, q1.sqrt() * root), (b.inv_sqrt, q2.sqrt() * root)
+    got = ntk.clone()
+    dual.layer(nngp, got, rows, cols, weight_var, bias_var, out, theta)
+
+    half = (1 + slope * slope) / 2
+    scale = weight_var * half * (q1 * q2).sqrt() + bias_var
+    assert ((out - nngp_expected).abs() <= LAYER_TOL * scale).all()
+    assert ((got - ntk_expected).abs() <= LAYER_TOL * (scale + weight_var * half * ntk)).all()
 
 
 def test_nngp_and_ntk_derivative_are_the_pair():

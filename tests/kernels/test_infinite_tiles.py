@@ -31,8 +31,9 @@ def _two_threads():
     torch.set_num_threads(threads)
 
 
-def _mlp(x1, x2, budget):
-    return ns.infinite_kernels(x1, x2, depth=3, sigma_b=0.1, memory_budget=budget)
+def _mlp(x1, x2, budget):  # erf: ReLU's in-place layers run one tile at a time
+    args = dict(depth=3, sigma_b=0.1, activation="erf", memory_budget=budget)
+    return ns.infinite_kernels(x1, x2, **args)
 
 
 def _cnn(x1, x2, budget):
@@ -91,8 +92,9 @@ def test_a_2mib_mlp_kernel_is_computed_concurrently_and_matches_the_untiled_one(
     x = torch.randn(300, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     run, ran = tiles.run_tiles, []
     monkeypatch.setattr(tiles, "run_tiles", lambda jobs, w: ran.append(w) or run(jobs, w))
-    small = ns.infinite_kernels(x, depth=3, memory_budget="2MiB")
-    whole = ns.infinite_kernels(x, depth=3, memory_budget="1GB")
+    args = dict(depth=3, activation="erf")  # not ReLU, whose in-place layers run sequentially
+    small = ns.infinite_kernels(x, **args, memory_budget="2MiB")
+    whole = ns.infinite_kernels(x, **args, memory_budget="1GB")
     assert ran == [2, 1] and torch.get_num_threads() == 2
     for s, w in zip(small, whole, strict=True):
         # the same per-entry arithmetic; only Σ¹ = x·x' (a matmul) may round differently for

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.nn import functional as F
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
@@ -39,7 +40,7 @@ def piecewise_linear(slope: float, q1: torch.Tensor, q2: torch.Tensor, rho: torc
         E[φ'(u) φ'(v)] = ((1 + a²)(π − θ) + 2a θ) / (2π),   θ < `THETA_SNAP` taken as 0.
     """
     theta = torch.acos(rho)
-    sin_theta = (1 - rho * rho).sqrt_()
+    sin_theta = ((1 - rho) * (1 + rho)).sqrt_()  # 1 − ρ² lost ~1e-13 relative at θ ~ 1e-4
     scale = q1.sqrt() / (2 * math.pi) * q2.sqrt()  # outer product when q1, q2 are vectors
     a2 = 1 + slope * slope
     e_ff = torch.addcmul(sin_theta, math.pi - theta, rho).mul_(a2)
@@ -49,6 +50,58 @@ def piecewise_linear(slope: float, q1: torch.Tensor, q2: torch.Tensor, rho: torc
     theta.masked_fill_(theta > math.pi - THETA_SNAP, math.pi)
     e_dd = theta.mul_((2 * slope - a2) / (2 * math.pi)).add_(a2 / 2)
     return e_ff.mul_(scale), e_dd
+
+
+_SNAP_LOW = math.nextafter(THETA_SNAP, 0.0)
+"""θ ≤ this ⇔ θ < `THETA_SNAP` (``F.threshold_`` replaces the values ≤ its threshold)."""
+_SNAP_HIGH = -math.nextafter(math.pi - THETA_SNAP, math.inf)
+"""−θ ≤ this ⇔ θ > π − `THETA_SNAP`."""
+_TWO = torch.tensor(2.0, dtype=torch.float64)  # a 0-d tensor: torch.sub takes it as a scalar
+
+
+def piecewise_linear_layer(
+    slope: float,
+    nngp: torch.Tensor,
+    ntk: torch.Tensor,
+    rows: tuple[torch.Tensor, torch.Tensor],
+    cols: tuple[torch.Tensor, torch.Tensor],
+    weight_var: float,
+    bias_var: float,
+    out: torch.Tensor,
+    theta: torch.Tensor,
+) -> None:
+    """One layer of the MLP recursion for `piecewise_linear`'s φ, in place on a tile:
+
+        Σ^{l+1} = σ_w² E[φ(u) φ(v)] + σ_b²,   Θ^{l+1} = Σ^{l+1} + σ_w² E[φ'(u) φ'(v)] Θ^l,
+
+    with E[φ(u) φ(v)] = √(q1 q2)/(2π) · ((1 − a)² (sin θ − θ ρ) + (1 + a²) π ρ), the
+    `piecewise_linear` formula with its terms gathered (a = ``slope``), and E[φ'(u) φ'(v)]
+    = (1 + a²)/2 − (1 − a)² θ/(2π), θ snapped as there (`THETA_SNAP`, on θ itself:
+    ``F.threshold_`` at the neighbouring doubles keeps the strict comparisons exactly).
+    Four arrays of the tile's shape, no others: Σ^l (``nngp``, which takes ρ and is then
+    free), Θ^l (``ntk``, overwritten by Θ^{l+1}), ``out`` (receives Σ^{l+1}) and ``theta``
+    (scratch). The values are those of `piecewise_linear` to a few ulps of √(q1 q2) (the
+    order of the operations differs; tests/kernels/test_dual.py).
+
+    Args:
+        rows, cols: (1/√q, √(σ_w²/2π) √q) of the rows' and the columns' variances Σ^l(x, x),
+            shaped to broadcast against the tile ((n1, 1) and (1, n2)), 1/√q = 0 where q = 0.
+    """
+    a2, b = 1 + slope * slope, (1 - slope) ** 2
+    rho = nngp.mul_(rows[0]).mul_(cols[0]).clamp_(-1.0, 1.0)
+    torch.acos(rho, out=theta)
+    e_ff = torch.sub(_TWO, torch.abs(rho, out=out), alpha=2, out=out)  # u = 2(1 − |ρ|)
+    e_ff.addcmul_(e_ff, e_ff, value=-0.25).sqrt_()  # sin θ = √(u − u²/4), no cancellation
+    e_ff.addcmul_(theta, rho, value=-1.0)
+    if b != 1:
+        e_ff.mul_(b)
+    e_ff.add_(rho, alpha=a2 * math.pi).mul_(rows[1]).mul_(cols[1])
+    if bias_var:
+        e_ff.add_(bias_var)
+    F.threshold_(theta, _SNAP_LOW, 0.0)
+    F.threshold_(theta.neg_(), _SNAP_HIGH, -math.pi)  # −θ, snapped
+    e_dd = theta.mul_(weight_var * b / (2 * math.pi)).add_(weight_var * a2 / 2)
+    ntk.mul_(e_dd).add_(e_ff)
 
 
 def identity(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:

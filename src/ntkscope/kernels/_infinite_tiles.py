@@ -5,7 +5,9 @@ covariances and the variances of x and of x' at every layer. So a `Recursion` fi
 on each input alone (its variances and the kernels of the pair (x, x)), then on tiles of
 pairs, each costing the same working memory per entry. For x2 = x1 only tiles on and above
 the diagonal are computed, the others mirrored, and the diagonal is written from the
-single-input run, so that it equals ``diagonal=True`` bit for bit.
+single-input run, so that it equals ``diagonal=True`` bit for bit. Each tile is computed
+into its block of the kernel (`Recursion.tile`'s ``out``), which the MLP's in-place layers
+use as working memory (`ntkscope.kernels.infinite`).
 
 On CPU a small budget's tiles are computed two (or as many as torch has threads) at a time,
 each on one torch thread in its share of the budget (`concurrent_tiles`, `run_tiles`): the
@@ -31,20 +33,33 @@ _CPU_TILE_BYTES = 2**22
 """Largest tile working memory on CPU: tiles that fit in cache ran fastest (measured). At
 8 MiB the ReLU MLP's arrays (then 72 bytes per entry: 0.9 MiB each) came from the heap, which
 grew to 16–18 MiB beyond the kernel, and ran 5–10% slower than at 4 MiB (5.1 MiB, measured
-with benchmarks/memory_budget.py's MLP case)."""
+with benchmarks/memory_budget.py's MLP case). With the in-place ReLU layer (16 bytes per
+entry beyond the kernel: 262,144 entries) a 2 MiB cap ran 1.2–1.3× slower and 8 MiB no
+faster (N = 4,000, 2 threads, load 2–3)."""
+
+_CPU_ARRAY_ENTRIES = (2**20 - 2**12) // 8
+"""Most entries per tile on CPU: a float64 array of the tile stays under 1 MiB, glibc's mmap
+threshold under an explicit budget (`ntkscope.kernels._tiling`), and comes from the heap
+instead of being mapped and faulted in again for every tile (1.1–1.2× the CPU time,
+measured there). It binds only for the MLP's in-place layers (16 bytes per entry), whose
+arrays would reach 2 MiB at the 4 MiB cap; the other recursions' entries take ≥ 40 bytes."""
 
 _MIN_SHARE = 2**20
 """Smallest share of the budget per concurrent tile (`concurrent_tiles`)."""
 
 _MAX_CONCURRENT_ENTRY = 2**10
 """Largest memory per entry (and per tile) of a recursion whose tiles run concurrently: an
-MLP's entries (64 bytes for ReLU) are one value per pass, a CNN's (8×8 images: 27 kB per
+MLP's entries (16 bytes for ReLU) are one value per pass, a CNN's (8×8 images: 27 kB per
 pair, 0.11 MB per tile) are pairs of images whose passes shrink with each pooling, to ~500
 values in the last block of a 1 MiB tile; two such tiles at a time ran slower than one
 (Myrtle CNN 8×8, 2 MiB, quiet machine: 2.90× the default's time against 1.86×, measured)."""
 
-Tile = Callable[[slice, slice], Pair]
-"""``tile(rows, cols)`` -> (NNGP, NTK) of shape (len(rows), len(cols))."""
+OUTPUT_BYTES = 16
+"""Bytes of an entry's NNGP and NTK (float64), which a tile writes into the kernel's memory
+(`Recursion.tile`'s ``out``) and which `Recursion.entry_bytes` does not count."""
+
+Tile = Callable[[slice, slice, Pair], None]
+"""``tile(rows, cols, out)`` writes the (NNGP, NTK) of the rows and columns into ``out``."""
 
 
 class Recursion(Protocol):
@@ -64,12 +79,17 @@ class Recursion(Protocol):
         x2: torch.Tensor,
         v1: Sequence[torch.Tensor],
         v2: Sequence[torch.Tensor],
+        out: Pair | None = None,
     ) -> Pair:
-        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2."""
+        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2.
+
+        ``out``: two (N1, N2) float64 tensors (views of the kernels) that receive them and
+        are returned; None: new tensors (`OUTPUT_BYTES` per entry beyond `entry_bytes`).
+        """
         ...
 
     def entry_bytes(self) -> int:
-        """Working memory per entry of a tile."""
+        """Working memory per entry of a tile written into ``out`` (`tile`)."""
         ...
 
     def tile_bytes(self) -> int:
@@ -78,24 +98,32 @@ class Recursion(Protocol):
 
 
 def pairwise_kernels(
-    rec: Recursion, x1: torch.Tensor, x2: torch.Tensor | None, *, diagonal: bool, budget: int
+    rec: Recursion,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    *,
+    diagonal: bool,
+    budget: int,
+    concurrent: bool = True,
 ) -> Pair:
-    """(NNGP, NTK) of shape (N1, N2), (N1, N1) for x2 = None, or (N1,) when ``diagonal``."""
+    """(NNGP, NTK) of shape (N1, N2), (N1, N1) for x2 = None, or (N1,) when ``diagonal``;
+    ``concurrent``: False computes the tiles one at a time whatever the budget."""
     v1, diag1 = rec.single(x1, budget)
     if diagonal:
         return diag1
     workers = concurrent_tiles(budget, x1.device, rec.entry_bytes(), rec.tile_bytes())
-    entries = tile_entries(budget, x1.device, rec.entry_bytes(), rec.tile_bytes())
+    workers = workers if concurrent else 1
+    entries = tile_entries(budget, x1.device, rec.entry_bytes(), rec.tile_bytes(), workers)
     if x2 is None:
         return fill_symmetric(
-            lambda rs, cs: rec.tile(x1[rs], x1[cs], _take(v1, rs), _take(v1, cs)),
+            lambda rs, cs, out: rec.tile(x1[rs], x1[cs], _take(v1, rs), _take(v1, cs), out),
             entries,
             diag1,
             workers,
         )
     v2 = rec.single(x2, budget)[0]
     return fill_rectangular(
-        lambda rs, cs: rec.tile(x1[rs], x2[cs], _take(v1, rs), _take(v2, cs)),
+        lambda rs, cs, out: rec.tile(x1[rs], x2[cs], _take(v1, rs), _take(v2, cs), out),
         len(x1),
         len(x2),
         entries,
@@ -108,21 +136,38 @@ def _take(variances: Sequence[torch.Tensor], examples: slice) -> list[torch.Tens
     return [v[examples] for v in variances]
 
 
+def written(kernels: Pair, out: Pair | None) -> Pair:
+    """``kernels``, copied into ``out`` and ``out`` returned when given (`Recursion.tile`)."""
+    if out is None:
+        return kernels
+    for view, kernel in zip(out, kernels, strict=True):
+        view.copy_(kernel)
+    return out
+
+
 def entry_bytes(dual: Dual) -> int:
     """Working memory per kernel entry of a recursion that applies ``dual`` once per layer."""
     return 8 * dual.arrays
 
 
 def tile_entries(
-    budget: int, device: torch.device, bytes_per_entry: int, bytes_per_tile: int = 0
+    budget: int,
+    device: torch.device,
+    bytes_per_entry: int,
+    bytes_per_tile: int = 0,
+    workers: int | None = None,
 ) -> int:
-    """Entries per tile (at least one) when `concurrent_tiles` tiles share ``budget``: each
-    tile's share, capped at 4 MiB on CPU, less ``bytes_per_tile`` (what a tile holds
-    whatever its size), over ``bytes_per_entry``."""
-    share = budget // concurrent_tiles(budget, device, bytes_per_entry, bytes_per_tile)
-    if device.type == "cpu":
-        share = min(share, _CPU_TILE_BYTES)
-    return max(1, (share - bytes_per_tile) // bytes_per_entry)
+    """Entries per tile (at least one) when ``workers`` (default: `concurrent_tiles`) tiles
+    share ``budget``: each tile's share, capped at 4 MiB on CPU, less ``bytes_per_tile``
+    (what a tile holds whatever its size), over ``bytes_per_entry``; on CPU at most
+    `_CPU_ARRAY_ENTRIES`."""
+    if workers is None:
+        workers = concurrent_tiles(budget, device, bytes_per_entry, bytes_per_tile)
+    share = budget // workers
+    if device.type != "cpu":
+        return max(1, (share - bytes_per_tile) // bytes_per_entry)
+    entries = (min(share, _CPU_TILE_BYTES) - bytes_per_tile) // bytes_per_entry
+    return max(1, min(entries, _CPU_ARRAY_ENTRIES))
 
 
 def check_second_inputs(x1: torch.Tensor, x2: torch.Tensor | None, diagonal: bool) -> None:
@@ -167,7 +212,7 @@ def fill_rectangular(
     ntk = torch.empty_like(nngp)
 
     def fill(rs: slice, cs: slice) -> None:
-        nngp[rs, cs], ntk[rs, cs] = tile(rs, cs)
+        tile(rs, cs, (nngp[rs, cs], ntk[rs, cs]))
 
     jobs = (
         functools.partial(fill, slice(r, r + rows), slice(c, c + cols))
@@ -189,11 +234,13 @@ def fill_symmetric(tile: Tile, entries: int, diagonal: Pair, workers: int = 1) -
     ntk = torch.empty_like(nngp)
 
     def fill(rs: slice, cs: slice) -> None:
-        for out, block, values in zip((nngp, ntk), tile(rs, cs), diagonal, strict=True):
+        blocks = nngp[rs, cs], ntk[rs, cs]
+        tile(rs, cs, blocks)
+        for out, block, values in zip((nngp, ntk), blocks, diagonal, strict=True):
             if rs == cs:
-                block = diagonal_tile(block, values[rs])
-            out[rs, cs] = block
-            out[cs, rs] = block.T
+                block.copy_(diagonal_tile(block, values[rs]))
+            else:
+                out[cs, rs] = block.T
 
     jobs = (
         functools.partial(fill, slice(r, r + side), slice(c, c + side))
@@ -212,14 +259,19 @@ def concurrent_tiles(budget: int, device: torch.device, entry: int, tile: int = 
     Why: torch splits an elementwise pass over its threads only beyond 32,768 entries (from
     2,048 for sqrt, acos, ...), and each split pays a start and a join, or waits for a
     descheduled thread on a loaded machine, so the passes of a tile under a small budget (a
-    ReLU MLP's 2 MiB: 32,768 entries) ran mostly on one thread. Two such tiles at once, one
+    ReLU MLP's 2 MiB: 32,768 entries before its in-place layers, 130,560 since) ran mostly
+    on one thread. Two such tiles at once, one
     thread each, need no split (ReLU MLP, N = 2,000, 2 threads, nearly quiet machine: 2 MiB
     1.46× the default's time against 1.57× one tile at a time; loaded machine: 7× faster
     than one at a time). Every torch call releases Python's lock and takes it back, so two
     threads wait for each other at every call: shares of 0.5 MiB ran slower than one tile at
     a time (1 MiB budget: 2.34× against 1.66×, same run), hence the 1 MiB floor. Entries
     larger than 1 KiB (a CNN's pairs of images) are not run concurrently: passes over a
-    tile of few entries are short (`_MAX_CONCURRENT_ENTRY`).
+    tile of few entries are short (`_MAX_CONCURRENT_ENTRY`). The MLP's in-place ReLU layers
+    do not run concurrently (`ntkscope.kernels.infinite`): two 65,536-entry tiles at a time
+    ran in 0.76–0.94× the time of one 131,072-entry tile (2 MiB, N = 4,000, 2 threads, load
+    1–2) but their kernel differed from run to run by an ulp in a few entries (not found
+    why; one at a time it does not).
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1 or budget >= _CPU_TILE_BYTES:

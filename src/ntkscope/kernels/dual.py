@@ -79,17 +79,21 @@ _Formula = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Pair]
 """(q1, q2, ρ) -> (E[φ(u) φ(v)], E[φ'(u) φ'(v)]) on broadcastable float64 tensors."""
 _Moments = Callable[[torch.Tensor], Pair]
 """q -> (E[φ(√q z)], E[φ'(√q z)]), z ~ N(0, 1), elementwise."""
+_Layer = Callable[..., None]
+"""An MLP layer in place on a tile (`_closed_duals.piecewise_linear_layer` less its slope)."""
 
 
-def _piecewise(slope: float) -> tuple[_Formula, _Moments]:
-    """The dual and the first moments of φ(x) = x for x > 0, ``slope``·x below."""
+def _piecewise(slope: float) -> tuple[_Formula, _Moments, _Layer]:
+    """The dual, the first moments and the in-place MLP layer of φ(x) = x for x > 0,
+    ``slope``·x below."""
     return (
         functools.partial(closed.piecewise_linear, slope),
         functools.partial(closed.piecewise_linear_moments, slope),
+        functools.partial(closed.piecewise_linear_layer, slope),
     )
 
 
-_CLOSED: dict[ActivationName, tuple[_Formula, _Moments]] = {
+_CLOSED: dict[ActivationName, tuple[_Formula, _Moments] | tuple[_Formula, _Moments, _Layer]] = {
     ActivationName.RELU: _piecewise(0.0),
     ActivationName.LEAKY_RELU: _piecewise(LEAKY_RELU_SLOPE),
     ActivationName.ABS: _piecewise(-1.0),
@@ -119,7 +123,8 @@ _CLOSED_ARRAYS: dict[ActivationName, int] = {
     ActivationName.SIGN: 7,
     ActivationName.STEP: 7,
 }
-"""float64 values per entry held while a tile's layer evaluates a closed form, the layer's
+"""float64 values per entry held while a tile's layer evaluates a closed form out of place
+(`Dual.given`: the CNN, `infinite_width`, and the MLP but for `Dual.layer`), the layer's
 input NNGP and NTK included: the peak resident memory of a 1000×1000 tile of the MLP
 recursion (`ntkscope.kernels.infinite`), rounded up with 5–20% to spare (measured, in
 values: relu 8.2, leaky_relu 8.7, abs 8.4, identity 5.1, erf 9.2, gelu 18.2, sin and cos
@@ -136,6 +141,9 @@ class Dual:
         name: the activation's name (with its parameter, e.g. ``leaky_relu(0.2)``).
         exact: True for a closed form, False for the numerical series.
         arrays: float64 values of working memory per entry (tiles are sized by it).
+        layer: for the piecewise-linear φ, the MLP layer in place on a tile
+            (`_closed_duals.piecewise_linear_layer`: `LAYER_ARRAYS` values per entry, the
+            layer's input and output kernels included), else None.
     """
 
     name: str
@@ -143,6 +151,7 @@ class Dual:
     arrays: int
     formula: _Formula
     moments: _Moments | None = None
+    layer: _Layer | None = None
 
     def __call__(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> Pair:
         """(E[φ(u) φ(v)], E[φ'(u) φ'(v)]) for (u, v) ~ N(0, [[q1, c], [c, q2]]).
@@ -302,6 +311,10 @@ _FUNCTIONS: dict[object, str] = {
     F.mish: "mish",
 }
 """Torch functions with their default arguments, by the built-in name they compute."""
+
+LAYER_ARRAYS = 4
+"""float64 values per entry of a tile under `Dual.layer`: Σ^l (then ρ), Θ^l, θ and Σ^{l+1}
+(`_closed_duals.piecewise_linear_layer`, which allocates nothing)."""
 
 
 class Spread(NamedTuple):

@@ -16,19 +16,30 @@ tile by tile, each tile running the whole depth recursion for its entries.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ntkscope._checks import finite_batch, nonnegative_int, nonnegative_real
 from ntkscope.kernels._infinite_tiles import (
+    OUTPUT_BYTES,
     Recursion,
     check_second_inputs,
     entry_bytes,
     pairwise_kernels,
+    written,
 )
 from ntkscope.kernels._tiling import resolve_budget
-from ntkscope.kernels.dual import ActivationLike, Dual, Pair, Spread, for_activation, spread
+from ntkscope.kernels.dual import (
+    LAYER_ARRAYS,
+    ActivationLike,
+    Dual,
+    Pair,
+    Spread,
+    for_activation,
+    spread,
+)
 
 
 @dataclass(frozen=True)
@@ -43,26 +54,67 @@ class _Recursion:
     def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
         """(per-input terms of the tiles, each (N,); (Σ^{L+1}(x, x), Θ^{L+1}(x, x))).
 
-        The terms: for l = 1..L the `Spread` of Σ^l(x, x), q then 1/√q. O(N · depth)
-        memory: ``budget`` is not needed."""
+        The terms: for l = 1..L the `Spread` of Σ^l(x, x), q then 1/√q, and √(σ_w²/2π) √q
+        (`Dual.layer`'s). O(N · depth) memory: ``budget`` is not needed."""
         nngp = self.weight_var * x.square().mean(1) + self.bias_var
         ntk, terms = nngp.clone(), []
         for _ in range(self.depth):
-            terms.extend(spread(nngp))
+            terms.extend(
+                (*spread(nngp), nngp.sqrt().mul_((self.weight_var / (2 * math.pi)) ** 0.5))
+            )
             e_ff, e_dd = self.dual.diagonal(nngp)
             nngp = self.weight_var * e_ff + self.bias_var
             ntk = nngp + ntk * (self.weight_var * e_dd)
         return terms, (nngp.clone(), ntk)
 
     def tile(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        t1: list[torch.Tensor],
+        t2: list[torch.Tensor],
+        out: Pair | None = None,
+    ) -> Pair:
+        """(Σ^{L+1}, Θ^{L+1}) for rows x1 and columns x2 with per-input terms t1, t2 (`single`),
+        in ``out`` when given (`_infinite_tiles.Recursion.tile`).
+
+        Under `Dual.layer` the layers run in ``out`` and two arrays more: Θ^l in Θ's output,
+        Σ^l alternating between Σ's output and a spare array, θ in the other. Otherwise
+        each layer's dual takes ρ in Σ^l's memory and its outputs become Σ^{l+1}, Θ^{l+1}.
+        """
+        if self.dual.layer is None or not self.depth:
+            return written(self._tile(x1, x2, t1, t2), out)
+        if out is None:
+            out = x1.new_empty(len(x1), len(x2)), x1.new_empty(len(x1), len(x2))
+        spare, theta = x1.new_empty(len(x1), len(x2)), x1.new_empty(len(x1), len(x2))
+        nngp, other = (out[0], spare) if self.depth % 2 == 0 else (spare, out[0])
+        self._input_kernel(x1, x2, nngp, theta)
+        ntk = out[1].copy_(nngp)  # Θ¹ = Σ¹
+        for layer in range(0, 3 * self.depth, 3):
+            rows = t1[layer + 1][:, None], t1[layer + 2][:, None]
+            cols = t2[layer + 1][None], t2[layer + 2][None]
+            self.dual.layer(nngp, ntk, rows, cols, self.weight_var, self.bias_var, other, theta)
+            nngp, other = other, nngp
+        return out
+
+    def _input_kernel(
+        self, x1: torch.Tensor, x2: torch.Tensor, out: torch.Tensor, products: torch.Tensor
+    ) -> None:
+        """Σ¹ = σ_w² x1 x2ᵀ / n_0 + σ_b², into ``out``; x1 x2ᵀ in ``products`` (contiguous, of
+        the tile's shape; ``out`` itself where it is)."""
+        torch.mm(x1, x2.T, out=products)
+        torch.mul(products, self.weight_var / x1.shape[1], out=out)
+        if self.bias_var:
+            out.add_(self.bias_var)
+
+    def _tile(
         self, x1: torch.Tensor, x2: torch.Tensor, t1: list[torch.Tensor], t2: list[torch.Tensor]
     ) -> Pair:
-        """(Σ^{L+1}, Θ^{L+1}) for rows x1 and columns x2 with per-input terms t1, t2 (`single`)."""
-        nngp = (x1 @ x2.T).mul_(self.weight_var / x1.shape[1])
-        if self.bias_var:
-            nngp.add_(self.bias_var)
+        """`tile` by `Dual.given`: each layer's dual takes ρ in the memory of Σ^l."""
+        nngp = x1.new_empty(len(x1), len(x2))
+        self._input_kernel(x1, x2, nngp, nngp)
         ntk = nngp.clone()  # Θ¹ = Σ¹, whose memory the first dual overwrites
-        for layer in range(0, 2 * self.depth, 2):
+        for layer in range(0, 3 * self.depth, 3):
             rows = Spread(t1[layer][:, None], t1[layer + 1][:, None])
             cols = Spread(t2[layer][None], t2[layer + 1][None])
             e_ff, e_dd = self.dual.given(rows, cols, nngp, overwrite=True)
@@ -74,8 +126,11 @@ class _Recursion:
         return nngp, ntk
 
     def entry_bytes(self) -> int:
-        """Working memory per matrix entry of a tile: `Dual.arrays` less Σ^l, whose memory
-        takes ρ (depth 0: a closed form, the identity)."""
+        """Working memory per matrix entry of a tile written into ``out``: under `Dual.layer`
+        its two arrays (`LAYER_ARRAYS` less Σ's and Θ's outputs), else `Dual.arrays` less
+        Σ^l, whose memory takes ρ (depth 0: a closed form, the identity)."""
+        if self.depth and self.dual.layer is not None:
+            return 8 * LAYER_ARRAYS - OUTPUT_BYTES
         return entry_bytes(for_activation("identity") if self.depth == 0 else self.dual) - 8
 
     def tile_bytes(self) -> int:
@@ -117,11 +172,13 @@ def infinite_kernels(
             x1's device (on CPU the kind of budget also sets glibc's heap thresholds, as in
             `ntkscope.empirical_ntk`). Not counted: the coefficients that the series duals
             keep per distinct variance (≤ 64 MB, `ntkscope.kernels._series_dual`). A tile
-            needs ``8 · (Dual.arrays − 1)`` bytes per entry (64 for ReLU, 40–152 for the
-            other closed forms, measured; 184 for the series). On CPU, tiles are also capped
-            at 4 MiB, which keeps them in cache (fastest, measured), and a budget under that
-            cap is shared by two tiles computed at once when torch has two threads
-            (`ntkscope.kernels._infinite_tiles.concurrent_tiles`).
+            needs 16 bytes per entry for ReLU, leaky ReLU and abs, whose layers run in
+            place in the kernel's own memory (`Dual.layer`), ``8 · (Dual.arrays − 1)`` for
+            the other closed forms (40–152, measured) and 184 for the series. On CPU,
+            tiles are also capped at 4 MiB, which keeps them in cache (fastest, measured),
+            and a budget under that cap is shared by two tiles computed at once when torch
+            has two threads (`ntkscope.kernels._infinite_tiles.concurrent_tiles`), but for
+            the in-place layers.
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
@@ -130,7 +187,8 @@ def infinite_kernels(
         TypeError, ValueError: naming the offending argument.
     """
     rec, x1, x2, budget = plan(**locals())  # every argument, by name
-    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget)
+    concurrent = rec.dual.layer is None  # see `_infinite_tiles.concurrent_tiles`
+    return pairwise_kernels(rec, x1, x2, diagonal=diagonal, budget=budget, concurrent=concurrent)
 
 
 def plan(

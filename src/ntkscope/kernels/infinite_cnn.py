@@ -61,6 +61,7 @@ from ntkscope.kernels._infinite_tiles import (
     entry_bytes,
     pairwise_kernels,
     tile_entries,
+    written,
 )
 from ntkscope.kernels._tiling import resolve_budget
 from ntkscope.kernels.dual import ActivationLike, Dual, Pair, for_activation
@@ -295,16 +296,22 @@ class _Recursion:
         return [torch.cat(v) for v in variances], (nngp, ntk)
 
     def tile(
-        self, x1: torch.Tensor, x2: torch.Tensor, v1: list[torch.Tensor], v2: list[torch.Tensor]
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        v1: list[torch.Tensor],
+        v2: list[torch.Tensor],
+        out: Pair | None = None,
     ) -> Pair:
-        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2."""
+        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2,
+        copied into ``out`` when given (`_infinite_tiles.Recursion.tile`)."""
 
         def given(block: int, kernel: _Kernel) -> Pair:
             return kernel.spread(v1[block][:, None], v2[block][None])
 
         chunk = self.chunk_entries(len(x1) * len(x2))
         first = self.first_block(self.patches(x1), self.patches(x2), v1[0], v2[0], chunk)
-        return self.network(first, given)
+        return written(self.network(first, given), out)
 
     def _pair_entries(self) -> list[int]:
         """Entries per pair of images at each block's activation and after the last block."""

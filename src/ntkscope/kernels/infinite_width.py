@@ -28,6 +28,7 @@ from ntkscope.kernels._infinite_tiles import (
     check_second_inputs,
     pairwise_kernels,
     tile_entries,
+    written,
 )
 from ntkscope.kernels._program_capture import input_kernel, steps, trace
 from ntkscope.kernels._program_concat import CATS, propagate_shapes
@@ -144,11 +145,17 @@ class KernelFn:
         return variances, (nngp, ntk)
 
     def tile(
-        self, x1: torch.Tensor, x2: torch.Tensor, v1: list[torch.Tensor], v2: list[torch.Tensor]
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        v1: list[torch.Tensor],
+        v2: list[torch.Tensor],
+        out: Pair | None = None,
     ) -> Pair:
-        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2."""
-        out = self.run(Raw(x1, x2), Context(v1, v2))
-        return out.nngp, out.ntk
+        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2,
+        copied into ``out`` when given (`_infinite_tiles.Recursion.tile`)."""
+        kernels = self.run(Raw(x1, x2), Context(v1, v2))
+        return written((kernels.nngp, kernels.ntk), out)
 
     def position_pairs(self, x: torch.Tensor) -> int:
         """The largest number of position pairs per input pair (cost per kernel entry), from
