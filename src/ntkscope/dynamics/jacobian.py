@@ -30,7 +30,6 @@ from ntkscope.dynamics.state import Recorder, TrainState
 from ntkscope.kernels import Method
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._generic import JacobianStrategy
-from ntkscope.kernels._structured import StructuredStrategy
 from ntkscope.kernels.empirical import _strategy
 
 DEFAULT_BUDGET = 2**28
@@ -56,12 +55,10 @@ def _strategies(model: nn.Module, x: torch.Tensor, reference: Mapping[str, torch
     before = FunctionalModel(model, reference)
     n_out = now.check_inputs(x, "x")
     n = len(x)
-    method, strategy = _strategy(Method.AUTO, now, x, n, n, n_out, False, DEFAULT_BUDGET)
+    # features at θ are paired with features at θ_0: no shortcut that assumes one θ
+    method, strategy = _strategy(Method.AUTO, now, x, n, n, n_out, False, DEFAULT_BUDGET, False)
     if method is Method.NTVP:  # its features are the inputs: per-example Jacobians instead
         strategy = JacobianStrategy(now, n_out, False)
-    if method is Method.STRUCTURED:  # the eNTK's, whose trace shortcut assumes one θ
-        strategy = StructuredStrategy(now, n_out, False)
-        strategy.measure(x)
     return strategy, type(strategy)(before, n_out, False)
 
 

@@ -121,7 +121,7 @@ def _generic(method: Method, fm, x1, n_out: int, full: bool) -> Strategy:
     return AutogradStrategy(fm, n_out, full)
 
 
-def _checked(method: Method, fm, x1, n_out: int, full: bool) -> Strategy:
+def _checked(method: Method, fm, x1, n_out: int, full: bool, one_theta: bool = True) -> Strategy:
     """The strategy of ``method``, run on a probe of 1–2 examples and checked against
     autograd there (`_probe.disagreement`).
 
@@ -129,9 +129,12 @@ def _checked(method: Method, fm, x1, n_out: int, full: bool) -> Strategy:
         UnsupportedModel: for a structured rule that does not apply, or a disagreement;
             NotImplementedError, RuntimeError: from torch when an op has no vmap or
             forward-mode rule.
+
+    ``one_theta``: as in `StructuredStrategy` (False where features at two parameter sets
+    are paired).
     """
     if method is Method.STRUCTURED:
-        strategy = StructuredStrategy(fm, n_out, full, one_theta=True)
+        strategy = StructuredStrategy(fm, n_out, full, one_theta)
         check_against_autograd(strategy, strategy.measure(x1), x1)
         return strategy
     strategy = _generic(method, fm, x1, n_out, full)
@@ -149,7 +152,9 @@ def _reason(error: BaseException) -> str:
     return kind + lines[0][:300]
 
 
-def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Strategy]:
+def _strategy(
+    method, fm, x1, n1, n2, n_out, full, budget, one_theta: bool = True
+) -> tuple[Method, Strategy]:
     """The method that runs (never AUTO) and its tiling strategy.
 
     AUTO tries STRUCTURED, JACOBIAN and NTVP in the order of their estimated FLOPs (one
@@ -159,7 +164,7 @@ def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Stra
     """
     if method is not Method.AUTO:
         try:
-            return method, _checked(method, fm, x1, n_out, full)
+            return method, _checked(method, fm, x1, n_out, full, one_theta)
         except (UnsupportedModel, NotImplementedError, RuntimeError) as why:
             raise ValueError(
                 f"method={method.value!r}: {_reason(why)}; use method='auto', which falls "
@@ -168,14 +173,16 @@ def _strategy(method, fm, x1, n1, n2, n_out, full, budget) -> tuple[Method, Stra
     failures, ready = [], {}
     costs, backward = _costs(fm, x1, n1, n2, n_out, full, budget)
     try:  # the structured cost is known once its rules have seen a probe example
-        ready[Method.STRUCTURED] = structured = _checked(Method.STRUCTURED, fm, x1, n_out, full)
+        structured = _checked(Method.STRUCTURED, fm, x1, n_out, full, one_theta)
+        ready[Method.STRUCTURED] = structured
         features = (n1 + n2) * n_out * backward
         costs = {Method.STRUCTURED: features + n1 * n2 * 2 * structured.pair_macs, **costs}
     except Exception as why:  # any failure of a method: try the next
         failures.append(f"structured: {_reason(why)}")
     for candidate in [*sorted(costs, key=costs.get), Method.AUTOGRAD]:  # stable: ties structured
         try:
-            return candidate, ready.get(candidate) or _checked(candidate, fm, x1, n_out, full)
+            strategy = ready.get(candidate) or _checked(candidate, fm, x1, n_out, full, one_theta)
+            return candidate, strategy
         except Exception as why:  # any failure of a method: try the next
             failures.append(f"{candidate.value}: {_reason(why)}")
     raise ValueError("model: no eNTK method can differentiate it; " + "; ".join(failures))
