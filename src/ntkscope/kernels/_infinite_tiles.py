@@ -111,8 +111,11 @@ def pairwise_kernels(
     v1, diag1 = rec.single(x1, budget)
     if diagonal:
         return diag1
-    workers = concurrent_tiles(budget, x1.device, rec.entry_bytes(), rec.tile_bytes())
-    workers = workers if concurrent else 1
+    workers = (
+        concurrent_tiles(budget, x1.device, rec.entry_bytes(), rec.tile_bytes())
+        if concurrent
+        else 1
+    )
     entries = tile_entries(budget, x1.device, rec.entry_bytes(), rec.tile_bytes(), workers)
     if x2 is None:
         return fill_symmetric(
