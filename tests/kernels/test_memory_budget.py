@@ -226,13 +226,28 @@ def test_tiles_fill_the_kernel_recomputing_only_rows_before_a_group(
     strategy, n2 = _Linear(), n1 if symmetric else n2
     out = torch.empty(n1, n2, dtype=torch.float64)
     with mock.patch.object(_tiling, "plan_tiles", return_value=TilePlan(chunk, resident)):
-        tiled_kernel(strategy, x1, x2, out, budget=1)
+        out = tiled_kernel(strategy, x1, x2, out, budget=1)
     assert torch.equal(out, x1 @ (x1 if symmetric else x2).T)
     chunks = -(-n2 // chunk)
     groups = _tiling._groups(chunks, resident, symmetric)
     assert [len(g) for g in groups] == sorted(len(g) for g in groups) or not symmetric
     before = sum(min(g.start * chunk, n1) for g in groups)
     assert strategy.computed == (n1 + before if symmetric else n2 + len(groups) * n1)
+
+
+def test_a_kernel_of_one_symmetric_tile_is_that_tile_not_a_copy():
+    """x2 = x1 in one tile: the strategy's symmetric tile is returned as it is (no copy
+    into ``out``), with its values; two tiles fill ``out``."""
+    x = torch.randint(-3, 4, (6, 3), dtype=torch.float64)
+    strategy, made = _Linear(), []
+    strategy.symmetric = lambda a: made.append(a @ a.T) or made[-1]
+    out = torch.zeros(6, 6, dtype=torch.float64)
+    with mock.patch.object(_tiling, "plan_tiles", return_value=TilePlan(6, 1)):
+        kernel = tiled_kernel(strategy, x, None, out, budget=1)
+    assert kernel is made[0] and torch.equal(kernel, x @ x.T) and not out.any()
+    with mock.patch.object(_tiling, "plan_tiles", return_value=TilePlan(3, 2)):
+        kernel = tiled_kernel(strategy, x, None, out, budget=1)
+    assert kernel is out and torch.equal(out, x @ x.T)
 
 
 def test_the_heap_thresholds_follow_the_kind_of_budget(monkeypatch):
