@@ -117,13 +117,17 @@ def symmetric_sum(terms: list[tuple[torch.Tensor | None, torch.Tensor]]) -> torc
 
 
 def _weighted(factors, products, rows=slice(None), cols=slice(None)) -> torch.Tensor | None:
-    """Σ_t w_t[rows, cols] ⊙ products(g_t) (w None: 1), summed into the first product."""
+    """Σ_t w_t[rows, cols] ⊙ products(g_t) (w None: 1), summed into the first product (a
+    weighted one by one ``addcmul_``, one pass instead of a product and a sum)."""
     total = None
     for w, g in factors:
         part = products(g)
-        if w is not None:
-            part.mul_(w[rows, cols])
-        total = part if total is None else total.add_(part)
+        if total is None:
+            total = part if w is None else part.mul_(w[rows, cols])
+        elif w is None:
+            total.add_(part)
+        else:
+            total.addcmul_(part, w[rows, cols])
     return total
 
 

@@ -191,7 +191,10 @@ def _strategy(
 def _all_finite(t: torch.Tensor, chunk: int = 2**20) -> bool:
     """``torch.isfinite(t).all()``: true when the sum is finite (a NaN or an infinity makes it
     NaN or infinite), else checked in chunks (a sum of finite entries may overflow; the
-    whole-tensor form allocates more than ``t``)."""
+    whole-tensor form allocates more than ``t``). A permuted view of contiguous storage
+    (`tiled_kernel`'s one-tile kernel) is read in its storage's order, so that its chunks
+    are views, not a copy."""
+    t = t.permute(*sorted(range(t.dim()), key=lambda d: -t.stride(d)))
     if bool(torch.isfinite(t.sum())):
         return True
     return all(bool(torch.isfinite(part).all()) for part in t.reshape(-1).split(chunk))
