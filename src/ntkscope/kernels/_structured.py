@@ -364,6 +364,10 @@ class StructuredStrategy:
         for rule, a, g in self._record(x, self.full if full is None else full):
             for term in rule.terms(a, g):
                 kind = "jacobian" if isinstance(term, Jacobian) else form(term, self.full)
+                if kind == "positional" and term.vocab is None:
+                    # patches are transposed views: flattened by `Factors.inner` at every
+                    # pair, copied once here instead (ResNet row: ~5 ms of 0.34 s)
+                    term = Factors(term.a.contiguous(), term.g)
                 if kind != "jacobian":
                     getattr(f, kind).append(term)
                     continue
