@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
@@ -64,7 +65,15 @@ from ntkscope.kernels._infinite_tiles import (
     written,
 )
 from ntkscope.kernels._tiling import resolve_budget
-from ntkscope.kernels.dual import ActivationLike, Dual, Pair, for_activation
+from ntkscope.kernels.dual import (
+    LAYER_ARRAYS,
+    ActivationLike,
+    Dual,
+    Pair,
+    Spread,
+    for_activation,
+    spread,
+)
 from ntkscope.models.builders import Readout, pooled_size, resolve_pools
 
 _BLOCK_ARRAYS = 4
@@ -73,12 +82,19 @@ _BLOCK_ARRAYS = 4
 0.1 (GELU) and 3.2 (step) more (measured, tests/kernels/test_memory_budget.py)."""
 
 
+_LAYER_BLOCK_ARRAYS = 1
+"""float64 values per position pair that a block holds beyond `Dual.layer`'s `LAYER_ARRAYS`
+(Σ then ρ, Θ then K + T, K, θ): the quarter arrays of block 0's window sums, and the
+convolution's one array (`_conv`, before the layer)."""
+
+
 @dataclass(frozen=True)
 class _Kernel:
     """NNGP and NTK of one layer's outputs for a batch of image pairs.
 
-    ``nngp``, ``ntk``: (..., H, W, H, W) over pairs of positions (p of x, p' of x'), or
-    (..., H, W) when ``same_position``: the entries p = p' only.
+    ``nngp``, ``ntk``: (A, H, W, B, H, W) over pairs of positions (p of x, p' of x') for the
+    pairs of A images x and B images x' (B = 1 for the pairs (x, x)), or (..., H, W) when
+    ``same_position``: the entries p = p' only.
     """
 
     nngp: torch.Tensor
@@ -86,23 +102,29 @@ class _Kernel:
     same_position: bool
 
     def variances(self) -> torch.Tensor:
-        """Σ[p, p] of a kernel of images paired with themselves: (..., H, W)."""
+        """Σ[p, p] of a kernel of images paired with themselves: (A, H, W), a copy."""
         if self.same_position:
-            return self.nngp
-        h, w = self.nngp.shape[-2:]
-        pairs = self.nngp.flatten(-4, -3).flatten(-2, -1)
-        return pairs.diagonal(dim1=-2, dim2=-1).unflatten(-1, (h, w))
+            return self.nngp.clone()  # the activation overwrites Σ
+        a, h, w = self.nngp.shape[:3]
+        pairs = self.nngp.reshape(a, h * w, h * w)
+        return pairs.diagonal(dim1=1, dim2=2).reshape(a, h, w).clone()
 
-    def spread(self, v1: torch.Tensor, v2: torch.Tensor) -> Pair:
-        """Variances (..., H, W) of x and x' broadcast against the position axes."""
+    def spread(self, v1: torch.Tensor, v2: torch.Tensor, own: bool) -> Pair:
+        """Variances (A, H, W) of x and (B, H, W) of x' broadcast against the entries: all
+        pairs, or with ``own`` the pairs (x, x) (v1 = v2)."""
         if self.same_position:
-            return v1, v2
-        return v1[..., None, None], v2[..., None, None, :, :]
+            return (v1, v2) if own else (v1[:, None], v2[None])
+        return v1[:, :, :, None, None, None], v2[:, None, None, None] if own else v2[
+            None, None, None
+        ]
 
 
-def _box(t: torch.Tensor, axes: Sequence[int], k: int) -> torch.Tensor:
-    """Σ_d t[.., i + d, .., i' + d, ..] over |d| ≤ k // 2: ``axes`` move together; 0 outside."""
-    out, n = t.clone(), t.shape[axes[0]]
+def _box(
+    t: torch.Tensor, axes: Sequence[int], k: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Σ_d t[.., i + d, .., i' + d, ..] over |d| ≤ k // 2: ``axes`` move together; 0 outside.
+    Into ``out`` when given (not t), else a new array."""
+    out, n = t.clone() if out is None else out.copy_(t), t.shape[axes[0]]
     for d in range(1, min(k // 2, n - 1) + 1):
         low, high = [slice(None)] * t.dim(), [slice(None)] * t.dim()
         for axis in axes:
@@ -112,55 +134,110 @@ def _box(t: torch.Tensor, axes: Sequence[int], k: int) -> torch.Tensor:
     return out
 
 
-def _conv(kernel: _Kernel, k: int, weight_var: float, bias_var: float) -> _Kernel:
-    """k×k convolution, "same" zero padding: the sum over offsets δ of the position pairs."""
-    axes = ((-2,), (-1,)) if kernel.same_position else ((-4, -2), (-3, -1))
-    scale = weight_var / k**2
+def _conv(kernel: _Kernel, k: int, bias_var: float) -> _Kernel:
+    """k×k convolution, "same" zero padding: the sum over offsets δ of the position pairs,
+    plus σ_b², on both kernels, in their memory and one array more (its σ_w²/k² is in the
+    activation before, `_activated`)."""
+    axes = ((-2,), (-1,)) if kernel.same_position else ((1, 4), (2, 5))
 
     def conv(t: torch.Tensor) -> torch.Tensor:
-        return _box(_box(t, axes[0], k), axes[1], k).mul_(scale)
+        t = _box(_box(t, axes[0], k), axes[1], k, out=t)
+        return t.add_(bias_var) if bias_var else t
 
-    nngp = conv(kernel.nngp).add_(bias_var)
-    return replace(kernel, nngp=nngp, ntk=conv(kernel.ntk).add_(nngp))
-
-
-def _activate(kernel: _Kernel, dual: Dual, v1: torch.Tensor, v2: torch.Tensor) -> _Kernel:
-    """E[φ(u) φ(v)] and Θ · E[φ'(u) φ'(v)], with variances v1, v2 spread over positions."""
-    e_ff, e_dd = dual(v1, v2, kernel.nngp)
-    return replace(kernel, nngp=e_ff, ntk=e_dd.mul_(kernel.ntk))
+    return replace(kernel, nngp=conv(kernel.nngp), ntk=conv(kernel.ntk))
 
 
-def _window_means(t: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
-    """Means of the 2×2 × 2×2 windows over ``axes`` (the rows and columns of p and of p',
+class _Side(NamedTuple):
+    """The per-input terms of one side (x or x') of an activation: the variances'
+    `Spread` and √(s/2π) √Σ(x, x) (`Dual.layer`'s), s the activation's scale (`_activate`)."""
+
+    spread: Spread
+    root: torch.Tensor
+
+
+def _side(q: torch.Tensor, scale: float) -> _Side:
+    """The `_Side` of variances q (shaped to broadcast against the entries)."""
+    return _Side(spread(q), q.sqrt().mul_(math.sqrt(scale / (2 * math.pi))))
+
+
+def _activated(
+    dual: Dual,
+    sigma: torch.Tensor,
+    ntk: torch.Tensor,
+    a: _Side,
+    b: _Side,
+    scale: float,
+    spare: Pair | None = None,
+) -> Pair:
+    """(s K, s (K + T)) from the NNGP Σ and NTK Θ of a layer's inputs, K = E[φ(u) φ(v)] and
+    T = Θ · E[φ'(u) φ'(v)] (the module docstring's activation), s = ``scale``.
+
+    Both kernels after φ are kept as K and K + T: every linear map after φ (convolution,
+    pooling, readout) is then the same on both, Θ_next = σ_w²/k² Σ_δ (K + T) + σ_b², and the
+    scale s carries the next layers' constant factors (σ_w²/k² or σ_w², 1/16 for a pooling).
+    ``sigma`` and ``ntk`` (of the entries' shape) are overwritten. With `Dual.layer` (the
+    MLP layer with σ_w² = s, σ_b² = 0, in place) the result is (``spare[0]``, ``ntk``),
+    ``spare[1]`` the layer's scratch (θ); two new arrays when ``spare`` is None. Else
+    `Dual.given` makes its arrays (`Dual.arrays`)."""
+    if dual.layer is not None:
+        out, angles = (torch.empty_like(sigma), torch.empty_like(sigma)) if spare is None else spare
+        rows, cols = (a.spread.inv_sqrt, a.root), (b.spread.inv_sqrt, b.root)
+        dual.layer(sigma, ntk, rows, cols, scale, 0.0, out, angles)
+        return out, ntk
+    e_ff, e_dd = dual.given(a.spread, b.spread, sigma, overwrite=True)
+    e_dd = e_dd.mul_(ntk).add_(e_ff)
+    return (e_ff, e_dd) if scale == 1 else (e_ff.mul_(scale), e_dd.mul_(scale))
+
+
+def _activate(kernel: _Kernel, dual: Dual, v1: torch.Tensor, v2: torch.Tensor, s: float) -> _Kernel:
+    """`_activated` on a kernel, with variances v1, v2 spread over positions."""
+    nngp, ntk = _activated(dual, kernel.nngp, kernel.ntk, _side(v1, s), _side(v2, s), s)
+    return replace(kernel, nngp=nngp, ntk=ntk)
+
+
+def _window_sums(t: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+    """Sums of the 2×2 × 2×2 windows over ``axes`` (the rows and columns of p and of p',
     each of even length), as sums of adjacent pairs along one axis after the other: slices
-    added in place of a reduction over strided axes, which ran ~9× slower (measured)."""
+    added in place of a reduction over strided axes, which ran ~9× slower (measured). The
+    window's 1/16 is in the activation before (`_activated`)."""
     for axis in sorted(axes, key=lambda a: a % t.dim()):
         pairs = t.unflatten(axis, (t.shape[axis] // 2, 2))
         half = axis % t.dim() + 1
         t = pairs.select(half, 0) + pairs.select(half, 1)
-    return t.mul_(0.5 ** len(axes))
+    return t
+
+
+def _window_sums_into(t: torch.Tensor, out: torch.Tensor, g: int) -> None:
+    """The window sums of a chunk of block 0 (`_Recursion.first_block`), NNGP and NTK
+    stacked, written into ``out`` (2, B, R, C): t is (2, B, g·R, g·C), its rows and columns
+    ordered by their position's offset in its window first (g = 4, or 1 without pooling), so
+    that both sums run over whole blocks of t (two torch calls: 4.8× faster than adding the
+    strided pairs one by one, chunks of 9,216 entries, measured)."""
+    rows = t.reshape(2 * t.shape[1], g, -1).sum(1)
+    torch.sum(rows.view(*out.shape[:3], g, out.shape[3]), dim=3, out=out)
 
 
 def _pool(kernel: _Kernel) -> _Kernel:
-    """2×2 average pooling: the mean over each 2×2 × 2×2 block of position pairs."""
-    axes = (-4, -3, -2, -1)
-    return replace(
-        kernel, nngp=_window_means(kernel.nngp, axes), ntk=_window_means(kernel.ntk, axes)
-    )
+    """2×2 average pooling: the sum over each 2×2 × 2×2 block of position pairs."""
+    axes = (1, 2, 4, 5)
+    return replace(kernel, nngp=_window_sums(kernel.nngp, axes), ntk=_window_sums(kernel.ntk, axes))
 
 
-def _readout(kernel: _Kernel, readout: Readout, weight_var: float, bias_var: float) -> Pair:
-    """Dense layer after global average pooling or flattening: (...,) NNGP and NTK."""
+def _readout(kernel: _Kernel, readout: Readout, bias_var: float) -> Pair:
+    """Dense layer after global average pooling or flattening: (...,) NNGP and NTK (its σ_w²
+    is in the last activation, `_activated`)."""
 
     def mean(t: torch.Tensor) -> torch.Tensor:
         if kernel.same_position:
-            return t.mean((-2, -1))
-        if readout is Readout.GAP:
-            return t.mean((-4, -3, -2, -1))
-        return t.flatten(-4, -3).flatten(-2, -1).diagonal(dim1=-2, dim2=-1).mean(-1)
+            t = t.mean((-2, -1))
+        elif readout is Readout.GAP:
+            t = t.mean((1, 2, 4, 5))
+        else:
+            a, h, w, b = t.shape[:4]
+            t = t.reshape(a, h * w, b, h * w).diagonal(dim1=1, dim2=3).mean(-1)
+        return t.add_(bias_var) if bias_var else t
 
-    nngp = mean(kernel.nngp).mul_(weight_var).add_(bias_var)
-    return nngp, mean(kernel.ntk).mul_(weight_var).add_(nngp)
+    return mean(kernel.nngp), mean(kernel.ntk)
 
 
 Variances = Callable[[int, _Kernel], Pair]
@@ -177,17 +254,6 @@ def _patches(x: torch.Tensor, k: int, weight_var: float, bias_var: float) -> tor
     return torch.cat([patches * math.sqrt(weight_var / (k * k * c)), bias], dim=2)
 
 
-def _row_blocks(n: int, h: int, rows: int) -> list[tuple[slice, slice]]:
-    """(images, image rows) of the chunks of ``rows`` rows of n images of height h: whole
-    images when rows ≥ h, else blocks of one image (of an even number of rows where block 0
-    pools: h is even then, so no block splits a pooling window)."""
-    if rows >= h:
-        per = rows // h
-        return [(slice(a, a + per), slice(0, h)) for a in range(0, n, per)]
-    blocks = range(0, h, rows)
-    return [(slice(a, a + 1), slice(r, min(r + rows, h))) for a in range(n) for r in blocks]
-
-
 @dataclass(frozen=True)
 class _Recursion:
     """The layer recursion of the module docstring for one CNN configuration."""
@@ -200,99 +266,140 @@ class _Recursion:
     pools: frozenset[int]
     readout: Readout
     image_size: tuple[int, int]  # (H, W) of the inputs
+    channels: int  # C of the inputs
 
     @property
     def same_position(self) -> bool:
         """Only p = p' entries are needed: flatten readout and no pooling."""
         return self.readout is Readout.FLATTEN and not self.pools
 
+    @property
+    def _window(self) -> int:
+        """Positions per window of block 0's pooling (4), 1 when it does not pool."""
+        return 4 if 0 in self.pools else 1
+
     def patches(self, x: torch.Tensor) -> torch.Tensor:
-        """The scaled patches of images x (`_patches`), whose dot products are Σ¹."""
+        """The scaled patches of images x (`_patches`), whose dot products are Σ¹, grouped by
+        their position's offset in its 2×2 window of block 0's pooling: (g, N, H'·W', K), g =
+        `_window` (as a chunk's rows and columns are ordered, `_window_sums_into`)."""
+        p, (h, w), g = self._unordered_patches(x), self.image_size, self._window
+        if g == 1:
+            return p.unsqueeze(0)
+        p = p.view(len(x), h // 2, 2, w // 2, 2, -1).permute(2, 4, 0, 1, 3, 5)
+        return p.reshape(g, len(x), h * w // g, -1)
+
+    def _unordered_patches(self, x: torch.Tensor) -> torch.Tensor:
         return _patches(x, self.kernel_size, self.weight_var, self.bias_var)
+
+    def _pooled_size(self) -> tuple[int, int]:
+        """(H', W') of block 0's outputs."""
+        (h, w), step = self.image_size, 2 if 0 in self.pools else 1
+        return h // step, w // step
+
+    def scale(self, block: int) -> float:
+        """The constant factor of the linear maps after block's φ (`_activated`): σ_w²/k² of
+        the next convolution, or σ_w² of the readout, and 1/16 for a 2×2 pooling."""
+        last = block == self.depth - 1
+        weight = self.weight_var if last else self.weight_var / self.kernel_size**2
+        return weight / 16 if block in self.pools else weight
 
     def network(self, kernel: _Kernel, variances: Variances) -> Pair:
         """The readout's (NNGP, NTK) from the kernel after block 0, block by block."""
         for block in range(1, self.depth):
-            kernel = _conv(kernel, self.kernel_size, self.weight_var, self.bias_var)
-            kernel = _activate(kernel, self.dual, *variances(block, kernel))
+            kernel = _conv(kernel, self.kernel_size, self.bias_var)
+            kernel = _activate(kernel, self.dual, *variances(block, kernel), self.scale(block))
             if block in self.pools:
                 kernel = _pool(kernel)
-        return _readout(kernel, self.readout, self.weight_var, self.bias_var)
+        return _readout(kernel, self.readout, self.bias_var)
 
     def first_block(
-        self, p1: torch.Tensor, p2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, chunk: int
+        self, a1: torch.Tensor, a2: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor, chunk: int
     ) -> _Kernel:
-        """Block 0 (convolution, φ, pooling) for all pairs of images p1 × p2: (n1, n2, ...).
+        """Block 0 (convolution, φ, pooling) for all pairs of images x1 × x2: (n1, ...).
 
-        p1, p2: scaled patches (n, H·W, K) (`patches`); v1, v2: their variances Σ¹(x, x)[p, p],
-        (n, H, W). With all position pairs, computed in chunks of at most ``chunk`` entries
-        (`_chunk_shape`), each pooled before the next is made: Θ¹ = Σ¹ (Θ⁰ = 0)."""
+        a1, a2: scaled patches (g, n·P, K) (`patches`, P = H'·W' positions after block 0);
+        q1, q2: their variances Σ¹(x, x)[p, p], (g, n·P). With all position pairs, in chunks
+        of at most ``chunk`` entries (`_chunk_shape`: P' positions of x against m images x'),
+        each pooled into the outputs before the next is made: Θ¹ = Σ¹ (Θ⁰ = 0)."""
+        (oh, ow), k, scale = self._pooled_size(), a1.shape[-1], self.scale(0)
+        n1, n2 = a1.shape[1] // (oh * ow), a2.shape[1] // (oh * ow)
         if self.same_position:
-            return self._activated(torch.einsum("aqk,bqk->abq", p1, p2), v1[:, None], v2[None])
-        (h, w), pooled = self.image_size, 0 in self.pools
-        oh, ow = (h // 2, w // 2) if pooled else (h, w)
-        n1, n2, k = len(p1), len(p2), p1.shape[-1]
-        out = [p1.new_empty(n1, n2, oh, ow, oh, ow) for _ in range(2)]
-        rows, nb = self._chunk_shape(chunk, n2)
-        p1, v1 = p1.view(n1, h, w, k), v1.view(n1, h, w)
-        columns, q2 = p2.reshape(n2 * h * w, k), v2.reshape(1, n2 * h * w)
-        for images, part in _row_blocks(n1, h, rows):
-            a = p1[images, part].reshape(-1, k)
-            qa = v1[images, part].reshape(-1, 1)
-            r = part.stop - part.start
-            for b in range(0, n2, nb):
-                cs = slice(b * h * w, min(b + nb, n2) * h * w)
-                sigma = a @ columns[cs].T
-                e_ff, e_dd = self.dual(qa, q2[:, cs], sigma)
-                m = (cs.stop - cs.start) // (h * w)
-                for t, o in zip((e_ff, e_dd.mul_(sigma)), out, strict=True):
-                    t = t.view(-1, r, w, m, h, w)
-                    t = _window_means(t, (1, 2, 4, 5)) if pooled else t
-                    rs = slice(part.start // 2, part.stop // 2) if pooled else part
-                    o[images, b : b + m, rs] = t.permute(0, 3, 1, 2, 4, 5)
-        return _Kernel(*out, same_position=False)
+            p1, p2 = (a.view(-1, oh * ow, k) for a in (a1[0], a2[0]))
+            sigma = torch.einsum("aqk,bqk->abq", p1, p2).unflatten(-1, self.image_size)
+            v1, v2 = (q.reshape(-1, oh, ow) for q in (q1, q2))
+            kernel = _Kernel(sigma, sigma.clone(), True)
+            return _activate(kernel, self.dual, *kernel.spread(v1, v2, own=False), scale)
+        out = a1.new_empty(2, n1, oh, ow, n2, oh, ow)
+        rows, images = self._chunk_shape(chunk, n2)
+        entries = out.view(2, 1, n1 * oh * ow, n2 * oh * ow)
+        for c in range(0, n2 * oh * ow, images * oh * ow):
+            cs = slice(c, c + images * oh * ow)
+            cols, qc = a2[:, cs].reshape(1, -1, k), _side(q2[:, cs].reshape(1, 1, -1), scale)
+            for r in range(0, n1 * oh * ow, rows):
+                rs = slice(r, r + rows)
+                qa = _side(q1[:, rs].reshape(1, -1, 1), scale)
+                self._chunk(a1[:, rs].reshape(1, -1, k), cols, qa, qc, entries[:, :, rs, cs])
+        return _Kernel(out[0], out[1], same_position=False)
 
-    def _activated(self, sigma: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor) -> _Kernel:
-        """Block 0 with ``same_position`` (no pooling): φ of Σ¹ (..., H·W); Θ¹ = Σ¹."""
-        sigma = sigma.unflatten(-1, self.image_size)
-        return _activate(_Kernel(sigma, sigma, True), self.dual, v1, v2)
+    def _chunk(
+        self, a: torch.Tensor, cols: torch.Tensor, qa: _Side, qc: _Side, out: torch.Tensor
+    ) -> None:
+        """One chunk of block 0: Σ¹ of rows a (B, g·R, K) against columns (B, g·C, K), B = 1
+        or one per image paired with itself, activated and pooled into ``out`` (2, B, R, C)
+        (`_window_sums_into`)."""
+        buffers = a.new_empty(4, len(a), a.shape[1], cols.shape[1])  # K, K + T, Σ (ρ), θ
+        sigma = torch.bmm(a, cols.transpose(1, 2), out=buffers[2])
+        ntk = buffers[1].copy_(sigma)
+        scale, spare = self.scale(0), (buffers[0], buffers[3])
+        kernels = _activated(self.dual, sigma, ntk, qa, qc, scale, spare)
+        if self.dual.layer is None:
+            buffers[0].copy_(kernels[0])
+            buffers[1].copy_(kernels[1])
+        _window_sums_into(buffers[:2], out, self._window)
 
     def _own_first_block(self, p: torch.Tensor, v: torch.Tensor) -> _Kernel:
-        """Block 0 for the pairs (x, x) of images with patches p and variances v: (n, ...)."""
+        """Block 0 for the pairs (x, x) of n images with patches p (g, n, P, K) and variances
+        v (n, g, P) (`patches`): (n, H', W', 1, H', W'), in chunks of images."""
+        (oh, ow), n, g, scale = self._pooled_size(), p.shape[1], self._window, self.scale(0)
         if self.same_position:
-            return self._activated(torch.einsum("aqk,aqk->aq", p, p), v, v)
-        chunk, own = self.chunk_entries(1), []
-        for j in range(len(p)):
-            pj, vj = p[j : j + 1], v[j : j + 1]
-            own.append(self.first_block(pj, pj, vj, vj, chunk))
-        nngp, ntk = (torch.cat([getattr(k, name)[0] for k in own]) for name in ("nngp", "ntk"))
-        return _Kernel(nngp, ntk, same_position=False)
+            sigma = p[0].square().sum(-1).unflatten(-1, self.image_size)
+            v = v.reshape(n, oh, ow)
+            return _activate(_Kernel(sigma, sigma.clone(), True), self.dual, v, v, scale)
+        per = max(1, self.chunk_entries(n, n) // (g * oh * ow) ** 2)
+        out = p.new_empty(2, n, oh, ow, 1, oh, ow)
+        entries = out.view(2, n, oh * ow, oh * ow)
+        for i in range(0, n, per):
+            pi = p[:, i : i + per].transpose(0, 1).flatten(1, 2)
+            vi = v[i : i + per].flatten(1)
+            qa, qc = _side(vi[:, :, None], scale), _side(vi[:, None], scale)
+            self._chunk(pi, pi, qa, qc, entries[:, i : i + per])
+        return _Kernel(out[0], out[1], same_position=False)
 
     def _chunk_shape(self, chunk: int, n2: int) -> tuple[int, int]:
-        """(image rows of x, images x') of a chunk of ≤ ``chunk`` entries (at least the
-        smallest: 2 rows, or 1 without pooling, of one image against one image x')."""
-        step, unit = 2 if 0 in self.pools else 1, self._smallest_chunk()
-        if unit * n2 > chunk:
-            return step, max(1, chunk // unit)
-        return step * max(1, chunk // (unit * n2)), n2
+        """(positions of x after block 0's pooling, images x') of a chunk of ≤ ``chunk``
+        entries (at least `_smallest_chunk`: one position against one image)."""
+        unit = self._smallest_chunk()
+        images = max(1, min(n2, chunk // unit))
+        return max(1, chunk // (unit * images)), images
 
     def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
-        """Per-block variances Σ(x, x)[p, p], (N, H_l, W_l), and the kernels of (x, x)."""
-        p = self.patches(x)
-        v0 = p.square().sum(-1).unflatten(-1, self.image_size)
+        """Per-block variances Σ(x, x)[p, p] and the kernels of (x, x): for block 0 (N, g, P)
+        as its patches are ordered (`patches`), for the others (N, H_l, W_l)."""
         batch = tile_entries(budget, x.device, self.entry_bytes(), self.tile_bytes())
-        variances: list[list[torch.Tensor]] = [[v0]] + [[] for _ in range(1, self.depth)]
+        variances: list[list[torch.Tensor]] = [[] for _ in range(self.depth)]
 
         def own(block: int, kernel: _Kernel) -> Pair:
             v = kernel.variances()
             variances[block].append(v)
-            return kernel.spread(v, v)
+            return kernel.spread(v, v, own=True)
 
-        outputs = [
-            self.network(self._own_first_block(p[i : i + batch], v0[i : i + batch]), own)
-            for i in range(0, len(x), batch)
-        ]
-        nngp, ntk = (torch.cat(parts) for parts in zip(*outputs, strict=True))
+        def first(images: torch.Tensor) -> _Kernel:
+            p = self.patches(images)
+            variances[0].append(p.square().sum(-1).transpose(0, 1))
+            return self._own_first_block(p, variances[0][-1])
+
+        outputs = [self.network(first(x[i : i + batch]), own) for i in range(0, len(x), batch)]
+        nngp, ntk = (torch.cat(parts).reshape(-1) for parts in zip(*outputs, strict=True))
         return [torch.cat(v) for v in variances], (nngp, ntk)
 
     def tile(
@@ -307,10 +414,13 @@ class _Recursion:
         copied into ``out`` when given (`_infinite_tiles.Recursion.tile`)."""
 
         def given(block: int, kernel: _Kernel) -> Pair:
-            return kernel.spread(v1[block][:, None], v2[block][None])
+            return kernel.spread(v1[block], v2[block], own=False)
 
-        chunk = self.chunk_entries(len(x1) * len(x2))
-        first = self.first_block(self.patches(x1), self.patches(x2), v1[0], v2[0], chunk)
+        chunk = self.chunk_entries(len(x1) * len(x2), len(x1) + len(x2))
+        a1, a2 = (self.patches(x).flatten(1, 2) for x in (x1, x2))
+        q1, q2 = (v[0].transpose(0, 1).flatten(1) for v in (v1, v2))
+        first = self.first_block(a1, a2, q1, q2, chunk)
+        del a1, a2
         return written(self.network(first, given), out)
 
     def _pair_entries(self) -> list[int]:
@@ -323,16 +433,21 @@ class _Recursion:
 
     def _smallest_chunk(self) -> int:
         """Entries of the smallest chunk of block 0 (`_chunk_shape`)."""
-        (h, w), step = self.image_size, 2 if 0 in self.pools else 1
-        return step * w * h * w
+        return self._window * math.prod(self.image_size)
 
-    def chunk_entries(self, pairs: int) -> int:
-        """Entries of block 0's chunks for a tile of ``pairs`` pairs: the tile's memory
-        (``pairs · entry_bytes + tile_bytes``) less block 0's outputs, at least
-        `_smallest_chunk`."""
+    def chunk_entries(self, pairs: int, images: int) -> int:
+        """Entries of block 0's chunks for a tile of ``pairs`` pairs of ``images`` images: the
+        tile's memory (``pairs · entry_bytes + tile_bytes``) less block 0's outputs and the
+        images' patches (`patches`), at least `_smallest_chunk`. (A tile with few images on
+        a side, e.g. 1 × m, can exceed its memory by its patches.)"""
         held = 16 * self._pair_entries()[1]
         room = pairs * (self.entry_bytes() - held) + self.tile_bytes()
+        room -= images * self._patch_bytes()
         return max(room // self._per_position_pair(), self._smallest_chunk())
+
+    def _patch_bytes(self) -> int:
+        """Bytes of one image's patches (`patches`): H·W positions × (C·k² + 1)."""
+        return 8 * math.prod(self.image_size) * (self.channels * self.kernel_size**2 + 1)
 
     def entry_bytes(self) -> int:
         """Working memory per pair of images: block 0's outputs (NNGP and NTK), or the later
@@ -354,8 +469,11 @@ class _Recursion:
         return self._per_position_pair() * self._smallest_chunk()
 
     def _per_position_pair(self) -> int:
-        """Working memory per position pair of a block: the dual's arrays (measured for
-        an MLP layer, `Dual.arrays`) and `_BLOCK_ARRAYS`."""
+        """Working memory per position pair of a block: with `Dual.layer`, its
+        `LAYER_ARRAYS` and `_BLOCK_ARRAYS`; else the dual's arrays (measured for an MLP
+        layer, `Dual.arrays`) and `_BLOCK_ARRAYS`."""
+        if self.dual.layer is not None:
+            return 8 * (LAYER_ARRAYS + _LAYER_BLOCK_ARRAYS)
         return entry_bytes(self.dual) + 8 * _BLOCK_ARRAYS
 
 
@@ -448,6 +566,7 @@ def plan(
         pools=pools,
         readout=choice(Readout, readout, "readout"),
         image_size=(x1.shape[2], x1.shape[3]),
+        channels=x1.shape[1],
     )
     return rec, x1, x2, resolve_budget(memory_budget, x1.device)
 
