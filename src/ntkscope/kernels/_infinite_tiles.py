@@ -166,11 +166,17 @@ def tile_entries(
     `_CPU_ARRAY_ENTRIES`."""
     if workers is None:
         workers = concurrent_tiles(budget, device, bytes_per_entry, bytes_per_tile)
-    share = budget // workers
+    entries = (tile_memory(budget, device, workers) - bytes_per_tile) // bytes_per_entry
     if device.type != "cpu":
-        return max(1, (share - bytes_per_tile) // bytes_per_entry)
-    entries = (min(share, _CPU_TILE_BYTES) - bytes_per_tile) // bytes_per_entry
+        return max(1, entries)
     return max(1, min(entries, _CPU_ARRAY_ENTRIES))
+
+
+def tile_memory(budget: int, device: torch.device, workers: int) -> int:
+    """Working memory of one tile when ``workers`` tiles share ``budget``: its share, capped
+    at 4 MiB on CPU (`tile_entries`)."""
+    share = budget // workers
+    return share if device.type != "cpu" else min(share, _CPU_TILE_BYTES)
 
 
 def check_second_inputs(x1: torch.Tensor, x2: torch.Tensor | None, diagonal: bool) -> None:

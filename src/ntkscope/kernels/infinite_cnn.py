@@ -59,9 +59,11 @@ from ntkscope._checks import choice, finite_batch, nonnegative_real, positive_in
 from ntkscope.kernels._infinite_tiles import (
     Recursion,
     check_second_inputs,
+    concurrent_tiles,
     entry_bytes,
     pairwise_kernels,
     tile_entries,
+    tile_memory,
     written,
 )
 from ntkscope.kernels._tiling import resolve_budget
@@ -88,6 +90,13 @@ _LAYER_BLOCK_ARRAYS = 1
 convolution's one array (`_conv`, before the layer)."""
 
 
+_CHUNK_ENTRIES = int(__import__("os").environ.get("CH", 2**14))
+"""Entries of block 0's chunks that a tile makes room for (`_Recursion.tile_bytes`): a
+chunk costs ~30 torch calls whatever its size; ReLU, 8×8 images, 1 MiB: 1.61× the default's
+time with room for the smallest chunk (tiles of 10 × 10 pairs, chunks of ~7,700 entries),
+1.32× with room for 2^14 entries (6 × 6 pairs, ~18,000 entries; measured, one thread)."""
+
+
 @dataclass(frozen=True)
 class _Kernel:
     """NNGP and NTK of one layer's outputs for a batch of image pairs.
@@ -109,14 +118,13 @@ class _Kernel:
         pairs = self.nngp.reshape(a, h * w, h * w)
         return pairs.diagonal(dim1=1, dim2=2).reshape(a, h, w).clone()
 
-    def spread(self, v1: torch.Tensor, v2: torch.Tensor, own: bool) -> Pair:
-        """Variances (A, H, W) of x and (B, H, W) of x' broadcast against the entries: all
+    def spread(self, v1: _Side, v2: _Side, own: bool) -> tuple[_Side, _Side]:
+        """The terms (A, H, W) of x and (B, H, W) of x' broadcast against the entries: all
         pairs, or with ``own`` the pairs (x, x) (v1 = v2)."""
         if self.same_position:
-            return (v1, v2) if own else (v1[:, None], v2[None])
-        return v1[:, :, :, None, None, None], v2[:, None, None, None] if own else v2[
-            None, None, None
-        ]
+            return (v1, v2) if own else (v1.map(lambda t: t[:, None]), v2.map(lambda t: t[None]))
+        rows = v1.map(lambda t: t[:, :, :, None, None, None])
+        return rows, v2.map(lambda t: t[:, None, None, None] if own else t[None, None, None])
 
 
 def _box(
@@ -148,16 +156,30 @@ def _conv(kernel: _Kernel, k: int, bias_var: float) -> _Kernel:
 
 
 class _Side(NamedTuple):
-    """The per-input terms of one side (x or x') of an activation: the variances'
-    `Spread` and √(s/2π) √Σ(x, x) (`Dual.layer`'s), s the activation's scale (`_activate`)."""
+    """The per-input terms of one side (x or x') of an activation, computed once per input:
+    the variances q = Σ(x, x)[p, p], 1/√q (0 where q = 0) and √(s/2π) √q (`Dual.layer`'s),
+    s the activation's scale (`_activated`)."""
 
-    spread: Spread
+    q: torch.Tensor
+    inv_sqrt: torch.Tensor
     root: torch.Tensor
+
+    @property
+    def spread(self) -> Spread:
+        return Spread(self.q, self.inv_sqrt)
+
+    def map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> _Side:
+        """The terms with ``f`` applied to each (a broadcast shape)."""
+        return _Side(*(f(t) for t in self))
+
+    def part(self, index: slice | tuple[slice, ...]) -> _Side:
+        """The terms ``t[index]``."""
+        return _Side(*(t[index] for t in self))
 
 
 def _side(q: torch.Tensor, scale: float) -> _Side:
-    """The `_Side` of variances q (shaped to broadcast against the entries)."""
-    return _Side(spread(q), q.sqrt().mul_(math.sqrt(scale / (2 * math.pi))))
+    """The `_Side` of variances q."""
+    return _Side(*spread(q), q.sqrt().mul_(math.sqrt(scale / (2 * math.pi))))
 
 
 def _activated(
@@ -189,9 +211,9 @@ def _activated(
     return (e_ff, e_dd) if scale == 1 else (e_ff.mul_(scale), e_dd.mul_(scale))
 
 
-def _activate(kernel: _Kernel, dual: Dual, v1: torch.Tensor, v2: torch.Tensor, s: float) -> _Kernel:
-    """`_activated` on a kernel, with variances v1, v2 spread over positions."""
-    nngp, ntk = _activated(dual, kernel.nngp, kernel.ntk, _side(v1, s), _side(v2, s), s)
+def _activate(kernel: _Kernel, dual: Dual, a: _Side, b: _Side, s: float) -> _Kernel:
+    """`_activated` on a kernel, with the terms of x and x' spread over positions."""
+    nngp, ntk = _activated(dual, kernel.nngp, kernel.ntk, a, b, s)
     return replace(kernel, nngp=nngp, ntk=ntk)
 
 
@@ -240,8 +262,9 @@ def _readout(kernel: _Kernel, readout: Readout, bias_var: float) -> Pair:
     return mean(kernel.nngp), mean(kernel.ntk)
 
 
-Variances = Callable[[int, _Kernel], Pair]
-"""``variances(block, kernel)``: the spread (v1, v2) that block's activation uses."""
+Variances = Callable[[int, _Kernel], tuple[_Side, _Side]]
+"""``variances(block, kernel)``: the terms of x and x' that block's activation uses, spread
+over the positions."""
 
 
 def _patches(x: torch.Tensor, k: int, weight_var: float, bias_var: float) -> torch.Tensor:
@@ -267,6 +290,7 @@ class _Recursion:
     readout: Readout
     image_size: tuple[int, int]  # (H, W) of the inputs
     channels: int  # C of the inputs
+    budget: int  # the memory budget in bytes
 
     @property
     def same_position(self) -> bool:
@@ -313,20 +337,20 @@ class _Recursion:
         return _readout(kernel, self.readout, self.bias_var)
 
     def first_block(
-        self, a1: torch.Tensor, a2: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor, chunk: int
+        self, a1: torch.Tensor, a2: torch.Tensor, q1: _Side, q2: _Side, chunk: int
     ) -> _Kernel:
         """Block 0 (convolution, φ, pooling) for all pairs of images x1 × x2: (n1, ...).
 
         a1, a2: scaled patches (g, n·P, K) (`patches`, P = H'·W' positions after block 0);
-        q1, q2: their variances Σ¹(x, x)[p, p], (g, n·P). With all position pairs, in chunks
-        of at most ``chunk`` entries (`_chunk_shape`: P' positions of x against m images x'),
-        each pooled into the outputs before the next is made: Θ¹ = Σ¹ (Θ⁰ = 0)."""
+        q1, q2: their terms (`_Side` of Σ¹(x, x)[p, p]), (g, n·P). With all position pairs,
+        in chunks of at most ``chunk`` entries (`_chunk_shape`: P' positions of x against m
+        images x'), each pooled into the outputs before the next is made: Θ¹ = Σ¹ (Θ⁰ = 0)."""
         (oh, ow), k, scale = self._pooled_size(), a1.shape[-1], self.scale(0)
         n1, n2 = a1.shape[1] // (oh * ow), a2.shape[1] // (oh * ow)
         if self.same_position:
             p1, p2 = (a.view(-1, oh * ow, k) for a in (a1[0], a2[0]))
             sigma = torch.einsum("aqk,bqk->abq", p1, p2).unflatten(-1, self.image_size)
-            v1, v2 = (q.reshape(-1, oh, ow) for q in (q1, q2))
+            v1, v2 = (q.map(lambda t: t.reshape(-1, oh, ow)) for q in (q1, q2))
             kernel = _Kernel(sigma, sigma.clone(), True)
             return _activate(kernel, self.dual, *kernel.spread(v1, v2, own=False), scale)
         out = a1.new_empty(2, n1, oh, ow, n2, oh, ow)
@@ -334,10 +358,11 @@ class _Recursion:
         entries = out.view(2, 1, n1 * oh * ow, n2 * oh * ow)
         for c in range(0, n2 * oh * ow, images * oh * ow):
             cs = slice(c, c + images * oh * ow)
-            cols, qc = a2[:, cs].reshape(1, -1, k), _side(q2[:, cs].reshape(1, 1, -1), scale)
+            cols = a2[:, cs].reshape(1, -1, k)
+            qc = q2.part((slice(None), cs)).map(lambda t: t.reshape(1, 1, -1))
             for r in range(0, n1 * oh * ow, rows):
                 rs = slice(r, r + rows)
-                qa = _side(q1[:, rs].reshape(1, -1, 1), scale)
+                qa = q1.part((slice(None), rs)).map(lambda t: t.reshape(1, -1, 1))
                 self._chunk(a1[:, rs].reshape(1, -1, k), cols, qa, qc, entries[:, :, rs, cs])
         return _Kernel(out[0], out[1], same_position=False)
 
@@ -357,21 +382,21 @@ class _Recursion:
             buffers[1].copy_(kernels[1])
         _window_sums_into(buffers[:2], out, self._window)
 
-    def _own_first_block(self, p: torch.Tensor, v: torch.Tensor) -> _Kernel:
-        """Block 0 for the pairs (x, x) of n images with patches p (g, n, P, K) and variances
-        v (n, g, P) (`patches`): (n, H', W', 1, H', W'), in chunks of images."""
+    def _own_first_block(self, p: torch.Tensor, v: _Side) -> _Kernel:
+        """Block 0 for the pairs (x, x) of n images with patches p (g, n, P, K) and terms v
+        (n, g, P) (`patches`, `_side`): (n, H', W', 1, H', W'), in chunks of images."""
         (oh, ow), n, g, scale = self._pooled_size(), p.shape[1], self._window, self.scale(0)
         if self.same_position:
             sigma = p[0].square().sum(-1).unflatten(-1, self.image_size)
-            v = v.reshape(n, oh, ow)
+            v = v.map(lambda t: t.reshape(n, oh, ow))
             return _activate(_Kernel(sigma, sigma.clone(), True), self.dual, v, v, scale)
-        per = max(1, self.chunk_entries(n, n) // (g * oh * ow) ** 2)
+        per = max(1, self.chunk_entries(n, n, p.device) // (g * oh * ow) ** 2)
         out = p.new_empty(2, n, oh, ow, 1, oh, ow)
         entries = out.view(2, n, oh * ow, oh * ow)
         for i in range(0, n, per):
             pi = p[:, i : i + per].transpose(0, 1).flatten(1, 2)
-            vi = v[i : i + per].flatten(1)
-            qa, qc = _side(vi[:, :, None], scale), _side(vi[:, None], scale)
+            vi = v.part(slice(i, i + per)).map(lambda t: t.flatten(1))
+            qa, qc = vi.map(lambda t: t[:, :, None]), vi.map(lambda t: t[:, None])
             self._chunk(pi, pi, qa, qc, entries[:, i : i + per])
         return _Kernel(out[0], out[1], same_position=False)
 
@@ -383,24 +408,24 @@ class _Recursion:
         return max(1, chunk // (unit * images)), images
 
     def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
-        """Per-block variances Σ(x, x)[p, p] and the kernels of (x, x): for block 0 (N, g, P)
-        as its patches are ordered (`patches`), for the others (N, H_l, W_l)."""
+        """The per-input terms of each block's activation (`_side`: 3 tensors per block,
+        for block 0 (N, g, P) as its patches are ordered (`patches`), for the others
+        (N, H_l, W_l)) and the kernels of (x, x)."""
         batch = tile_entries(budget, x.device, self.entry_bytes(), self.tile_bytes())
-        variances: list[list[torch.Tensor]] = [[] for _ in range(self.depth)]
+        terms: list[list[_Side]] = [[] for _ in range(self.depth)]
 
-        def own(block: int, kernel: _Kernel) -> Pair:
-            v = kernel.variances()
-            variances[block].append(v)
-            return kernel.spread(v, v, own=True)
+        def own(block: int, kernel: _Kernel) -> tuple[_Side, _Side]:
+            terms[block].append(_side(kernel.variances(), self.scale(block)))
+            return kernel.spread(terms[block][-1], terms[block][-1], own=True)
 
         def first(images: torch.Tensor) -> _Kernel:
             p = self.patches(images)
-            variances[0].append(p.square().sum(-1).transpose(0, 1))
-            return self._own_first_block(p, variances[0][-1])
+            terms[0].append(_side(p.square().sum(-1).transpose(0, 1), self.scale(0)))
+            return self._own_first_block(p, terms[0][-1])
 
         outputs = [self.network(first(x[i : i + batch]), own) for i in range(0, len(x), batch)]
         nngp, ntk = (torch.cat(parts).reshape(-1) for parts in zip(*outputs, strict=True))
-        return [torch.cat(v) for v in variances], (nngp, ntk)
+        return [torch.cat(t) for block in terms for t in zip(*block, strict=True)], (nngp, ntk)
 
     def tile(
         self,
@@ -410,15 +435,16 @@ class _Recursion:
         v2: list[torch.Tensor],
         out: Pair | None = None,
     ) -> Pair:
-        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2,
-        copied into ``out`` when given (`_infinite_tiles.Recursion.tile`)."""
+        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with per-input terms v1, v2
+        (`single`), copied into ``out`` when given (`_infinite_tiles.Recursion.tile`)."""
 
-        def given(block: int, kernel: _Kernel) -> Pair:
-            return kernel.spread(v1[block], v2[block], own=False)
+        def given(block: int, kernel: _Kernel) -> tuple[_Side, _Side]:
+            a, b = (_Side(*v[3 * block : 3 * block + 3]) for v in (v1, v2))
+            return kernel.spread(a, b, own=False)
 
-        chunk = self.chunk_entries(len(x1) * len(x2), len(x1) + len(x2))
+        chunk = self.chunk_entries(len(x1) * len(x2), len(x1) + len(x2), x1.device)
         a1, a2 = (self.patches(x).flatten(1, 2) for x in (x1, x2))
-        q1, q2 = (v[0].transpose(0, 1).flatten(1) for v in (v1, v2))
+        q1, q2 = (_Side(*v[:3]).map(lambda t: t.transpose(0, 1).flatten(1)) for v in (v1, v2))
         first = self.first_block(a1, a2, q1, q2, chunk)
         del a1, a2
         return written(self.network(first, given), out)
@@ -435,13 +461,15 @@ class _Recursion:
         """Entries of the smallest chunk of block 0 (`_chunk_shape`)."""
         return self._window * math.prod(self.image_size)
 
-    def chunk_entries(self, pairs: int, images: int) -> int:
+    def chunk_entries(self, pairs: int, images: int, device: torch.device) -> int:
         """Entries of block 0's chunks for a tile of ``pairs`` pairs of ``images`` images: the
-        tile's memory (``pairs · entry_bytes + tile_bytes``) less block 0's outputs and the
-        images' patches (`patches`), at least `_smallest_chunk`. (A tile with few images on
-        a side, e.g. 1 × m, can exceed its memory by its patches.)"""
-        held = 16 * self._pair_entries()[1]
-        room = pairs * (self.entry_bytes() - held) + self.tile_bytes()
+        tile's memory (`_infinite_tiles.tile_memory`: its share of the budget, ≥ ``pairs ·
+        entry_bytes + tile_bytes``) less block 0's outputs and the images' patches
+        (`patches`), at least `_smallest_chunk` (a tile with few images on a side, e.g.
+        1 × m, can exceed its memory by its patches)."""
+        entry, tile = self.entry_bytes(), self.tile_bytes()
+        workers = concurrent_tiles(self.budget, device, entry, tile)
+        room = tile_memory(self.budget, device, workers) - pairs * 16 * self._pair_entries()[1]
         room -= images * self._patch_bytes()
         return max(room // self._per_position_pair(), self._smallest_chunk())
 
@@ -460,13 +488,14 @@ class _Recursion:
         return max(16 * entries[1], later)
 
     def tile_bytes(self) -> int:
-        """Working memory of a tile besides ``entry_bytes`` per pair: one smallest chunk of
-        block 0 (`_smallest_chunk`) × `_per_position_pair`, which every tile holds once,
-        however few its pairs (charged per pair, it shrank small budgets' tiles to a few
-        pairs)."""
+        """Working memory of a tile besides ``entry_bytes`` per pair: room for a chunk of
+        block 0 of `_CHUNK_ENTRIES` (but at most half the budget, and at least
+        `_smallest_chunk`) × `_per_position_pair`, which every tile holds once, however few
+        its pairs."""
         if self.same_position:
             return 0
-        return self._per_position_pair() * self._smallest_chunk()
+        per = self._per_position_pair()
+        return per * max(min(_CHUNK_ENTRIES, self.budget // (2 * per)), self._smallest_chunk())
 
     def _per_position_pair(self) -> int:
         """Working memory per position pair of a block: with `Dual.layer`, its
@@ -567,8 +596,9 @@ def plan(
         readout=choice(Readout, readout, "readout"),
         image_size=(x1.shape[2], x1.shape[3]),
         channels=x1.shape[1],
+        budget=resolve_budget(memory_budget, x1.device),
     )
-    return rec, x1, x2, resolve_budget(memory_budget, x1.device)
+    return rec, x1, x2, rec.budget
 
 
 def _images(x: object, argument: str, pools: int) -> torch.Tensor:
