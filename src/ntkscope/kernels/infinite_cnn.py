@@ -411,7 +411,9 @@ class _Recursion:
         """The per-input terms of each block's activation (`_side`: 3 tensors per block,
         for block 0 (N, g, P) as its patches are ordered (`patches`), for the others
         (N, H_l, W_l)) and the kernels of (x, x)."""
-        batch = tile_entries(budget, x.device, self.entry_bytes(), self.tile_bytes())
+        # A batch of n images holds n pairs and n images' patches (`chunk_entries`).
+        per_image = max(self.entry_bytes(), 16 * self._pair_entries()[1] + self._patch_bytes())
+        batch = tile_entries(budget, x.device, per_image, self.tile_bytes())
         terms: list[list[_Side]] = [[] for _ in range(self.depth)]
 
         def own(block: int, kernel: _Kernel) -> tuple[_Side, _Side]:
