@@ -90,7 +90,7 @@ _LAYER_BLOCK_ARRAYS = 1
 convolution's one array (`_conv`, before the layer)."""
 
 
-_CHUNK_ENTRIES = int(__import__("os").environ.get("CH", 2**14))
+_CHUNK_ENTRIES = 2**14
 """Entries of block 0's chunks that a tile makes room for (`_Recursion.tile_bytes`): a
 chunk costs ~30 torch calls whatever its size; ReLU, 8×8 images, 1 MiB: 1.61× the default's
 time with room for the smallest chunk (tiles of 10 × 10 pairs, chunks of ~7,700 entries),
@@ -267,16 +267,6 @@ Variances = Callable[[int, _Kernel], tuple[_Side, _Side]]
 over the positions."""
 
 
-def _patches(x: torch.Tensor, k: int, weight_var: float, bias_var: float) -> torch.Tensor:
-    """(N, H·W, C·k² + 1): the k×k patch of each position (0 outside the image) scaled by
-    √(σ_w² / (k² C)), and √σ_b², so that the first convolution's covariance is a dot product:
-    Σ¹(x, x')[p, p'] = σ_w²/(k² C) Σ_δ Σ_c x_c[p+δ] x'_c[p'+δ] + σ_b² = P(x)_p · P(x')_p'."""
-    n, c, h, w = x.shape
-    patches = F.unfold(x, k, padding=k // 2).transpose(1, 2)
-    bias = patches.new_full((n, h * w, 1), math.sqrt(bias_var))
-    return torch.cat([patches * math.sqrt(weight_var / (k * k * c)), bias], dim=2)
-
-
 @dataclass(frozen=True)
 class _Recursion:
     """The layer recursion of the module docstring for one CNN configuration."""
@@ -303,17 +293,23 @@ class _Recursion:
         return 4 if 0 in self.pools else 1
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
-        """The scaled patches of images x (`_patches`), whose dot products are Σ¹, grouped by
-        their position's offset in its 2×2 window of block 0's pooling: (g, N, H'·W', K), g =
-        `_window` (as a chunk's rows and columns are ordered, `_window_sums_into`)."""
-        p, (h, w), g = self._unordered_patches(x), self.image_size, self._window
+        """(g, N, H'·W', C·k² + 1): the k×k patch of each position of images x (0 outside
+        the image) scaled by √(σ_w² / (k² C)), and √σ_b², so that the first convolution's
+        covariance is a dot product: Σ¹(x, x')[p, p'] = σ_w²/(k² C) Σ_δ Σ_c x_c[p+δ]
+        x'_c[p'+δ] + σ_b² = P(x)_p · P(x')_p'. Grouped by the position's offset in its 2×2
+        window of block 0's pooling, g = `_window` (as a chunk's rows and columns are
+        ordered, `_window_sums_into`). Two arrays of the patches' size at most."""
+        (n, c, h, w), k, g = x.shape, self.kernel_size, self._window
+        unfolded = F.unfold(x, k, padding=k // 2)  # (n, C·k², H·W)
+        out = x.new_empty(g, n, h * w // g, c * k * k + 1)
         if g == 1:
-            return p.unsqueeze(0)
-        p = p.view(len(x), h // 2, 2, w // 2, 2, -1).permute(2, 4, 0, 1, 3, 5)
-        return p.reshape(g, len(x), h * w // g, -1)
-
-    def _unordered_patches(self, x: torch.Tensor) -> torch.Tensor:
-        return _patches(x, self.kernel_size, self.weight_var, self.bias_var)
+            patches = unfolded.transpose(1, 2)[None]
+        else:
+            patches = unfolded.view(n, -1, h // 2, 2, w // 2, 2).permute(3, 5, 0, 2, 4, 1)
+        scaled = out[..., :-1].view(patches.shape)
+        torch.mul(patches, math.sqrt(self.weight_var / (k * k * c)), out=scaled)
+        out[..., -1] = math.sqrt(self.bias_var)
+        return out
 
     def _pooled_size(self) -> tuple[int, int]:
         """(H', W') of block 0's outputs."""
@@ -356,6 +352,7 @@ class _Recursion:
         out = a1.new_empty(2, n1, oh, ow, n2, oh, ow)
         rows, images = self._chunk_shape(chunk, n2)
         entries = out.view(2, 1, n1 * oh * ow, n2 * oh * ow)
+        room = a1.new_empty(4 * min(rows, n1 * oh * ow) * min(images, n2) * self._smallest_chunk())
         for c in range(0, n2 * oh * ow, images * oh * ow):
             cs = slice(c, c + images * oh * ow)
             cols = a2[:, cs].reshape(1, -1, k)
@@ -363,16 +360,25 @@ class _Recursion:
             for r in range(0, n1 * oh * ow, rows):
                 rs = slice(r, r + rows)
                 qa = q1.part((slice(None), rs)).map(lambda t: t.reshape(1, -1, 1))
-                self._chunk(a1[:, rs].reshape(1, -1, k), cols, qa, qc, entries[:, :, rs, cs])
+                a = a1[:, rs].reshape(1, -1, k)
+                self._chunk(a, cols, qa, qc, entries[:, :, rs, cs], room)
         return _Kernel(out[0], out[1], same_position=False)
 
     def _chunk(
-        self, a: torch.Tensor, cols: torch.Tensor, qa: _Side, qc: _Side, out: torch.Tensor
+        self,
+        a: torch.Tensor,
+        cols: torch.Tensor,
+        qa: _Side,
+        qc: _Side,
+        out: torch.Tensor,
+        room: torch.Tensor,
     ) -> None:
         """One chunk of block 0: Σ¹ of rows a (B, g·R, K) against columns (B, g·C, K), B = 1
         or one per image paired with itself, activated and pooled into ``out`` (2, B, R, C)
-        (`_window_sums_into`)."""
-        buffers = a.new_empty(4, len(a), a.shape[1], cols.shape[1])  # K, K + T, Σ (ρ), θ
+        (`_window_sums_into`), in ``room`` (4 arrays of the chunk's entries at least, the
+        same for all the chunks of a block: fewer sizes of blocks for the heap)."""
+        shape = (4, len(a), a.shape[1], cols.shape[1])  # K, K + T, Σ (then ρ), θ
+        buffers = room[: math.prod(shape)].view(shape)
         sigma = torch.bmm(a, cols.transpose(1, 2), out=buffers[2])
         ntk = buffers[1].copy_(sigma)
         scale, spare = self.scale(0), (buffers[0], buffers[3])
@@ -393,11 +399,12 @@ class _Recursion:
         per = max(1, self.chunk_entries(n, n, p.device) // (g * oh * ow) ** 2)
         out = p.new_empty(2, n, oh, ow, 1, oh, ow)
         entries = out.view(2, n, oh * ow, oh * ow)
+        room = p.new_empty(4 * min(per, n) * (g * oh * ow) ** 2)
         for i in range(0, n, per):
             pi = p[:, i : i + per].transpose(0, 1).flatten(1, 2)
             vi = v.part(slice(i, i + per)).map(lambda t: t.flatten(1))
             qa, qc = vi.map(lambda t: t[:, :, None]), vi.map(lambda t: t[:, None])
-            self._chunk(pi, pi, qa, qc, entries[:, i : i + per])
+            self._chunk(pi, pi, qa, qc, entries[:, i : i + per], room)
         return _Kernel(out[0], out[1], same_position=False)
 
     def _chunk_shape(self, chunk: int, n2: int) -> tuple[int, int]:
@@ -411,8 +418,10 @@ class _Recursion:
         """The per-input terms of each block's activation (`_side`: 3 tensors per block,
         for block 0 (N, g, P) as its patches are ordered (`patches`), for the others
         (N, H_l, W_l)) and the kernels of (x, x)."""
-        # A batch of n images holds n pairs and n images' patches (`chunk_entries`).
-        per_image = max(self.entry_bytes(), 16 * self._pair_entries()[1] + self._patch_bytes())
+        # A batch of n images holds n pairs and n images' patches (`chunk_entries`), which
+        # take twice their size while they are made (`patches`).
+        held = 16 * self._pair_entries()[1]
+        per_image = max(self.entry_bytes(), held + 2 * self._patch_bytes())
         batch = tile_entries(budget, x.device, per_image, self.tile_bytes())
         terms: list[list[_Side]] = [[] for _ in range(self.depth)]
 
