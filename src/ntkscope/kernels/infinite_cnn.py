@@ -48,14 +48,25 @@ readout only the diagonal p = p' is ever needed (a convolution moves p and p' by
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import NamedTuple
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from ntkscope._checks import choice, finite_batch, nonnegative_real, positive_int
+from ntkscope.kernels._cnn_layers import (
+    Kernel,
+    Side,
+    Variances,
+    activate,
+    activated,
+    conv,
+    pool,
+    readout,
+    side,
+    window_sums_into,
+)
 from ntkscope.kernels._infinite_tiles import (
     Recursion,
     check_second_inputs,
@@ -72,9 +83,7 @@ from ntkscope.kernels.dual import (
     ActivationLike,
     Dual,
     Pair,
-    Spread,
     for_activation,
-    spread,
 )
 from ntkscope.models.builders import Readout, pooled_size, resolve_pools
 
@@ -87,7 +96,7 @@ _BLOCK_ARRAYS = 4
 _LAYER_BLOCK_ARRAYS = 1
 """float64 values per position pair that a block holds beyond `Dual.layer`'s `LAYER_ARRAYS`
 (Σ then ρ, Θ then K + T, K, θ): the quarter arrays of block 0's window sums, and the
-convolution's one array (`_conv`, before the layer)."""
+convolution's one array (`conv`, before the layer)."""
 
 
 _CHUNK_ENTRIES = 2**14
@@ -95,176 +104,6 @@ _CHUNK_ENTRIES = 2**14
 chunk costs ~30 torch calls whatever its size; ReLU, 8×8 images, 1 MiB: 1.61× the default's
 time with room for the smallest chunk (tiles of 10 × 10 pairs, chunks of ~7,700 entries),
 1.32× with room for 2^14 entries (6 × 6 pairs, ~18,000 entries; measured, one thread)."""
-
-
-@dataclass(frozen=True)
-class _Kernel:
-    """NNGP and NTK of one layer's outputs for a batch of image pairs.
-
-    ``nngp``, ``ntk``: (A, H, W, B, H, W) over pairs of positions (p of x, p' of x') for the
-    pairs of A images x and B images x' (B = 1 for the pairs (x, x)), or (..., H, W) when
-    ``same_position``: the entries p = p' only.
-    """
-
-    nngp: torch.Tensor
-    ntk: torch.Tensor
-    same_position: bool
-
-    def variances(self) -> torch.Tensor:
-        """Σ[p, p] of a kernel of images paired with themselves: (A, H, W), a copy."""
-        if self.same_position:
-            return self.nngp.clone()  # the activation overwrites Σ
-        a, h, w = self.nngp.shape[:3]
-        pairs = self.nngp.reshape(a, h * w, h * w)
-        return pairs.diagonal(dim1=1, dim2=2).reshape(a, h, w).clone()
-
-    def spread(self, v1: _Side, v2: _Side, own: bool) -> tuple[_Side, _Side]:
-        """The terms (A, H, W) of x and (B, H, W) of x' broadcast against the entries: all
-        pairs, or with ``own`` the pairs (x, x) (v1 = v2)."""
-        if self.same_position:
-            return (v1, v2) if own else (v1.map(lambda t: t[:, None]), v2.map(lambda t: t[None]))
-        rows = v1.map(lambda t: t[:, :, :, None, None, None])
-        return rows, v2.map(lambda t: t[:, None, None, None] if own else t[None, None, None])
-
-
-def _box(
-    t: torch.Tensor, axes: Sequence[int], k: int, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Σ_d t[.., i + d, .., i' + d, ..] over |d| ≤ k // 2: ``axes`` move together; 0 outside.
-    Into ``out`` when given (not t), else a new array."""
-    out, n = t.clone() if out is None else out.copy_(t), t.shape[axes[0]]
-    for d in range(1, min(k // 2, n - 1) + 1):
-        low, high = [slice(None)] * t.dim(), [slice(None)] * t.dim()
-        for axis in axes:
-            low[axis], high[axis] = slice(0, n - d), slice(d, n)
-        out[tuple(low)] += t[tuple(high)]
-        out[tuple(high)] += t[tuple(low)]
-    return out
-
-
-def _conv(kernel: _Kernel, k: int, bias_var: float) -> _Kernel:
-    """k×k convolution, "same" zero padding: the sum over offsets δ of the position pairs,
-    plus σ_b², on both kernels, in their memory and one array more (its σ_w²/k² is in the
-    activation before, `_activated`)."""
-    axes = ((-2,), (-1,)) if kernel.same_position else ((1, 4), (2, 5))
-
-    def conv(t: torch.Tensor) -> torch.Tensor:
-        t = _box(_box(t, axes[0], k), axes[1], k, out=t)
-        return t.add_(bias_var) if bias_var else t
-
-    return replace(kernel, nngp=conv(kernel.nngp), ntk=conv(kernel.ntk))
-
-
-class _Side(NamedTuple):
-    """The per-input terms of one side (x or x') of an activation, computed once per input:
-    the variances q = Σ(x, x)[p, p], 1/√q (0 where q = 0) and √(s/2π) √q (`Dual.layer`'s),
-    s the activation's scale (`_activated`)."""
-
-    q: torch.Tensor
-    inv_sqrt: torch.Tensor
-    root: torch.Tensor
-
-    @property
-    def spread(self) -> Spread:
-        return Spread(self.q, self.inv_sqrt)
-
-    def map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> _Side:
-        """The terms with ``f`` applied to each (a broadcast shape)."""
-        return _Side(*(f(t) for t in self))
-
-    def part(self, index: slice | tuple[slice, ...]) -> _Side:
-        """The terms ``t[index]``."""
-        return _Side(*(t[index] for t in self))
-
-
-def _side(q: torch.Tensor, scale: float) -> _Side:
-    """The `_Side` of variances q."""
-    return _Side(*spread(q), q.sqrt().mul_(math.sqrt(scale / (2 * math.pi))))
-
-
-def _activated(
-    dual: Dual,
-    sigma: torch.Tensor,
-    ntk: torch.Tensor,
-    a: _Side,
-    b: _Side,
-    scale: float,
-    spare: Pair | None = None,
-) -> Pair:
-    """(s K, s (K + T)) from the NNGP Σ and NTK Θ of a layer's inputs, K = E[φ(u) φ(v)] and
-    T = Θ · E[φ'(u) φ'(v)] (the module docstring's activation), s = ``scale``.
-
-    Both kernels after φ are kept as K and K + T: every linear map after φ (convolution,
-    pooling, readout) is then the same on both, Θ_next = σ_w²/k² Σ_δ (K + T) + σ_b², and the
-    scale s carries the next layers' constant factors (σ_w²/k² or σ_w², 1/16 for a pooling).
-    ``sigma`` and ``ntk`` (of the entries' shape) are overwritten. With `Dual.layer` (the
-    MLP layer with σ_w² = s, σ_b² = 0, in place) the result is (``spare[0]``, ``ntk``),
-    ``spare[1]`` the layer's scratch (θ); two new arrays when ``spare`` is None. Else
-    `Dual.given` makes its arrays (`Dual.arrays`)."""
-    if dual.layer is not None:
-        out, angles = (torch.empty_like(sigma), torch.empty_like(sigma)) if spare is None else spare
-        rows, cols = (a.spread.inv_sqrt, a.root), (b.spread.inv_sqrt, b.root)
-        dual.layer(sigma, ntk, rows, cols, scale, 0.0, out, angles)
-        return out, ntk
-    e_ff, e_dd = dual.given(a.spread, b.spread, sigma, overwrite=True)
-    e_dd = e_dd.mul_(ntk).add_(e_ff)
-    return (e_ff, e_dd) if scale == 1 else (e_ff.mul_(scale), e_dd.mul_(scale))
-
-
-def _activate(kernel: _Kernel, dual: Dual, a: _Side, b: _Side, s: float) -> _Kernel:
-    """`_activated` on a kernel, with the terms of x and x' spread over positions."""
-    nngp, ntk = _activated(dual, kernel.nngp, kernel.ntk, a, b, s)
-    return replace(kernel, nngp=nngp, ntk=ntk)
-
-
-def _window_sums(t: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
-    """Sums of the 2×2 × 2×2 windows over ``axes`` (the rows and columns of p and of p',
-    each of even length), as sums of adjacent pairs along one axis after the other: slices
-    added in place of a reduction over strided axes, which ran ~9× slower (measured). The
-    window's 1/16 is in the activation before (`_activated`)."""
-    for axis in sorted(axes, key=lambda a: a % t.dim()):
-        pairs = t.unflatten(axis, (t.shape[axis] // 2, 2))
-        half = axis % t.dim() + 1
-        t = pairs.select(half, 0) + pairs.select(half, 1)
-    return t
-
-
-def _window_sums_into(t: torch.Tensor, out: torch.Tensor, g: int) -> None:
-    """The window sums of a chunk of block 0 (`_Recursion.first_block`), NNGP and NTK
-    stacked, written into ``out`` (2, B, R, C): t is (2, B, g·R, g·C), its rows and columns
-    ordered by their position's offset in its window first (g = 4, or 1 without pooling), so
-    that both sums run over whole blocks of t (two torch calls: 4.8× faster than adding the
-    strided pairs one by one, chunks of 9,216 entries, measured)."""
-    rows = t.reshape(2 * t.shape[1], g, -1).sum(1)
-    torch.sum(rows.view(*out.shape[:3], g, out.shape[3]), dim=3, out=out)
-
-
-def _pool(kernel: _Kernel) -> _Kernel:
-    """2×2 average pooling: the sum over each 2×2 × 2×2 block of position pairs."""
-    axes = (1, 2, 4, 5)
-    return replace(kernel, nngp=_window_sums(kernel.nngp, axes), ntk=_window_sums(kernel.ntk, axes))
-
-
-def _readout(kernel: _Kernel, readout: Readout, bias_var: float) -> Pair:
-    """Dense layer after global average pooling or flattening: (...,) NNGP and NTK (its σ_w²
-    is in the last activation, `_activated`)."""
-
-    def mean(t: torch.Tensor) -> torch.Tensor:
-        if kernel.same_position:
-            t = t.mean((-2, -1))
-        elif readout is Readout.GAP:
-            t = t.mean((1, 2, 4, 5))
-        else:
-            a, h, w, b = t.shape[:4]
-            t = t.reshape(a, h * w, b, h * w).diagonal(dim1=1, dim2=3).mean(-1)
-        return t.add_(bias_var) if bias_var else t
-
-    return mean(kernel.nngp), mean(kernel.ntk)
-
-
-Variances = Callable[[int, _Kernel], tuple[_Side, _Side]]
-"""``variances(block, kernel)``: the terms of x and x' that block's activation uses, spread
-over the positions."""
 
 
 @dataclass(frozen=True)
@@ -298,7 +137,7 @@ class _Recursion:
         covariance is a dot product: Σ¹(x, x')[p, p'] = σ_w²/(k² C) Σ_δ Σ_c x_c[p+δ]
         x'_c[p'+δ] + σ_b² = P(x)_p · P(x')_p'. Grouped by the position's offset in its 2×2
         window of block 0's pooling, g = `_window` (as a chunk's rows and columns are
-        ordered, `_window_sums_into`). Two arrays of the patches' size at most."""
+        ordered, `window_sums_into`). Two arrays of the patches' size at most."""
         (n, c, h, w), k, g = x.shape, self.kernel_size, self._window
         unfolded = F.unfold(x, k, padding=k // 2)  # (n, C·k², H·W)
         out = x.new_empty(g, n, h * w // g, c * k * k + 1)
@@ -317,28 +156,28 @@ class _Recursion:
         return h // step, w // step
 
     def scale(self, block: int) -> float:
-        """The constant factor of the linear maps after block's φ (`_activated`): σ_w²/k² of
+        """The constant factor of the linear maps after block's φ (`activated`): σ_w²/k² of
         the next convolution, or σ_w² of the readout, and 1/16 for a 2×2 pooling."""
         last = block == self.depth - 1
         weight = self.weight_var if last else self.weight_var / self.kernel_size**2
         return weight / 16 if block in self.pools else weight
 
-    def network(self, kernel: _Kernel, variances: Variances) -> Pair:
+    def network(self, kernel: Kernel, variances: Variances) -> Pair:
         """The readout's (NNGP, NTK) from the kernel after block 0, block by block."""
         for block in range(1, self.depth):
-            kernel = _conv(kernel, self.kernel_size, self.bias_var)
-            kernel = _activate(kernel, self.dual, *variances(block, kernel), self.scale(block))
+            kernel = conv(kernel, self.kernel_size, self.bias_var)
+            kernel = activate(kernel, self.dual, *variances(block, kernel), self.scale(block))
             if block in self.pools:
-                kernel = _pool(kernel)
-        return _readout(kernel, self.readout, self.bias_var)
+                kernel = pool(kernel)
+        return readout(kernel, self.readout, self.bias_var)
 
     def first_block(
-        self, a1: torch.Tensor, a2: torch.Tensor, q1: _Side, q2: _Side, chunk: int
-    ) -> _Kernel:
+        self, a1: torch.Tensor, a2: torch.Tensor, q1: Side, q2: Side, chunk: int
+    ) -> Kernel:
         """Block 0 (convolution, φ, pooling) for all pairs of images x1 × x2: (n1, ...).
 
         a1, a2: scaled patches (g, n·P, K) (`patches`, P = H'·W' positions after block 0);
-        q1, q2: their terms (`_Side` of Σ¹(x, x)[p, p]), (g, n·P). With all position pairs,
+        q1, q2: their terms (`Side` of Σ¹(x, x)[p, p]), (g, n·P). With all position pairs,
         in chunks of at most ``chunk`` entries (`_chunk_shape`: P' positions of x against m
         images x'), each pooled into the outputs before the next is made: Θ¹ = Σ¹ (Θ⁰ = 0)."""
         (oh, ow), k, scale = self._pooled_size(), a1.shape[-1], self.scale(0)
@@ -347,8 +186,8 @@ class _Recursion:
             p1, p2 = (a.view(-1, oh * ow, k) for a in (a1[0], a2[0]))
             sigma = torch.einsum("aqk,bqk->abq", p1, p2).unflatten(-1, self.image_size)
             v1, v2 = (q.map(lambda t: t.reshape(-1, oh, ow)) for q in (q1, q2))
-            kernel = _Kernel(sigma, sigma.clone(), True)
-            return _activate(kernel, self.dual, *kernel.spread(v1, v2, own=False), scale)
+            kernel = Kernel(sigma, sigma.clone(), True)
+            return activate(kernel, self.dual, *kernel.spread(v1, v2, own=False), scale)
         out = a1.new_empty(2, n1, oh, ow, n2, oh, ow)
         rows, images = self._chunk_shape(chunk, n2)
         entries = out.view(2, 1, n1 * oh * ow, n2 * oh * ow)
@@ -362,40 +201,40 @@ class _Recursion:
                 qa = q1.part((slice(None), rs)).map(lambda t: t.reshape(1, -1, 1))
                 a = a1[:, rs].reshape(1, -1, k)
                 self._chunk(a, cols, qa, qc, entries[:, :, rs, cs], room)
-        return _Kernel(out[0], out[1], same_position=False)
+        return Kernel(out[0], out[1], same_position=False)
 
     def _chunk(
         self,
         a: torch.Tensor,
         cols: torch.Tensor,
-        qa: _Side,
-        qc: _Side,
+        qa: Side,
+        qc: Side,
         out: torch.Tensor,
         room: torch.Tensor,
     ) -> None:
         """One chunk of block 0: Σ¹ of rows a (B, g·R, K) against columns (B, g·C, K), B = 1
         or one per image paired with itself, activated and pooled into ``out`` (2, B, R, C)
-        (`_window_sums_into`), in ``room`` (4 arrays of the chunk's entries at least, the
+        (`window_sums_into`), in ``room`` (4 arrays of the chunk's entries at least, the
         same for all the chunks of a block: fewer sizes of blocks for the heap)."""
         shape = (4, len(a), a.shape[1], cols.shape[1])  # K, K + T, Σ (then ρ), θ
         buffers = room[: math.prod(shape)].view(shape)
         sigma = torch.bmm(a, cols.transpose(1, 2), out=buffers[2])
         ntk = buffers[1].copy_(sigma)
         scale, spare = self.scale(0), (buffers[0], buffers[3])
-        kernels = _activated(self.dual, sigma, ntk, qa, qc, scale, spare)
+        kernels = activated(self.dual, sigma, ntk, qa, qc, scale, spare)
         if self.dual.layer is None:
             buffers[0].copy_(kernels[0])
             buffers[1].copy_(kernels[1])
-        _window_sums_into(buffers[:2], out, self._window)
+        window_sums_into(buffers[:2], out, self._window)
 
-    def _own_first_block(self, p: torch.Tensor, v: _Side) -> _Kernel:
+    def _own_first_block(self, p: torch.Tensor, v: Side) -> Kernel:
         """Block 0 for the pairs (x, x) of n images with patches p (g, n, P, K) and terms v
-        (n, g, P) (`patches`, `_side`): (n, H', W', 1, H', W'), in chunks of images."""
+        (n, g, P) (`patches`, `side`): (n, H', W', 1, H', W'), in chunks of images."""
         (oh, ow), n, g, scale = self._pooled_size(), p.shape[1], self._window, self.scale(0)
         if self.same_position:
             sigma = p[0].square().sum(-1).unflatten(-1, self.image_size)
             v = v.map(lambda t: t.reshape(n, oh, ow))
-            return _activate(_Kernel(sigma, sigma.clone(), True), self.dual, v, v, scale)
+            return activate(Kernel(sigma, sigma.clone(), True), self.dual, v, v, scale)
         per = max(1, self.chunk_entries(n, n, p.device) // (g * oh * ow) ** 2)
         out = p.new_empty(2, n, oh, ow, 1, oh, ow)
         entries = out.view(2, n, oh * ow, oh * ow)
@@ -405,7 +244,7 @@ class _Recursion:
             vi = v.part(slice(i, i + per)).map(lambda t: t.flatten(1))
             qa, qc = vi.map(lambda t: t[:, :, None]), vi.map(lambda t: t[:, None])
             self._chunk(pi, pi, qa, qc, entries[:, i : i + per], room)
-        return _Kernel(out[0], out[1], same_position=False)
+        return Kernel(out[0], out[1], same_position=False)
 
     def _chunk_shape(self, chunk: int, n2: int) -> tuple[int, int]:
         """(positions of x after block 0's pooling, images x') of a chunk of ≤ ``chunk``
@@ -415,7 +254,7 @@ class _Recursion:
         return max(1, chunk // (unit * images)), images
 
     def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
-        """The per-input terms of each block's activation (`_side`: 3 tensors per block,
+        """The per-input terms of each block's activation (`side`: 3 tensors per block,
         for block 0 (N, g, P) as its patches are ordered (`patches`), for the others
         (N, H_l, W_l)) and the kernels of (x, x)."""
         # A batch of n images holds n pairs and n images' patches (`chunk_entries`), which
@@ -423,15 +262,15 @@ class _Recursion:
         held = 16 * self._pair_entries()[1]
         per_image = max(self.entry_bytes(), held + 2 * self._patch_bytes())
         batch = tile_entries(budget, x.device, per_image, self.tile_bytes())
-        terms: list[list[_Side]] = [[] for _ in range(self.depth)]
+        terms: list[list[Side]] = [[] for _ in range(self.depth)]
 
-        def own(block: int, kernel: _Kernel) -> tuple[_Side, _Side]:
-            terms[block].append(_side(kernel.variances(), self.scale(block)))
+        def own(block: int, kernel: Kernel) -> tuple[Side, Side]:
+            terms[block].append(side(kernel.variances(), self.scale(block)))
             return kernel.spread(terms[block][-1], terms[block][-1], own=True)
 
-        def first(images: torch.Tensor) -> _Kernel:
+        def first(images: torch.Tensor) -> Kernel:
             p = self.patches(images)
-            terms[0].append(_side(p.square().sum(-1).transpose(0, 1), self.scale(0)))
+            terms[0].append(side(p.square().sum(-1).transpose(0, 1), self.scale(0)))
             return self._own_first_block(p, terms[0][-1])
 
         outputs = [self.network(first(x[i : i + batch]), own) for i in range(0, len(x), batch)]
@@ -449,13 +288,13 @@ class _Recursion:
         """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with per-input terms v1, v2
         (`single`), copied into ``out`` when given (`_infinite_tiles.Recursion.tile`)."""
 
-        def given(block: int, kernel: _Kernel) -> tuple[_Side, _Side]:
-            a, b = (_Side(*v[3 * block : 3 * block + 3]) for v in (v1, v2))
+        def given(block: int, kernel: Kernel) -> tuple[Side, Side]:
+            a, b = (Side(*v[3 * block : 3 * block + 3]) for v in (v1, v2))
             return kernel.spread(a, b, own=False)
 
         chunk = self.chunk_entries(len(x1) * len(x2), len(x1) + len(x2), x1.device)
         a1, a2 = (self.patches(x).flatten(1, 2) for x in (x1, x2))
-        q1, q2 = (_Side(*v[:3]).map(lambda t: t.transpose(0, 1).flatten(1)) for v in (v1, v2))
+        q1, q2 = (Side(*v[:3]).map(lambda t: t.transpose(0, 1).flatten(1)) for v in (v1, v2))
         first = self.first_block(a1, a2, q1, q2, chunk)
         del a1, a2
         return written(self.network(first, given), out)
