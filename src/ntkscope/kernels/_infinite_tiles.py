@@ -49,10 +49,11 @@ _MIN_SHARE = 2**20
 
 _MAX_CONCURRENT_ENTRY = 2**10
 """Largest memory per entry (and per tile) of a recursion whose tiles run concurrently: an
-MLP's entries (16 bytes for ReLU) are one value per pass, a CNN's (8×8 images: 27 kB per
-pair, 0.11 MB per tile) are pairs of images whose passes shrink with each pooling, to ~500
+MLP's entries (16 bytes for ReLU) are one value per pass, a CNN's (8×8 images: 10 kB per
+pair, ReLU) are pairs of images whose passes shrink with each pooling, to a few hundred
 values in the last block of a 1 MiB tile; two such tiles at a time ran slower than one
-(Myrtle CNN 8×8, 2 MiB, quiet machine: 2.90× the default's time against 1.86×, measured)."""
+(Myrtle CNN 8×8, 2 MiB, quiet machine, before its chunks were sized by the budget: 2.90×
+the default's time against 1.86×, measured)."""
 
 OUTPUT_BYTES = 16
 """Bytes of an entry's NNGP and NTK (float64), which a tile writes into the kernel's memory

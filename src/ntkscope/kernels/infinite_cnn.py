@@ -27,22 +27,28 @@ input's whole self-covariance is computed first, batched; the N1×N2 matrix is t
 in tiles of input pairs, every tile with the variances computed once per input.
 
 Block 0 has the most position pairs, (HW)² per pair of images, and convolves the inputs
-themselves, so its covariance is one matrix product of patches (`_patches`):
+themselves, so its covariance is one matrix product of patches (`_Recursion.patches`):
 Σ¹(x, x')[p, p'] = P(x)_p · P(x')_p', P(x)_p the k×k patch at p scaled by √(σ_w²/(k² C)),
-with √σ_b² appended. It is computed in chunks of rows of positions of x against several
-images x' (about 64k entries on CPU, in cache), each chunk activated and, when block 0
-pools, pooled before the next: only the pooled kernels, (HW/4)² per pair, are kept.
+with √σ_b² appended. It is computed in chunks of positions of x against several images x'
+(the tile's share of the budget less what it holds: `_Recursion.chunk_entries`), each
+chunk activated (in place for ReLU, leaky ReLU and abs: `Dual.layer`) and, when block 0
+pools, pooled into the tile's outputs before the next: only the pooled kernels, (HW/4)²
+per pair, are kept. The patches are ordered by their position's offset in its 2×2 window,
+so that a chunk's pooling sums whole blocks of it (two torch calls). The later blocks are
+`_cnn_layers`' functions on the tile's (N1, H, W, N2, H, W) kernels.
 
 Cost: O(N1 N2 (HW)² (C k² + depth)) time (the later blocks' k² offsets separate into rows
-and columns). Memory per pair of a tile: block 0's outputs, or the later blocks' position
-pairs times the dual's working arrays and the block's own (`Dual.arrays` + `_BLOCK_ARRAYS`:
-13 float64 values for ReLU, 10–24 for the other closed forms, 28 for the series), whichever
-is larger (`_Recursion.entry_bytes`), plus one smallest chunk of block 0 per tile
-(`_Recursion.tile_bytes`): 0.027 MB per pair and 0.11 MB per tile for 8×8 images pooled
-after blocks 0 and 1, 6.8 MB and 6.8 MB for 32×32 (ReLU); without pooling after block 0,
-the (HW)² pairs of block 1: 64 MB per pair for 28×28. With no pooling and the flatten
-readout only the diagonal p = p' is ever needed (a convolution moves p and p' by the same
-δ): that case costs O(HW) per pair and runs on any image size.
+and columns). Memory per pair of a tile (`_Recursion.entry_bytes`): block 0's outputs, or
+the later blocks' position pairs × `_Recursion._per_position_pair` (ReLU, leaky ReLU, abs:
+`LAYER_ARRAYS` + `_LAYER_BLOCK_ARRAYS` = 5 float64 values; the other closed forms:
+`Dual.arrays` + `_BLOCK_ARRAYS`, 10–24; the series 28), whichever is larger; per tile
+(`_Recursion.tile_bytes`) room for a chunk of block 0 of `_CHUNK_ENTRIES` entries (at most
+half the budget), which also holds the tile's images' patches (8·HW·(C k² + 1) bytes per
+image). ReLU, 8×8 images pooled after blocks 0 and 1: 10 kB per pair, 0.66 MB per tile
+(at most half the budget), 14 kB per image; 32×32: 2.6 MB per pair. Without pooling after
+block 0 the (HW)² pairs of block 1 count: 25 MB per pair for 28×28 (ReLU). With no pooling
+and the flatten readout only the diagonal p = p' is ever needed (a convolution moves p and
+p' by the same δ): that case costs O(HW) per pair and runs on any image size.
 """
 
 from __future__ import annotations
@@ -89,8 +95,9 @@ from ntkscope.models.builders import Readout, pooled_size, resolve_pools
 
 _BLOCK_ARRAYS = 4
 """float64 values per position pair that a block holds beyond its dual's `Dual.arrays`
-(which count an MLP layer's): a 48×48 tile of 8×8 images peaked at 1.6 (ReLU), 1.4 (erf),
-0.1 (GELU) and 3.2 (step) more (measured, tests/kernels/test_memory_budget.py)."""
+(which count an MLP layer's) when the dual runs out of place: a 48×48 tile of 8×8 images
+peaked at 1.4 (erf), 0.1 (GELU) and 3.2 (step) more (measured before the layers kept K and
+K + T, tests/kernels/test_memory_budget.py, which still pass)."""
 
 
 _LAYER_BLOCK_ARRAYS = 1
@@ -409,8 +416,8 @@ def infinite_cnn_kernels(
             x1's device. On CPU, tiles are also capped at 4 MiB, and the kind of budget sets
             glibc's heap thresholds (as in `ntkscope.empirical_ntk`). Not counted: the
             coefficients that the series duals keep per distinct variance (≤ 64 MB). Per
-            pair of a tile: see the module docstring (0.027 MB per pair and 0.11 MB per
-            tile for 8×8 images, ReLU; ~2× that for the series).
+            pair of a tile: see the module docstring (10 kB per pair and 0.66 MB or half
+            the budget per tile for 8×8 images, ReLU; ~5× that per pair for the series).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
