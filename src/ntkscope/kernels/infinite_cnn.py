@@ -108,9 +108,10 @@ convolution's one array (`conv`, before the layer)."""
 
 _CHUNK_ENTRIES = 2**14
 """Entries of block 0's chunks that a tile makes room for (`_Recursion.tile_bytes`): a
-chunk costs ~30 torch calls whatever its size; ReLU, 8×8 images, 1 MiB: 1.61× the default's
-time with room for the smallest chunk (tiles of 10 × 10 pairs, chunks of ~7,700 entries),
-1.32× with room for 2^14 entries (6 × 6 pairs, ~18,000 entries; measured, one thread)."""
+chunk costs ~30 torch calls whatever its size (~27 µs of them). ReLU, 8×8 images, 1 MiB, one
+thread, load ~3: 1.61× the default's CPU time with room for the smallest chunk (tiles of
+10 × 10 pairs, chunks of ~7,700 entries), 1.30–1.39× with room for 2^13–2^14 entries (7 × 7
+pairs, ~16,000 entries); 2^15 left room for one pair per tile (11×)."""
 
 
 @dataclass(frozen=True)
