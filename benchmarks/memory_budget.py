@@ -129,7 +129,8 @@ def main() -> None:
         budgets = ["16MB", *small("2MiB", "1MiB")]
         case("infinite ReLU MLP, depth 5", INFINITE, 4000, budgets, rounds, cpu)
     if "cnn" in only:
-        case("infinite Myrtle CNN 8×8, depth 3", CNN, 64, ["16MB", *small("2MiB")], rounds, cpu)
+        budgets = ["16MB", *small("2MiB", "1MiB")]
+        case("infinite Myrtle CNN 8×8, depth 3", CNN, 64, budgets, rounds, cpu)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -94,9 +94,10 @@ def test_infinite_store_is_the_in_memory_kernel(tmp_path, x2):
 
 def test_infinite_cnn_store_is_the_in_memory_kernel(tmp_path):
     images = torch.randn(12, 2, 4, 4, generator=torch.Generator().manual_seed(1))
-    # per tile one smallest chunk of block 0 (128 entries × 104 B, ReLU's 9 + 4 arrays), per
-    # pair block 1's 16 position pairs × 104 B: 21 pairs a tile, tiles of 4 × 4 images
-    args = dict(depth=2, pool_after=[0], memory_budget=128 * 128 + 16 * 16 * 128)
+    # per tile room for a chunk of block 0 in half the budget (12,800 bytes), per pair block
+    # 1's 16 position pairs × 40 B (ReLU in place, 4 + 1 arrays): 20 pairs a tile, tiles of
+    # 4 × 4 images
+    args = dict(depth=2, pool_after=[0], memory_budget=2 * 20 * 16 * 40)
     report = kernel_store.compute("infinite_cnn", images, store=tmp_path / "c.zarr", **args)
     assert report.tiles == 6  # 12 images: 3 × 3 tiles, 6 on and above the diagonal
     nngp, ntk = ns.infinite_cnn_kernels(images, **args)

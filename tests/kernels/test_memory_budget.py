@@ -133,6 +133,39 @@ def test_an_infinite_kernel_tile_holds_at_most_its_bytes(kind, name):
     assert growth <= held, f"{growth / MB:.1f} MiB > {held / MB:.1f} MiB"
 
 
+CNN_TILE = """
+from ntkscope.kernels._infinite_tiles import tile_entries, tile_shape
+from ntkscope.kernels.infinite_cnn import plan
+x = torch.randn(96, 3, 8, 8, dtype=torch.float64)
+args = dict(depth=3, pool_after=[0, 1], memory_budget="{budget}", activation="{name}")
+rec, x, _, budget = plan(x, None, **args, sigma_w=1.5, sigma_b=0.1, kernel_size=3,
+                         readout="gap", diagonal=False)
+v = rec.single(x, budget)[0]
+entries = tile_entries(budget, x.device, rec.entry_bytes(), rec.tile_bytes())
+side = tile_shape(len(x), len(x), entries)[0]
+rows, cols = slice(0, side), slice(side, 2 * side)
+out = torch.empty(2, side, side, dtype=torch.float64).fill_(0.0).unbind()  # resident
+
+def warmup():
+    rec.tile(x[:2], x[2:4], [t[:2] for t in v], [t[2:4] for t in v])
+
+def run():
+    return rec.tile(x[rows], x[cols], [t[rows] for t in v], [t[cols] for t in v], out)
+"""
+
+
+@pytest.mark.parametrize("name", ["relu", "erf"])
+@pytest.mark.parametrize("budget", [1, 2])
+def test_a_cnn_tile_of_a_small_budget_stays_within_it(budget, name):
+    """A tile of the infinite CNN as a small budget sizes it (pairs of images, block 0's
+    chunks, the images' patches: `infinite_cnn._Recursion.chunk_entries`) stays within the
+    budget: peak resident memory, 8×8 images, allowance 256 KiB (GEMM packing buffers,
+    a page per array). Its arrays are below the 1 MiB mmap threshold, so they come from
+    the heap, whose pages stay resident once touched: the growth is an upper bound."""
+    growth = measure(CNN_TILE.format(budget=f"{budget}MiB", name=name))["growth"]
+    assert growth <= budget * MB + 256 * 2**10, f"{growth / MB:.2f} MiB > {budget} MiB"
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_infinite_cnn_kernels_stay_within_a_small_budget(threads):
     code = """

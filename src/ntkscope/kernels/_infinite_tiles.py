@@ -49,10 +49,11 @@ _MIN_SHARE = 2**20
 
 _MAX_CONCURRENT_ENTRY = 2**10
 """Largest memory per entry (and per tile) of a recursion whose tiles run concurrently: an
-MLP's entries (16 bytes for ReLU) are one value per pass, a CNN's (8×8 images: 27 kB per
-pair, 0.11 MB per tile) are pairs of images whose passes shrink with each pooling, to ~500
+MLP's entries (16 bytes for ReLU) are one value per pass, a CNN's (8×8 images: 10 kB per
+pair, ReLU) are pairs of images whose passes shrink with each pooling, to a few hundred
 values in the last block of a 1 MiB tile; two such tiles at a time ran slower than one
-(Myrtle CNN 8×8, 2 MiB, quiet machine: 2.90× the default's time against 1.86×, measured)."""
+(Myrtle CNN 8×8, 2 MiB, quiet machine, before its chunks were sized by the budget: 2.90×
+the default's time against 1.86×, measured)."""
 
 OUTPUT_BYTES = 16
 """Bytes of an entry's NNGP and NTK (float64), which a tile writes into the kernel's memory
@@ -166,11 +167,17 @@ def tile_entries(
     `_CPU_ARRAY_ENTRIES`."""
     if workers is None:
         workers = concurrent_tiles(budget, device, bytes_per_entry, bytes_per_tile)
-    share = budget // workers
+    entries = (tile_memory(budget, device, workers) - bytes_per_tile) // bytes_per_entry
     if device.type != "cpu":
-        return max(1, (share - bytes_per_tile) // bytes_per_entry)
-    entries = (min(share, _CPU_TILE_BYTES) - bytes_per_tile) // bytes_per_entry
+        return max(1, entries)
     return max(1, min(entries, _CPU_ARRAY_ENTRIES))
+
+
+def tile_memory(budget: int, device: torch.device, workers: int) -> int:
+    """Working memory of one tile when ``workers`` tiles share ``budget``: its share, capped
+    at 4 MiB on CPU (`tile_entries`)."""
+    share = budget // workers
+    return share if device.type != "cpu" else min(share, _CPU_TILE_BYTES)
 
 
 def check_second_inputs(x1: torch.Tensor, x2: torch.Tensor | None, diagonal: bool) -> None:

@@ -27,165 +27,91 @@ input's whole self-covariance is computed first, batched; the N1×N2 matrix is t
 in tiles of input pairs, every tile with the variances computed once per input.
 
 Block 0 has the most position pairs, (HW)² per pair of images, and convolves the inputs
-themselves, so its covariance is one matrix product of patches (`_patches`):
+themselves, so its covariance is one matrix product of patches (`_Recursion.patches`):
 Σ¹(x, x')[p, p'] = P(x)_p · P(x')_p', P(x)_p the k×k patch at p scaled by √(σ_w²/(k² C)),
-with √σ_b² appended. It is computed in chunks of rows of positions of x against several
-images x' (about 64k entries on CPU, in cache), each chunk activated and, when block 0
-pools, pooled before the next: only the pooled kernels, (HW/4)² per pair, are kept.
+with √σ_b² appended. It is computed in chunks of positions of x against several images x'
+(the tile's share of the budget less what it holds: `_Recursion.chunk_entries`), each
+chunk activated (in place for ReLU, leaky ReLU and abs: `Dual.layer`) and, when block 0
+pools, pooled into the tile's outputs before the next: only the pooled kernels, (HW/4)²
+per pair, are kept. The patches are ordered by their position's offset in its 2×2 window,
+so that a chunk's pooling sums whole blocks of it (two torch calls). The later blocks are
+`_cnn_layers`' functions on the tile's (N1, H, W, N2, H, W) kernels.
 
 Cost: O(N1 N2 (HW)² (C k² + depth)) time (the later blocks' k² offsets separate into rows
-and columns). Memory per pair of a tile: block 0's outputs, or the later blocks' position
-pairs times the dual's working arrays and the block's own (`Dual.arrays` + `_BLOCK_ARRAYS`:
-13 float64 values for ReLU, 10–24 for the other closed forms, 28 for the series), whichever
-is larger (`_Recursion.entry_bytes`), plus one smallest chunk of block 0 per tile
-(`_Recursion.tile_bytes`): 0.027 MB per pair and 0.11 MB per tile for 8×8 images pooled
-after blocks 0 and 1, 6.8 MB and 6.8 MB for 32×32 (ReLU); without pooling after block 0,
-the (HW)² pairs of block 1: 64 MB per pair for 28×28. With no pooling and the flatten
-readout only the diagonal p = p' is ever needed (a convolution moves p and p' by the same
-δ): that case costs O(HW) per pair and runs on any image size.
+and columns). Memory per pair of a tile (`_Recursion.entry_bytes`): block 0's outputs, or
+the later blocks' position pairs × `_Recursion._per_position_pair` (ReLU, leaky ReLU, abs:
+`LAYER_ARRAYS` + `_LAYER_BLOCK_ARRAYS` = 5 float64 values; the other closed forms:
+`Dual.arrays` + `_BLOCK_ARRAYS`, 10–24; the series 28), whichever is larger; per tile
+(`_Recursion.tile_bytes`) room for a chunk of block 0 of `_CHUNK_ENTRIES` entries (at most
+half the budget), which also holds the tile's images' patches (8·HW·(C k² + 1) bytes per
+image). ReLU, 8×8 images pooled after blocks 0 and 1: 10 kB per pair, 0.66 MB per tile
+(at most half the budget), 14 kB per image; 32×32: 2.6 MB per pair. Without pooling after
+block 0 the (HW)² pairs of block 1 count: 25 MB per pair for 28×28 (ReLU). With no pooling
+and the flatten readout only the diagonal p = p' is ever needed (a convolution moves p and
+p' by the same δ): that case costs O(HW) per pair and runs on any image size.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from ntkscope._checks import choice, finite_batch, nonnegative_real, positive_int
+from ntkscope.kernels._cnn_layers import (
+    Kernel,
+    Side,
+    Variances,
+    activate,
+    activated,
+    conv,
+    pool,
+    readout,
+    side,
+    window_sums_into,
+)
 from ntkscope.kernels._infinite_tiles import (
     Recursion,
     check_second_inputs,
+    concurrent_tiles,
     entry_bytes,
     pairwise_kernels,
     tile_entries,
+    tile_memory,
     written,
 )
 from ntkscope.kernels._tiling import resolve_budget
-from ntkscope.kernels.dual import ActivationLike, Dual, Pair, for_activation
+from ntkscope.kernels.dual import (
+    LAYER_ARRAYS,
+    ActivationLike,
+    Dual,
+    Pair,
+    for_activation,
+)
 from ntkscope.models.builders import Readout, pooled_size, resolve_pools
 
 _BLOCK_ARRAYS = 4
 """float64 values per position pair that a block holds beyond its dual's `Dual.arrays`
-(which count an MLP layer's): a 48×48 tile of 8×8 images peaked at 1.6 (ReLU), 1.4 (erf),
-0.1 (GELU) and 3.2 (step) more (measured, tests/kernels/test_memory_budget.py)."""
+(which count an MLP layer's) when the dual runs out of place: a 48×48 tile of 8×8 images
+peaked at 1.4 (erf), 0.1 (GELU) and 3.2 (step) more (measured before the layers kept K and
+K + T, tests/kernels/test_memory_budget.py, which still pass)."""
 
 
-@dataclass(frozen=True)
-class _Kernel:
-    """NNGP and NTK of one layer's outputs for a batch of image pairs.
-
-    ``nngp``, ``ntk``: (..., H, W, H, W) over pairs of positions (p of x, p' of x'), or
-    (..., H, W) when ``same_position``: the entries p = p' only.
-    """
-
-    nngp: torch.Tensor
-    ntk: torch.Tensor
-    same_position: bool
-
-    def variances(self) -> torch.Tensor:
-        """Σ[p, p] of a kernel of images paired with themselves: (..., H, W)."""
-        if self.same_position:
-            return self.nngp
-        h, w = self.nngp.shape[-2:]
-        pairs = self.nngp.flatten(-4, -3).flatten(-2, -1)
-        return pairs.diagonal(dim1=-2, dim2=-1).unflatten(-1, (h, w))
-
-    def spread(self, v1: torch.Tensor, v2: torch.Tensor) -> Pair:
-        """Variances (..., H, W) of x and x' broadcast against the position axes."""
-        if self.same_position:
-            return v1, v2
-        return v1[..., None, None], v2[..., None, None, :, :]
+_LAYER_BLOCK_ARRAYS = 1
+"""float64 values per position pair that a block holds beyond `Dual.layer`'s `LAYER_ARRAYS`
+(Σ then ρ, Θ then K + T, K, θ): the quarter arrays of block 0's window sums, and the
+convolution's one array (`conv`, before the layer)."""
 
 
-def _box(t: torch.Tensor, axes: Sequence[int], k: int) -> torch.Tensor:
-    """Σ_d t[.., i + d, .., i' + d, ..] over |d| ≤ k // 2: ``axes`` move together; 0 outside."""
-    out, n = t.clone(), t.shape[axes[0]]
-    for d in range(1, min(k // 2, n - 1) + 1):
-        low, high = [slice(None)] * t.dim(), [slice(None)] * t.dim()
-        for axis in axes:
-            low[axis], high[axis] = slice(0, n - d), slice(d, n)
-        out[tuple(low)] += t[tuple(high)]
-        out[tuple(high)] += t[tuple(low)]
-    return out
-
-
-def _conv(kernel: _Kernel, k: int, weight_var: float, bias_var: float) -> _Kernel:
-    """k×k convolution, "same" zero padding: the sum over offsets δ of the position pairs."""
-    axes = ((-2,), (-1,)) if kernel.same_position else ((-4, -2), (-3, -1))
-    scale = weight_var / k**2
-
-    def conv(t: torch.Tensor) -> torch.Tensor:
-        return _box(_box(t, axes[0], k), axes[1], k).mul_(scale)
-
-    nngp = conv(kernel.nngp).add_(bias_var)
-    return replace(kernel, nngp=nngp, ntk=conv(kernel.ntk).add_(nngp))
-
-
-def _activate(kernel: _Kernel, dual: Dual, v1: torch.Tensor, v2: torch.Tensor) -> _Kernel:
-    """E[φ(u) φ(v)] and Θ · E[φ'(u) φ'(v)], with variances v1, v2 spread over positions."""
-    e_ff, e_dd = dual(v1, v2, kernel.nngp)
-    return replace(kernel, nngp=e_ff, ntk=e_dd.mul_(kernel.ntk))
-
-
-def _window_means(t: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
-    """Means of the 2×2 × 2×2 windows over ``axes`` (the rows and columns of p and of p',
-    each of even length), as sums of adjacent pairs along one axis after the other: slices
-    added in place of a reduction over strided axes, which ran ~9× slower (measured)."""
-    for axis in sorted(axes, key=lambda a: a % t.dim()):
-        pairs = t.unflatten(axis, (t.shape[axis] // 2, 2))
-        half = axis % t.dim() + 1
-        t = pairs.select(half, 0) + pairs.select(half, 1)
-    return t.mul_(0.5 ** len(axes))
-
-
-def _pool(kernel: _Kernel) -> _Kernel:
-    """2×2 average pooling: the mean over each 2×2 × 2×2 block of position pairs."""
-    axes = (-4, -3, -2, -1)
-    return replace(
-        kernel, nngp=_window_means(kernel.nngp, axes), ntk=_window_means(kernel.ntk, axes)
-    )
-
-
-def _readout(kernel: _Kernel, readout: Readout, weight_var: float, bias_var: float) -> Pair:
-    """Dense layer after global average pooling or flattening: (...,) NNGP and NTK."""
-
-    def mean(t: torch.Tensor) -> torch.Tensor:
-        if kernel.same_position:
-            return t.mean((-2, -1))
-        if readout is Readout.GAP:
-            return t.mean((-4, -3, -2, -1))
-        return t.flatten(-4, -3).flatten(-2, -1).diagonal(dim1=-2, dim2=-1).mean(-1)
-
-    nngp = mean(kernel.nngp).mul_(weight_var).add_(bias_var)
-    return nngp, mean(kernel.ntk).mul_(weight_var).add_(nngp)
-
-
-Variances = Callable[[int, _Kernel], Pair]
-"""``variances(block, kernel)``: the spread (v1, v2) that block's activation uses."""
-
-
-def _patches(x: torch.Tensor, k: int, weight_var: float, bias_var: float) -> torch.Tensor:
-    """(N, H·W, C·k² + 1): the k×k patch of each position (0 outside the image) scaled by
-    √(σ_w² / (k² C)), and √σ_b², so that the first convolution's covariance is a dot product:
-    Σ¹(x, x')[p, p'] = σ_w²/(k² C) Σ_δ Σ_c x_c[p+δ] x'_c[p'+δ] + σ_b² = P(x)_p · P(x')_p'."""
-    n, c, h, w = x.shape
-    patches = F.unfold(x, k, padding=k // 2).transpose(1, 2)
-    bias = patches.new_full((n, h * w, 1), math.sqrt(bias_var))
-    return torch.cat([patches * math.sqrt(weight_var / (k * k * c)), bias], dim=2)
-
-
-def _row_blocks(n: int, h: int, rows: int) -> list[tuple[slice, slice]]:
-    """(images, image rows) of the chunks of ``rows`` rows of n images of height h: whole
-    images when rows ≥ h, else blocks of one image (of an even number of rows where block 0
-    pools: h is even then, so no block splits a pooling window)."""
-    if rows >= h:
-        per = rows // h
-        return [(slice(a, a + per), slice(0, h)) for a in range(0, n, per)]
-    blocks = range(0, h, rows)
-    return [(slice(a, a + 1), slice(r, min(r + rows, h))) for a in range(n) for r in blocks]
+_CHUNK_ENTRIES = 2**14
+"""Entries of block 0's chunks that a tile makes room for (`_Recursion.tile_bytes`): a
+chunk costs ~30 torch calls whatever its size (~27 µs of them). ReLU, 8×8 images, 1 MiB, one
+thread, load ~3: 1.61× the default's CPU time with room for the smallest chunk (tiles of
+10 × 10 pairs, chunks of ~7,700 entries), 1.30–1.39× with room for 2^13–2^14 entries (7 × 7
+pairs, ~16,000 entries); 2^15 left room for one pair per tile (11×)."""
 
 
 @dataclass(frozen=True)
@@ -200,100 +126,164 @@ class _Recursion:
     pools: frozenset[int]
     readout: Readout
     image_size: tuple[int, int]  # (H, W) of the inputs
+    channels: int  # C of the inputs
+    budget: int  # the memory budget in bytes
 
     @property
     def same_position(self) -> bool:
         """Only p = p' entries are needed: flatten readout and no pooling."""
         return self.readout is Readout.FLATTEN and not self.pools
 
-    def patches(self, x: torch.Tensor) -> torch.Tensor:
-        """The scaled patches of images x (`_patches`), whose dot products are Σ¹."""
-        return _patches(x, self.kernel_size, self.weight_var, self.bias_var)
+    @property
+    def _window(self) -> int:
+        """Positions per window of block 0's pooling (4), 1 when it does not pool."""
+        return 4 if 0 in self.pools else 1
 
-    def network(self, kernel: _Kernel, variances: Variances) -> Pair:
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """(g, N, H'·W', C·k² + 1): the k×k patch of each position of images x (0 outside
+        the image) scaled by √(σ_w² / (k² C)), and √σ_b², so that the first convolution's
+        covariance is a dot product: Σ¹(x, x')[p, p'] = σ_w²/(k² C) Σ_δ Σ_c x_c[p+δ]
+        x'_c[p'+δ] + σ_b² = P(x)_p · P(x')_p'. Grouped by the position's offset in its 2×2
+        window of block 0's pooling, g = `_window` (as a chunk's rows and columns are
+        ordered, `window_sums_into`). Two arrays of the patches' size at most."""
+        (n, c, h, w), k, g = x.shape, self.kernel_size, self._window
+        unfolded = F.unfold(x, k, padding=k // 2)  # (n, C·k², H·W)
+        out = x.new_empty(g, n, h * w // g, c * k * k + 1)
+        if g == 1:
+            patches = unfolded.transpose(1, 2)[None]
+        else:
+            patches = unfolded.view(n, -1, h // 2, 2, w // 2, 2).permute(3, 5, 0, 2, 4, 1)
+        scaled = out[..., :-1].view(patches.shape)
+        torch.mul(patches, math.sqrt(self.weight_var / (k * k * c)), out=scaled)
+        out[..., -1] = math.sqrt(self.bias_var)
+        return out
+
+    def _pooled_size(self) -> tuple[int, int]:
+        """(H', W') of block 0's outputs."""
+        (h, w), step = self.image_size, 2 if 0 in self.pools else 1
+        return h // step, w // step
+
+    def scale(self, block: int) -> float:
+        """The constant factor of the linear maps after block's φ (`activated`): σ_w²/k² of
+        the next convolution, or σ_w² of the readout, and 1/16 for a 2×2 pooling."""
+        last = block == self.depth - 1
+        weight = self.weight_var if last else self.weight_var / self.kernel_size**2
+        return weight / 16 if block in self.pools else weight
+
+    def network(self, kernel: Kernel, variances: Variances) -> Pair:
         """The readout's (NNGP, NTK) from the kernel after block 0, block by block."""
         for block in range(1, self.depth):
-            kernel = _conv(kernel, self.kernel_size, self.weight_var, self.bias_var)
-            kernel = _activate(kernel, self.dual, *variances(block, kernel))
+            kernel = conv(kernel, self.kernel_size, self.bias_var)
+            kernel = activate(kernel, self.dual, *variances(block, kernel), self.scale(block))
             if block in self.pools:
-                kernel = _pool(kernel)
-        return _readout(kernel, self.readout, self.weight_var, self.bias_var)
+                kernel = pool(kernel)
+        return readout(kernel, self.readout, self.bias_var)
 
     def first_block(
-        self, p1: torch.Tensor, p2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, chunk: int
-    ) -> _Kernel:
-        """Block 0 (convolution, φ, pooling) for all pairs of images p1 × p2: (n1, n2, ...).
+        self, a1: torch.Tensor, a2: torch.Tensor, q1: Side, q2: Side, chunk: int
+    ) -> Kernel:
+        """Block 0 (convolution, φ, pooling) for all pairs of images x1 × x2: (n1, ...).
 
-        p1, p2: scaled patches (n, H·W, K) (`patches`); v1, v2: their variances Σ¹(x, x)[p, p],
-        (n, H, W). With all position pairs, computed in chunks of at most ``chunk`` entries
-        (`_chunk_shape`), each pooled before the next is made: Θ¹ = Σ¹ (Θ⁰ = 0)."""
+        a1, a2: scaled patches (g, n·P, K) (`patches`, P = H'·W' positions after block 0);
+        q1, q2: their terms (`Side` of Σ¹(x, x)[p, p]), (g, n·P). With all position pairs,
+        in chunks of at most ``chunk`` entries (`_chunk_shape`: P' positions of x against m
+        images x'), each pooled into the outputs before the next is made: Θ¹ = Σ¹ (Θ⁰ = 0)."""
+        (oh, ow), k, scale = self._pooled_size(), a1.shape[-1], self.scale(0)
+        n1, n2 = a1.shape[1] // (oh * ow), a2.shape[1] // (oh * ow)
         if self.same_position:
-            return self._activated(torch.einsum("aqk,bqk->abq", p1, p2), v1[:, None], v2[None])
-        (h, w), pooled = self.image_size, 0 in self.pools
-        oh, ow = (h // 2, w // 2) if pooled else (h, w)
-        n1, n2, k = len(p1), len(p2), p1.shape[-1]
-        out = [p1.new_empty(n1, n2, oh, ow, oh, ow) for _ in range(2)]
-        rows, nb = self._chunk_shape(chunk, n2)
-        p1, v1 = p1.view(n1, h, w, k), v1.view(n1, h, w)
-        columns, q2 = p2.reshape(n2 * h * w, k), v2.reshape(1, n2 * h * w)
-        for images, part in _row_blocks(n1, h, rows):
-            a = p1[images, part].reshape(-1, k)
-            qa = v1[images, part].reshape(-1, 1)
-            r = part.stop - part.start
-            for b in range(0, n2, nb):
-                cs = slice(b * h * w, min(b + nb, n2) * h * w)
-                sigma = a @ columns[cs].T
-                e_ff, e_dd = self.dual(qa, q2[:, cs], sigma)
-                m = (cs.stop - cs.start) // (h * w)
-                for t, o in zip((e_ff, e_dd.mul_(sigma)), out, strict=True):
-                    t = t.view(-1, r, w, m, h, w)
-                    t = _window_means(t, (1, 2, 4, 5)) if pooled else t
-                    rs = slice(part.start // 2, part.stop // 2) if pooled else part
-                    o[images, b : b + m, rs] = t.permute(0, 3, 1, 2, 4, 5)
-        return _Kernel(*out, same_position=False)
+            p1, p2 = (a.view(-1, oh * ow, k) for a in (a1[0], a2[0]))
+            sigma = torch.einsum("aqk,bqk->abq", p1, p2).unflatten(-1, self.image_size)
+            v1, v2 = (q.map(lambda t: t.reshape(-1, oh, ow)) for q in (q1, q2))
+            kernel = Kernel(sigma, sigma.clone(), True)
+            return activate(kernel, self.dual, *kernel.spread(v1, v2, own=False), scale)
+        out = a1.new_empty(2, n1, oh, ow, n2, oh, ow)
+        rows, images = self._chunk_shape(chunk, n2)
+        entries = out.view(2, 1, n1 * oh * ow, n2 * oh * ow)
+        room = a1.new_empty(4 * min(rows, n1 * oh * ow) * min(images, n2) * self._smallest_chunk())
+        for c in range(0, n2 * oh * ow, images * oh * ow):
+            cs = slice(c, c + images * oh * ow)
+            cols = a2[:, cs].reshape(1, -1, k)
+            qc = q2.part((slice(None), cs)).map(lambda t: t.reshape(1, 1, -1))
+            for r in range(0, n1 * oh * ow, rows):
+                rs = slice(r, r + rows)
+                qa = q1.part((slice(None), rs)).map(lambda t: t.reshape(1, -1, 1))
+                a = a1[:, rs].reshape(1, -1, k)
+                self._chunk(a, cols, qa, qc, entries[:, :, rs, cs], room)
+        return Kernel(out[0], out[1], same_position=False)
 
-    def _activated(self, sigma: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor) -> _Kernel:
-        """Block 0 with ``same_position`` (no pooling): φ of Σ¹ (..., H·W); Θ¹ = Σ¹."""
-        sigma = sigma.unflatten(-1, self.image_size)
-        return _activate(_Kernel(sigma, sigma, True), self.dual, v1, v2)
+    def _chunk(
+        self,
+        a: torch.Tensor,
+        cols: torch.Tensor,
+        qa: Side,
+        qc: Side,
+        out: torch.Tensor,
+        room: torch.Tensor,
+    ) -> None:
+        """One chunk of block 0: Σ¹ of rows a (B, g·R, K) against columns (B, g·C, K), B = 1
+        or one per image paired with itself, activated and pooled into ``out`` (2, B, R, C)
+        (`window_sums_into`), in ``room`` (4 arrays of the chunk's entries at least, the
+        same for all the chunks of a block: fewer sizes of blocks for the heap)."""
+        shape = (4, len(a), a.shape[1], cols.shape[1])  # K, K + T, Σ (then ρ), θ
+        buffers = room[: math.prod(shape)].view(shape)
+        sigma = torch.bmm(a, cols.transpose(1, 2), out=buffers[2])
+        ntk = buffers[1].copy_(sigma)
+        scale, spare = self.scale(0), (buffers[0], buffers[3])
+        kernels = activated(self.dual, sigma, ntk, qa, qc, scale, spare)
+        if self.dual.layer is None:
+            buffers[0].copy_(kernels[0])
+            buffers[1].copy_(kernels[1])
+        window_sums_into(buffers[:2], out, self._window)
 
-    def _own_first_block(self, p: torch.Tensor, v: torch.Tensor) -> _Kernel:
-        """Block 0 for the pairs (x, x) of images with patches p and variances v: (n, ...)."""
+    def _own_first_block(self, p: torch.Tensor, v: Side) -> Kernel:
+        """Block 0 for the pairs (x, x) of n images with patches p (g, n, P, K) and terms v
+        (n, g, P) (`patches`, `side`): (n, H', W', 1, H', W'), in chunks of images."""
+        (oh, ow), n, g, scale = self._pooled_size(), p.shape[1], self._window, self.scale(0)
         if self.same_position:
-            return self._activated(torch.einsum("aqk,aqk->aq", p, p), v, v)
-        chunk, own = self.chunk_entries(1), []
-        for j in range(len(p)):
-            pj, vj = p[j : j + 1], v[j : j + 1]
-            own.append(self.first_block(pj, pj, vj, vj, chunk))
-        nngp, ntk = (torch.cat([getattr(k, name)[0] for k in own]) for name in ("nngp", "ntk"))
-        return _Kernel(nngp, ntk, same_position=False)
+            sigma = p[0].square().sum(-1).unflatten(-1, self.image_size)
+            v = v.map(lambda t: t.reshape(n, oh, ow))
+            return activate(Kernel(sigma, sigma.clone(), True), self.dual, v, v, scale)
+        per = max(1, self.chunk_entries(n, n, p.device) // (g * oh * ow) ** 2)
+        out = p.new_empty(2, n, oh, ow, 1, oh, ow)
+        entries = out.view(2, n, oh * ow, oh * ow)
+        room = p.new_empty(4 * min(per, n) * (g * oh * ow) ** 2)
+        for i in range(0, n, per):
+            pi = p[:, i : i + per].transpose(0, 1).flatten(1, 2)
+            vi = v.part(slice(i, i + per)).map(lambda t: t.flatten(1))
+            qa, qc = vi.map(lambda t: t[:, :, None]), vi.map(lambda t: t[:, None])
+            self._chunk(pi, pi, qa, qc, entries[:, i : i + per], room)
+        return Kernel(out[0], out[1], same_position=False)
 
     def _chunk_shape(self, chunk: int, n2: int) -> tuple[int, int]:
-        """(image rows of x, images x') of a chunk of ≤ ``chunk`` entries (at least the
-        smallest: 2 rows, or 1 without pooling, of one image against one image x')."""
-        step, unit = 2 if 0 in self.pools else 1, self._smallest_chunk()
-        if unit * n2 > chunk:
-            return step, max(1, chunk // unit)
-        return step * max(1, chunk // (unit * n2)), n2
+        """(positions of x after block 0's pooling, images x') of a chunk of ≤ ``chunk``
+        entries (at least `_smallest_chunk`: one position against one image)."""
+        unit = self._smallest_chunk()
+        images = max(1, min(n2, chunk // unit))
+        return max(1, chunk // (unit * images)), images
 
     def single(self, x: torch.Tensor, budget: int) -> tuple[list[torch.Tensor], Pair]:
-        """Per-block variances Σ(x, x)[p, p], (N, H_l, W_l), and the kernels of (x, x)."""
-        p = self.patches(x)
-        v0 = p.square().sum(-1).unflatten(-1, self.image_size)
-        batch = tile_entries(budget, x.device, self.entry_bytes(), self.tile_bytes())
-        variances: list[list[torch.Tensor]] = [[v0]] + [[] for _ in range(1, self.depth)]
+        """The per-input terms of each block's activation (`side`: 3 tensors per block,
+        for block 0 (N, g, P) as its patches are ordered (`patches`), for the others
+        (N, H_l, W_l)) and the kernels of (x, x)."""
+        # A batch of n images holds n pairs and n images' patches (`chunk_entries`), which
+        # take twice their size while they are made (`patches`).
+        held = 16 * self._pair_entries()[1]
+        per_image = max(self.entry_bytes(), held + 2 * self._patch_bytes())
+        batch = tile_entries(budget, x.device, per_image, self.tile_bytes())
+        terms: list[list[Side]] = [[] for _ in range(self.depth)]
 
-        def own(block: int, kernel: _Kernel) -> Pair:
-            v = kernel.variances()
-            variances[block].append(v)
-            return kernel.spread(v, v)
+        def own(block: int, kernel: Kernel) -> tuple[Side, Side]:
+            terms[block].append(side(kernel.variances(), self.scale(block)))
+            return kernel.spread(terms[block][-1], terms[block][-1], own=True)
 
-        outputs = [
-            self.network(self._own_first_block(p[i : i + batch], v0[i : i + batch]), own)
-            for i in range(0, len(x), batch)
-        ]
-        nngp, ntk = (torch.cat(parts) for parts in zip(*outputs, strict=True))
-        return [torch.cat(v) for v in variances], (nngp, ntk)
+        def first(images: torch.Tensor) -> Kernel:
+            p = self.patches(images)
+            terms[0].append(side(p.square().sum(-1).transpose(0, 1), self.scale(0)))
+            return self._own_first_block(p, terms[0][-1])
+
+        outputs = [self.network(first(x[i : i + batch]), own) for i in range(0, len(x), batch)]
+        nngp, ntk = (torch.cat(parts).reshape(-1) for parts in zip(*outputs, strict=True))
+        return [torch.cat(t) for block in terms for t in zip(*block, strict=True)], (nngp, ntk)
 
     def tile(
         self,
@@ -303,14 +293,18 @@ class _Recursion:
         v2: list[torch.Tensor],
         out: Pair | None = None,
     ) -> Pair:
-        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with variances v1, v2,
-        copied into ``out`` when given (`_infinite_tiles.Recursion.tile`)."""
+        """(NNGP, NTK) of shape (N1, N2) for rows x1, columns x2 with per-input terms v1, v2
+        (`single`), copied into ``out`` when given (`_infinite_tiles.Recursion.tile`)."""
 
-        def given(block: int, kernel: _Kernel) -> Pair:
-            return kernel.spread(v1[block][:, None], v2[block][None])
+        def given(block: int, kernel: Kernel) -> tuple[Side, Side]:
+            a, b = (Side(*v[3 * block : 3 * block + 3]) for v in (v1, v2))
+            return kernel.spread(a, b, own=False)
 
-        chunk = self.chunk_entries(len(x1) * len(x2))
-        first = self.first_block(self.patches(x1), self.patches(x2), v1[0], v2[0], chunk)
+        chunk = self.chunk_entries(len(x1) * len(x2), len(x1) + len(x2), x1.device)
+        a1, a2 = (self.patches(x).flatten(1, 2) for x in (x1, x2))
+        q1, q2 = (Side(*v[:3]).map(lambda t: t.transpose(0, 1).flatten(1)) for v in (v1, v2))
+        first = self.first_block(a1, a2, q1, q2, chunk)
+        del a1, a2
         return written(self.network(first, given), out)
 
     def _pair_entries(self) -> list[int]:
@@ -323,16 +317,23 @@ class _Recursion:
 
     def _smallest_chunk(self) -> int:
         """Entries of the smallest chunk of block 0 (`_chunk_shape`)."""
-        (h, w), step = self.image_size, 2 if 0 in self.pools else 1
-        return step * w * h * w
+        return self._window * math.prod(self.image_size)
 
-    def chunk_entries(self, pairs: int) -> int:
-        """Entries of block 0's chunks for a tile of ``pairs`` pairs: the tile's memory
-        (``pairs · entry_bytes + tile_bytes``) less block 0's outputs, at least
-        `_smallest_chunk`."""
-        held = 16 * self._pair_entries()[1]
-        room = pairs * (self.entry_bytes() - held) + self.tile_bytes()
+    def chunk_entries(self, pairs: int, images: int, device: torch.device) -> int:
+        """Entries of block 0's chunks for a tile of ``pairs`` pairs of ``images`` images: the
+        tile's memory (`_infinite_tiles.tile_memory`: its share of the budget, ≥ ``pairs ·
+        entry_bytes + tile_bytes``) less block 0's outputs and the images' patches
+        (`patches`), at least `_smallest_chunk` (a tile with few images on a side, e.g.
+        1 × m, can exceed its memory by its patches)."""
+        entry, tile = self.entry_bytes(), self.tile_bytes()
+        workers = concurrent_tiles(self.budget, device, entry, tile)
+        room = tile_memory(self.budget, device, workers) - pairs * 16 * self._pair_entries()[1]
+        room -= images * self._patch_bytes()
         return max(room // self._per_position_pair(), self._smallest_chunk())
+
+    def _patch_bytes(self) -> int:
+        """Bytes of one image's patches (`patches`): H·W positions × (C·k² + 1)."""
+        return 8 * math.prod(self.image_size) * (self.channels * self.kernel_size**2 + 1)
 
     def entry_bytes(self) -> int:
         """Working memory per pair of images: block 0's outputs (NNGP and NTK), or the later
@@ -345,17 +346,21 @@ class _Recursion:
         return max(16 * entries[1], later)
 
     def tile_bytes(self) -> int:
-        """Working memory of a tile besides ``entry_bytes`` per pair: one smallest chunk of
-        block 0 (`_smallest_chunk`) × `_per_position_pair`, which every tile holds once,
-        however few its pairs (charged per pair, it shrank small budgets' tiles to a few
-        pairs)."""
+        """Working memory of a tile besides ``entry_bytes`` per pair: room for a chunk of
+        block 0 of `_CHUNK_ENTRIES` (but at most half the budget, and at least
+        `_smallest_chunk`) × `_per_position_pair`, which every tile holds once, however few
+        its pairs."""
         if self.same_position:
             return 0
-        return self._per_position_pair() * self._smallest_chunk()
+        per = self._per_position_pair()
+        return per * max(min(_CHUNK_ENTRIES, self.budget // (2 * per)), self._smallest_chunk())
 
     def _per_position_pair(self) -> int:
-        """Working memory per position pair of a block: the dual's arrays (measured for
-        an MLP layer, `Dual.arrays`) and `_BLOCK_ARRAYS`."""
+        """Working memory per position pair of a block: with `Dual.layer`, its
+        `LAYER_ARRAYS` and `_BLOCK_ARRAYS`; else the dual's arrays (measured for an MLP
+        layer, `Dual.arrays`) and `_BLOCK_ARRAYS`."""
+        if self.dual.layer is not None:
+            return 8 * (LAYER_ARRAYS + _LAYER_BLOCK_ARRAYS)
         return entry_bytes(self.dual) + 8 * _BLOCK_ARRAYS
 
 
@@ -412,8 +417,8 @@ def infinite_cnn_kernels(
             x1's device. On CPU, tiles are also capped at 4 MiB, and the kind of budget sets
             glibc's heap thresholds (as in `ntkscope.empirical_ntk`). Not counted: the
             coefficients that the series duals keep per distinct variance (≤ 64 MB). Per
-            pair of a tile: see the module docstring (0.027 MB per pair and 0.11 MB per
-            tile for 8×8 images, ReLU; ~2× that for the series).
+            pair of a tile: see the module docstring (10 kB per pair and 0.66 MB or half
+            the budget per tile for 8×8 images, ReLU; ~5× that per pair for the series).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
@@ -448,8 +453,10 @@ def plan(
         pools=pools,
         readout=choice(Readout, readout, "readout"),
         image_size=(x1.shape[2], x1.shape[3]),
+        channels=x1.shape[1],
+        budget=resolve_budget(memory_budget, x1.device),
     )
-    return rec, x1, x2, resolve_budget(memory_budget, x1.device)
+    return rec, x1, x2, rec.budget
 
 
 def _images(x: object, argument: str, pools: int) -> torch.Tensor:
