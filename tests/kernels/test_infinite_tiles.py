@@ -1,4 +1,4 @@
-"""Tiles of the infinite kernels computed concurrently (`_infinite_tiles.run_tiles`).
+"""Tiles of the infinite kernels computed concurrently (`_infinite_tiles`, `_threads.run_jobs`).
 
 Concurrent tiles must give exactly (``torch.equal``) the kernel of the same tiles computed one
 after another on one torch thread: each tile runs the same operations on one thread either
@@ -6,11 +6,6 @@ way; only the order of the tiles and the thread that computes them change.
 """
 
 from __future__ import annotations
-
-import os
-import signal
-import threading
-import time
 
 import pytest
 import torch
@@ -62,10 +57,10 @@ def test_concurrent_tiles_give_exactly_the_sequential_kernel(kind, second, monke
     x = torch.randn(n, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x1, x2 = (x[: n // 2], x[n // 2 :]) if second else (x, None)
     monkeypatch.setattr(tiles, "concurrent_tiles", lambda *args: 2)
-    run, ran = tiles.run_tiles, []
-    monkeypatch.setattr(tiles, "run_tiles", lambda jobs, w: ran.append(w) or run(jobs, w))
+    run, ran = tiles.run_jobs, []
+    monkeypatch.setattr(tiles, "run_jobs", lambda jobs, w: ran.append(w) or run(jobs, w))
     concurrent = function(x1, x2, budget)
-    monkeypatch.setattr(tiles, "run_tiles", lambda jobs, w: run(jobs, 1))
+    monkeypatch.setattr(tiles, "run_jobs", lambda jobs, w: run(jobs, 1))
     torch.set_num_threads(1)
     sequential = function(x1, x2, budget)
     assert ran == [2] and torch.get_num_threads() == 1
@@ -90,8 +85,8 @@ def test_a_small_budget_runs_two_tiles_at_once_and_the_default_one():
 
 def test_a_2mib_mlp_kernel_is_computed_concurrently_and_matches_the_untiled_one(monkeypatch):
     x = torch.randn(300, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    run, ran = tiles.run_tiles, []
-    monkeypatch.setattr(tiles, "run_tiles", lambda jobs, w: ran.append(w) or run(jobs, w))
+    run, ran = tiles.run_jobs, []
+    monkeypatch.setattr(tiles, "run_jobs", lambda jobs, w: ran.append(w) or run(jobs, w))
     args = dict(depth=3, activation="erf")  # not ReLU, whose in-place layers run sequentially
     small = ns.infinite_kernels(x, **args, memory_budget="2MiB")
     whole = ns.infinite_kernels(x, **args, memory_budget="1GB")
@@ -101,45 +96,6 @@ def test_a_2mib_mlp_kernel_is_computed_concurrently_and_matches_the_untiled_one(
         # another tile shape, by an ulp, which 3 arc-cosine layers amplify (as in
         # test_infinite.py::test_tiles_of_any_shape_give_the_untiled_kernel)
         torch.testing.assert_close(s, w, rtol=1e-12, atol=1e-15)
-
-
-def _jobs(count: int, fail_at: int, error: BaseException, done: list[int]):
-    def job(i: int):
-        def run() -> None:
-            time.sleep(0.002)
-            if i == fail_at:
-                raise error
-            done.append(i)
-
-        return run
-
-    return (job(i) for i in range(count))
-
-
-@pytest.mark.parametrize("error", [ValueError("tile 5 failed"), KeyboardInterrupt()])
-def test_an_exception_in_a_concurrent_tile_propagates_and_stops_the_others(error):
-    done: list[int] = []
-    with pytest.raises(type(error)) as raised:
-        tiles.run_tiles(_jobs(200, 5, error, done), 2)
-    assert raised.value is error
-    assert len(done) < 10  # the other thread stopped after its current tile
-    assert torch.get_num_threads() == 2
-    assert not [t for t in threading.enumerate() if t.name.startswith("ntkscope-tile")]
-
-
-def test_ctrl_c_during_concurrent_tiles_stops_them(monkeypatch):
-    """SIGINT while the main thread waits for the tile threads: KeyboardInterrupt there,
-    the tile threads stop after their current tile, torch's threads are restored."""
-    done: list[int] = []
-    timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            tiles.run_tiles(_jobs(2000, -1, ValueError(), done), 2)  # 2 s if not stopped
-    finally:
-        timer.cancel()
-    assert 0 < len(done) < 1000
-    assert torch.get_num_threads() == 2
 
 
 def test_concurrent_tiles_keep_the_callers_inference_mode(monkeypatch):
@@ -153,32 +109,3 @@ def test_concurrent_tiles_keep_the_callers_inference_mode(monkeypatch):
     expected = infinite.infinite_kernels(x, depth=2, memory_budget="1GB")
     for k, e in zip(kernels, expected, strict=True):
         torch.testing.assert_close(k, e, rtol=1e-12, atol=1e-15)  # as above
-
-
-def test_overlapping_callers_restore_the_thread_count_they_found():
-    """Another Python thread starts concurrent tiles while ours run, finding torch at 1
-    thread (our change), and finishes after ours: torch is back at 2 threads once both are
-    done, in our thread and for new threads, not at the 1 the other caller found."""
-    other_started, ours_done = threading.Event(), threading.Event()
-
-    def other_job():
-        other_started.set()
-        assert ours_done.wait(10)
-
-    def other_caller() -> None:
-        tiles.run_tiles(iter([other_job, lambda: None]), 2)
-
-    def our_job():
-        threading.Thread(target=other_caller, name="caller").start()
-        assert other_started.wait(10)
-
-    tiles.run_tiles(iter([our_job, lambda: None]), 2)
-    ours_done.set()
-    [caller] = [t for t in threading.enumerate() if t.name == "caller"]
-    caller.join(10)
-    assert not caller.is_alive() and torch.get_num_threads() == 2
-    seen: list[int] = []  # a new thread starts from the process-wide count
-    fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
-    fresh.start()
-    fresh.join()
-    assert seen == [2]

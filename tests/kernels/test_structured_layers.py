@@ -102,14 +102,29 @@ def test_resnet_with_batchnorm_in_eval_mode():
     assert ns.kernels.resolve_method(model, x1, mode="full") == "structured"
 
 
-def test_symmetric_kernel_computed_by_blocks_of_examples(monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_symmetric_kernel_computed_by_blocks_of_examples(threads, monkeypatch):
     """x2 = x1 with 37 examples: row blocks of 8, 8, 8, 8 and 5, each against the columns
     from its first on, mirrored (at any cost: this tile is far below the size at which
-    blocks pay). Every contraction
+    blocks pay), one block per thread with 2 torch threads. Every contraction
     form runs: per-example Jacobians (first conv, BatchNorm; their Gram in column chunks of
-    4 kB), positional (the 2×2 conv with wide inputs), outer (the readout)."""
+    4 kB), positional (the 2×2 conv with wide inputs), outer (the readout). With 2 threads
+    the blocks are taken by whichever thread is free, each computed on one torch thread:
+    two runs give the same kernel to the bit."""
     monkeypatch.setattr(_structured, "_SYMMETRIC_MIN_MACS", 0)
     monkeypatch.setattr(_forms, "GRAM_CHUNK_BYTES", 4096)
+    run, workers = _structured.run_jobs, []
+    monkeypatch.setattr(_structured, "run_jobs", lambda jobs, w: workers.append(w) or run(jobs, w))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_blocks_of_examples()
+        assert set(workers) == {threads} and torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_blocks_of_examples() -> None:
     model = nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1),
         nn.BatchNorm2d(3),
@@ -124,6 +139,9 @@ def test_symmetric_kernel_computed_by_blocks_of_examples(monkeypatch):
     forms = StructuredStrategy(FunctionalModel(model, None, None), 3, full=True).features(x1)
     assert forms.outer and forms.positional and forms.jacobians
     assert_structured_matches(model, x1, x2)
+    for mode in ("full", "trace"):
+        first, again = (ns.empirical_ntk(model, x1, mode=mode, method="structured") for _ in "12")
+        assert torch.equal(first, again), mode
 
 
 def test_cnn_with_groupnorm_and_batchnorm1d():

@@ -10,23 +10,21 @@ into its block of the kernel (`Recursion.tile`'s ``out``), which the MLP's in-pl
 use as working memory (`ntkscope.kernels.infinite`).
 
 On CPU a small budget's tiles are computed two (or as many as torch has threads) at a time,
-each on one torch thread in its share of the budget (`concurrent_tiles`, `run_tiles`): the
+each on one torch thread in its share of the budget (`concurrent_tiles`, `_threads.run_jobs`): the
 kernel is the same, bit for bit, as that of the same tiles computed one after another on one
 thread. The tiles' shape then depends on torch's thread count (`tile_entries`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
 
+from ntkscope.kernels._threads import run_jobs
 from ntkscope.kernels.dual import Dual, Pair
 
 _CPU_TILE_BYTES = 2**22
@@ -229,7 +227,7 @@ def fill_rectangular(
         for r in range(0, n1, rows)
         for c in range(0, n2, cols)
     )
-    run_tiles(jobs, workers)
+    run_jobs(jobs, workers)
     return nngp, ntk
 
 
@@ -257,7 +255,7 @@ def fill_symmetric(tile: Tile, entries: int, diagonal: Pair, workers: int = 1) -
         for r in range(0, n, side)
         for c in range(r, n, side)
     )
-    run_tiles(jobs, workers)
+    run_jobs(jobs, workers)
     return nngp, ntk
 
 
@@ -290,69 +288,3 @@ def concurrent_tiles(budget: int, device: torch.device, entry: int, tile: int = 
         return 1
     workers = min(threads, budget // _MIN_SHARE)
     return workers if workers > 1 and budget // workers >= entry + tile else 1
-
-
-def run_tiles(jobs: Iterable[Callable[[], None]], workers: int) -> None:
-    """Run ``jobs`` in order, or ``workers`` at a time, each thread with one torch thread.
-
-    The first exception (KeyboardInterrupt included) stops the other threads after their
-    current job and is raised here; torch's thread count is restored in any case. The
-    threads run with the caller's grad and inference modes (both are per thread in torch).
-    """
-    if workers == 1:
-        for job in jobs:
-            job()
-        return
-    jobs, lock, stop = iter(jobs), threading.Lock(), threading.Event()
-    modes = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
-
-    def work() -> None:
-        with torch.inference_mode(modes[0]), torch.set_grad_enabled(modes[1]):
-            while not stop.is_set():
-                with lock:
-                    job = next(jobs, None)
-                if job is None:
-                    return
-                try:
-                    job()
-                except BaseException:
-                    stop.set()
-                    raise
-
-    with _one_torch_thread(), ThreadPoolExecutor(workers, "ntkscope-tile") as pool:
-        futures = [pool.submit(work) for _ in range(workers)]
-        try:
-            for future in futures:
-                future.result()
-        except BaseException:
-            stop.set()
-            raise
-
-
-_thread_count = threading.Lock()
-_thread_count_users = 0
-_thread_count_before = 0
-
-
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """torch's thread count is 1 inside (new threads read it when they start).
-
-    The count is both per thread (OpenMP's, set in the calling thread) and process-wide
-    (torch's default for new threads, MKL's): each caller sets and restores it in its own
-    thread, and callers that overlap (other Python threads) restore the count that the first
-    of them found, not the 1 a later one finds while the first is inside.
-    """
-    global _thread_count_users, _thread_count_before
-    with _thread_count:
-        if _thread_count_users == 0:
-            _thread_count_before = torch.get_num_threads()
-        _thread_count_users += 1
-        before = _thread_count_before
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        with _thread_count:
-            _thread_count_users -= 1
-            torch.set_num_threads(before)
