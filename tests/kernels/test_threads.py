@@ -42,7 +42,7 @@ def test_an_exception_in_a_job_propagates_and_stops_the_others(error):
     with pytest.raises(type(error)) as raised:
         run_jobs(_jobs(200, 5, error, done), 2)
     assert raised.value is error
-    assert len(done) < 10  # the other thread stopped after its current job
+    assert len(done) < 100  # stopped after its current job (not timed: 200 if it ran on)
     assert torch.get_num_threads() == 2
     assert not [t for t in threading.enumerate() if t.name.startswith("ntkscope-job")]
 

@@ -7,7 +7,8 @@ eNTK contribution is
 
 contracted per layer (`form`) in the cheapest of three forms by a count of multiply-adds
 per pair of examples (the choice of neural-tangents' structured derivatives; Novak, Sohl-Dickstein
-& Schoenholz, "Fast finite width neural tangent kernel", ICML 2022):
+& Schoenholz, "Fast finite width neural tangent kernel", ICML 2022), the positional form's
+weighted by its slower products in full mode (`POSITIONAL_SLOWDOWN`):
 
 - *outer* (one position): ``(a · a') (g_o · g'_{o'})``, two Gram matrices —
   d_a + O²·d_g per pair (full mode) instead of O²·d_a·d_g;
@@ -40,11 +41,27 @@ def costs(term: Factors, full: bool) -> dict[str, int]:
     return {"jacobian": outputs * d_a * d_g, "positional": pairs, "outer": inner + outputs * d_g}
 
 
+POSITIONAL_SLOWDOWN = 3
+"""How many times longer a multiply-add of the positional form takes than one of a Gram of
+Jacobians, in full mode: its per-example products (inner dimension the positions, O rows)
+ran at 16–24 GMAC/s where the Gram ran at ~45 (one thread, the ResNet row of
+``benchmarks/entk.py``), and a per-token MLP of 8 positions and 2 outputs, positional at
+0.74× a Jacobian's multiply-adds, took 3× the time of the jacobian method (measured). In
+trace mode the positional sum is one GEMM and one product: counted as it is."""
+
+
+def weighted(term: Factors, full: bool, kind: str) -> float:
+    """The cost of contracting ``term`` in form ``kind``, in multiply-adds of a Gram per pair
+    of examples (`costs`, the positional form's times `POSITIONAL_SLOWDOWN` in full mode)."""
+    slowdown = POSITIONAL_SLOWDOWN if full and kind == "positional" else 1
+    return slowdown * costs(term, full)[kind]
+
+
 def form(term: Factors, full: bool) -> str:
-    cost = costs(term, full)
     if term.positions == 1:
         return "outer"
-    return "positional" if cost["positional"] < cost["jacobian"] else "jacobian"
+    positional = weighted(term, full, "positional") < weighted(term, full, "jacobian")
+    return "positional" if positional else "jacobian"
 
 
 def positional_pair(f1: Factors, f2: Factors, full: bool, upper: bool = False) -> torch.Tensor:

@@ -33,16 +33,28 @@ import torch
 from ntkscope import _batch
 from ntkscope._batch import Batch
 from ntkscope.kernels._chain import chain
-from ntkscope.kernels._forms import costs, form, positional_diagonal, positional_pair, upper_gram
+from ntkscope.kernels._forms import (
+    costs,
+    form,
+    positional_diagonal,
+    positional_pair,
+    upper_gram,
+    weighted,
+)
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._gram import OUTPUT_BLOCKS_MIN, gram, gram_diagonal, symmetric_sum
-from ntkscope.kernels._probe import disagreement
+from ntkscope.kernels._probe import autograd_gram, gram_disagreement, probe_direction
 from ntkscope.kernels._rules import Factors, Jacobian, Rule, UnsupportedModel, rule_type
 from ntkscope.kernels._rules.linear import LinearRule
 from ntkscope.kernels._threads import run_jobs
 from ntkscope.kernels._tiling import symmetric_tile
 
-__all__ = ["StructuredStrategy", "UnsupportedModel", "check_against_autograd"]
+__all__ = [
+    "StructuredStrategy",
+    "UnsupportedModel",
+    "check_against_autograd",
+    "check_second_batch",
+]
 
 
 def _label(name: str, module) -> str:
@@ -108,15 +120,19 @@ _OWN_BLOCK = 1024
 (copying them into one block cost more than `upper_gram`'s GEMMs saved: 5 ms for the
 ResNet row's 8,272 columns)."""
 
+_COPIED_EXAMPLES = 4
+"""Most examples of a batch that `StructuredStrategy._record` runs as copies, one backward
+pass for all outputs (`check_against_autograd`'s probe has four)."""
+
 _SYMMETRIC_BLOCK = 8
 """Narrowest row block of examples `StructuredStrategy.symmetric` cuts a symmetric tile into."""
 _SYMMETRIC_SPLITS = 8
 """Number of row blocks `StructuredStrategy.symmetric` cuts a wide symmetric tile into."""
 _SYMMETRIC_MIN_MACS = 2e9
-"""Fewest multiply-adds of a symmetric tile for `StructuredStrategy.symmetric` to cut it into
-blocks: below, the calls' overhead outweighs the saved work (a 256-example MLP trace kernel,
-2.6e8 multiply-adds, took 74 ms in 36 square blocks against 50 ms whole; measured before
-the row blocks, not since)."""
+"""Fewest multiply-adds (`pair_cost`) of a symmetric tile for `StructuredStrategy.symmetric`
+to cut it into blocks: below, the calls' overhead outweighs the saved work (a 256-example
+MLP trace kernel, 2.6e8 multiply-adds, took 74 ms in 36 square blocks against 50 ms whole;
+measured before the row blocks, not since)."""
 
 
 def _size(f: Features) -> int:
@@ -193,12 +209,15 @@ class _Probed(torch.autograd.Function):
         return a_grad, grad, None, None
 
 
-def _copy_gradients(out: torch.Tensor, probes: list[torch.Tensor]) -> list[torch.Tensor]:
-    """∂f_o/∂probe for O copies of one example, copy o differentiated for output o:
-    (1, O, *probe.shape[1:]) for each probe, from one backward pass."""
-    grads = torch.autograd.grad(out.diagonal().sum(), probes, allow_unused=True)
+def _copy_gradients(out: torch.Tensor, probes: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """∂f_o/∂probe for O copies of each of n examples (example-major), copy o differentiated
+    for output o: (n, O, *probe.shape[1:]) for each probe, from one backward pass."""
+    n_out = out.shape[1]
+    total = out.view(n, n_out, n_out).diagonal(dim1=1, dim2=2).sum()
+    grads = torch.autograd.grad(total, probes, allow_unused=True)
     return [
-        (torch.zeros_like(p) if g is None else g)[None] for g, p in zip(grads, probes, strict=True)
+        (torch.zeros_like(p) if g is None else g).view(n, n_out, *p.shape[1:])
+        for g, p in zip(grads, probes, strict=True)
     ]
 
 
@@ -221,8 +240,9 @@ def _saved_bytes(run, shared: set[int]) -> int:
 class StructuredStrategy:
     """Tiling strategy (see `_tiling.Strategy`) for models made of supported layers.
 
-    ``pair_macs``: multiply-adds per pair of examples of the chosen forms, set by `measure`
-    (the cost `auto` compares with the generic methods'). ``one_theta``: every pair of
+    ``pair_cost``: multiply-adds per pair of examples of the chosen forms, the positional
+    form's weighted by its speed (`_forms.weighted`), set by `measure` (the cost `auto`
+    compares with the generic methods'). ``one_theta``: every pair of
     features is of the same parameters θ (every eNTK), which allows the separable trace
     column of `Chain.record`; False (the default) keeps ``pair`` exact for features at two
     parameter sets (`ntkscope.dynamics.jacobian_change`).
@@ -237,15 +257,15 @@ class StructuredStrategy:
         item = torch.empty((), dtype=fm.dtype).element_size()
         self.feature_bytes, self.pair_bytes = 0, item * (3 * n_out**2 if full else 3)
         self.extract_bytes = 0
-        self.pair_macs = 0
+        self.pair_cost = 0.0
 
     def measure(self, x: Batch) -> Features:
-        """Set the memory and cost estimates from the first example of ``x``; return its
-        features in full mode (those `check_against_autograd` takes).
+        """Set the memory and cost estimates from the probe batch of ``x`` (`probe_examples`);
+        return its features in full mode (those `check_against_autograd` takes).
 
         The transient memory of `features` per example, ``extract_bytes``, is measured:
         the autograd graph (the storages it saves, less the model's parameters and buffers
-        and the storages of ``x``; per copy of the example, `_record`) counted twice for
+        and the storages of ``x``; per copy of an example, `_record`) counted twice for
         the gradient buffers of a backward pass, or a chain's working memory
         (`Chain.transient_bytes`), plus the features themselves once more (the layers'
         factors before their Jacobian or bias columns are formed and concatenated).
@@ -254,14 +274,15 @@ class StructuredStrategy:
         module = self.fm.module
         held = [*self.fm.theta.values(), *module.parameters(), *module.buffers()]
         shared = {t.untyped_storage().data_ptr() for t in held + _batch.tensors(x)}
-        graph = _saved_bytes(
-            lambda: made.append(self.features(_batch.take(x, slice(0, 1)))), shared
-        ) // self._copies(1)
+        order = probe_examples(x)
+        probe = _batch.take(x, torch.tensor(order))
+        graph = _saved_bytes(lambda: made.append(self.features(probe)), shared)
+        graph //= self._copies(len(order)) * len(order)
         f = made[0]
         item = torch.empty((), dtype=self.fm.dtype).element_size()
         tensors = [t for term in f.outer + f.positional for t in (term.a, term.g)]
         tensors += f.jacobians
-        self.feature_bytes = sum(t.numel() for t in tensors) * item
+        self.feature_bytes = sum(t.numel() for t in tensors) * item // len(order)
         transient = 2 * graph  # a chain's record has no graph: its own count
         if self.chain is not None:
             transient = max(transient, self.chain.transient_bytes(self.n_out, item))
@@ -273,12 +294,12 @@ class StructuredStrategy:
             self.pair_bytes += item * (p**2 + (0 if self.full else p**2))
             self.feature_bytes += 2 * item * term.g[0].numel() if self.full else 0
         outputs = self.n_out**2 if self.full else self.n_out
-        self.pair_macs = sum(costs(term, self.full)["outer"] for term in f.outer)
-        self.pair_macs += sum(costs(term, self.full)["positional"] for term in f.positional)
-        self.pair_macs += sum(outputs * j.shape[2] for j in f.jacobians)
+        self.pair_cost = sum(costs(term, self.full)["outer"] for term in f.outer)
+        self.pair_cost += sum(weighted(term, self.full, "positional") for term in f.positional)
+        self.pair_cost += sum(outputs * j.shape[2] for j in f.jacobians)
         if self.full or self.chain is None or not self.one_theta:
             return f
-        return self.features(_batch.take(x, slice(0, 1)), full=True)  # `Chain.record`
+        return self.features(probe, full=True)  # `Chain.record`
 
     def _hooks(self, n: int, records: dict[str, tuple]) -> list:
         """Forward hooks: a zero probe added to each rule's layer output (batch dim n), and a
@@ -322,25 +343,29 @@ class StructuredStrategy:
         ]
 
     def _copies(self, n: int) -> int:
-        """Copies of a lone example that `_record` runs, one per output (1: none)."""
-        return self.n_out if n == 1 and not self.dense_only and self.chain is None else 1
+        """Copies of each example of a batch of at most `_COPIED_EXAMPLES` that `_record`
+        runs, one per output (1: none)."""
+        few = n <= _COPIED_EXAMPLES
+        return self.n_out if few and not self.dense_only and self.chain is None else 1
 
     def _record(self, x: torch.Tensor, full: bool) -> list[tuple[Rule, torch.Tensor, torch.Tensor]]:
         """(rule, input a, output gradients g (n, O, *h.shape[1:])) of each layer called.
 
-        A lone example (`measure`'s, a last chunk of one) runs as a batch of O copies,
-        copy o differentiated for output o: one backward pass instead of O, which cost
-        ~0.5 ms each for the ResNet row's 20 layers however small the batch (its planning
-        example: 9 ms before, measured).
+        A batch of at most `_COPIED_EXAMPLES` (`measure`'s example, the probe of
+        `check_against_autograd`, a last chunk) runs as O copies of each, copy o
+        differentiated for output o: one backward pass instead of O, which cost ~0.5 ms each
+        for the ResNet row's 20 layers however small the batch (its planning example: 9 ms
+        before, measured).
         """
         if self.chain is not None and isinstance(x, torch.Tensor):
             chained = self.chain.record(self.fm, x, separable=not full and self.one_theta)
             if chained is not None:
                 return chained
         records: dict[str, tuple] = {}
-        copies = self._copies(_batch.size(x))
+        n = _batch.size(x)
+        copies = self._copies(n)
         if copies > 1:
-            x = _batch.take(x, torch.zeros(copies, dtype=torch.long))
+            x = _batch.take(x, torch.arange(n).repeat_interleave(copies))
         handles = self._hooks(_batch.size(x), records)
         try:
             with torch.enable_grad():
@@ -352,7 +377,7 @@ class StructuredStrategy:
             return []
         probes = [probe for _, probe in records.values()]
         if copies > 1:
-            grads, kept = _copy_gradients(out, probes), slice(0, 1)
+            grads, kept = _copy_gradients(out, probes, n), slice(None, None, copies)
         else:
             grads, kept = _output_gradients(out, probes, self.dense_only), slice(None)
         return [
@@ -395,7 +420,7 @@ class StructuredStrategy:
         if self.full and self.n_out >= OUTPUT_BLOCKS_MIN and not f.positional and n:
             terms = [(t.inner(t)[:, 0, :, 0], _outer(t)[1]) for t in f.outer]
             return symmetric_sum(terms + [(None, j) for j in f.jacobians])
-        if n < 2 * _SYMMETRIC_BLOCK or self.pair_macs * n * n < _SYMMETRIC_MIN_MACS:
+        if n < 2 * _SYMMETRIC_BLOCK or self.pair_cost * n * n < _SYMMETRIC_MIN_MACS:
             return symmetric_tile(self.pair(f, f))
         step = max(_SYMMETRIC_BLOCK, -(-n // _SYMMETRIC_SPLITS))
         if self.full and f.jacobians:
@@ -416,45 +441,89 @@ class StructuredStrategy:
             run_jobs(blocks, min(threads, len(blocks)))
         return symmetric_tile(out)
 
-    def pair(self, f1: Features, f2: Features, upper: bool = False) -> torch.Tensor:
-        """Θ̂ of two blocks; ``upper`` as in `positional_pair`."""
+    def pair(
+        self, f1: Features, f2: Features, upper: bool = False, full: bool | None = None
+    ) -> torch.Tensor:
+        """Θ̂ of two blocks; ``upper`` as in `positional_pair`; in the strategy's mode or,
+        given, ``full`` (features of that mode)."""
+        full = self.full if full is None else full
         total = 0
         for t1, t2 in zip(f1.outer, f2.outer, strict=True):
             aa = t1.inner(t2)[:, 0, :, 0]
-            gg = gram(_outer(t1)[1], _outer(t2)[1], self.full)  # a fresh tensor: in place
-            gg.mul_(aa[:, :, None, None] if self.full else aa)
+            gg = gram(_outer(t1)[1], _outer(t2)[1], full)  # a fresh tensor: in place
+            gg.mul_(aa[:, :, None, None] if full else aa)
             total = gg if isinstance(total, int) else total.add_(gg)
         for t1, t2 in zip(f1.positional, f2.positional, strict=True):
-            total = total + positional_pair(t1, t2, self.full, upper)
+            total = total + positional_pair(t1, t2, full, upper)
         for j1, j2 in zip(f1.jacobians, f2.jacobians, strict=True):
-            total = total + gram(j1, j2, self.full)
+            total = total + gram(j1, j2, full)
         return total
 
     def diagonal(self, f: Features) -> torch.Tensor:
         return _diagonal(f, self.full)
 
 
-def check_against_autograd(strategy: StructuredStrategy, f: Features, x) -> None:
-    """Compare ``vᵀ Θ̂(x₀, x₀) v`` with ``‖∇_θ (v · f(x₀))‖²`` (`_probe.disagreement`).
+def probe_examples(x: Batch) -> list[int]:
+    """The examples of ``x`` in the probe batch that `StructuredStrategy.measure` and
+    `check_against_autograd` use: x₀, or (x₀, x₁, x₀, x₀) when ``x`` has two or more."""
+    return [0] if _batch.size(x) < 2 else [0, 1, 0, 0]
 
-    Catches what the layer inspection cannot see (a parameter used outside its layer's
-    forward, a layer whose forward is not what its rule assumes) at the cost of one example.
-    ``f`` are the structured features of x₀, the first example of ``x``, computed once and
-    reused by `StructuredStrategy.measure`.
+
+def check_against_autograd(strategy: StructuredStrategy, f: Features, x) -> None:
+    """Compare ``vᵀ Θ̂(x_i, x_j) v`` with ``∇_θ (v · f(x_i)) · ∇_θ (v · f(x_j))`` on the first
+    probe batch of ``x``, x₀ or (x₀, x₁, x₀, x₀) (`probe_examples`, `_probe`).
+
+    Catches what the layer inspection cannot see: a parameter used outside its layer's
+    forward, a layer whose forward is not what its rule assumes, and a model that reorders
+    the examples of its batch inside (sorting them by length, a flip, routing), whose layers
+    then see an example in another row than its own. In (x₀, x₁, x₀, x₀) a reordering goes
+    unseen only if it leaves x₁ in row 1, which sorting by any key, flipping or rolling the
+    batch cannot. ``f`` are the structured features of the probe batch (full mode), made by
+    `StructuredStrategy.measure`.
 
     Raises:
         UnsupportedModel: when the two differ by more than the dtype's tolerance.
     """
-    n_out, fm = strategy.n_out, strategy.fm
-    diagonal = _diagonal(f, full=True)  # 0 when no layer holding θ was called
-    theta00 = (
-        torch.zeros(n_out, n_out, dtype=fm.dtype, device=fm.device)
-        if isinstance(diagonal, int)
-        else diagonal[0]
-    )
-    why = disagreement(fm, theta00, x)
+    n_out, fm, order = strategy.n_out, strategy.fm, probe_examples(x)
+    v = probe_direction(fm, n_out)
+    reference = autograd_gram(fm, x, v, max(order) + 1)
+    if f.outer or f.positional or f.jacobians:
+        values = torch.einsum("o,ijop,p->ij", v, strategy.pair(f, f, full=True).to(v), v)
+    else:  # no layer holding θ was called
+        values = torch.zeros(len(order), len(order), dtype=torch.float64)
+    why = gram_disagreement(fm, values, reference[order][:, order])
     if why is not None:
         raise UnsupportedModel(
             f"the layer-wise eNTK disagrees with autograd ({why}); a parameter is probably "
-            "used outside its layer's forward"
+            "used outside its layer's forward, or the model reorders the examples of its batch"
+        )
+
+
+def _layout(f: Features) -> tuple:
+    """What must match between the features of two batches to pair them: the terms of each
+    form in order (positions may differ: the positional form pairs any two counts)."""
+    widths = [(t.width, t.g.shape[3], t.vocab) for t in f.outer + f.positional]
+    return len(f.outer), widths, [j.shape[2] for j in f.jacobians]
+
+
+def check_second_batch(strategy: StructuredStrategy, x1, x2) -> None:
+    """Refuse an x2 whose examples' layers take other contraction forms than x1's.
+
+    A layer's form follows its number of positions (`_forms.form`): for examples of another
+    shape (a longer sequence, a larger image) a layer may be contracted positionally in x1
+    and as its per-example Jacobian in x2, and the two cannot be paired. Checked on one
+    example of each when their shapes differ.
+
+    Raises:
+        UnsupportedModel: naming ``x2``.
+    """
+    shapes = [[tuple(t.shape[1:]) for t in _batch.tensors(x)] for x in (x1, x2)]
+    if shapes[0] == shapes[1]:
+        return
+    one = slice(0, 1)
+    layouts = [_layout(strategy.features(_batch.take(x, one))) for x in (x1, x2)]
+    if layouts[0] != layouts[1]:
+        raise UnsupportedModel(
+            f"x2: its examples (shapes {shapes[1]}) give some layers another contraction form "
+            f"than x1's (shapes {shapes[0]}), which the structured method cannot pair"
         )

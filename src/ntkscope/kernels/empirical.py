@@ -26,6 +26,7 @@ from ntkscope.kernels._structured import (
     StructuredStrategy,
     UnsupportedModel,
     check_against_autograd,
+    check_second_batch,
 )
 from ntkscope.kernels._tiling import (
     Progress,
@@ -100,8 +101,13 @@ def _profile(fm: FunctionalModel, x: Batch) -> tuple[int, int]:
 
 def _costs(fm, x1, n1, n2, n_out, full, budget) -> tuple[dict[Method, int], int]:
     """Estimated FLOPs of JACOBIAN and NTVP (JACOBIAN only if it fits), and of one
-    per-output backward pass over the features of one example, ``3·forward``."""
-    flops, _ = _profile(fm, x1)
+    per-output backward pass over the features of one example, ``3·forward``. A forward
+    pass that cannot be counted (torch's counter fails on some fast paths, e.g. nested
+    tensors of a padded `nn.TransformerEncoder` without gradients) counts ``2·|θ|``."""
+    try:
+        flops, _ = _profile(fm, x1)
+    except Exception:  # any failure of the count: the methods' own probes decide
+        flops = 0
     forward = max(flops, 2 * fm.n_params)
     jacobian = JacobianStrategy(fm, n_out, full)
     costs = {Method.NTVP: n1 * n2 * n_out * 5 * forward}
@@ -121,7 +127,9 @@ def _generic(method: Method, fm, x1, n_out: int, full: bool) -> Strategy:
     return AutogradStrategy(fm, n_out, full)
 
 
-def _checked(method: Method, fm, x1, n_out: int, full: bool, one_theta: bool = True) -> Strategy:
+def _checked(
+    method: Method, fm, x1, n_out: int, full: bool, one_theta: bool = True, x2=None
+) -> Strategy:
     """The strategy of ``method``, run on a probe of 1–2 examples and checked against
     autograd there (`_probe.disagreement`).
 
@@ -131,13 +139,19 @@ def _checked(method: Method, fm, x1, n_out: int, full: bool, one_theta: bool = T
             forward-mode rule.
 
     ``one_theta``: as in `StructuredStrategy` (False where features at two parameter sets
-    are paired).
+    are paired). ``x2``: the second batch, whose examples the structured method must be able
+    to pair with x1's (`check_second_batch`).
     """
     if method is Method.STRUCTURED:
         strategy = StructuredStrategy(fm, n_out, full, one_theta)
         check_against_autograd(strategy, strategy.measure(x1), x1)
+        if x2 is not None:
+            check_second_batch(strategy, x1, x2)
         return strategy
     strategy = _generic(method, fm, x1, n_out, full)
+    if method is Method.AUTOGRAD:  # the probe's own reference: run, not compared
+        strategy.features(_batch.take(x1, slice(0, 1)))  # an op without a backward fails here
+        return strategy
     twin = strategy if full else _generic(method, fm, x1, n_out, True)
     why = disagreement(fm, twin.diagonal(twin.features(_batch.take(x1, slice(0, 2))))[0], x1)
     if why is not None:
@@ -153,7 +167,7 @@ def _reason(error: BaseException) -> str:
 
 
 def _strategy(
-    method, fm, x1, n1, n2, n_out, full, budget, one_theta: bool = True
+    method, fm, x1, n1, n2, n_out, full, budget, one_theta: bool = True, x2=None
 ) -> tuple[Method, Strategy]:
     """The method that runs (never AUTO) and its tiling strategy.
 
@@ -164,7 +178,7 @@ def _strategy(
     """
     if method is not Method.AUTO:
         try:
-            return method, _checked(method, fm, x1, n_out, full, one_theta)
+            return method, _checked(method, fm, x1, n_out, full, one_theta, x2)
         except (UnsupportedModel, NotImplementedError, RuntimeError) as why:
             raise ValueError(
                 f"method={method.value!r}: {_reason(why)}; use method='auto', which falls "
@@ -173,15 +187,17 @@ def _strategy(
     failures, ready = [], {}
     costs, backward = _costs(fm, x1, n1, n2, n_out, full, budget)
     try:  # the structured cost is known once its rules have seen a probe example
-        structured = _checked(Method.STRUCTURED, fm, x1, n_out, full, one_theta)
+        structured = _checked(Method.STRUCTURED, fm, x1, n_out, full, one_theta, x2)
         ready[Method.STRUCTURED] = structured
         features = (n1 + n2) * n_out * backward
-        costs = {Method.STRUCTURED: features + n1 * n2 * 2 * structured.pair_macs, **costs}
+        costs = {Method.STRUCTURED: features + n1 * n2 * 2 * structured.pair_cost, **costs}
     except Exception as why:  # any failure of a method: try the next
         failures.append(f"structured: {_reason(why)}")
     for candidate in [*sorted(costs, key=costs.get), Method.AUTOGRAD]:  # stable: ties structured
         try:
-            strategy = ready.get(candidate) or _checked(candidate, fm, x1, n_out, full, one_theta)
+            strategy = ready.get(candidate) or _checked(
+                candidate, fm, x1, n_out, full, one_theta, x2
+            )
             return candidate, strategy
         except Exception as why:  # any failure of a method: try the next
             failures.append(f"{candidate.value}: {_reason(why)}")
@@ -272,7 +288,7 @@ def _plan(model, x1, x2, mode, diagonal, method, memory_budget, params, output) 
     full = kind is Mode.FULL
     n1 = _batch.size(x1)
     n2 = 1 if diagonal else (n1 if x2 is None else _batch.size(x2))
-    used, strategy = _strategy(method, fm, x1, n1, n2, n_out, full, budget)
+    used, strategy = _strategy(method, fm, x1, n1, n2, n_out, full, budget, x2=x2)
     return _Plan(fm, x1, x2, n_out, full, diagonal, budget, used, strategy)
 
 
