@@ -150,6 +150,21 @@ def test_auto_reports_the_method_that_runs(case, dtype, method):
         assert ns.kernels.resolve_method(model, x, output=output) == method
 
 
+def test_gpt2_state_dict_with_its_tied_head_as_params():
+    """GPT-2 ties ``lm_head.weight`` to ``transformer.wte.weight``; its ``state_dict()``
+    names both, with one value, and is accepted as ``params``: the eNTK is that of the model
+    holding those values (brute force, float64, 1e-10)."""
+    torch.manual_seed(0)
+    model = _gpt2().double().eval()
+    torch.manual_seed(1)
+    other = _gpt2().double().eval()
+    assert other.lm_head.weight is other.transformer.wte.weight
+    x = _ids(3, 0)
+    kernel = ns.empirical_ntk(model, x, mode="full", params=other.state_dict(), output=_last_logits)
+    expected = brute_force_ntk(other, x, mode="full", output=_last_logits)
+    assert relative_error(kernel, expected) < TOL
+
+
 @pytest.mark.parametrize("method", ["jacobian", "ntvp", "autograd"])
 def test_unused_parameters_have_zero_gradient(method):
     """Every generic method handles a parameter the forward never uses (float64, 1e-10)."""
