@@ -9,13 +9,24 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 
+STATED_METHOD = re.compile(r'^(ns\.kernels\.resolve_method\(.*\))\s+# "(\w+)"', flags=re.M)
+"""A README line ``ns.kernels.resolve_method(...)  # "method"``: a claim the test checks."""
+
+
 def test_readme_python_blocks_run():
+    """The blocks run in order, and each ``resolve_method`` line returns the method its
+    comment names (the tour and the BERT example state one each)."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 2
     namespace: dict = {}
+    stated = 0
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
+        for call, method in STATED_METHOD.findall(block):
+            assert eval(call, namespace) == method, call
+            stated += 1
     assert namespace["K"].shape == (128, 128)
+    assert stated >= 2
 
 
 def _test_command(text: str) -> str:

@@ -138,3 +138,31 @@ def test_load_factory_errors(tmp_path):
     ]:
         with pytest.raises(ValueError, match=message):
             load_factory(spec)
+
+
+@pytest.mark.parametrize(
+    ("lr", "maximize", "note"),
+    [
+        (1e-4, False, r"the training loss fell only from (\S+) to (\S+): a run that barely"),
+        (0.05, True, r"the training loss rose from (\S+) to (\S+): a run that does not train"),
+        (1e-9, False, r"the training loss stayed at (\S+): a run that does not train"),
+    ],
+    ids=["fell", "rose", "stayed"],
+)
+def test_a_run_that_does_not_train_says_how_its_loss_moved(lr, maximize, note):
+    """A loop that barely trains (tiny lr), trains backwards (gradient ascent) or does not
+    move gets a note that words the change of its training loss rightly."""
+    model = ns.models.mlp(5, 16, 1, 2, seed=0).double()
+    x, y = torch.randn(12, 5, dtype=torch.float64), torch.randn(12, 2, dtype=torch.float64)
+    monitor = ns.Monitor(model, x, [ns.KernelRecorder(x, 1), ns.LossRecorder(1)], targets=y)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, maximize=maximize)
+    monitor.start()
+    for step in range(1, 6):
+        optimizer.zero_grad()
+        (0.5 * (model(x) - y).pow(2).sum() / len(x)).backward()
+        optimizer.step()
+        monitor.step(step)
+    losses = monitor.frame()["train_loss"]
+    (message,) = [n for n in monitor.diagnosis().notes if n.startswith("the training loss")]
+    numbers = [float(n) for n in re.match(note, message).groups()]
+    assert numbers == [float(f"{v:.3g}") for v in (losses.iloc[0], losses.iloc[-1])][: len(numbers)]

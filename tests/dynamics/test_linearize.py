@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import ntkscope as ns
 from ntkscope.dynamics import linearize
-from reference import relative_error
+from ntkscope.dynamics.linearize import PRODUCTS
+from reference import brute_force_jacobian, relative_error
 
 
 def test_equal_at_initialization_and_second_order_away_from_it():
@@ -117,3 +120,77 @@ def test_linearize_without_forward_mode_ad():
         for q, r in zip(lin.linear_parameters, wide.linear_parameters, strict=True):
             r.copy_(q)
     assert relative_error(out.double(), wide(x)) <= 1e-5
+
+
+def _sgd_steps(model, x, steps=5, lr=0.5):
+    """Full-batch SGD on ½‖f(x)‖²/N: moves every parameter of ``model``."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (0.5 * model(x).pow(2).sum() / len(x)).backward()
+        optimizer.step()
+
+
+def _taylor(at_start, x, theta):
+    """f(x; θ_0) + J(θ_0)(θ − θ_0) from brute-force Jacobians of a copy kept at θ_0."""
+    theta0 = torch.cat([p.detach().reshape(-1) for p in at_start.parameters()])
+    change = brute_force_jacobian(at_start, x) @ (
+        torch.cat([t.reshape(-1) for t in theta]) - theta0
+    )
+    with torch.no_grad():
+        return at_start(x) + change
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+def test_every_product_differentiates_at_theta0_while_the_model_trains(product):
+    """Training the network moves its parameters, not the linearization point: after SGD on
+    the model and a move of θ, f_lin(θ) by each product equals f(θ_0) + J(θ_0)(θ − θ_0)
+    from brute-force Jacobians of a copy kept at θ_0, to float64 rounding (1e-12). The
+    Jacobian at the trained parameters differs from J(θ_0) by more than 1e-2 (so a product
+    taken at the live parameters fails)."""
+    torch.manual_seed(0)
+    model = _TokenLSTM().double()
+    x = torch.randint(0, 9, (4, 6))
+    at_start, lin = copy.deepcopy(model), linearize(model)
+    lin.product = product
+    _sgd_steps(model, x)
+    assert relative_error(brute_force_jacobian(model, x), brute_force_jacobian(at_start, x)) > 1e-2
+    _moved(lin)
+    with torch.no_grad():
+        out = lin(x)
+    assert lin.product == product
+    assert relative_error(out, _taylor(at_start, x, lin.linear_parameters)) <= 1e-12
+
+
+class _Encoder(torch.nn.Module):
+    """Fused attention in float64: no forward-mode AD, no double backward on CPU."""
+
+    def __init__(self):
+        super().__init__()
+        layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.encoder(x).mean(1))
+
+
+def test_linearized_recorder_follows_the_predicted_dynamics_on_the_autograd_product():
+    """Full-batch GD with MSE on f_lin is the discrete dynamics `PredictionRecorder`
+    predicts with the full eNTK at θ_0: the two training losses agree to float64 rounding
+    (1e-9 relative: 8 steps of N·O-sized sums) on an encoder whose linearization takes the
+    autograd product, while the network's own loss departs from them. lr = 0.4 is below
+    the full kernel's stability limit 2N/λ_max ≈ 0.475 (above it the prediction is inf)."""
+    torch.manual_seed(0)
+    model = _Encoder().double().eval()
+    x, y = torch.randn(12, 3, 8, dtype=torch.float64), torch.randn(12, 2, dtype=torch.float64)
+    lin = ns.LinearizedRecorder(x)
+    recorders = [ns.LossRecorder(1), lin, ns.PredictionRecorder(1, mode="full")]
+    run = ns.train(model, (x, y), loss="mse", optimizer="sgd", lr=0.4, steps=8, recorders=recorders)
+    frame = run.frame()
+    linear, predicted = (
+        torch.tensor(frame[c].to_numpy()) for c in ("linear_train_loss", "predicted_train_loss")
+    )
+    assert lin.linear.product == "autograd"
+    assert relative_error(linear, predicted) <= 1e-9
+    assert relative_error(torch.tensor(frame["train_loss"].to_numpy()), predicted) > 1e-6

@@ -186,6 +186,39 @@ def test_params_replace_the_modules_parameters():
         assert relative_error(got, expected) <= TOL, method
 
 
+class Tied(nn.Module):
+    """Two Linear layers that share one weight: ``second.weight`` is ``first.weight``."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.first, self.second, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+        self.second.weight = self.first.weight
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.second(torch.tanh(self.first(x)))))
+
+
+@pytest.mark.parametrize("method", ["auto", "jacobian", "ntvp", "autograd"])
+def test_params_may_name_a_tied_parameter_by_either_name(method):
+    """``state_dict()`` of a tied model names the shared weight twice, with one value: the
+    eNTK is that of the model holding those values; the alias alone replaces the shared
+    weight too (both against brute-force autograd on a model holding them, 1e-10). The
+    structured method refuses a weight shared by two layers (its probe check), so ``auto``
+    ends on a generic method."""
+    model, other = Tied(0).double(), Tied(1).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    state = other.state_dict()
+    assert "second.weight" in state and "second.weight" not in dict(other.named_parameters())
+    got = ns.empirical_ntk(model, x, mode="full", method=method, params=state)
+    assert relative_error(got, brute_force_ntk(other, x, mode="full")) <= TOL
+    alias = {"second.weight": other.first.weight.detach()}
+    got = ns.empirical_ntk(model, x, mode="full", method=method, params=alias)
+    with torch.no_grad():
+        model.first.weight.copy_(other.first.weight)
+    assert relative_error(got, brute_force_ntk(model, x, mode="full")) <= TOL
+
+
 @pytest.mark.parametrize("method", ["structured", "jacobian", "ntvp"])
 @pytest.mark.parametrize("mode", ["full", "trace"])
 def test_tiny_memory_budget_tiles_and_agrees(method, mode):

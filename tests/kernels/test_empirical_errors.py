@@ -62,6 +62,19 @@ def test_bad_arguments_are_named(model, kwargs, error, match):
         ns.empirical_ntk(model, **arguments)
 
 
+def test_two_values_for_one_tied_parameter_are_refused():
+    """``second.weight`` is ``first.weight``: given both, they must be equal."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    model.add_module("3", nn.Linear(4, 4))
+    model[3].weight = model[0].weight  # tied, unused: named twice by named_parameters
+    params = {"0.weight": torch.zeros(4, 4), "3.weight": torch.ones(4, 4)}
+    with pytest.raises(ValueError, match=r"params: '3.weight' and '0.weight' name one tied"):
+        ns.empirical_ntk(model, torch.randn(3, 4), params=params)
+    model[0].weight.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"params: '3.weight' is a frozen parameter"):
+        ns.empirical_ntk(model, torch.randn(3, 4), params={"3.weight": torch.ones(4, 4)})
+
+
 def test_model_errors():
     x = torch.randn(3, 4)
     with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module"):

@@ -132,6 +132,7 @@ def test_auto_matches_reference(case, mode):
     ("case", "dtype", "method"),
     [
         ("gru", torch.float64, "autograd"),  # GRU has no vmap rule
+        ("gru", torch.float32, "autograd"),  # in float32 neither (README says so)
         ("lstm", torch.float64, "autograd"),  # nor LSTM in float64
         ("lstm", torch.float32, "jacobian"),  # vmap works, forward-mode AD does not
         ("bert-dict", torch.float64, "structured"),  # Embedding, LayerNorm, Linear only
@@ -147,6 +148,21 @@ def test_auto_reports_the_method_that_runs(case, dtype, method):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert ns.kernels.resolve_method(model, x, output=output) == method
+
+
+def test_gpt2_state_dict_with_its_tied_head_as_params():
+    """GPT-2 ties ``lm_head.weight`` to ``transformer.wte.weight``; its ``state_dict()``
+    names both, with one value, and is accepted as ``params``: the eNTK is that of the model
+    holding those values (brute force, float64, 1e-10)."""
+    torch.manual_seed(0)
+    model = _gpt2().double().eval()
+    torch.manual_seed(1)
+    other = _gpt2().double().eval()
+    assert other.lm_head.weight is other.transformer.wte.weight
+    x = _ids(3, 0)
+    kernel = ns.empirical_ntk(model, x, mode="full", params=other.state_dict(), output=_last_logits)
+    expected = brute_force_ntk(other, x, mode="full", output=_last_logits)
+    assert relative_error(kernel, expected) < TOL
 
 
 @pytest.mark.parametrize("method", ["jacobian", "ntvp", "autograd"])

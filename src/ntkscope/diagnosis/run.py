@@ -255,6 +255,18 @@ def _first(trajectory: Trajectory, name: str) -> float:
         return math.nan
 
 
+def _untrained_note(start: float, end: float) -> str:
+    """The note for a training loss that ended above 0.9 times its start: how it moved."""
+    before, after = f"{start:.3g}", f"{end:.3g}"
+    if before == after:
+        moved, how = f"stayed at {before}", "does not train"
+    elif end > start:
+        moved, how = f"rose from {before} to {after}", "does not train"
+    else:
+        moved, how = f"fell only from {before} to {after}", "barely trains"
+    return f"the training loss {moved}: a run that {how} looks lazy whatever the network"
+
+
 def monitored(trajectory: Trajectory, settings: dict[str, object]) -> Diagnosis:
     """The `Diagnosis` of a run recorded by a `ntkscope.Monitor` in any training loop.
 
@@ -308,10 +320,7 @@ def _conclude(trajectory, kernel_recorder, dispersion, kernels, infinite, settin
         notes.append(f"interrupted after {len(trajectory.losses)} steps; numbers so far")
     start, end = _first(trajectory, "train_loss"), _final(trajectory, "train_loss")
     if not diverged and end > 0.9 * start:
-        notes.append(
-            f"the training loss fell only from {start:.3g} to {end:.3g}: a run that "
-            "barely trains looks lazy whatever the network"
-        )
+        notes.append(_untrained_note(start, end))
     if not diverged:
         notes.extend(
             f"{name}: could not be measured (not a finite number), so the verdict is incomplete"

@@ -56,9 +56,11 @@ class LinearizedModel(nn.Module):
 
     def __init__(self, model: nn.Module, output: OutputSelector | None = None) -> None:
         super().__init__()
-        self._functional = FunctionalModel(model, output=output)
-        self.names = list(self._functional.theta)
-        self._theta0 = {n: t.clone() for n, t in self._functional.theta.items()}
+        live = FunctionalModel(model, output=output)  # θ shares the model's storage
+        self._theta0 = {n: t.clone() for n, t in live.theta.items()}
+        # every product differentiates at this copy, which training the model leaves alone
+        self._functional = FunctionalModel(model, params=self._theta0, output=output)
+        self.names = list(self._theta0)
         self.linear_parameters = nn.ParameterList(
             nn.Parameter(t.clone()) for t in self._theta0.values()
         )

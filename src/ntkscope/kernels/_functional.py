@@ -24,7 +24,10 @@ class FunctionalModel:
 
     θ are the parameters with ``requires_grad=True``; frozen parameters and buffers are
     held fixed. ``params`` replaces some or all of θ (same names and shapes as
-    ``model.named_parameters()``) without touching the module. ``output`` selects the
+    ``model.named_parameters()``) without touching the module. A tied parameter (one tensor
+    under several names, as GPT-2's ``lm_head.weight`` and ``transformer.wte.weight``) may
+    be given under any of its names, so ``model.state_dict()`` is accepted, but under
+    several only with equal values: it is one parameter of θ. ``output`` selects the
     tensor to differentiate from what the model returns (default `_batch.default_output`);
     it is flattened to (N, O): a model returning (N,) has O = 1.
     """
@@ -48,7 +51,7 @@ class FunctionalModel:
                 "model: has no trainable parameters (every parameter has requires_grad=False)"
             )
         self.theta = {name: p.detach() for name, p in trainable.items()}
-        self.theta.update(self._checked(params or {}, named, trainable))
+        self.theta.update(self._checked(params or {}, named, trainable, _aliases(model)))
         self.fixed = {n: p.detach() for n, p in named.items() if n not in trainable}
         self.fixed.update(dict(model.named_buffers()))
         refuse_training_mode(model)
@@ -56,26 +59,27 @@ class FunctionalModel:
         self.dtype, self.device = first.dtype, first.device
 
     @staticmethod
-    def _checked(params: Mapping, named: dict, trainable: dict) -> Params:
+    def _checked(params: Mapping, named: dict, trainable: dict, aliases: dict) -> Params:
+        """``params`` validated, keyed by the names of ``named`` (tied aliases resolved)."""
         if not isinstance(params, Mapping):
             raise TypeError(
                 f"params: expected a mapping name -> tensor, got {type(params).__name__}"
             )
+        checked: Params = {}
+        given_as: dict[str, str] = {}
         for name, value in params.items():
-            if name not in trainable:
-                what = "a frozen parameter" if name in named else "not a parameter of the model"
+            kept = aliases.get(name, name)
+            if kept not in trainable:
+                what = "a frozen parameter" if kept in named else "not a parameter of the model"
                 raise ValueError(f"params: {name!r} is {what}")
-            like = named[name]
-            if not isinstance(value, torch.Tensor) or value.shape != like.shape:
-                raise ValueError(f"params: {name!r} must be a tensor of shape {tuple(like.shape)}")
-            if value.dtype != like.dtype or value.device != like.device:
-                raise TypeError(
-                    f"params: {name!r} has dtype/device {value.dtype}/{value.device}, the "
-                    f"model's parameter {like.dtype}/{like.device}; convert with .to(...)"
+            _check_value(name, value, named[kept])
+            if kept in checked and not torch.equal(checked[kept], value):
+                raise ValueError(
+                    f"params: {name!r} and {given_as[kept]!r} name one tied parameter (the "
+                    "same tensor in the model) but were given different values"
                 )
-            if not torch.isfinite(value).all():
-                raise ValueError(f"params: {name!r} contains NaN or infinite values")
-        return {name: value.detach() for name, value in params.items()}
+            checked[kept], given_as[kept] = value.detach(), name
+        return checked
 
     @property
     def n_params(self) -> int:
@@ -112,6 +116,30 @@ class FunctionalModel:
                 f"(N, ...), got {type(out).__name__}{tuple(getattr(out, 'shape', ()))}"
             )
         return out[0].numel()
+
+
+def _aliases(model: nn.Module) -> dict[str, str]:
+    """Each further name of a tied parameter -> the name ``named_parameters()`` keeps."""
+    kept: dict[int, str] = {}
+    aliases = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        first = kept.setdefault(id(p), name)
+        if first != name:
+            aliases[name] = first
+    return aliases
+
+
+def _check_value(name: str, value: object, like: torch.Tensor) -> None:
+    """``params[name]`` is a finite tensor of the parameter ``like``'s shape, dtype, device."""
+    if not isinstance(value, torch.Tensor) or value.shape != like.shape:
+        raise ValueError(f"params: {name!r} must be a tensor of shape {tuple(like.shape)}")
+    if value.dtype != like.dtype or value.device != like.device:
+        raise TypeError(
+            f"params: {name!r} has dtype/device {value.dtype}/{value.device}, the "
+            f"model's parameter {like.dtype}/{like.device}; convert with .to(...)"
+        )
+    if not torch.isfinite(value).all():
+        raise ValueError(f"params: {name!r} contains NaN or infinite values")
 
 
 def refuse_training_mode(model: nn.Module) -> None:
