@@ -1,5 +1,6 @@
 """``ntkscope kernel --store``: a user's model into a store, resumed, ridge on it; errors."""
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -68,9 +69,50 @@ def test_infinite_kind_of_the_builtin_mlp(tmp_path):
         (["--store", "{tmp}/k.zarr", "--memory-budget", "10B"], "memory_budget: "),
         (["--store", "{tmp}/k.zarr", "--dask-local", "1", "--scheduler", "tcp://x:1"], "not both"),
         (["--store", "{tmp}/k.zarr", "--ridge", "1", "--n-test", "20"], "n_test: the kernel"),
+        (
+            ["--store", "{tmp}/k.zarr", "--ridge", "-1"],
+            "ridge: expected a finite real number >= 0, got -1.0",
+        ),
+        (
+            ["--store", "{tmp}/k.zarr", "--scheduler", "nonsense"],
+            "scheduler: cannot connect to 'nonsense'",
+        ),
+        (
+            ["--store", "{tmp}/k.zarr", "--kind", "infinite"],
+            "width: does not apply to --kind infinite",
+        ),
+        (
+            ["--store", "{tmp}/k.zarr", "--data", "{tmp}/d.npz", "--n", "60"],
+            "50 examples, 60 needed (--n)",
+        ),
+        (["--kind", "infinite"], "kind: needs --store"),
+        (["--ridge", "1"], "ridge: needs --store"),
+        (["--dask-local", "2"], "dask-local: needs --store"),
     ],
 )
 def test_bad_options_give_one_error_line(tmp_path, extra, message):
+    np.savez(tmp_path / "d.npz", x=np.zeros((50, 3), np.float32), y=np.zeros(50, np.int64))
     result = invoke("--n", "20", "--width", "8", *[e.format(tmp=tmp_path) for e in extra])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "option", [["--parameterization", "standard"], ["--dtype", "float64"], ["--mode", "full"],
+               ["--seed", "5"], ["--method", "jacobian"]],
+)  # fmt: skip
+def test_infinite_kind_refuses_the_options_of_a_finite_network(tmp_path, option):
+    store = tmp_path / "i.zarr"
+    result = invoke("--kind", "infinite", "--n", "20", "--store", str(store), *option)
+    assert result.exit_code == 2, result.output
+    assert f"{option[0][2:]}: does not apply to --kind infinite" in result.output
+    assert not store.exists()
+
+
+def test_a_store_of_another_job_names_each_difference_once(tmp_path):
+    args = ["--n", "20", "--width", "8", "--depth", "1", "--store", str(tmp_path / "k.zarr")]
+    assert invoke(*args).exit_code == 0
+    result = invoke(*args, "--dtype", "float64")
+    assert result.exit_code == 2, result.output
+    assert "holds a different job" in result.output
+    assert result.output.count("dtype (store:") == 1, result.output

@@ -78,6 +78,7 @@ def test_study_run_failure_exits_1(toy):
             ["sweep", EXAMPLE, "--out", "x", "--workers", "0"],
             "workers: expected a positive int",
         ),
+        (["study", "run", "width_convergence", "--threads", "0"], "threads: expected a positive"),
     ],
 )
 def test_bad_input_gives_one_error_line(args, message, tmp_path, monkeypatch):

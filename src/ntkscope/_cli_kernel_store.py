@@ -18,7 +18,7 @@ from rich.table import Table
 from torch import nn
 
 from ntkscope import kernel_store
-from ntkscope._checks import choice, positive_int
+from ntkscope._checks import choice, nonnegative_real, positive_int
 from ntkscope.data import Dataset
 from ntkscope.data.tasks import load_task
 from ntkscope.diagnosis.inputs import build, fit_inputs, load_factory, split
@@ -57,7 +57,7 @@ def dataset(name: str, n: int, seed: int, dtype: torch.dtype) -> Dataset:
     if name == "mnist":
         data = load_task("mnist", n_train=n, n_val=0, seed=seed).train
     else:
-        data = split(name, n, 0, seed)[0]
+        data = split(name, n, 0, seed, asked="--n")[0]
     return replace(data, x=data.x.to(dtype))
 
 
@@ -143,6 +143,8 @@ def kernel_store_command(settings, options: StoreOptions, network: Callable) -> 
     """``ntkscope kernel --store``: compute (unless only ``--ridge`` on an existing store),
     then fit ridge if asked. False if some tiles failed."""
     choice(kernel_store.Kind, options.kind, "kind")
+    if options.ridge is not None:  # as given, before computing and scaling by tr(K)/N
+        nonnegative_real(options.ridge, "ridge")
     console = Console()
     ok = True
     if options.ridge is None or not options.store.exists():

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ntkscope import studies
-from ntkscope._checks import choice, memory_bytes
+from ntkscope._checks import choice, memory_bytes, positive_int
 from ntkscope._cli_plan import print_plan
 from ntkscope._console import fail
 from ntkscope.report import write_report
@@ -171,6 +171,7 @@ def study_run(
     """Run one config of a study in this process and print its metrics."""
 
     def action() -> None:
+        positive_int(threads, "threads")  # run_sweep checks it, the inline task does not
         study = studies.get(name)
         config = validate(study, parse_assignments(set_ or []))
         if out is not None:

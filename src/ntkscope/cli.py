@@ -7,6 +7,7 @@ argument) into one line ``error: ...`` on stderr and exit status 2, never a trac
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
@@ -256,6 +257,8 @@ def kernel(
         model, width, depth, activation, parameterization, sigma_w, sigma_b, seed, data, n,
         data_seed, method, mode, dtype, memory_budget,
     )  # fmt: skip
+    _refuse_unused(s, store is not None, kind=kind, dask_local=dask_local, scheduler=scheduler,
+                   ridge=ridge, n_test=n_test)  # fmt: skip
     if out is not None and out.suffix != ".npz":
         _fail(f"out: expected a .npz file name (numpy.savez writes the kernels), got {str(out)!r}")
     if store is not None:
@@ -274,6 +277,34 @@ def kernel(
         _kernel(s, out)
     except (ValueError, TypeError) as error:
         _fail(str(error))
+
+
+_STORE_ONLY = ("kind", "dask_local", "scheduler", "ridge", "n_test")
+_NOT_INFINITE = ("width", "parameterization", "seed", "method", "mode", "dtype")
+
+
+def _refuse_unused(s: KernelSettings, stored: bool, **store_options: object) -> None:
+    """Refuse options set away from their defaults that would be silently ignored: the store
+    options without --store, and with --kind infinite those of the finite network (its
+    kernels are float64 and depend only on depth, activation, σ_w, σ_b and the data; a
+    standard parameterization would need the widths, not supported here)."""
+    defaults = {name: p.default for name, p in inspect.signature(kernel).parameters.items()}
+    if not stored:
+        given = [name for name in _STORE_ONLY if store_options[name] != defaults[name]]
+        if given:
+            _fail(f"{_option(given[0])}: needs --store (it applies to a stored kernel only)")
+    elif store_options["kind"] == "infinite":
+        given = [name for name in _NOT_INFINITE if getattr(s, name) != defaults[name]]
+        if given:
+            _fail(
+                f"{_option(given[0])}: does not apply to --kind infinite (the infinite NNGP "
+                "and NTK, NTK parameterization in float64, depend only on --depth, "
+                "--activation, --sigma-w, --sigma-b and the data)"
+            )
+
+
+def _option(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def _compute(s: KernelSettings, network: nn.Module, data: Dataset, x: torch.Tensor) -> _Outcome:

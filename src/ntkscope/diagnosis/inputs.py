@@ -140,9 +140,11 @@ def _subset(pool: Dataset, index: torch.Tensor) -> Dataset:
 
 
 def split(
-    data: str | Path | Dataset, n_train: int, n_test: int, seed: int
+    data: str | Path | Dataset, n_train: int, n_test: int, seed: int, *, asked: str | None = None
 ) -> tuple[Dataset, Dataset]:
-    """Disjoint training and test sets of the requested sizes, drawn with ``seed``."""
+    """Disjoint training and test sets of the requested sizes, drawn with ``seed``;
+    ``asked`` names the requested size in the error of a too small data set (default
+    "n_train + n_test", or "n_train" when the test set is not drawn from it)."""
     test: Dataset | None = None
     if isinstance(data, Dataset):
         pool = data
@@ -160,9 +162,8 @@ def split(
         raise TypeError(f"data: expected a name, a path or a Dataset, got {type(data).__name__}")
     need = n_train + (0 if test is not None else n_test)
     if len(pool) < need:
-        raise ValueError(
-            f"data: {pool.name!r} has {len(pool)} examples, {need} needed (n_train + n_test)"
-        )
+        asked = asked or ("n_train" if need == n_train else "n_train + n_test")
+        raise ValueError(f"data: {pool.name!r} has {len(pool)} examples, {need} needed ({asked})")
     order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
     if test is None:
         test = _subset(pool, order[n_train : n_train + n_test])

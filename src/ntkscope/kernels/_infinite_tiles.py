@@ -24,6 +24,7 @@ from typing import Protocol
 
 import torch
 
+from ntkscope._checks import boolean
 from ntkscope.kernels._threads import run_jobs
 from ntkscope.kernels.dual import Dual, Pair
 
@@ -179,7 +180,9 @@ def tile_memory(budget: int, device: torch.device, workers: int) -> int:
 
 
 def check_second_inputs(x1: torch.Tensor, x2: torch.Tensor | None, diagonal: bool) -> None:
-    """Refuse x2 with ``diagonal`` or unlike x1 in per-example shape or device, naming ``x2``."""
+    """Refuse a ``diagonal`` that is not a bool, and x2 with ``diagonal`` or unlike x1 in
+    per-example shape or device, naming the argument."""
+    boolean(diagonal, "diagonal")
     if x2 is None:
         return
     if diagonal:

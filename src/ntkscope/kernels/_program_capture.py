@@ -337,14 +337,25 @@ def _shared_add_step(node: fx.Node, sign: float, first: int, dual: Dual, g: fx.N
 
 
 _ACTIVATION_METHODS = frozenset({"relu", "tanh", "sigmoid", "erf", "abs", "sin", "cos", "sign"})
+_SERIES_FUNCTIONS = frozenset(
+    {F.selu, F.celu, F.hardtanh, F.relu6, torch.selu, torch.celu, torch.clamp, torch.clip}
+)
+"""Elementwise functions with no built-in name, as their module forms (nn.SELU, nn.CELU,
+nn.Hardtanh, nn.ReLU6): the numerical series dual; clamps with number bounds only."""
+_SERIES_METHODS = {"clamp": torch.clamp, "clip": torch.clip}
 
 
 def _function_activation(node: fx.Node) -> Dual | None:
     """The dual of an elementwise torch function or tensor method, else None."""
     target, args, kwargs = node.target, node.args[1:], dict(node.kwargs)
+    if any(isinstance(a, fx.Node) for a in (*args, *kwargs.values())):
+        return None  # a tensor argument (a clamp to another tensor, ...)
     if node.op == "call_method":
-        return for_activation(target) if target in _ACTIVATION_METHODS and not args else None
-    if not _hashable(target) or target not in ELEMENTWISE_FUNCTIONS:
+        if target in _ACTIVATION_METHODS and not args:
+            return for_activation(target)
+        target = _SERIES_METHODS.get(target)
+    known = _hashable(target) and (target in ELEMENTWISE_FUNCTIONS or target in _SERIES_FUNCTIONS)
+    if not known:
         return None
     if not args and not kwargs:
         return for_activation(target)
@@ -352,7 +363,10 @@ def _function_activation(node: fx.Node) -> Dual | None:
         return for_activation(nn.LeakyReLU(*args, **kwargs))
     if target is F.gelu:
         return for_activation(nn.GELU(*args, **kwargs))
-    fn = functools.partial(target, *args, **kwargs)
+
+    def fn(u: torch.Tensor) -> torch.Tensor:  # the node's other arguments after u
+        return target(u, *args, **kwargs)
+
     functools.update_wrapper(fn, target)
     return for_activation(fn)
 

@@ -22,7 +22,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ntkscope._checks import finite_batch
+from ntkscope._checks import finite_batch, memory_bytes
 from ntkscope.kernels import _program_lineage as lineage
 from ntkscope.kernels._infinite_tiles import (
     check_second_inputs,
@@ -85,9 +85,12 @@ class KernelFn:
         self._graph = graph
         self._shaped = not any(s.node.target in CATS for s in self._steps)
         self._modules = dict(graph.named_modules())
-        self._budget = memory_budget
+        self._budget = (
+            None if memory_budget is None else memory_bytes(memory_budget, "memory_budget")
+        )
         self._pairs = 1
         self._probed: dict[torch.Size, int] = {}  # position pairs by the examples' shape
+        self._taken: set[torch.Size] = set()  # examples' shapes the model was run on
         self._arrays = max([16, *(s.arrays for s in self._steps)])
         self.layers: tuple[str, ...] = (
             f"{self._input.name}: input  K = mean_c x_c·x'_c, T = 0",
@@ -126,6 +129,25 @@ class KernelFn:
             if isinstance(a, Kernel) or torch.is_tensor(a.x1)
         ]
         return step.apply(given, ctx)
+
+    def _check_takes(self, x: torch.Tensor, argument: str) -> None:
+        """Run the model once on ``x[:1]`` (once per shape of the examples), refusing
+        inputs it cannot take (wrong features, channels or image size) naming ``argument``:
+        the kernel program alone would return kernels for them."""
+        if x.shape[1:] in self._taken or len(x) == 0:
+            return
+        weights = next(self._graph.parameters(), None)
+        dtype = torch.float64 if weights is None else weights.dtype
+        device = x.device if weights is None else weights.device
+        try:
+            with torch.no_grad():
+                self._graph(x[:1].to(device=device, dtype=dtype))
+        except Exception as error:  # the model's own shape checks
+            raise ValueError(
+                f"{argument}: the model fails on one example of shape {tuple(x.shape[1:])}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        self._taken.add(x.shape[1:])
 
     # The Recursion protocol of `ntkscope.kernels._infinite_tiles`.
 
@@ -196,10 +218,16 @@ class KernelFn:
             diagonal: only the kernels of the pairs (x, x) of x1.
             memory_budget: working memory of the tiles (bytes or "2GB"); default the one
                 given to `infinite_width`, else a quarter of the device's free memory.
+
+        Raises:
+            ValueError: naming ``x1`` when the model itself fails on one of its examples
+                (wrong features, channels or image size), which the kernel program alone
+                would not notice.
         """
         x1 = finite_batch(x1, "x1").detach().to(torch.float64)
         x2 = None if x2 is None else finite_batch(x2, "x2").detach().to(torch.float64)
         check_second_inputs(x1, x2, diagonal)
+        self._check_takes(x1, "x1")
         budget = resolve_budget(self._budget if memory_budget is None else memory_budget, x1.device)
         return pairwise_kernels(self, x1, x2, diagonal=diagonal, budget=budget)
 

@@ -98,6 +98,8 @@ class _Store:
     def __init__(self, path: str | os.PathLike | None, inputs: str) -> None:
         self.path = None if path is None else Path(path)
         self.arrays: dict[str, np.ndarray] = {}
+        if self.path is not None and not self.path.parent.is_dir():
+            raise FileNotFoundError(f"store: no such folder {str(self.path.parent)!r}")
         if self.path is not None and self.path.exists():
             with np.load(self.path) as saved:
                 self.arrays = dict(saved)

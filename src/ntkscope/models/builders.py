@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
 import torch
@@ -26,6 +26,11 @@ class Readout(StrEnum):
 
 def resolve_pools(pool_after: Sequence[int] | None, depth: int) -> frozenset[int]:
     """Blocks followed by a 2×2 average pooling; None: every block but the last."""
+    if pool_after is not None and not isinstance(pool_after, Iterable):
+        raise TypeError(
+            f"pool_after: expected a list of block indices such as [{pool_after!r}], "
+            f"got {type(pool_after).__name__}"
+        )
     pools = frozenset(range(depth - 1) if pool_after is None else pool_after)
     if not pools <= set(range(depth)):
         raise ValueError(

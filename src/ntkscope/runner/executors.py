@@ -122,7 +122,7 @@ class DaskExecutor(_Releasing):
             )
         try:
             self._client = Client(address or self._cluster, timeout="30s")
-        except OSError as error:
+        except (OSError, ValueError) as error:  # unreachable, or not an address
             self._close_cluster()
             raise ValueError(f"scheduler: cannot connect to {address!r}: {error}") from None
 

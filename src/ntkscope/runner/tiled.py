@@ -125,13 +125,14 @@ class JobReport:
     failed: tuple[TileOutcome, ...]
 
 
-def _differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+def _differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, str]:
+    """Each key whose values differ, with both values."""
     keys = sorted(set(stored) | set(given))
-    return [
-        f"{k} (store: {stored.get(k)!r}, given: {given.get(k)!r})"
+    return {
+        k: f"{k} (store: {stored.get(k)!r}, given: {given.get(k)!r})"
         for k in keys
         if stored.get(k) != given.get(k)
-    ]
+    }
 
 
 def prepare(path: str | Path, layout: Layout, identity: Mapping[str, str]) -> Layout:
@@ -151,11 +152,13 @@ def prepare(path: str | Path, layout: Layout, identity: Mapping[str, str]) -> La
     if path.exists():
         stored = read_job(path)
         layout = replace(layout, tile=tuple(stored["layout"]["tile"]))
-        differs = _differences(stored["identity"], dict(identity))
-        differs += _differences(stored["layout"], layout.to_json())
+        # a key of both (dtype) is named once
+        differs = _differences(stored["layout"], layout.to_json())
+        differs |= _differences(stored["identity"], dict(identity))
         if differs:
             raise ValueError(
-                f"store: {str(path)!r} holds a different job; differs: " + "; ".join(differs)
+                f"store: {str(path)!r} holds a different job; differs: "
+                + "; ".join(differs.values())
             )
         return layout
     group = zarr.open_group(path, mode="w-")
