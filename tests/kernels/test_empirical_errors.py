@@ -155,3 +155,32 @@ def test_error_when_every_method_fails_names_the_op():
 
     with pytest.raises(ValueError, match=r"model: no eNTK method .*autograd: .*my_op has no"):
         ns.empirical_ntk(Model(), torch.randn(3, 4))
+
+
+def test_a_budget_too_small_for_the_diagonal_is_named_as_given():
+    """The diagonal plans with half the budget: the message gives the budget the user passed."""
+    model = ns.models.mlp(4, 64, 2, 2, seed=0)
+    with pytest.raises(ValueError, match=r"memory_budget: 3000 bytes is too small for diagonal"):
+        ns.empirical_ntk(model, torch.randn(30, 4), diagonal=True, memory_budget="3KB")
+
+
+def test_an_integer_output_is_refused_naming_output():
+    """A model returning a dict whose first entry is an argmax: the selected output has no
+    gradient; the message says so and how to select another (every method used to fail with
+    torch's own text)."""
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = self.layer(x)
+            return {"pred": y.argmax(-1), "scores": y}
+
+    with pytest.raises(TypeError, match=r"output: the selected model output is a torch.int64"):
+        ns.empirical_ntk(Model(), torch.randn(3, 4))
+    assert ns.empirical_ntk(Model(), torch.randn(3, 4), output=lambda o: o["scores"]).shape == (
+        3,
+        3,
+    )

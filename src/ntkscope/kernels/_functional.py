@@ -115,6 +115,12 @@ class FunctionalModel:
                 "output: expected the selected model output to be one tensor of shape "
                 f"(N, ...), got {type(out).__name__}{tuple(getattr(out, 'shape', ()))}"
             )
+        if not out.is_floating_point():
+            raise TypeError(
+                f"output: the selected model output is a {out.dtype} tensor, which has no "
+                "gradient; pass output= a function that selects a floating-point tensor "
+                "(e.g. output=lambda out: out['scores'])"
+            )
         return out[0].numel()
 
 

@@ -297,7 +297,12 @@ def tiled_diagonal(
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """Fill ``out`` (N, ...) with Θ(x_n, x_n), block by block."""
-    n = _batch.size(x)
+    n, per_example = _batch.size(x), strategy.feature_bytes + strategy.extract_bytes
+    if per_example > budget // 2:  # half the budget for the features, half for their use
+        raise ValueError(
+            f"memory_budget: {budget} bytes is too small for diagonal=True; one example needs "
+            f"{2 * per_example} bytes"
+        )
     plan = plan_tiles(n, 0, (strategy.feature_bytes, 0, strategy.extract_bytes), budget // 2)
     blocks = _blocks(n, plan.chunk)
     for done, r in enumerate(blocks, start=1):
