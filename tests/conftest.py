@@ -31,3 +31,14 @@ def toy_store(toy, tmp_path):
     failing = {"study": toy, "fixed": {"value": 3, "fail": True}}
     run_sweep(expand(failing), tmp_path, InlineExecutor())
     return tmp_path
+
+
+@pytest.fixture
+def two_torch_threads():
+    """Two torch threads (what concurrent jobs need), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)

@@ -17,13 +17,7 @@ from ntkscope.kernels import infinite
 MB = 2**20
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    """Two torch threads (what concurrency needs), restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def _mlp(x1, x2, budget):  # erf: ReLU's in-place layers run one tile at a time

@@ -13,14 +13,7 @@ import torch
 
 from ntkscope.kernels._threads import run_jobs
 
-
-@pytest.fixture(autouse=True)
-def _two_threads():
-    """Two torch threads (what concurrency needs), restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def _jobs(count: int, fail_at: int, error: BaseException, done: list[int]):
