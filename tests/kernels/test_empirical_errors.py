@@ -184,3 +184,27 @@ def test_an_integer_output_is_refused_naming_output():
         3,
         3,
     )
+
+
+def test_a_detached_output_is_named_as_such():
+    """Every method fails on an output without a gradient: one message says why, naming
+    output, instead of each method's torch error."""
+
+    class Detached(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.layer(x).detach()
+
+    with pytest.raises(ValueError, match=r"output: the selected model output does not depend"):
+        ns.empirical_ntk(Detached(), torch.randn(3, 4))
+
+
+def test_batchnorm_without_running_statistics_is_refused_in_eval_mode():
+    """It normalizes by the batch even in eval mode (the message used to blame the inputs, or
+    suggest model.eval() for a model already in eval mode)."""
+    model = nn.Sequential(nn.Linear(5, 5), nn.BatchNorm1d(5, track_running_stats=False))
+    with pytest.raises(ValueError, match=r"model: layer '1' \(BatchNorm1d\) keeps no running"):
+        ns.empirical_ntk(model.eval(), torch.randn(4, 5))

@@ -96,6 +96,13 @@ class FunctionalModel:
         """``x`` validated as a batch for this model (`_batch.check`)."""
         return _batch.check(x, argument, self.dtype, self.device)
 
+    def depends_on_theta(self, x: Batch) -> bool:
+        """Whether the selected output of the first example of ``x`` has a gradient with
+        respect to θ (False for a detached output)."""
+        theta = {name: t.detach().requires_grad_(True) for name, t in self.theta.items()}
+        with torch.enable_grad():
+            return bool(self(theta, _batch.take(x, slice(0, 1))).requires_grad)
+
     def check_inputs(self, x: Batch, argument: str) -> int:
         """Run one example; return O. Errors name ``argument`` instead of torch internals."""
         one = _batch.take(x, slice(0, 1))
@@ -149,8 +156,16 @@ def _check_value(name: str, value: object, like: torch.Tensor) -> None:
 
 
 def refuse_training_mode(model: nn.Module) -> None:
-    """BatchNorm (couples the examples) and Dropout with p > 0 (random) must be in eval mode."""
+    """BatchNorm (couples the examples) and Dropout with p > 0 (random) must be in eval mode,
+    and BatchNorm must keep running statistics (without, it normalizes by the batch's even
+    in eval mode)."""
     for name, module in model.named_modules():
+        if isinstance(module, _BatchNorm) and module.running_mean is None:
+            raise ValueError(
+                f"model: layer {name!r} ({type(module).__name__}) keeps no running statistics "
+                "(track_running_stats=False), so it normalizes by the batch's statistics even "
+                "in eval mode, which couples the examples of a batch: no per-example eNTK exists"
+            )
         if not module.training:
             continue
         if isinstance(module, _BatchNorm):

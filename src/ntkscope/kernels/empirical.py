@@ -201,6 +201,15 @@ def _strategy(
             return candidate, strategy
         except Exception as why:  # any failure of a method: try the next
             failures.append(f"{candidate.value}: {_reason(why)}")
+    try:
+        detached = not fm.depends_on_theta(x1)
+    except Exception:  # the model fails outside the methods too: their reasons say why
+        detached = False
+    if detached:
+        raise ValueError(
+            "output: the selected model output does not depend on the model's trainable "
+            "parameters (a detached tensor?), so its eNTK is 0 and no method differentiates it"
+        )
     raise ValueError("model: no eNTK method can differentiate it; " + "; ".join(failures))
 
 
