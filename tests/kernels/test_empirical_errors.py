@@ -208,3 +208,9 @@ def test_batchnorm_without_running_statistics_is_refused_in_eval_mode():
     model = nn.Sequential(nn.Linear(5, 5), nn.BatchNorm1d(5, track_running_stats=False))
     with pytest.raises(ValueError, match=r"model: layer '1' \(BatchNorm1d\) keeps no running"):
         ns.empirical_ntk(model.eval(), torch.randn(4, 5))
+
+
+def test_parameters_of_two_dtypes_are_refused_naming_model():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2).double())
+    with pytest.raises(TypeError, match=r"model: its trainable parameters have several dtypes"):
+        ns.empirical_ntk(model, torch.randn(3, 4))

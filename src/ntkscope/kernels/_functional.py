@@ -57,6 +57,13 @@ class FunctionalModel:
         refuse_training_mode(model)
         first = next(iter(self.theta.values()))
         self.dtype, self.device = first.dtype, first.device
+        kinds = {(t.dtype, t.device) for t in self.theta.values()}
+        if len(kinds) > 1:
+            found = ", ".join(sorted(f"{d}/{v}" for d, v in kinds))
+            raise TypeError(
+                f"model: its trainable parameters have several dtypes or devices ({found}); "
+                "convert the model with .to(dtype) or .to(device) first"
+            )
 
     @staticmethod
     def _checked(params: Mapping, named: dict, trainable: dict, aliases: dict) -> Params:
