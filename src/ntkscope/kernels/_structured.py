@@ -120,10 +120,6 @@ _OWN_BLOCK = 1024
 (copying them into one block cost more than `upper_gram`'s GEMMs saved: 5 ms for the
 ResNet row's 8,272 columns)."""
 
-_COPIED_EXAMPLES = 4
-"""Most examples of a batch that `StructuredStrategy._record` runs as copies, one backward
-pass for all outputs (`check_against_autograd`'s probe has four)."""
-
 _SYMMETRIC_BLOCK = 8
 """Narrowest row block of examples `StructuredStrategy.symmetric` cuts a symmetric tile into."""
 _SYMMETRIC_SPLITS = 8
@@ -276,8 +272,8 @@ class StructuredStrategy:
         shared = {t.untyped_storage().data_ptr() for t in held + _batch.tensors(x)}
         order = probe_examples(x)
         probe = _batch.take(x, torch.tensor(order))
-        graph = _saved_bytes(lambda: made.append(self.features(probe)), shared)
-        graph //= self._copies(len(order)) * len(order)
+        graph = _saved_bytes(lambda: made.append(self.features(probe, probe=True)), shared)
+        graph //= self._copies(len(order), probe=True) * len(order)
         f = made[0]
         item = torch.empty((), dtype=self.fm.dtype).element_size()
         tensors = [t for term in f.outer + f.positional for t in (term.a, term.g)]
@@ -299,7 +295,7 @@ class StructuredStrategy:
         self.pair_cost += sum(outputs * j.shape[2] for j in f.jacobians)
         if self.full or self.chain is None or not self.one_theta:
             return f
-        return self.features(probe, full=True)  # `Chain.record`
+        return self.features(probe, full=True, probe=True)  # `Chain.record`
 
     def _hooks(self, n: int, records: dict[str, tuple]) -> list:
         """Forward hooks: a zero probe added to each rule's layer output (batch dim n), and a
@@ -342,20 +338,22 @@ class StructuredStrategy:
             m.register_forward_hook(refuse(name)) for name, m in self.unsupported.items()
         ]
 
-    def _copies(self, n: int) -> int:
-        """Copies of each example of a batch of at most `_COPIED_EXAMPLES` that `_record`
-        runs, one per output (1: none)."""
-        few = n <= _COPIED_EXAMPLES
+    def _copies(self, n: int, probe: bool = False) -> int:
+        """Copies of each example that `_record` runs, one per output (1: none): for a lone
+        example, or the ``probe`` batch of `measure`."""
+        few = n == 1 or probe
         return self.n_out if few and not self.dense_only and self.chain is None else 1
 
-    def _record(self, x: torch.Tensor, full: bool) -> list[tuple[Rule, torch.Tensor, torch.Tensor]]:
+    def _record(
+        self, x: torch.Tensor, full: bool, probe: bool = False
+    ) -> list[tuple[Rule, torch.Tensor, torch.Tensor]]:
         """(rule, input a, output gradients g (n, O, *h.shape[1:])) of each layer called.
 
-        A batch of at most `_COPIED_EXAMPLES` (`measure`'s example, the probe of
-        `check_against_autograd`, a last chunk) runs as O copies of each, copy o
-        differentiated for output o: one backward pass instead of O, which cost ~0.5 ms each
-        for the ResNet row's 20 layers however small the batch (its planning example: 9 ms
-        before, measured).
+        A lone example (a last chunk of one) and the ``probe`` batch of `measure` run as O
+        copies of each example, copy o differentiated for output o: one backward pass
+        instead of O, which cost ~0.5 ms each for the ResNet row's 20 layers however small
+        the batch (its planning example: 9 ms before, measured). Other batches do not: their
+        memory is planned for one copy of each example.
         """
         if self.chain is not None and isinstance(x, torch.Tensor):
             chained = self.chain.record(self.fm, x, separable=not full and self.one_theta)
@@ -363,7 +361,7 @@ class StructuredStrategy:
                 return chained
         records: dict[str, tuple] = {}
         n = _batch.size(x)
-        copies = self._copies(n)
+        copies = self._copies(n, probe)
         if copies > 1:
             x = _batch.take(x, torch.arange(n).repeat_interleave(copies))
         handles = self._hooks(_batch.size(x), records)
@@ -385,10 +383,11 @@ class StructuredStrategy:
             for (name, (a, _)), g in zip(records.items(), grads, strict=True)
         ]
 
-    def features(self, x: torch.Tensor, full: bool | None = None) -> Features:
-        """The features of the examples ``x``, for the strategy's mode or, given, ``full``."""
+    def features(self, x: torch.Tensor, full: bool | None = None, probe: bool = False) -> Features:
+        """The features of the examples ``x``, for the strategy's mode or, given, ``full``;
+        ``probe`` as in `_record`."""
         f, small = Features(), []
-        for rule, a, g in self._record(x, self.full if full is None else full):
+        for rule, a, g in self._record(x, self.full if full is None else full, probe):
             for term in rule.terms(a, g):
                 kind = "jacobian" if isinstance(term, Jacobian) else form(term, self.full)
                 if kind == "positional" and term.vocab is None:
