@@ -469,7 +469,7 @@ def probe_examples(x: Batch) -> list[int]:
 
 
 def check_against_autograd(strategy: StructuredStrategy, f: Features, x) -> None:
-    """Compare ``vᵀ Θ̂(x_i, x_j) v`` with ``∇_θ (v · f(x_i)) · ∇_θ (v · f(x_j))`` on the first
+    """Compare ``vᵀ Θ̂(x_i, x_j) v`` with ``∇_θ (v · f(x_i)) · ∇_θ (v · f(x_j))`` on the
     probe batch of ``x``, x₀ or (x₀, x₁, x₀, x₀) (`probe_examples`, `_probe`).
 
     Catches what the layer inspection cannot see: a parameter used outside its layer's
@@ -505,13 +505,14 @@ def _layout(f: Features) -> tuple:
     return len(f.outer), widths, [j.shape[2] for j in f.jacobians]
 
 
-def check_second_batch(strategy: StructuredStrategy, x1, x2) -> None:
+def check_second_batch(strategy: StructuredStrategy, x1, f1: Features, x2) -> None:
     """Refuse an x2 whose examples' layers take other contraction forms than x1's.
 
     A layer's form follows its number of positions (`_forms.form`): for examples of another
     shape (a longer sequence, a larger image) a layer may be contracted positionally in x1
-    and as its per-example Jacobian in x2, and the two cannot be paired. Checked on one
-    example of each when their shapes differ.
+    and as its per-example Jacobian in x2, and the two cannot be paired. Checked, when the
+    shapes differ, on ``f1`` (the probe features of x1 from `StructuredStrategy.measure`,
+    full mode) against one example of x2.
 
     Raises:
         UnsupportedModel: naming ``x2``.
@@ -519,9 +520,8 @@ def check_second_batch(strategy: StructuredStrategy, x1, x2) -> None:
     shapes = [[tuple(t.shape[1:]) for t in _batch.tensors(x)] for x in (x1, x2)]
     if shapes[0] == shapes[1]:
         return
-    one = slice(0, 1)
-    layouts = [_layout(strategy.features(_batch.take(x, one))) for x in (x1, x2)]
-    if layouts[0] != layouts[1]:
+    second = strategy.features(_batch.take(x2, slice(0, 1)), full=True)
+    if _layout(f1) != _layout(second):
         raise UnsupportedModel(
             f"x2: its examples (shapes {shapes[1]}) give some layers another contraction form "
             f"than x1's (shapes {shapes[0]}), which the structured method cannot pair"

@@ -130,8 +130,9 @@ def _generic(method: Method, fm, x1, n_out: int, full: bool) -> Strategy:
 def _checked(
     method: Method, fm, x1, n_out: int, full: bool, one_theta: bool = True, x2=None
 ) -> Strategy:
-    """The strategy of ``method``, run on a probe of 1–2 examples and checked against
-    autograd there (`_probe.disagreement`).
+    """The strategy of ``method``, run on a probe of 1–4 examples and checked against
+    autograd there (`_probe`; structured: `check_against_autograd`); `autograd`, the
+    probe's own reference, is run on one example and not compared.
 
     Raises:
         UnsupportedModel: for a structured rule that does not apply, or a disagreement;
@@ -144,9 +145,10 @@ def _checked(
     """
     if method is Method.STRUCTURED:
         strategy = StructuredStrategy(fm, n_out, full, one_theta)
-        check_against_autograd(strategy, strategy.measure(x1), x1)
+        probe = strategy.measure(x1)
+        check_against_autograd(strategy, probe, x1)
         if x2 is not None:
-            check_second_batch(strategy, x1, x2)
+            check_second_batch(strategy, x1, probe, x2)
         return strategy
     strategy = _generic(method, fm, x1, n_out, full)
     if method is Method.AUTOGRAD:  # the probe's own reference: run, not compared
