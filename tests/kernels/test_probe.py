@@ -166,3 +166,21 @@ def test_few_positions_in_full_mode_take_the_jacobian_form():
     assert _forms.form(few, full=True) == "jacobian"
     wide = Factors(torch.zeros(1, 16, 576), torch.zeros(1, 10, 16, 64))
     assert _forms.form(wide, full=True) == "positional"
+
+
+def test_the_probes_autograd_gram_is_the_jacobians_gram():
+    """`autograd_gram` against the brute-force Jacobian (one backward pass per example and
+    output, float64): vᵀ J_i J_jᵀ v for the first three examples, 1e-12 (the same sums in
+    another order)."""
+    from ntkscope.kernels._functional import FunctionalModel
+    from ntkscope.kernels._probe import autograd_gram, probe_direction
+    from reference import brute_force_jacobian
+
+    torch.manual_seed(0)
+    model = _Sorted().double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    fm = FunctionalModel(model)
+    v = probe_direction(fm, 2)
+    j = brute_force_jacobian(model, x[:3])  # (3, O, P)
+    expected = torch.einsum("o,iop,jqp,q->ij", v, j, j, v)
+    assert relative_error(autograd_gram(fm, x, v, 3), expected) <= TOL
