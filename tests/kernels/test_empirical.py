@@ -126,6 +126,29 @@ def test_unsupported_layer_falls_back_under_auto_and_is_named_under_structured()
     assert ns.kernels.resolve_method(ns.models.mlp(4, 6, 1, 3), x.float()) == "structured"
 
 
+class _Bilinear(nn.Module):
+    """A bilinear layer (no structured rule) and a readout."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer, self.head = nn.Bilinear(16, 16, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.layer(x, x)))
+
+
+def test_auto_weighs_ntvp_by_its_slower_flops():
+    """Full mode, where NTVP's FLOP count was the lowest but its time 1.7–6× the fastest's
+    (`empirical.NTVP_SLOWDOWN`): a per-token MLP (O = 12·5) goes to structured, a bilinear
+    layer to jacobian (the costs decide, not a timing)."""
+    torch.manual_seed(0)
+    per_token = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 5))
+    assert (
+        ns.kernels.resolve_method(per_token, torch.randn(16, 12, 32), mode="full") == "structured"
+    )
+    assert ns.kernels.resolve_method(_Bilinear(), torch.randn(32, 16), mode="full") == "jacobian"
+
+
 class SharedWeights(nn.Module):
     """The same Linear twice: the per-layer Gram form does not apply."""
 

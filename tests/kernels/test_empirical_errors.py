@@ -214,3 +214,84 @@ def test_parameters_of_two_dtypes_are_refused_naming_model():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2).double())
     with pytest.raises(TypeError, match=r"model: its trainable parameters have several dtypes"):
         ns.empirical_ntk(model, torch.randn(3, 4))
+
+
+class _DropPath(nn.Module):
+    """Stochastic depth as vision models write it: a per-example Bernoulli mask in training
+    mode, which leaves most examples unchanged (the batch-coupling check often passes)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        keep = (torch.rand(x.shape[0], 1, dtype=x.dtype) > self.p).to(x)
+        return x * keep / (1 - self.p)
+
+
+class _LayerDrop(nn.Module):
+    """A layer skipped at random in training mode, one draw per forward pass."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p, self.layer = p, nn.Linear(8, 8)
+
+    def forward(self, x):
+        if self.training and float(torch.rand(())) < self.p:
+            return x
+        return self.layer(x)
+
+
+class _Residual(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return x + self.inner(x)
+
+
+@pytest.mark.parametrize(
+    ("inner", "name"),
+    [
+        (nn.Sequential(nn.Linear(8, 8), _DropPath(0.1)), r"layer 'block\.inner\.1' \(_DropPath\)"),
+        (_LayerDrop(0.1), r"layer 'block\.inner' \(_LayerDrop\)"),
+    ],
+)
+def test_layers_that_draw_random_numbers_in_training_mode_are_refused(inner, name):
+    """Refused at every draw of the masks (the generator moved, not a lucky comparison of
+    outputs: with p = 0.1 the old coupling check let about 8 in 10 DropPath calls run),
+    naming the layer; in eval mode the model runs."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
+    model.add_module("block", _Residual(inner))
+    model.add_module("head", nn.Linear(8, 2))
+    x = torch.randn(5, 4)
+    for seed in range(10):
+        torch.manual_seed(seed)
+        with pytest.raises(ValueError, match=rf"model: {name} draws random numbers"):
+            ns.empirical_ntk(model, x, method="auto")
+    ns.empirical_ntk(model.eval(), x)
+
+
+def test_a_model_switched_to_training_mode_after_planning_is_checked_again():
+    model = nn.Sequential(nn.Linear(4, 8), _DropPath(0.5), nn.Linear(8, 2)).eval()
+    prepared = ns.kernels.PreparedNTK(model, torch.randn(5, 4))
+    prepared()
+    model.train()
+    with pytest.raises(ValueError, match=r"layer '1' \(_DropPath\) draws random numbers"):
+        prepared()
+    model.eval()
+    prepared()
+
+
+def test_a_forward_pass_that_changes_a_buffer_is_refused_naming_it():
+    """spectral_norm's power iteration runs in training mode and moves its vector ``_u``
+    at each evaluation; in eval mode it does not."""
+    layer = nn.utils.parametrizations.spectral_norm(nn.Linear(4, 8))
+    model = nn.Sequential(layer, nn.Tanh(), nn.Linear(8, 2))
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match=r"model: .* changes the buffer '0\.param.*_u' in place"):
+        ns.empirical_ntk(model, x)
+    ns.empirical_ntk(model.eval(), x)

@@ -32,9 +32,11 @@ from ntkscope.kernels._gram import product
 from ntkscope.kernels._rules import Factors
 
 
-def costs(term: Factors, full: bool) -> dict[str, int]:
-    """Multiply-adds per pair of examples of each form (module docstring)."""
-    (_, n_out, p, d_g), d_a = term.g.shape, term.width
+def costs(term: Factors, full: bool, n_out: int | None = None) -> dict[str, int]:
+    """Multiply-adds per pair of examples of each form (module docstring), for ``n_out``
+    outputs (default: those of ``term.g``)."""
+    (_, outputs_g, p, d_g), d_a = term.g.shape, term.width
+    n_out = outputs_g if n_out is None else n_out
     outputs = n_out**2 if full else n_out
     inner = 1 if term.vocab is not None else d_a  # ids are compared, not multiplied
     pairs = p * p * (inner + n_out * d_g) + (p * d_g * outputs if full else p * p)
@@ -50,18 +52,19 @@ ran at 16–24 GMAC/s where the Gram ran at ~45 (one thread, the ResNet row of
 trace mode the positional sum is one GEMM and one product: counted as it is."""
 
 
-def weighted(term: Factors, full: bool, kind: str) -> float:
+def weighted(term: Factors, full: bool, kind: str, n_out: int | None = None) -> float:
     """The cost of contracting ``term`` in form ``kind``, in multiply-adds of a Gram per pair
     of examples (`costs`, the positional form's times `POSITIONAL_SLOWDOWN` in full mode)."""
     slowdown = POSITIONAL_SLOWDOWN if full and kind == "positional" else 1
-    return slowdown * costs(term, full)[kind]
+    return slowdown * costs(term, full, n_out)[kind]
 
 
-def form(term: Factors, full: bool) -> str:
+def form(term: Factors, full: bool, n_out: int | None = None) -> str:
+    """The cheapest form of ``term`` for ``n_out`` outputs (default: those of ``term.g``)."""
     if term.positions == 1:
         return "outer"
-    positional = weighted(term, full, "positional") < weighted(term, full, "jacobian")
-    return "positional" if positional else "jacobian"
+    cost = {kind: weighted(term, full, kind, n_out) for kind in ("positional", "jacobian")}
+    return "positional" if cost["positional"] < cost["jacobian"] else "jacobian"
 
 
 def positional_pair(f1: Factors, f2: Factors, full: bool, upper: bool = False) -> torch.Tensor:

@@ -111,18 +111,30 @@ class FunctionalModel:
             return bool(self(theta, _batch.take(x, slice(0, 1))).requires_grad)
 
     def check_inputs(self, x: Batch, argument: str) -> int:
-        """Run one example; return O. Errors name ``argument`` instead of torch internals."""
+        """Run one example; return O. Errors name ``argument`` instead of torch internals.
+
+        Also refuses a model whose forward pass draws random numbers or changes a buffer in
+        place (`refuse_random`, `refuse_changed_buffers`): layers in training mode that
+        `refuse_training_mode` cannot know by type (stochastic depth, LayerDrop, a power
+        iteration).
+        """
         one = _batch.take(x, slice(0, 1))
+        args, kwargs = _batch.arguments(one)
+        values = {**self.fixed, **self.theta}
+        versions = {name: b._version for name, b in self.module.named_buffers()}
+        state = _generator_state(self.device)
         try:
             with torch.no_grad():
-                args, kwargs = _batch.arguments(one)
-                out = functional_call(self.module, {**self.fixed, **self.theta}, args, kwargs)
+                out = functional_call(self.module, values, args, kwargs)
         except Exception as error:  # the model's own error, re-raised with the argument named
             shapes = [tuple(t.shape) for t in _batch.tensors(x)]
             raise ValueError(
                 f"{argument}: the model cannot be applied to inputs of shape "
                 f"{shapes[0] if len(shapes) == 1 else shapes}: {error}"
             ) from error
+        if not torch.equal(state, _generator_state(self.device)):
+            refuse_random(self.module, lambda: functional_call(self.module, values, args, kwargs))
+        refuse_changed_buffers(self.module, versions)
         out = self.output(out)
         if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != 1:
             raise TypeError(
@@ -160,6 +172,68 @@ def _check_value(name: str, value: object, like: torch.Tensor) -> None:
         )
     if not torch.isfinite(value).all():
         raise ValueError(f"params: {name!r} contains NaN or infinite values")
+
+
+def _generator_state(device: torch.device) -> torch.Tensor:
+    """The state of the default random generator that draws for tensors on ``device``."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return torch.random.get_rng_state()
+
+
+def refuse_random(model: nn.Module, forward) -> None:
+    """Refuse a model whose forward pass (``forward()``, which just advanced the default
+    random generator) draws random numbers, naming the innermost layer that draws them
+    (the first whose forward pass ends with the generator moved).
+
+    Raises:
+        ValueError: naming ``model`` and the layer.
+    """
+    device = next(model.parameters()).device
+    before: dict[int, torch.Tensor] = {}
+    drawn: list[str] = []
+
+    def start(module, args):
+        before[id(module)] = _generator_state(device)
+
+    def end(name):
+        def hook(module, args, output):
+            if not drawn and not torch.equal(before[id(module)], _generator_state(device)):
+                drawn.append(f"layer {name or '(root)'!r} ({type(module).__name__})")
+
+        return hook
+
+    handles = []
+    for name, module in model.named_modules():
+        handles += [module.register_forward_pre_hook(start)]
+        handles += [module.register_forward_hook(end(name))]
+    try:
+        with torch.no_grad():
+            forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    raise ValueError(
+        f"model: {drawn[0] if drawn else 'its forward pass'} draws random numbers (dropout, "
+        "stochastic depth or noise in training mode?), so the model's output is random and "
+        "has no eNTK; call model.eval() first"
+    )
+
+
+def refuse_changed_buffers(model: nn.Module, versions: dict[str, int]) -> None:
+    """Refuse a model whose forward pass changed one of its buffers in place (``versions``:
+    each buffer's version counter before it), so that each evaluation sees another model.
+
+    Raises:
+        ValueError: naming ``model`` and the buffer.
+    """
+    for name, buffer in model.named_buffers():
+        if name in versions and buffer._version != versions[name]:
+            raise ValueError(
+                f"model: its forward pass changes the buffer {name!r} in place (running "
+                "statistics or a power iteration in training mode?), so each evaluation sees "
+                "another model; call model.eval() first"
+            )
 
 
 def refuse_training_mode(model: nn.Module) -> None:

@@ -20,7 +20,8 @@ input gradient than autograd's (`Rule.input_gradient`: BatchNorm in eval mode, p
 convolutions), the layer's backward is replaced by it (`_Probed`). A chain of dense layers
 and elementwise activations (`_chain`: an MLP) gets its output gradients by the chain rule
 instead, with no probe and no backward pass.
-`check_against_autograd` compares the result with plain autograd on one example.
+`check_against_autograd` compares the result with plain autograd on a probe batch, along a
+direction of the outputs.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from ntkscope import _batch
 from ntkscope._batch import Batch
 from ntkscope.kernels._chain import chain
 from ntkscope.kernels._forms import (
-    costs,
     form,
     positional_diagonal,
     positional_pair,
@@ -100,11 +100,15 @@ class Features:
     ``jacobians``: blocks (n, O, D) of Jacobian columns: each Jacobian-form layer of at
     least `_OWN_BLOCK` columns alone (concatenating them copied the largest array), the
     smaller ones and the `Jacobian` terms side by side in one (one GEMM, not many thin ones).
+    ``directional``: the features of the scalar output v·f along a direction v of the
+    outputs (one column where the others have O: `StructuredStrategy._record`), each layer
+    in the form it takes for all O outputs.
     """
 
     outer: list[Factors] = field(default_factory=list)
     positional: list[Factors] = field(default_factory=list)
     jacobians: list[torch.Tensor] = field(default_factory=list)
+    directional: bool = False
 
     def take(self, rows: slice) -> Features:
         """The features of the examples ``rows`` (views)."""
@@ -112,7 +116,23 @@ class Features:
             [t.take(rows) for t in self.outer],
             [t.take(rows) for t in self.positional],
             [j[rows] for j in self.jacobians],
+            self.directional,
         )
+
+
+def _along(f: Features, v: torch.Tensor) -> Features:
+    """Features of every output (full mode) as those of the scalar output v·f: each g and
+    Jacobian block contracted with v over its outputs."""
+
+    def project(g: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("no...,o->n...", g, v).unsqueeze(1)
+
+    def factors(terms: list[Factors]) -> list[Factors]:
+        return [Factors(t.a, project(t.g), t.vocab) for t in terms]
+
+    return Features(
+        factors(f.outer), factors(f.positional), [project(j) for j in f.jacobians], True
+    )
 
 
 _OWN_BLOCK = 1024
@@ -205,14 +225,15 @@ class _Probed(torch.autograd.Function):
         return a_grad, grad, None, None
 
 
-def _copy_gradients(out: torch.Tensor, probes: list[torch.Tensor], n: int) -> list[torch.Tensor]:
-    """∂f_o/∂probe for O copies of each of n examples (example-major), copy o differentiated
-    for output o: (n, O, *probe.shape[1:]) for each probe, from one backward pass."""
-    n_out = out.shape[1]
-    total = out.view(n, n_out, n_out).diagonal(dim1=1, dim2=2).sum()
+def _one_pass_gradients(
+    total: torch.Tensor, probes: list[torch.Tensor], n: int, columns: int
+) -> list[torch.Tensor]:
+    """∂total/∂probe as (n, columns, *probe.shape[1:]) for each probe (n·columns rows), from
+    one backward pass: ``total`` is Σ_o f_o of copy o of each example (O copies, columns O),
+    or v·f summed over the examples (a direction v, one column)."""
     grads = torch.autograd.grad(total, probes, allow_unused=True)
     return [
-        (torch.zeros_like(p) if g is None else g).view(n, n_out, *p.shape[1:])
+        (torch.zeros_like(p) if g is None else g).view(n, columns, *p.shape[1:])
         for g, p in zip(grads, probes, strict=True)
     ]
 
@@ -257,28 +278,34 @@ class StructuredStrategy:
 
     def measure(self, x: Batch) -> Features:
         """Set the memory and cost estimates from the probe batch of ``x`` (`probe_examples`);
-        return its features in full mode (those `check_against_autograd` takes).
+        return its features along the probe direction v (`_probe.probe_direction`), full
+        mode, those `check_against_autograd` takes.
 
-        The transient memory of `features` per example, ``extract_bytes``, is measured:
-        the autograd graph (the storages it saves, less the model's parameters and buffers
-        and the storages of ``x``; per copy of an example, `_record`) counted twice for
-        the gradient buffers of a backward pass, or a chain's working memory
-        (`Chain.transient_bytes`), plus the features themselves once more (the layers'
-        factors before their Jacobian or bias columns are formed and concatenated).
+        The probe records the scalar output v·f (`_record`: one backward pass, one column
+        where a kernel's features have O; planning the ResNet row of ``benchmarks/entk.py``
+        took 28 ms with O copies of each probe example, measured), a chain every output (it
+        has no backward pass); sizes and costs are those of O columns. The transient memory
+        of `features` per example, ``extract_bytes``, is measured: the autograd graph (the
+        storages it saves, less the model's parameters and buffers and the storages of
+        ``x``) counted twice for the gradient buffers of a backward pass, or a chain's
+        working memory (`Chain.transient_bytes`), plus the features themselves once more
+        (the layers' factors before their Jacobian or bias columns are formed and
+        concatenated).
         """
         made = []
         module = self.fm.module
         held = [*self.fm.theta.values(), *module.parameters(), *module.buffers()]
         shared = {t.untyped_storage().data_ptr() for t in held + _batch.tensors(x)}
-        order = probe_examples(x)
+        order, v = probe_examples(x), probe_direction(self.fm, self.n_out)
         probe = _batch.take(x, torch.tensor(order))
-        graph = _saved_bytes(lambda: made.append(self.features(probe, probe=True)), shared)
-        graph //= self._copies(len(order), probe=True) * len(order)
+        graph = _saved_bytes(lambda: made.append(self.features(probe, direction=v)), shared)
+        graph //= len(order)
         f = made[0]
+        columns = self.n_out if f.directional else 1  # a kernel's columns per recorded one
         item = torch.empty((), dtype=self.fm.dtype).element_size()
-        tensors = [t for term in f.outer + f.positional for t in (term.a, term.g)]
-        tensors += f.jacobians
-        self.feature_bytes = sum(t.numel() for t in tensors) * item // len(order)
+        sizes = [t.a.numel() + columns * t.g.numel() for t in f.outer + f.positional]
+        sizes += [columns * j.numel() for j in f.jacobians]
+        self.feature_bytes = sum(sizes) * item // len(order)
         transient = 2 * graph  # a chain's record has no graph: its own count
         if self.chain is not None:
             transient = max(transient, self.chain.transient_bytes(self.n_out, item))
@@ -288,14 +315,20 @@ class StructuredStrategy:
         for term in f.positional:
             p = term.positions
             self.pair_bytes += item * (p**2 + (0 if self.full else p**2))
-            self.feature_bytes += 2 * item * term.g[0].numel() if self.full else 0
+            self.feature_bytes += 2 * item * columns * term.g[0].numel() if self.full else 0
+
+        def cost(term: Factors, kind: str) -> float:
+            return weighted(term, self.full, kind, columns * term.g.shape[1])
+
         outputs = self.n_out**2 if self.full else self.n_out
-        self.pair_cost = sum(costs(term, self.full)["outer"] for term in f.outer)
-        self.pair_cost += sum(weighted(term, self.full, "positional") for term in f.positional)
+        self.pair_cost = sum(cost(term, "outer") for term in f.outer)
+        self.pair_cost += sum(cost(term, "positional") for term in f.positional)
         self.pair_cost += sum(outputs * j.shape[2] for j in f.jacobians)
-        if self.full or self.chain is None or not self.one_theta:
+        if f.directional:
             return f
-        return self.features(probe, full=True, probe=True)  # `Chain.record`
+        if not self.full and self.one_theta:  # `Chain.record`'s trace column
+            f = self.features(probe, full=True)
+        return _along(f, v)
 
     def _hooks(self, n: int, records: dict[str, tuple]) -> list:
         """Forward hooks: a zero probe added to each rule's layer output (batch dim n), and a
@@ -321,7 +354,7 @@ class StructuredStrategy:
                     return output + probe
                 return _Probed.apply(given, probe, output.detach(), fast)
 
-            return add_probe
+            return torch.compiler.disable(add_probe)  # not traced into a compiled model
 
         def refuse(name):
             def hook(module, inputs, output):
@@ -338,30 +371,31 @@ class StructuredStrategy:
             m.register_forward_hook(refuse(name)) for name, m in self.unsupported.items()
         ]
 
-    def _copies(self, n: int, probe: bool = False) -> int:
+    def _copies(self, n: int) -> int:
         """Copies of each example that `_record` runs, one per output (1: none): for a lone
-        example, or the ``probe`` batch of `measure`."""
-        few = n == 1 or probe
-        return self.n_out if few and not self.dense_only and self.chain is None else 1
+        example."""
+        return self.n_out if n == 1 and not self.dense_only and self.chain is None else 1
 
     def _record(
-        self, x: torch.Tensor, full: bool, probe: bool = False
-    ) -> list[tuple[Rule, torch.Tensor, torch.Tensor]]:
-        """(rule, input a, output gradients g (n, O, *h.shape[1:])) of each layer called.
+        self, x: torch.Tensor, full: bool, direction: torch.Tensor | None = None
+    ) -> tuple[list[tuple[Rule, torch.Tensor, torch.Tensor]], bool]:
+        """(rule, input a, output gradients g (n, O, *h.shape[1:])) of each layer called, and
+        whether they are along ``direction``.
 
-        A lone example (a last chunk of one) and the ``probe`` batch of `measure` run as O
-        copies of each example, copy o differentiated for output o: one backward pass
-        instead of O, which cost ~0.5 ms each for the ResNet row's 20 layers however small
-        the batch (its planning example: 9 ms before, measured). Other batches do not: their
-        memory is planned for one copy of each example.
+        A chain records every output (it has no backward pass). Otherwise, given a
+        ``direction`` v (the probe of `measure`), g are those of the scalar output v·f,
+        (n, 1, ...), from one backward pass. A lone example (a last chunk of one) runs as O
+        copies, copy o differentiated for output o: one backward pass instead of O, which
+        cost ~0.5 ms each for the ResNet row's 20 layers however small the batch (measured).
+        Other batches do not: their memory is planned for one copy of each example.
         """
         if self.chain is not None and isinstance(x, torch.Tensor):
             chained = self.chain.record(self.fm, x, separable=not full and self.one_theta)
             if chained is not None:
-                return chained
+                return chained, False
         records: dict[str, tuple] = {}
         n = _batch.size(x)
-        copies = self._copies(n, probe)
+        copies = 1 if direction is not None else self._copies(n)
         if copies > 1:
             x = _batch.take(x, torch.arange(n).repeat_interleave(copies))
         handles = self._hooks(_batch.size(x), records)
@@ -371,25 +405,38 @@ class StructuredStrategy:
         finally:
             for handle in handles:
                 handle.remove()
+        directional = direction is not None
         if not records:
-            return []
+            return [], directional
         probes = [probe for _, probe in records.values()]
-        if copies > 1:
-            grads, kept = _copy_gradients(out, probes, n), slice(None, None, copies)
+        kept = slice(None, None, copies)
+        if directional:
+            grads = _one_pass_gradients((out @ direction).sum(), probes, n, 1)
+        elif copies > 1:
+            diagonal = out.view(n, copies, copies).diagonal(dim1=1, dim2=2)
+            grads = _one_pass_gradients(diagonal.sum(), probes, n, copies)
         else:
-            grads, kept = _output_gradients(out, probes, self.dense_only), slice(None)
-        return [
+            grads = _output_gradients(out, probes, self.dense_only)
+        records = [
             (self.rules[name], a[kept], g)
             for (name, (a, _)), g in zip(records.items(), grads, strict=True)
         ]
+        return records, directional
 
-    def features(self, x: torch.Tensor, full: bool | None = None, probe: bool = False) -> Features:
+    def features(
+        self, x: torch.Tensor, full: bool | None = None, direction: torch.Tensor | None = None
+    ) -> Features:
         """The features of the examples ``x``, for the strategy's mode or, given, ``full``;
-        ``probe`` as in `_record`."""
+        along ``direction`` as in `_record` (`Features.directional`)."""
         f, small = Features(), []
-        for rule, a, g in self._record(x, self.full if full is None else full, probe):
+        records, f.directional = self._record(x, self.full if full is None else full, direction)
+        columns = self.n_out if f.directional else 1  # forms of all O outputs
+        for rule, a, g in records:
             for term in rule.terms(a, g):
-                kind = "jacobian" if isinstance(term, Jacobian) else form(term, self.full)
+                if isinstance(term, Jacobian):
+                    kind = "jacobian"
+                else:
+                    kind = form(term, self.full, columns * term.g.shape[1])
                 if kind == "positional" and term.vocab is None:
                     # patches are transposed views: flattened by `Factors.inner` at every
                     # pair, copied once here instead (ResNet row: ~5 ms of 0.34 s)
@@ -477,17 +524,17 @@ def check_against_autograd(strategy: StructuredStrategy, f: Features, x) -> None
     the examples of its batch inside (sorting them by length, a flip, routing), whose layers
     then see an example in another row than its own. In (x₀, x₁, x₀, x₀) a reordering goes
     unseen only if it leaves x₁ in row 1, which sorting by any key, flipping or rolling the
-    batch cannot. ``f`` are the structured features of the probe batch (full mode), made by
-    `StructuredStrategy.measure`.
+    batch cannot. ``f`` are the structured features of the probe batch along v (full mode,
+    `Features.directional`), made by `StructuredStrategy.measure`.
 
     Raises:
         UnsupportedModel: when the two differ by more than the dtype's tolerance.
     """
-    n_out, fm, order = strategy.n_out, strategy.fm, probe_examples(x)
-    v = probe_direction(fm, n_out)
+    fm, order = strategy.fm, probe_examples(x)
+    v = probe_direction(fm, strategy.n_out)
     reference = autograd_gram(fm, x, v, max(order) + 1)
     if f.outer or f.positional or f.jacobians:
-        values = torch.einsum("o,ijop,p->ij", v, strategy.pair(f, f, full=True).to(v), v)
+        values = strategy.pair(f, f, full=True)[:, :, 0, 0]
     else:  # no layer holding θ was called
         values = torch.zeros(len(order), len(order), dtype=torch.float64)
     why = gram_disagreement(fm, values, reference[order][:, order])
@@ -512,7 +559,7 @@ def check_second_batch(strategy: StructuredStrategy, x1, f1: Features, x2) -> No
     shape (a longer sequence, a larger image) a layer may be contracted positionally in x1
     and as its per-example Jacobian in x2, and the two cannot be paired. Checked, when the
     shapes differ, on ``f1`` (the probe features of x1 from `StructuredStrategy.measure`,
-    full mode) against one example of x2.
+    full mode) against one example of x2, along the probe direction.
 
     Raises:
         UnsupportedModel: naming ``x2``.
@@ -520,7 +567,8 @@ def check_second_batch(strategy: StructuredStrategy, x1, f1: Features, x2) -> No
     shapes = [[tuple(t.shape[1:]) for t in _batch.tensors(x)] for x in (x1, x2)]
     if shapes[0] == shapes[1]:
         return
-    second = strategy.features(_batch.take(x2, slice(0, 1)), full=True)
+    v = probe_direction(strategy.fm, strategy.n_out)
+    second = strategy.features(_batch.take(x2, slice(0, 1)), full=True, direction=v)
     if _layout(f1) != _layout(second):
         raise UnsupportedModel(
             f"x2: its examples (shapes {shapes[1]}) give some layers another contraction form "

@@ -99,18 +99,28 @@ def _profile(fm: FunctionalModel, x: Batch) -> tuple[int, int]:
     return counter.get_total_flops(), sum(sizes) + sum(t.numel() for t in _batch.tensors(one))
 
 
+NTVP_SLOWDOWN = 3
+"""How many times longer a FLOP of NTVP takes than one of the other methods: its vjp/jvp
+pairs are vmapped over one-hot cotangents, and ran at 5–38 GFLOP/s where the structured and
+Jacobian methods ran at 17–123 on the same models (one thread, measured on per-token MLPs
+with and without an embedding (O = 60), an MLP with 60 outputs, a bilinear layer, a small
+CNN and a 256-wide MLP, full and trace modes). Unweighted, ``auto`` chose NTVP for the
+per-token MLPs and the bilinear layer in full mode, 1.7–6× slower than the fastest."""
+
+
 def _costs(fm, x1, n1, n2, n_out, full, budget) -> tuple[dict[Method, int], int]:
-    """Estimated FLOPs of JACOBIAN and NTVP (JACOBIAN only if it fits), and of one
-    per-output backward pass over the features of one example, ``3·forward``. A forward
-    pass that cannot be counted (torch's counter fails on some fast paths, e.g. nested
-    tensors of a padded `nn.TransformerEncoder` without gradients) counts ``2·|θ|``."""
+    """Estimated FLOPs of JACOBIAN and NTVP (JACOBIAN only if it fits; NTVP's weighted by
+    `NTVP_SLOWDOWN`), and of one per-output backward pass over the features of one example,
+    ``3·forward``. A forward pass that cannot be counted (torch's counter fails on some fast
+    paths, e.g. nested tensors of a padded `nn.TransformerEncoder` without gradients) counts
+    ``2·|θ|``."""
     try:
         flops, _ = _profile(fm, x1)
     except Exception:  # any failure of the count: the methods' own probes decide
         flops = 0
     forward = max(flops, 2 * fm.n_params)
     jacobian = JacobianStrategy(fm, n_out, full)
-    costs = {Method.NTVP: n1 * n2 * n_out * 5 * forward}
+    costs = {Method.NTVP: NTVP_SLOWDOWN * n1 * n2 * n_out * 5 * forward}
     if 2 * jacobian.feature_bytes + jacobian.pair_bytes <= budget:
         outputs = n_out**2 if full else n_out
         costs[Method.JACOBIAN] = (
@@ -315,6 +325,11 @@ def _signature(model: nn.Module) -> tuple:
     )
 
 
+def _training(model: nn.Module) -> list[bool]:
+    """Each module's training flag."""
+    return [module.training for module in model.modules()]
+
+
 class PreparedNTK:
     """`empirical_ntk` of a model on fixed inputs, planned once and computed on each call.
 
@@ -327,9 +342,10 @@ class PreparedNTK:
     parameter and buffer tensors, so updates in place (an optimizer step,
     ``load_state_dict``) are seen; a call that finds the model's tensors replaced (a new
     ``nn.Parameter``, ``.data =``, ``.to(dtype)``, a parameter frozen or unfrozen) plans
-    again, checks included. A module switched to training mode (BatchNorm, Dropout) is
-    refused at each call as by `empirical_ntk`; other changes to a module's configuration
-    (e.g. a layer's attributes) are not looked for.
+    again, checks included, and so does a call that finds a module in training mode that
+    was in eval mode when planned (refused as by `empirical_ntk`: BatchNorm, Dropout, a
+    layer that draws random numbers); other changes to a module's configuration (e.g. a
+    layer's attributes) are not looked for.
 
     Args: those of `empirical_ntk` but ``progress``, which each call takes.
 
@@ -357,7 +373,7 @@ class PreparedNTK:
     def _replan(self) -> None:
         with torch.inference_mode(False), torch.enable_grad():
             self._plan = _plan(self.model, *self._arguments)
-        self._signature = _signature(self.model)
+        self._signature, self._training = _signature(self.model), _training(self.model)
 
     @property
     def method(self) -> Method:
@@ -369,7 +385,11 @@ class PreparedNTK:
         Args:
             progress: called as ``progress(tiles_done, tiles_total)`` after each tile.
         """
-        if _signature(self.model) != self._signature:
+        training = _training(self.model)
+        switched = len(training) != len(self._training) or any(
+            now and not before for now, before in zip(training, self._training, strict=True)
+        )  # a module in training mode now, in eval mode when planned: checked again
+        if switched or _signature(self.model) != self._signature:
             self._replan()
         else:
             refuse_training_mode(self.model)
