@@ -64,25 +64,27 @@ class Attention(nn.Module):
 
 
 class TokenMean(nn.Module):
-    """Embedding, tanh, mean over the sequence, classifier: ``model(ids)``. The embedding is
-    ``nn.Embedding(sparse=sparse)``, or with ``functional`` a weight that the forward passes
-    to ``F.embedding(..., sparse=sparse)`` itself."""
+    """Embedding of sparse gradient, mean over the sequence, tanh, classifier:
+    ``model(ids)``. ``kind``: "module" (``nn.Embedding(sparse=True)``), "bag"
+    (``nn.EmbeddingBag(mode="mean", sparse=True)``) or "functional" (a weight that the
+    forward passes to ``F.embedding(..., sparse=True)`` itself)."""
 
-    def __init__(self, sparse: bool = True, functional: bool = False):
+    def __init__(self, kind: str = "module"):
         super().__init__()
-        self.sparse, self.functional = sparse, functional
-        if functional:
+        self.kind, self.sparse = kind, True
+        if kind == "functional":
             self.weight = nn.Parameter(torch.randn(VOCAB, 6))
         else:
-            self.embed = nn.Embedding(VOCAB, 6, sparse=sparse)
+            layer = nn.EmbeddingBag if kind == "bag" else nn.Embedding
+            self.embed = layer(VOCAB, 6, sparse=True)
         self.head = nn.Linear(6, 2)
 
     def forward(self, ids):
-        if self.functional:
-            tokens = nn.functional.embedding(ids, self.weight, sparse=self.sparse)
+        if self.kind == "functional":
+            mean = nn.functional.embedding(ids, self.weight, sparse=self.sparse).mean(1)
         else:
-            tokens = self.embed(ids)
-        return self.head(torch.tanh(tokens).mean(1))
+            mean = self.embed(ids) if self.kind == "bag" else self.embed(ids).mean(1)
+        return self.head(torch.tanh(mean))
 
 
 class UnusedHead(nn.Module):
@@ -219,7 +221,8 @@ def test_an_explicit_method_that_cannot_run_says_why(method, match):
 SPARSE = {  # name: (model factory, the methods that run on it; auto runs the first)
     "gru": (lambda: Recurrent(nn.GRU, sparse=True), ["autograd"]),  # GRU: no vmap rule
     "embedding": (TokenMean, ["structured", "jacobian", "ntvp", "autograd"]),
-    "functional": (lambda: TokenMean(functional=True), ["autograd"]),  # vmap meets the sparse
+    "embedding-bag": (lambda: TokenMean("bag"), ["jacobian", "autograd"]),  # no forward mode
+    "functional": (lambda: TokenMean("functional"), ["autograd"]),  # vmap meets the sparse
 }
 
 
@@ -236,9 +239,9 @@ def _dense_twin(model: nn.Module) -> nn.Module:
 @pytest.mark.parametrize("case", list(SPARSE))
 def test_every_method_that_runs_differentiates_a_sparse_embedding(case):
     """An embedding of sparse gradient (``nn.Embedding(sparse=True)`` before a GRU or a mean,
-    or ``F.embedding(..., sparse=True)`` in the forward): every method that runs on the model,
-    and auto, which says which it ran, equal the brute force of its dense twin (float64,
-    1e-10, full mode, with x2 and without)."""
+    ``nn.EmbeddingBag(sparse=True)``, ``F.embedding(..., sparse=True)`` in the forward):
+    every method that runs on the model, and auto, which says which it ran, equal the brute
+    force of its dense twin (float64, 1e-10, full mode, with x2 and without)."""
     make_model, methods = SPARSE[case]
     torch.manual_seed(0)
     model = make_model().double().eval()
