@@ -40,6 +40,7 @@ def models_file(tmp_path) -> Path:
         "    m = torch.nn.Linear(64, 10)\n    torch.nn.init.constant_(m.bias, float('nan'))\n"
         "    return m\n"
         "def fine(seed):\n    torch.manual_seed(seed)\n    return torch.nn.Linear(64, 10)\n"
+        "def never_built():\n    raise AssertionError('lr must be checked first')\n"
     )
     return file
 
@@ -54,6 +55,8 @@ def models_file(tmp_path) -> Path:
         ("{file}:nan_model", [], "loss at initialization is nan"),
         ("{file}:fine", ["--data", "cifar"], "data: expected a built-in name"),
         ("{file}:fine", ["--optimizer", "rmsprop"], "optimizer: expected one of"),
+        ("{file}:never_built", ["--lr", "0"], "lr: expected a positive learning rate, got 0"),
+        ("{file}:never_built", ["--lr", "-1"], "lr: expected a positive learning rate, got -1"),
     ],
 )
 def test_bad_input_gives_one_error_line_and_exit_2(models_file, tmp_path, spec, extra, message):

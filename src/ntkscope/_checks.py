@@ -60,6 +60,14 @@ def positive_real(value: object, argument: str) -> float:
     return float(value)
 
 
+def learning_rate(value: object, argument: str = "lr") -> float:
+    """A step size: a finite real number > 0 (at 0 the parameters never move), as float."""
+    try:
+        return positive_real(value, argument)
+    except ValueError:
+        raise ValueError(f"{argument}: expected a positive learning rate, got {value}") from None
+
+
 def tensor(x: object, argument: str) -> torch.Tensor:
     """``x`` itself if it is a tensor."""
     if not isinstance(x, torch.Tensor):

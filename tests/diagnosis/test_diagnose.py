@@ -113,6 +113,23 @@ def test_bad_input_is_named(factory, data, message):
         ns.diagnose(factory, data, **SMALL)
 
 
+def _never_built():
+    raise AssertionError("the model was built: lr must be checked before anything runs")
+
+
+@pytest.mark.parametrize("lr", [0, 0.0, -0.1, float("nan")])
+def test_a_learning_rate_not_above_zero_is_refused_first_as_by_train(lr):
+    """lr must be > 0, as in `ntkscope.train` (with the same message): a run at lr 0 never
+    moves, so its laziness numbers say nothing. Refused naming lr before the model is built
+    (not after the dispersion and infinite-width measurements)."""
+    with pytest.raises(ValueError, match=r"^lr: expected a positive learning rate") as error:
+        ns.diagnose(_never_built, "digits", lr=lr, **SMALL)
+    x, y = torch.randn(4, 64), torch.randn(4, 10)
+    with pytest.raises(ValueError) as by_train:
+        ns.train(nn.Linear(64, 10), (x, y), lr=lr, steps=1)
+    assert str(error.value) == str(by_train.value)
+
+
 def test_non_finite_outputs_at_initialization_are_an_error():
     def factory():
         model = nn.Linear(64, 10)

@@ -66,9 +66,9 @@ def test_a_linear_model_is_its_own_linearization_during_training():
 
 
 class _TokenLSTM(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, sparse: bool = False):
         super().__init__()
-        self.embed = torch.nn.Embedding(9, 4)
+        self.embed = torch.nn.Embedding(9, 4, sparse=sparse)
         self.lstm = torch.nn.LSTM(4, 5, batch_first=True)
         self.head = torch.nn.Linear(5, 2)
 
@@ -82,13 +82,15 @@ def _moved(lin, scale=0.1):
             q.add_(scale * torch.randn_like(q))
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse-embedding"])
 @pytest.mark.parametrize("product", ["double-vjp", "autograd"])
-def test_fallback_products_equal_forward_mode(product):
+def test_fallback_products_equal_forward_mode(product, sparse):
     """Where forward-mode AD works (LSTM in float64), J·δ by the double-VJP or by explicit
     per-example Jacobians equals jvp's, and so do the gradients in θ, to float64 rounding
-    (1e-12: the same sums of products in another order)."""
+    (1e-12: the same sums of products in another order); also with an embedding of sparse
+    gradient (``nn.Embedding(sparse=True)``)."""
     torch.manual_seed(0)
-    model = _TokenLSTM().double()
+    model = _TokenLSTM(sparse).double()
     x = torch.randint(0, 9, (4, 6))
     lin, twin = linearize(model), linearize(model)
     _moved(lin)

@@ -144,17 +144,32 @@ class _NoBackward(torch.autograd.Function):
         raise NotImplementedError("my_op has no derivative")
 
 
+class _NoDerivative(nn.Module):
+    """A Linear layer followed by an op that has no derivative: no method can run."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return _NoBackward.apply(self.layer(x))
+
+
 def test_error_when_every_method_fails_names_the_op():
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer = nn.Linear(4, 2)
-
-        def forward(self, x):
-            return _NoBackward.apply(self.layer(x))
-
     with pytest.raises(ValueError, match=r"model: no eNTK method .*autograd: .*my_op has no"):
-        ns.empirical_ntk(Model(), torch.randn(3, 4))
+        ns.empirical_ntk(_NoDerivative(), torch.randn(3, 4))
+
+
+@pytest.mark.parametrize("method", ["structured", "jacobian", "ntvp", "autograd"])
+def test_a_failed_method_does_not_suggest_auto_when_auto_fails_too(method):
+    """The advice after an explicit method's failure is true: here no method works, so it
+    says so instead of suggesting auto (test_real_models: it names the method auto runs)."""
+    with pytest.raises(ValueError, match=rf"^method='{method}': ") as error:
+        ns.empirical_ntk(_NoDerivative(), torch.randn(3, 4), method=method)
+    assert "use method='auto'" not in str(error.value)
+    assert str(error.value).endswith(
+        "; no other method works on this model either (method='auto' fails too)"
+    )
 
 
 def test_a_budget_too_small_for_the_diagonal_is_named_as_given():

@@ -8,6 +8,7 @@ Frobenius (every method sums the same products as the reference in another order
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -31,11 +32,12 @@ def _gpt2():
 
 
 class Recurrent(nn.Module):
-    """Embedding, LSTM or GRU, classifier on the last state: ``model(ids)``."""
+    """Embedding (of sparse gradient or not), LSTM or GRU, classifier on the last state:
+    ``model(ids)``."""
 
-    def __init__(self, cell: type[nn.RNNBase]):
+    def __init__(self, cell: type[nn.RNNBase], sparse: bool = False):
         super().__init__()
-        self.embed = nn.Embedding(VOCAB, 6)
+        self.embed = nn.Embedding(VOCAB, 6, sparse=sparse)
         self.rnn = cell(6, 5, batch_first=True)
         self.head = nn.Linear(5, 2)
 
@@ -59,6 +61,30 @@ class Attention(nn.Module):
     def forward(self, x):
         h = self.layer(x) if self.encoder else self.layer(x, x, x)[0]
         return self.head(h.mean(1))
+
+
+class TokenMean(nn.Module):
+    """Embedding of sparse gradient, mean over the sequence, tanh, classifier:
+    ``model(ids)``. ``kind``: "module" (``nn.Embedding(sparse=True)``), "bag"
+    (``nn.EmbeddingBag(mode="mean", sparse=True)``) or "functional" (a weight that the
+    forward passes to ``F.embedding(..., sparse=True)`` itself)."""
+
+    def __init__(self, kind: str = "module"):
+        super().__init__()
+        self.kind, self.sparse = kind, True
+        if kind == "functional":
+            self.weight = nn.Parameter(torch.randn(VOCAB, 6))
+        else:
+            layer = nn.EmbeddingBag if kind == "bag" else nn.Embedding
+            self.embed = layer(VOCAB, 6, sparse=True)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, ids):
+        if self.kind == "functional":
+            mean = nn.functional.embedding(ids, self.weight, sparse=self.sparse).mean(1)
+        else:
+            mean = self.embed(ids) if self.kind == "bag" else self.embed(ids).mean(1)
+        return self.head(torch.tanh(mean))
 
 
 class UnusedHead(nn.Module):
@@ -177,7 +203,10 @@ def test_unused_parameters_have_zero_gradient(method):
 @pytest.mark.parametrize(
     ("method", "match"),
     [
-        ("ntvp", r"method='ntvp': RuntimeError: .*use method='auto'"),
+        (
+            "ntvp",
+            r"method='ntvp': RuntimeError: .*; use method='auto' \(it runs 'autograd' here\)$",
+        ),
         ("structured", r"method='structured': layer '(embed|rnn)'"),
     ],
 )
@@ -187,3 +216,44 @@ def test_an_explicit_method_that_cannot_run_says_why(method, match):
     with warnings.catch_warnings(), pytest.raises(ValueError, match=match):
         warnings.simplefilter("ignore")
         ns.empirical_ntk(model, _ids(3, 0), method=method)
+
+
+SPARSE = {  # name: (model factory, the methods that run on it; auto runs the first)
+    "gru": (lambda: Recurrent(nn.GRU, sparse=True), ["autograd"]),  # GRU: no vmap rule
+    "embedding": (TokenMean, ["structured", "jacobian", "ntvp", "autograd"]),
+    "embedding-bag": (lambda: TokenMean("bag"), ["jacobian", "autograd"]),  # no forward mode
+    "functional": (lambda: TokenMean("functional"), ["autograd"]),  # vmap meets the sparse
+}
+
+
+def _dense_twin(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (same weights, same function) whose embeddings' gradients are
+    dense, which the brute-force reference needs (a sparse gradient has no reshape)."""
+    twin = copy.deepcopy(model)
+    for module in twin.modules():
+        if hasattr(module, "sparse"):
+            module.sparse = False
+    return twin
+
+
+@pytest.mark.parametrize("case", list(SPARSE))
+def test_every_method_that_runs_differentiates_a_sparse_embedding(case):
+    """An embedding of sparse gradient (``nn.Embedding(sparse=True)`` before a GRU or a mean,
+    ``nn.EmbeddingBag(sparse=True)``, ``F.embedding(..., sparse=True)`` in the forward):
+    every method that runs on the model, and auto, which says which it ran, equal the brute
+    force of its dense twin (float64, 1e-10, full mode, with x2 and without)."""
+    make_model, methods = SPARSE[case]
+    torch.manual_seed(0)
+    model = make_model().double().eval()
+    x1, x2 = _ids(3, 1), _ids(2, 2)
+    model(x1).sum().backward()
+    assert any(p.grad.is_sparse for p in model.parameters())  # the case the test is about
+    twin = _dense_twin(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GRU weights not contiguous under vmap
+        assert ns.kernels.resolve_method(model, x1) == methods[0]
+        for second in (None, x2):
+            expected = brute_force_ntk(twin, x1, second, mode="full")
+            for method in ["auto", *methods]:
+                kernel = ns.empirical_ntk(model, x1, second, mode="full", method=method)
+                assert relative_error(kernel, expected) < TOL, (method, second is None)

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from ntkscope import _batch, metrics
-from ntkscope._checks import choice, nonnegative_real, positive_int
+from ntkscope._checks import choice, learning_rate, positive_int
 from ntkscope.data import Dataset
 from ntkscope.diagnosis.infinite import infinite_distances, infinite_reference
 from ntkscope.diagnosis.inputs import Factory, build, fit_inputs, split
@@ -158,9 +158,10 @@ def diagnose(
             `ntkscope.diagnosis.inputs`).
         data: a built-in name, a `Dataset` or a ``.npz`` path.
         loss, optimizer, lr, steps, batch_size, momentum: the training run (see
-            `ntkscope.train`). ``lr=None`` picks N/λ_max(Θ̂_0) for SGD, Θ̂_0 the full
-            (N·O × N·O) eNTK on the training inputs (half the stability limit of gradient
-            descent in the kernel regime), and 1e-3 for Adam.
+            `ntkscope.train`); ``lr`` > 0, checked before anything runs. ``lr=None``
+            picks N/λ_max(Θ̂_0) for SGD, Θ̂_0 the full (N·O × N·O) eNTK on the training
+            inputs (half the stability limit of gradient descent in the kernel regime), and
+            1e-3 for Adam.
         n_train, n_test: sizes of the disjoint training and test sets.
         probe: size of the probe set (the first training inputs) for kernels.
         seeds: initializations for the dispersion (>= 2).
@@ -172,6 +173,7 @@ def diagnose(
         The `Diagnosis`.
     """
     loss, optimizer = choice(Loss, loss, "loss"), choice(Optimizer, optimizer, "optimizer")
+    lr = None if lr is None else learning_rate(lr)
     sizes = [
         positive_int(v, k)
         for k, v in {"steps": steps, "n_train": n_train, "n_test": n_test, "probe": probe}.items()
@@ -208,7 +210,7 @@ def diagnose(
         test=(x_test, test_set.y),
         loss=loss,
         optimizer=optimizer,
-        lr=nonnegative_real(lr, "lr"),
+        lr=lr,
         steps=steps,
         batch_size=batch_size,
         momentum=momentum,

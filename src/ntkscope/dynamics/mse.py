@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 
 from ntkscope import metrics
-from ntkscope._checks import finite, nonnegative_real, tensor
+from ntkscope._checks import finite, learning_rate, nonnegative_real, tensor
 from ntkscope.metrics import flat_kernel
 
 
@@ -86,9 +86,7 @@ def stability_limit(kernel_train: torch.Tensor) -> float:
 
 def _rate(lr: float, n: int, eigenvalues: torch.Tensor, discrete: bool) -> float:
     """η / N; for gradient descent it must be below 2/λ_max (`stability_limit`)."""
-    rate = nonnegative_real(lr, "lr") / n
-    if rate == 0:
-        raise ValueError("lr: expected a positive learning rate, got 0")
+    rate = learning_rate(lr) / n
     top = float(eigenvalues[-1])
     if discrete and rate * top >= 2:
         raise ValueError(

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ntkscope import _batch
-from ntkscope._checks import choice, nonnegative_real, positive_int, positive_real
+from ntkscope._checks import choice, learning_rate, nonnegative_real, positive_int, positive_real
 from ntkscope.data import Dataset
 from ntkscope.dynamics.monitor import Monitor
 from ntkscope.dynamics.state import (
@@ -143,8 +143,7 @@ def train(
     if like is None:
         raise ValueError("model: has no trainable parameters")
     loss, optimizer = choice(Loss, loss, "loss"), choice(Optimizer, optimizer, "optimizer")
-    if nonnegative_real(lr, "lr") == 0:
-        raise ValueError("lr: expected a positive learning rate, got 0")
+    learning_rate(lr)
     if not 0 <= nonnegative_real(momentum, "momentum") < 1:
         raise ValueError(f"momentum: expected a value in [0, 1), got {momentum}")
     n_out = _n_outputs(model, data, like)

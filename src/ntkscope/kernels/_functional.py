@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
+from torch.overrides import TorchFunctionMode
 
 from ntkscope import _batch
 from ntkscope._batch import Batch, OutputSelector
@@ -29,7 +32,9 @@ class FunctionalModel:
     be given under any of its names, so ``model.state_dict()`` is accepted, but under
     several only with equal values: it is one parameter of θ. ``output`` selects the
     tensor to differentiate from what the model returns (default `_batch.default_output`);
-    it is flattened to (N, O): a model returning (N,) has O = 1.
+    it is flattened to (N, O): a model returning (N,) has O = 1. A model with a sparse
+    embedding (``nn.Embedding(sparse=True)``, ``nn.EmbeddingBag(sparse=True)``) runs under
+    `DenseGradients`, so that every method differentiates it.
     """
 
     def __init__(
@@ -54,6 +59,9 @@ class FunctionalModel:
         self.theta.update(self._checked(params or {}, named, trainable, _aliases(model)))
         self.fixed = {n: p.detach() for n, p in named.items() if n not in trainable}
         self.fixed.update(dict(model.named_buffers()))
+        self._sparse = any(
+            isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse for m in model.modules()
+        )
         refuse_training_mode(model)
         first = next(iter(self.theta.values()))
         self.dtype, self.device = first.dtype, first.device
@@ -96,8 +104,9 @@ class FunctionalModel:
     def __call__(self, theta: Params, x: Batch) -> torch.Tensor:
         """f(θ, x) as an (N, O) tensor: the selected output of the model on batch ``x``."""
         args, kwargs = _batch.arguments(x)
-        out = self.output(functional_call(self.module, {**self.fixed, **theta}, args, kwargs))
-        return out.reshape(_batch.size(x), -1)
+        with DenseGradients() if self._sparse else contextlib.nullcontext():
+            out = functional_call(self.module, {**self.fixed, **theta}, args, kwargs)
+        return self.output(out).reshape(_batch.size(x), -1)
 
     def batch(self, x: object, argument: str) -> Batch:
         """``x`` validated as a batch for this model (`_batch.check`)."""
@@ -148,6 +157,21 @@ class FunctionalModel:
                 "(e.g. output=lambda out: out['scores'])"
             )
         return out[0].numel()
+
+
+class DenseGradients(TorchFunctionMode):
+    """Inside, ``F.embedding`` and ``F.embedding_bag`` run with ``sparse=False``: the same
+    outputs, and a dense gradient for the embedding's weight instead of a sparse one, which
+    has no ``reshape``, ``view`` or vmap rule (so no eNTK method could use it). torch hands
+    ``sparse`` to the mode by keyword. A mode disables torch's fused fast paths (as of
+    ``nn.TransformerEncoderLayer`` in eval mode), so `FunctionalModel` enters it only for a
+    model holding a sparse embedding."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.embedding or func is F.embedding_bag:
+            kwargs = {**kwargs, "sparse": False}
+        return func(*args, **kwargs)
 
 
 def _aliases(model: nn.Module) -> dict[str, str]:

@@ -111,11 +111,15 @@ class AutogradStrategy(JacobianStrategy):
 
     @staticmethod
     def _row(value: torch.Tensor, leaves: list[torch.Tensor]) -> torch.Tensor:
-        """∂value/∂θ flattened to (P,); zeros for parameters the value does not use."""
+        """∂value/∂θ flattened to (P,); zeros for parameters the value does not use, a
+        sparse gradient made dense (an ``F.embedding(..., sparse=True)`` that the forward
+        calls itself, which `FunctionalModel`'s `DenseGradients` does not see)."""
         grads = torch.autograd.grad(value, leaves, retain_graph=True, allow_unused=True)
-        return torch.cat(
-            [
-                (torch.zeros_like(t) if g is None else g).reshape(-1)
-                for g, t in zip(grads, leaves, strict=True)
-            ]
-        )
+        return torch.cat([_dense(g, t).reshape(-1) for g, t in zip(grads, leaves, strict=True)])
+
+
+def _dense(gradient: torch.Tensor | None, leaf: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``leaf`` as a strided tensor: zeros for None, a sparse one densified."""
+    if gradient is None:
+        return torch.zeros_like(leaf)
+    return gradient if gradient.layout is torch.strided else gradient.to_dense()

@@ -178,6 +178,16 @@ def _reason(error: BaseException) -> str:
     return kind + lines[0][:300]
 
 
+def _instead(*arguments) -> str:
+    """Advice after an explicit method failed: the method AUTO chooses (found as AUTO finds
+    it, on the probe) or, when AUTO fails too, that no method works."""
+    try:
+        method, _ = _strategy(Method.AUTO, *arguments)
+    except ValueError:
+        return "no other method works on this model either (method='auto' fails too)"
+    return f"use method='auto' (it runs {method.value!r} here)"
+
+
 def _strategy(
     method, fm, x1, n1, n2, n_out, full, budget, one_theta: bool = True, x2=None
 ) -> tuple[Method, Strategy]:
@@ -192,10 +202,8 @@ def _strategy(
         try:
             return method, _checked(method, fm, x1, n_out, full, one_theta, x2)
         except (UnsupportedModel, NotImplementedError, RuntimeError) as why:
-            raise ValueError(
-                f"method={method.value!r}: {_reason(why)}; use method='auto', which falls "
-                "back to a method that works"
-            ) from None
+            advice = _instead(fm, x1, n1, n2, n_out, full, budget, one_theta, x2)
+            raise ValueError(f"method={method.value!r}: {_reason(why)}; {advice}") from None
     failures, ready = [], {}
     costs, backward = _costs(fm, x1, n1, n2, n_out, full, budget)
     try:  # the structured cost is known once its rules have seen a probe example
