@@ -53,11 +53,40 @@ def test_infinite_kind_of_the_builtin_mlp(tmp_path):
     store = tmp_path / "i.zarr"
     args = ["--kind", "infinite", "--depth", "2", "--n", "40", "--store", str(store)]
     assert invoke(*args).exit_code == 0
-    x = dataset("digits", 40, 0, torch.float32).x  # the examples the command draws
+    x = dataset("digits", 40, 0, torch.float64).x  # the examples the command draws
     nngp, ntk = ns.infinite_kernels(x, depth=2)
     stored = kernel_store.open(store)
     assert torch.equal(torch.from_numpy(stored.arrays["nngp"].compute()), nngp)
     assert torch.equal(torch.from_numpy(stored.arrays["ntk"].compute()), ntk)
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "function"),
+    [("mlp", (12, 5), ns.infinite_kernels), ("cnn", (12, 2, 4, 4), ns.infinite_cnn_kernels)],
+)
+def test_infinite_kind_reads_float64_data_in_float64(tmp_path, model, shape, function):
+    """A float64 .npz gives the kernels of its own values: the store equals the in-memory
+    function on the float64 data to 1e-14 relative (the same float64 operations, only the
+    tiles' order of rounding may differ), while the data rounded to float32 change the
+    kernels by ~1e-8 relative, far above that (checked, so that the test can fail)."""
+    x = np.random.default_rng(0).standard_normal(shape)  # float64, not float32-representable
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(12) % 3)
+    store = tmp_path / "i.zarr"
+    args = ["--model", model, "--kind", "infinite", "--depth", "2", "--activation", "tanh"]
+    result = invoke(*args, "--data", str(tmp_path / "d.npz"), "--n", "12", "--store", str(store))
+    assert result.exit_code == 0, result.output
+    drawn = torch.randperm(12, generator=torch.Generator().manual_seed(0))  # --data-seed 0
+    data = torch.from_numpy(x)[drawn]
+    stored = kernel_store.open(store)
+    for name, exact, rounded in zip(
+        ("nngp", "ntk"),
+        function(data, depth=2, activation="tanh"),
+        function(data.float(), depth=2, activation="tanh"),
+        strict=True,
+    ):
+        kernel = torch.from_numpy(stored.arrays[name].compute())
+        torch.testing.assert_close(kernel, exact, rtol=1e-14, atol=0)
+        assert (rounded - exact).abs().max() > 1e-9 * exact.abs().max()
 
 
 @pytest.mark.parametrize(

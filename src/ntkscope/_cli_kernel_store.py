@@ -9,7 +9,7 @@ worker imports the file from the same path and builds the model once). ``--data`
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,13 +52,12 @@ class StoreOptions:
 
 
 def dataset(name: str, n: int, seed: int, dtype: torch.dtype) -> Dataset:
-    """``n`` examples of a built-in data set or of a ``.npz`` file, drawn with ``seed``."""
+    """``n`` examples of a built-in data set or of a ``.npz`` file, drawn with ``seed``, read
+    into ``dtype`` from the set's own values (float64 data lose nothing for float64)."""
     n = positive_int(n, "n")
     if name == "mnist":
-        data = load_task("mnist", n_train=n, n_val=0, seed=seed).train
-    else:
-        data = split(name, n, 0, seed, asked="--n")[0]
-    return replace(data, x=data.x.to(dtype))
+        return load_task("mnist", n_train=n, n_val=0, seed=seed, dtype=dtype).train
+    return split(name, n, 0, seed, asked="--n", dtype=dtype)[0]
 
 
 def _job_arguments(settings, data: Dataset, kind: str, network: Callable) -> dict:
@@ -93,7 +92,8 @@ def compute_store(settings, options: StoreOptions, network: Callable, console: C
     """Compute the kernel of the settings into the store; False if some tiles failed."""
     if not options.store.parent.is_dir():
         raise ValueError(f"store: directory {str(options.store.parent)!r} does not exist")
-    dtype = getattr(torch, settings.dtype)
+    # the infinite kernels are computed in float64: so are their data, whatever --dtype says
+    dtype = torch.float64 if options.kind == "infinite" else getattr(torch, settings.dtype)
     data = dataset(settings.data, settings.n, settings.data_seed, dtype)
     arguments = {"kind": options.kind} | _job_arguments(settings, data, options.kind, network)
     if options.kind == "entk":
