@@ -28,6 +28,7 @@ import torch
 from scipy.optimize import brentq
 
 from ntkscope._checks import nonnegative_real
+from ntkscope.kernels._activation_values import both
 from ntkscope.kernels.dual import CLOSED_FORMS, ActivationLike, dual_diagonal
 from ntkscope.models.activations import Activation, resolve_activation
 
@@ -141,7 +142,8 @@ def _moments(act: Activation, q: float) -> tuple[float, float]:
         return float(e_ff), float(e_dd)
     z, w = _graded_rule(q)
     u = math.sqrt(q) * z
-    return float(act.fn(u).square() @ w), float(act.derivative(u).square() @ w)
+    e_ff, e_dd = (f.square() @ w for f in both(act, u))
+    return float(e_ff), float(e_dd)
 
 
 def _graded_rule(q: float) -> tuple[torch.Tensor, torch.Tensor]:
