@@ -19,11 +19,13 @@ from torch import nn
 
 from ntkscope import kernel_store
 from ntkscope._checks import choice, nonnegative_real, positive_int
+from ntkscope._console import fail
 from ntkscope.data import Dataset
 from ntkscope.data.tasks import load_task
 from ntkscope.diagnosis.inputs import build, fit_inputs, load_factory, split
 from ntkscope.runner.executors import DaskExecutor, InlineExecutor
 from ntkscope.runner.progress import SweepProgress
+from ntkscope.runner.tiled import TilesInterrupted, done_tiles
 
 
 @dataclass(frozen=True)
@@ -141,14 +143,23 @@ def ridge_on_store(options: StoreOptions, memory_budget: str | None, console: Co
 
 def kernel_store_command(settings, options: StoreOptions, network: Callable) -> bool:
     """``ntkscope kernel --store``: compute (unless only ``--ridge`` on an existing store),
-    then fit ridge if asked. False if some tiles failed."""
+    then fit ridge if asked. False if some tiles failed. Ctrl-C says how many tiles are
+    stored and that the same command resumes, and exits 130."""
     choice(kernel_store.Kind, options.kind, "kind")
     if options.ridge is not None:  # as given, before computing and scaling by tr(K)/N
         nonnegative_real(options.ridge, "ridge")
     console = Console()
     ok = True
     if options.ridge is None or not options.store.exists():
-        ok = compute_store(settings, options, network, console)
+        try:
+            ok = compute_store(settings, options, network, console)
+        except TilesInterrupted as stop:  # counted again: workers may finish tiles as they close
+            fail(
+                f"interrupted: {len(done_tiles(options.store))} of {stop.tiles} tiles stored in "
+                f"{str(options.store)!r}; run the same command again to resume (stored tiles "
+                "are kept, tiles in flight are computed again)",
+                status=130,
+            )
     if options.ridge is not None and ok:
         ridge_on_store(options, settings.memory_budget, console)
     return ok
