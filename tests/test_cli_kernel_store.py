@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import ntkscope as ns
+from interrupts import interruptible
 from ntkscope import kernel_store
 from ntkscope._cli_kernel_store import dataset
 from ntkscope.cli import app
@@ -169,7 +170,7 @@ def test_ctrl_c_says_how_many_tiles_are_stored_and_the_same_command_resumes(tmp_
     env = os.environ | {"PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "ntkscope.cli", "kernel", *TILED, "--store", str(store)]
     child = subprocess.Popen(
-        command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible
+        command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
     )
     deadline = time.monotonic() + 300  # a busy machine imports slowly
     while not _stored(store) and time.monotonic() < deadline and child.poll() is None:
@@ -188,12 +189,6 @@ def test_ctrl_c_says_how_many_tiles_are_stored_and_the_same_command_resumes(tmp_
     assert whole.exit_code == 0, whole.output
     a, b = (kernel_store.open(p).kernel.compute() for p in (store, tmp_path / "whole.zarr"))
     assert a.tobytes() == b.tobytes()
-
-
-def _interruptible() -> None:
-    """SIGINT's default action in the child, as a terminal's Ctrl-C finds it (a pytest worker
-    may have left it ignored, which the child would inherit)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _stored(store: Path) -> int:

@@ -101,7 +101,8 @@ def _sigint_ignored() -> Iterator[None]:
     """SIGINT ignored while the block starts processes, which inherit that: Ctrl-C in a
     terminal signals every process of the foreground group, and local Dask workers (which
     install no handler) then died printing tracebacks. This process alone handles Ctrl-C
-    and closes them. Only in the main thread (elsewhere signals cannot be set)."""
+    and closes them. The price: Ctrl-C while the cluster starts (seconds) is lost. Only in
+    the main thread (elsewhere signals cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
