@@ -4,9 +4,16 @@ The series duals (`ntkscope.kernels._series_rules`) and the order/chaos moments
 (`ntkscope.kernels.order_chaos`) evaluate φ and φ' at Gaussian pre-activations u = √q z
 on quadrature nodes. A callable that returns NaN or ±inf there (``torch.sqrt`` or
 ``torch.log`` below 0, an exponential that overflows) would make every kernel entry NaN
-or infinite; `evaluate` refuses it instead, with a ValueError naming ``activation`` and
-saying where it is not finite. The built-in activations are finite everywhere and are
-not checked (no cost).
+or infinite; it is refused instead, with a ValueError naming ``activation`` and saying
+where it is not finite. The built-in activations are finite everywhere and are not
+checked (no cost).
+
+On the hot path (the Hermite coefficients, once per variance) only the second moments
+E[f(√q z)²] = Σ_m w_m f(u_m)² are checked (`check_moments`): the weights are positive, so
+a NaN or ±inf value makes them non-finite, and the values themselves are examined only
+then. Checking every value there cost 1.25× the time of the coefficients of a cheap
+callable (tanh, 320 variances, one thread); the moments, 0.99–1.00× (measured, alternating).
+The rare rules at |ρ| = 1 and the 2-D rule check their values (`evaluate`).
 """
 
 from __future__ import annotations
@@ -37,12 +44,14 @@ def evaluate(act: Activation, u: torch.Tensor, *, derivative: bool = False) -> t
     return values
 
 
-def check_energies(act: Activation, q: torch.Tensor, energies: torch.Tensor) -> None:
-    """Refuse second moments (2, n), E[φ(√q z)²] and E[φ'(√q z)²] at the variances q (n,),
-    that overflow float64 although φ and φ' are finite (|φ| > 1e154 somewhere)."""
-    if act.builtin is not None or bool(torch.isfinite(energies).all()):
+def check_moments(act: Activation, q: torch.Tensor, z: torch.Tensor, moments: torch.Tensor) -> None:
+    """Refuse second moments (2, n), E[φ(√q z)²] and E[φ'(√q z)²] at the variances q (n,)
+    by the nodes z, that are not finite: φ or φ' is not finite at some node u = √q z (said
+    where by `evaluate`), or is but its square overflows float64."""
+    if act.builtin is not None or bool(torch.isfinite(moments).all()):
         return
-    bad = ~torch.isfinite(energies)
+    bad = ~torch.isfinite(moments)
+    both(act, q[bad.any(0)].sqrt()[:, None] * z)  # raises where φ or φ' is not finite
     moment = f"E[{act.name}(u)²]" if bool(bad[0].any()) else f"E[{act.name}'(u)²]"
     raise ValueError(
         f"activation: {moment} overflows float64 at the variance q = "

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from ntkscope.kernels._activation_values import both, check_energies, evaluate
+from ntkscope.kernels._activation_values import both, check_moments, evaluate
 from ntkscope.models.activations import Activation
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -38,11 +38,11 @@ def hermite_coefficients(act: Activation, q: torch.Tensor, order: int, count: in
     coefficients, energies = [], []
     for part in q.split(_CHUNK):
         u = part.sqrt()[:, None] * z
-        pair = both(act, u)
+        pair = act.fn(u), act.derivative(u)
         coefficients.append(torch.stack([f @ weighted for f in pair]))
         energies.append(torch.stack([(f * f) @ w for f in pair]))
     energies = torch.cat(energies, 1)
-    check_energies(act, q, energies)
+    check_moments(act, q, z, energies)  # a user's φ: finite
     return torch.cat(coefficients, 1), energies
 
 
