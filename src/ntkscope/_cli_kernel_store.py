@@ -9,7 +9,7 @@ worker imports the file from the same path and builds the model once). ``--data`
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -55,11 +55,14 @@ class StoreOptions:
 
 def dataset(name: str, n: int, seed: int, dtype: torch.dtype) -> Dataset:
     """``n`` examples of a built-in data set or of a ``.npz`` file, drawn with ``seed``, read
-    into ``dtype`` from the set's own values (float64 data lose nothing for float64)."""
+    into ``dtype`` from the set's own values (float64 data lose nothing for float64); token
+    ids too are cast to ``dtype``."""
     n = positive_int(n, "n")
     if name == "mnist":
-        return load_task("mnist", n_train=n, n_val=0, seed=seed, dtype=dtype).train
-    return split(name, n, 0, seed, asked="--n", dtype=dtype)[0]
+        data = load_task("mnist", n_train=n, n_val=0, seed=seed, dtype=dtype).train
+    else:
+        data = split(name, n, 0, seed, asked="--n", dtype=dtype)[0]
+    return replace(data, x=data.x.to(dtype))
 
 
 def _job_arguments(settings, data: Dataset, kind: str, network: Callable) -> dict:
