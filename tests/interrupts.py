@@ -1,4 +1,7 @@
-"""Fake training loops for the tests of how studies treat interrupted and diverged runs."""
+"""Fake training loops for the tests of how studies treat interrupted and diverged runs, and
+the SIGINT that a command run as a child process finds."""
+
+import signal
 
 import pytest
 
@@ -35,3 +38,10 @@ INTERRUPTED_OR_DIVERGED = pytest.mark.parametrize(
 """Parametrizes ``fake_train`` (to patch over a study's ``train``), the expected error and
 its message: Ctrl-C must reach the runner as KeyboardInterrupt (the run stays unfinished,
 not failed); only a diverged run is blamed on ``lr_fraction``."""
+
+
+def interruptible() -> None:
+    """In the child before exec: SIGINT's default action, as a terminal's Ctrl-C finds it. A
+    process that ignores SIGINT passes that on to its children, and one of the libraries the
+    suite loads into a pytest worker (a worker runs many tests) can leave it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ntkscope.cli import app
+from ntkscope.models import ActivationName
 
 runner = CliRunner()
 ENV = {"COLUMNS": "200"}  # rich wraps the table at the console width
@@ -26,6 +27,13 @@ def row(output: str, label: str) -> str:
 def test_help_lists_the_commands():
     result = invoke("--help")
     assert result.exit_code == 0 and "kernel" in result.output
+
+
+def test_kernel_help_lists_every_activation():
+    """Every name --activation accepts is in the help (it listed 6 of 16)."""
+    help_text = " ".join(invoke("kernel", "--help").output.split())
+    missing = [a.value for a in ActivationName if not re.search(rf"\b{a.value}\b", help_text)]
+    assert not missing, help_text
 
 
 def test_default_run_is_near_the_infinite_ntk():

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from interrupts import interruptible
 from ntkscope import store, studies
 from ntkscope.cli import app
 
@@ -139,7 +140,7 @@ def test_ctrl_c_during_a_sweep_says_what_is_done_and_how_to_resume(toy, tmp_path
     command = [sys.executable, "-m", "ntkscope.cli", "sweep", str(sweep_file), "--out", str(out)]
     process = subprocess.Popen(
         [*command, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=_interruptible,
+        preexec_fn=interruptible,
     )  # fmt: skip
     deadline = time.monotonic() + 300  # a busy machine starts the worker slowly
     while not _done(out) and time.monotonic() < deadline:  # wait for a first finished run
@@ -153,13 +154,6 @@ def test_ctrl_c_during_a_sweep_says_what_is_done_and_how_to_resume(toy, tmp_path
     assert f"Resume with: ntkscope sweep {sweep_file} --out {out}" in message, stderr
     resumed = invoke("sweep", str(sweep_file), "--out", str(out), "--workers", "1")
     assert resumed.exit_code == 0 and _done(out) == 8, resumed.output
-
-
-def _interruptible() -> None:
-    """In the child before exec: SIGINT's default action, as a terminal's Ctrl-C finds it. A
-    process that ignores SIGINT passes that on to its children, and one of the libraries the
-    suite loads into a pytest worker (a worker runs many tests) can leave it ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _done(out: Path) -> int:

@@ -245,6 +245,43 @@ def test_resume_after_sigkill_computes_no_finished_tile_again(tmp_path, monkeypa
     assert torch.equal(stored(path), ns.empirical_ntk(model, x, memory_budget=BUDGET))
 
 
+class _CtrlC:
+    """A progress that presses Ctrl-C in this process when the first tile is done."""
+
+    def resize(self, total: int) -> None:
+        pass
+
+    def advance(self, ok: bool) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_on_a_local_cluster_spares_its_workers_and_resumes(tmp_path, capfd):
+    """Regression: a terminal's Ctrl-C reaches the LocalCluster's workers too, which died
+    printing tracebacks. They ignore SIGINT now (same processes after one); this process
+    stops with the tiles stored so far, closes the cluster without a traceback, and the
+    same call again completes the store with the in-memory kernel."""
+    model, x = setup()
+    path, args = tmp_path / "k.zarr", dict(model=model, memory_budget=BUDGET)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(tiled.TilesInterrupted) as stop, DaskExecutor(local_workers=2) as ex:
+            workers = ex.client.run(os.getpid)
+            for pid in workers.values():
+                os.kill(pid, signal.SIGINT)
+            time.sleep(0.5)
+            assert ex.client.run(os.getpid) == workers
+            kernel_store.compute("entk", x[:96], store=path, client=ex.client,
+                                 progress=_CtrlC(), **args)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert 1 <= stop.value.stored < 21 and stop.value.tiles == 21
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ERROR" not in err, err
+    report = kernel_store.compute("entk", x[:96], store=path, **args)
+    assert report.skipped >= stop.value.stored and report.failed == ()
+    assert torch.equal(stored(path), ns.empirical_ntk(model, x[:96], memory_budget=BUDGET))
+
+
 def test_local_cluster_of_two_workers_writes_the_same_bytes(tmp_path):
     model, x = setup()
     args = dict(model=model, memory_budget=BUDGET, targets=torch.arange(96))

@@ -19,11 +19,13 @@ from torch import nn
 
 from ntkscope import kernel_store
 from ntkscope._checks import choice, nonnegative_real, positive_int
+from ntkscope._console import fail
 from ntkscope.data import Dataset
 from ntkscope.data.tasks import load_task
 from ntkscope.diagnosis.inputs import build, fit_inputs, load_factory, split
 from ntkscope.runner.executors import DaskExecutor, InlineExecutor
 from ntkscope.runner.progress import SweepProgress
+from ntkscope.runner.tiled import TilesInterrupted, done_tiles
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,14 @@ class StoreOptions:
 
 
 def dataset(name: str, n: int, seed: int, dtype: torch.dtype) -> Dataset:
-    """``n`` examples of a built-in data set or of a ``.npz`` file, drawn with ``seed``."""
+    """``n`` examples of a built-in data set or of a ``.npz`` file, drawn with ``seed``, read
+    into ``dtype`` from the set's own values (float64 data lose nothing for float64); token
+    ids too are cast to ``dtype``."""
     n = positive_int(n, "n")
     if name == "mnist":
-        data = load_task("mnist", n_train=n, n_val=0, seed=seed).train
+        data = load_task("mnist", n_train=n, n_val=0, seed=seed, dtype=dtype).train
     else:
-        data = split(name, n, 0, seed, asked="--n")[0]
+        data = split(name, n, 0, seed, asked="--n", dtype=dtype)[0]
     return replace(data, x=data.x.to(dtype))
 
 
@@ -93,7 +97,8 @@ def compute_store(settings, options: StoreOptions, network: Callable, console: C
     """Compute the kernel of the settings into the store; False if some tiles failed."""
     if not options.store.parent.is_dir():
         raise ValueError(f"store: directory {str(options.store.parent)!r} does not exist")
-    dtype = getattr(torch, settings.dtype)
+    # the infinite kernels are computed in float64: so are their data, whatever --dtype says
+    dtype = torch.float64 if options.kind == "infinite" else getattr(torch, settings.dtype)
     data = dataset(settings.data, settings.n, settings.data_seed, dtype)
     arguments = {"kind": options.kind} | _job_arguments(settings, data, options.kind, network)
     if options.kind == "entk":
@@ -141,14 +146,23 @@ def ridge_on_store(options: StoreOptions, memory_budget: str | None, console: Co
 
 def kernel_store_command(settings, options: StoreOptions, network: Callable) -> bool:
     """``ntkscope kernel --store``: compute (unless only ``--ridge`` on an existing store),
-    then fit ridge if asked. False if some tiles failed."""
+    then fit ridge if asked. False if some tiles failed. Ctrl-C says how many tiles are
+    stored and that the same command resumes, and exits 130."""
     choice(kernel_store.Kind, options.kind, "kind")
     if options.ridge is not None:  # as given, before computing and scaling by tr(K)/N
         nonnegative_real(options.ridge, "ridge")
     console = Console()
     ok = True
     if options.ridge is None or not options.store.exists():
-        ok = compute_store(settings, options, network, console)
+        try:
+            ok = compute_store(settings, options, network, console)
+        except TilesInterrupted as stop:  # counted again: workers may finish tiles as they close
+            fail(
+                f"interrupted: {len(done_tiles(options.store))} of {stop.tiles} tiles stored in "
+                f"{str(options.store)!r}; run the same command again to resume (stored tiles "
+                "are kept, tiles in flight are computed again)",
+                status=130,
+            )
     if options.ridge is not None and ok:
         ridge_on_store(options, settings.memory_budget, console)
     return ok

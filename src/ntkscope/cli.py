@@ -191,6 +191,10 @@ def _distance(kernel: torch.Tensor, infinite: tuple[torch.Tensor, torch.Tensor] 
     return f"{float(distance):.4f} (infinite NTK of this architecture)"
 
 
+_ACTIVATIONS = "One of " + ", ".join(name.value for name in models.ActivationName) + "."
+"""Help of ``--activation``: every built-in name (`ntkscope.models.ActivationName`)."""
+
+
 @app.command()
 def kernel(
     model: Annotated[
@@ -201,9 +205,7 @@ def kernel(
     ] = "mlp",
     width: Annotated[int, typer.Option(help="Hidden width (CNN: channels).")] = 512,
     depth: Annotated[int, typer.Option(help="Hidden layers (CNN: conv blocks).")] = 3,
-    activation: Annotated[
-        str, typer.Option(help="relu, erf, tanh, sigmoid, gelu or identity.")
-    ] = "relu",
+    activation: Annotated[str, typer.Option(help=_ACTIVATIONS)] = "relu",
     parameterization: Annotated[str, typer.Option(metavar="ntk|standard")] = "ntk",
     sigma_w: Annotated[float, typer.Option(help="Weight standard deviation σ_w.")] = 2**0.5,
     sigma_b: Annotated[float, typer.Option(help="Bias standard deviation σ_b.")] = 0.0,

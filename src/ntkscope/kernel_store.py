@@ -84,6 +84,8 @@ def compute(
 
     Raises:
         ValueError, TypeError: naming the offending argument.
+        ntkscope.runner.tiled.TilesInterrupted: on Ctrl-C (a KeyboardInterrupt), with the
+            tiles stored so far; the same call again resumes.
     """
     job = kernel_job(kind, x1, x2, model, mode, method, memory_budget, kernel_args)
     if targets is not None and len(targets) != job.shape[0]:

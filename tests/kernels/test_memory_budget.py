@@ -223,6 +223,30 @@ def test_tile_plans_fit_their_budget(n1, n2, feature, pair, extract, budget, sym
     assert kept * feature + plan.chunk * (feature + extract) + plan.chunk**2 * pair <= budget
 
 
+@given(
+    n=st.integers(1, 5000),
+    feature=st.integers(1, 10**6),  # an example has features (with none, a 0-byte share fits none)
+    extract=st.integers(0, 10**6),
+    budget=st.integers(1, 10**8),
+    share=st.integers(1, 4),
+)
+def test_diagonal_plans_fit_their_share_or_name_the_callers_budget(
+    n, feature, extract, budget, share
+):
+    """The diagonal (n2 = 0) plans chunks of c examples, c·(F + E) ≤ budget // share; a
+    refusal names the caller's budget and what one example needs of it, share·(F + E)."""
+    try:
+        plan = plan_tiles(n, 0, (feature, 0, extract), budget, share=share)
+    except ValueError as error:
+        assert str(error) == (
+            f"memory_budget: {budget} bytes is too small for diagonal=True; one example "
+            f"needs {share * (feature + extract)} bytes"
+        )
+        assert feature + extract > budget // share
+        return
+    assert 1 <= plan.chunk <= n and plan.chunk * (feature + extract) <= budget // share
+
+
 class _Linear:
     """The linear kernel x·x' as a tiling strategy, counting the examples it featurizes."""
 

@@ -107,9 +107,9 @@ def build(factory: Factory, seed: int) -> nn.Module:
     return model
 
 
-def _from_npz(path: Path) -> tuple[Dataset, Dataset | None]:
+def _from_npz(path: Path, dtype: torch.dtype) -> tuple[Dataset, Dataset | None]:
     """The pool ``x``, ``y`` and the test set ``x_test``, ``y_test`` if present (`read_npz`,
-    `npz_pair`: errors name the key and the file)."""
+    `npz_pair`: errors name the key and the file); float inputs and targets in ``dtype``."""
     arrays = read_npz(path, "data")
     x, y = npz_pair(arrays, ("x", "y"), ("data", "data"), path)
     test = None
@@ -124,11 +124,11 @@ def _from_npz(path: Path) -> tuple[Dataset, Dataset | None]:
 
     def dataset(x: np.ndarray, y: np.ndarray) -> Dataset:
         labels = np.issubdtype(y.dtype, np.integer)
-        yt = torch.as_tensor(y, dtype=torch.int64 if labels else torch.float32)
+        yt = torch.as_tensor(y, dtype=torch.int64 if labels else dtype)
         n_classes = int(y.max()) + 1 if labels else None
         if np.issubdtype(x.dtype, np.signedinteger):  # token ids
             return Dataset(torch.as_tensor(x, dtype=torch.int64), yt, path.stem, n_classes, None)
-        xt = torch.as_tensor(x, dtype=torch.float32)
+        xt = torch.as_tensor(x, dtype=dtype)
         shape = tuple(xt.shape[1:]) if xt.dim() == 4 else None
         return Dataset(xt.reshape(len(xt), -1), yt, path.stem, n_classes, shape)
 
@@ -140,16 +140,25 @@ def _subset(pool: Dataset, index: torch.Tensor) -> Dataset:
 
 
 def split(
-    data: str | Path | Dataset, n_train: int, n_test: int, seed: int, *, asked: str | None = None
+    data: str | Path | Dataset,
+    n_train: int,
+    n_test: int,
+    seed: int,
+    *,
+    asked: str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Dataset, Dataset]:
     """Disjoint training and test sets of the requested sizes, drawn with ``seed``;
     ``asked`` names the requested size in the error of a too small data set (default
-    "n_train + n_test", or "n_train" when the test set is not drawn from it)."""
+    "n_train + n_test", or "n_train" when the test set is not drawn from it). A built-in
+    set or a ``.npz`` file is read into ``dtype`` (inputs, and float targets) from its own
+    values, so float64 data keep their precision; a `Dataset` is taken as it is."""
     test: Dataset | None = None
     if isinstance(data, Dataset):
         pool = data
     elif isinstance(data, str) and data in {n.value for n in DatasetName}:
-        pool = load(data, None if data == DatasetName.DIGITS else n_train + n_test, seed=seed)
+        n = None if data == DatasetName.DIGITS else n_train + n_test
+        pool = load(data, n, seed=seed, dtype=dtype)
     elif isinstance(data, str | Path):
         path = Path(data)
         if not path.is_file():
@@ -157,7 +166,7 @@ def split(
             raise ValueError(
                 f"data: expected a built-in name ({known}) or a .npz file, got {str(data)!r}"
             )
-        pool, test = _from_npz(path)
+        pool, test = _from_npz(path, dtype)
     else:
         raise TypeError(f"data: expected a name, a path or a Dataset, got {type(data).__name__}")
     need = n_train + (0 if test is not None else n_test)

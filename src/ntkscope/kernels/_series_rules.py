@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 
+from ntkscope.kernels._activation_values import both, check_moments, evaluate
 from ntkscope.models.activations import Activation
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -40,7 +41,9 @@ def hermite_coefficients(act: Activation, q: torch.Tensor, order: int, count: in
         pair = act.fn(u), act.derivative(u)
         coefficients.append(torch.stack([f @ weighted for f in pair]))
         energies.append(torch.stack([(f * f) @ w for f in pair]))
-    return torch.cat(coefficients, 1), torch.cat(energies, 1)
+    energies = torch.cat(energies, 1)
+    check_moments(act, q, z, energies)  # a user's φ: finite
+    return torch.cat(coefficients, 1), energies
 
 
 _CHUNK = 32
@@ -50,7 +53,7 @@ _CHUNK = 32
 def values(act: Activation, q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """(2, n, M): φ(√q z) and φ'(√q z) at the nodes z."""
     u = q.sqrt()[:, None] * z.to(q.device)
-    return torch.stack([act.fn(u), act.derivative(u)])
+    return torch.stack(both(act, u))
 
 
 def line(act: Activation, q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
@@ -79,8 +82,12 @@ def plane(act: Activation, q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor
     v = q2.sqrt()[:, None, None] * (rho[:, None, None] * a[..., None] + s[:, None, None] * t)
     outer = wa * torch.exp(-a * a / 2) / math.sqrt(2 * math.pi)
     inner = wt * torch.exp(-t * t / 2) / math.sqrt(2 * math.pi)
-    e_ff = ((act.fn(v) * inner).sum(-1) * act.fn(u) * outer).sum(-1)
-    e_dd = ((act.derivative(v) * inner).sum(-1) * act.derivative(u) * outer).sum(-1)
+    e_ff = ((evaluate(act, v) * inner).sum(-1) * evaluate(act, u) * outer).sum(-1)
+    e_dd = (
+        (evaluate(act, v, derivative=True) * inner).sum(-1)
+        * evaluate(act, u, derivative=True)
+        * outer
+    ).sum(-1)
     return torch.stack([e_ff, e_dd])
 
 

@@ -132,9 +132,11 @@ def _largest(budget: float, per_row: float, pair: float) -> int:
     return int((-per_row + math.sqrt(per_row**2 + 4 * pair * budget)) / (2 * pair))
 
 
-def plan_tiles(n1: int, n2: int, cost: Cost, budget: int, symmetric: bool = False) -> TilePlan:
+def plan_tiles(
+    n1: int, n2: int, cost: Cost, budget: int, symmetric: bool = False, *, share: int = 1
+) -> TilePlan:
     """Chunks whose working memory, ``K·c·F + c·(F + E) + c²·P`` for K resident column
-    chunks of c examples, stays within ``budget``. The first that fits of:
+    chunks of c examples, stays within ``budget // share``. The first that fits of:
 
     - *all columns resident* (``N2·F <= budget / 2``): every feature computed once; c as
       large as fits, for a symmetric kernel at most max(N/4, 128), so that only 10 of 16
@@ -147,9 +149,30 @@ def plan_tiles(n1: int, n2: int, cost: Cost, budget: int, symmetric: bool = Fals
       time with 1/4 of the budget streamed, 1.20× with 1/16, measured);
     - *one resident chunk* of the largest c that fits.
 
+    ``n2 = 0`` plans the diagonal Θ(x_n, x_n): chunks of c examples, ``c·(F + E)``.
+
+    Args:
+        share: the caller plans with ``budget // share`` and keeps the rest (the diagonal
+            keeps half for the kernel's use of the features); a refusal names ``budget``,
+            the caller's, with what one example or pair needs of it.
+
     Raises:
         ValueError: when not even one example fits the budget.
     """
+    feature, pair, extract = cost
+    planned = budget // share
+    plan = _plan(n1, n2, cost, planned, symmetric)
+    if plan is None:
+        if n2 == 0:
+            need, what = feature + extract, " for diagonal=True; one example needs"
+        else:
+            need, what = 2 * feature + extract + pair, "; one pair of examples needs"
+        raise ValueError(f"memory_budget: {budget} bytes is too small{what} {share * need} bytes")
+    return plan
+
+
+def _plan(n1: int, n2: int, cost: Cost, budget: int, symmetric: bool) -> TilePlan | None:
+    """`plan_tiles` within ``budget``, or None when not even one example fits."""
     feature, pair, extract = cost
     if n2 * feature <= budget / 2:
         widest = min(max(-(-n1 // 4), _MIN_SPLIT), n1) if symmetric else max(n1, n2)
@@ -164,12 +187,7 @@ def plan_tiles(n1: int, n2: int, cost: Cost, budget: int, symmetric: bool = Fals
         if resident >= 1:
             return TilePlan(chunk, resident)
     chunk = min(_largest(budget, 2 * feature + extract, pair), n1, n2)
-    if chunk < 1:
-        need = 2 * feature + extract + pair
-        raise ValueError(
-            f"memory_budget: {budget} bytes is too small; one pair of examples needs {need} bytes"
-        )
-    return TilePlan(chunk, 1)
+    return TilePlan(chunk, 1) if chunk >= 1 else None
 
 
 class Strategy(Protocol):
@@ -296,14 +314,10 @@ def tiled_diagonal(
     budget: int,
     progress: Progress | None = None,
 ) -> torch.Tensor:
-    """Fill ``out`` (N, ...) with Θ(x_n, x_n), block by block."""
-    n, per_example = _batch.size(x), strategy.feature_bytes + strategy.extract_bytes
-    if per_example > budget // 2:  # half the budget for the features, half for their use
-        raise ValueError(
-            f"memory_budget: {budget} bytes is too small for diagonal=True; one example needs "
-            f"{2 * per_example} bytes"
-        )
-    plan = plan_tiles(n, 0, (strategy.feature_bytes, 0, strategy.extract_bytes), budget // 2)
+    """Fill ``out`` (N, ...) with Θ(x_n, x_n), block by block: half the budget for the
+    features, half for their use."""
+    n, cost = _batch.size(x), (strategy.feature_bytes, 0, strategy.extract_bytes)
+    plan = plan_tiles(n, 0, cost, budget, share=2)
     blocks = _blocks(n, plan.chunk)
     for done, r in enumerate(blocks, start=1):
         out[r] = strategy.diagonal(strategy.features(_batch.take(x, r)))

@@ -28,6 +28,7 @@ import torch
 from scipy.optimize import brentq
 
 from ntkscope._checks import nonnegative_real
+from ntkscope.kernels._activation_values import check_moments
 from ntkscope.kernels.dual import CLOSED_FORMS, ActivationLike, dual_diagonal
 from ntkscope.models.activations import Activation, resolve_activation
 
@@ -141,7 +142,9 @@ def _moments(act: Activation, q: float) -> tuple[float, float]:
         return float(e_ff), float(e_dd)
     z, w = _graded_rule(q)
     u = math.sqrt(q) * z
-    return float(act.fn(u).square() @ w), float(act.derivative(u).square() @ w)
+    moments = torch.stack([f.square() @ w for f in (act.fn(u), act.derivative(u))])
+    check_moments(act, torch.tensor([q]), z, moments[:, None])  # a user's φ: finite
+    return float(moments[0]), float(moments[1])
 
 
 def _graded_rule(q: float) -> tuple[torch.Tensor, torch.Tensor]:

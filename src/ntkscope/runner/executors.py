@@ -8,9 +8,12 @@ executor.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
@@ -93,6 +96,23 @@ class LocalExecutor(_Releasing):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the block starts processes, which inherit that: Ctrl-C in a
+    terminal signals every process of the foreground group, and local Dask workers (which
+    install no handler) then died printing tracebacks. This process alone handles Ctrl-C
+    and closes them. The price: Ctrl-C while the cluster starts (seconds) is lost. Only in
+    the main thread (elsewhere signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class DaskExecutor(_Releasing):
     """``dask.distributed``: an existing scheduler, or a LocalCluster of worker processes.
 
@@ -113,13 +133,14 @@ class DaskExecutor(_Releasing):
             raise ValueError("scheduler: give either a scheduler address or a local worker count")
         self._cluster = None
         if address is None:
-            self._cluster = LocalCluster(
-                n_workers=positive_int(local_workers, "dask_local"),
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
+            with _sigint_ignored():  # the worker processes inherit it
+                self._cluster = LocalCluster(
+                    n_workers=positive_int(local_workers, "dask_local"),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
         try:
             self._client = Client(address or self._cluster, timeout="30s")
         except (OSError, ValueError) as error:  # unreachable, or not an address
@@ -149,6 +170,30 @@ class DaskExecutor(_Releasing):
         if self._cluster is not None:
             self._cluster.close()
 
-    def __exit__(self, *exc: object) -> None:
-        self._client.close()
-        self._close_cluster()
+    def __exit__(self, kind: type | None = None, *exc: object) -> None:
+        """Close the client and the LocalCluster; after Ctrl-C the LocalCluster's logs are
+        silenced first: its workers, shut down in the middle of a task, log tracebacks
+        (lost heartbeats, lost data) that say nothing to the user."""
+        interrupted = kind is not None and issubclass(kind, KeyboardInterrupt)
+        with _silenced(self._client) if interrupted and self._cluster else contextlib.nullcontext():
+            self._client.close()
+            self._close_cluster()
+
+
+@contextlib.contextmanager
+def _silenced(client: Any) -> Iterator[None]:
+    """The ``distributed`` logs of the client's workers and of this process (scheduler of a
+    LocalCluster) silenced; this process's restored at the end."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    with contextlib.suppress(Exception):  # a worker already gone
+        client.run(_silence)
+    _silence()
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _silence() -> None:
+    logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)

@@ -115,6 +115,20 @@ class TileOutcome:
     error: str | None = None
 
 
+class TilesInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_job`. The store stays consistent: finished tiles are flagged done,
+    tiles in flight are computed again when the same job is run again.
+
+    Attributes:
+        stored: tiles of the job complete in the store (before and during this run).
+        tiles: tiles of the job.
+    """
+
+    def __init__(self, stored: int, tiles: int) -> None:
+        super().__init__(f"{stored} of {tiles} tiles stored")
+        self.stored, self.tiles = stored, tiles
+
+
 @dataclass(frozen=True)
 class JobReport:
     """What a run of a job did: tiles of the job, already complete, computed now, failed."""
@@ -253,6 +267,9 @@ def run_job(
 
     Returns:
         The job's `JobReport`; failed tiles carry their indices and error.
+
+    Raises:
+        TilesInterrupted: on Ctrl-C, with the tiles stored so far.
     """
     layout = prepare(path, layout, identity)
     finished = done_tiles(path)
@@ -265,11 +282,14 @@ def run_job(
         else _distributed(client, source, str(path), layout, todo)
     )
     failed = []
-    for outcome in outcomes:
-        if outcome.error is not None:
-            failed.append(outcome)
-        if progress is not None:
-            progress.advance(outcome.error is None)
+    try:
+        for outcome in outcomes:
+            if outcome.error is not None:
+                failed.append(outcome)
+            if progress is not None:
+                progress.advance(outcome.error is None)
+    except KeyboardInterrupt:
+        raise TilesInterrupted(len(done_tiles(path)), len(layout.tiles())) from None
     return JobReport(len(layout.tiles()), len(finished), len(todo) - len(failed), tuple(failed))
 
 
