@@ -40,6 +40,9 @@ def models_file(tmp_path) -> Path:
         "    m = torch.nn.Linear(64, 10)\n    torch.nn.init.constant_(m.bias, float('nan'))\n"
         "    return m\n"
         "def fine(seed):\n    torch.manual_seed(seed)\n    return torch.nn.Linear(64, 10)\n"
+        "def with_dropout():\n"  # left in training mode, as every new module is
+        "    return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Dropout(0.5),\n"
+        "                               torch.nn.Linear(32, 10))\n"
     )
     return file
 
@@ -61,6 +64,16 @@ def test_bad_input_gives_one_error_line_and_exit_2(models_file, tmp_path, spec, 
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and message in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_a_factory_in_training_mode_runs(models_file, tmp_path):
+    """Regression (u3): the kernels at initialization refused a model in training mode with
+    Dropout; they are taken in eval mode (`tests/diagnosis/test_diagnose.py` checks the
+    numbers)."""
+    result = invoke(f"{models_file}:with_dropout", "--out", str(tmp_path), *FAST)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"verdict: (kernel regime|partly|feature learning)", result.output)
+    assert "distance to the infinite NTK at init: one seed" in result.output
 
 
 def test_divergence_is_reported_with_exit_1(models_file, tmp_path):
