@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import ntkscope as ns
 from ntkscope.cli import app
+from ntkscope.diagnosis import load_factory
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "diagnose_custom_model.py"
 FAST = ["--steps", "10", "--n-train", "32", "--n-test", "16", "--probe", "16", "--seeds", "2"]
@@ -27,6 +30,15 @@ def test_the_example_end_to_end(tmp_path):
     for name in ("index.html", "summary.json"):
         assert (tmp_path / name).is_file(), name
     assert len(list((tmp_path / "images").glob("*.png"))) == 4
+
+
+def test_the_example_says_which_method_its_model_runs_on():
+    """Regression (u3): its docstring said that LayerNorm sent it to a generic method."""
+    example = load_factory(f"{EXAMPLE}:make_model")
+    x = ns.data.load("digits", 4, seed=0).x
+    assert ns.kernels.resolve_method(example(0), x) == "structured"
+    doc = sys.modules[example.__module__].__doc__
+    assert 'resolve_method(make_model(0), x)`` is "structured"' in doc and "generic" not in doc
 
 
 @pytest.fixture
