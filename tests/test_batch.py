@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
+import ntkscope as ns
 from ntkscope import _batch
 
 IDS = torch.arange(12).view(4, 3)
@@ -46,3 +50,48 @@ def test_default_output():
     assert _batch.default_output({"hidden": logits}) is logits
     with pytest.raises(TypeError, match="output: the model returns int"):
         _batch.default_output(3)
+
+
+@dataclass
+class ScoreAndAux:
+    """A model output holding tensors but no ``logits``."""
+
+    score: torch.Tensor
+    aux: torch.Tensor
+
+
+LOOKED_UP = (
+    "; without output=, ntkscope differentiates a tensor as it is, else a 'logits' attribute "
+    "or key holding a tensor, else the first tensor of a tuple, list or mapping, and found "
+    "none; pass output=callable giving the (N, ...) tensor to differentiate"
+)
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        (
+            ScoreAndAux(FEATURES, IDS),
+            "ScoreAndAux (tensor attributes: score, aux)"
+            + LOOKED_UP
+            + ", e.g. output=lambda out: out.score",
+        ),
+        ({"loss": 0.5, "name": "x"}, "dict (keys: 'loss', 'name')" + LOOKED_UP),
+        (SimpleNamespace(), "SimpleNamespace" + LOOKED_UP),
+    ],
+    ids=["dataclass", "dict-without-tensors", "plain-object"],
+)
+def test_an_output_with_nothing_to_differentiate_says_what_is_looked_up(out, message):
+    """Regression (u3): a dataclass of tensors without ``logits`` was said to hold "no
+    logits or tensor"."""
+    with pytest.raises(TypeError, match=re.escape("output: the model returns " + message)):
+        _batch.default_output(out)
+
+
+def test_the_message_reaches_the_user_of_empirical_ntk():
+    class TwoHeads(nn.Linear):
+        def forward(self, x):
+            return ScoreAndAux(super().forward(x), x)
+
+    with pytest.raises(TypeError, match=r"returns ScoreAndAux .* out\.score$"):
+        ns.empirical_ntk(TwoHeads(2, 3).double(), FEATURES)

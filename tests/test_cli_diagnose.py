@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import ntkscope as ns
 from ntkscope.cli import app
+from ntkscope.diagnosis import load_factory
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "diagnose_custom_model.py"
 FAST = ["--steps", "10", "--n-train", "32", "--n-test", "16", "--probe", "16", "--seeds", "2"]
@@ -29,6 +32,15 @@ def test_the_example_end_to_end(tmp_path):
     assert len(list((tmp_path / "images").glob("*.png"))) == 4
 
 
+def test_the_example_says_which_method_its_model_runs_on():
+    """Regression (u3): its docstring said that LayerNorm sent it to a generic method."""
+    example = load_factory(f"{EXAMPLE}:make_model")
+    x = ns.data.load("digits", 4, seed=0).x
+    assert ns.kernels.resolve_method(example(0), x) == "structured"
+    doc = sys.modules[example.__module__].__doc__
+    assert 'resolve_method(make_model(0), x)`` is "structured"' in doc and "generic" not in doc
+
+
 @pytest.fixture
 def models_file(tmp_path) -> Path:
     file = tmp_path / "user_models.py"
@@ -41,6 +53,9 @@ def models_file(tmp_path) -> Path:
         "    return m\n"
         "def fine(seed):\n    torch.manual_seed(seed)\n    return torch.nn.Linear(64, 10)\n"
         "def never_built():\n    raise AssertionError('lr must be checked first')\n"
+        "def with_dropout():\n"  # left in training mode, as every new module is
+        "    return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Dropout(0.5),\n"
+        "                               torch.nn.Linear(32, 10))\n"
     )
     return file
 
@@ -64,6 +79,16 @@ def test_bad_input_gives_one_error_line_and_exit_2(models_file, tmp_path, spec, 
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and message in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_a_factory_in_training_mode_runs(models_file, tmp_path):
+    """Regression (u3): the kernels at initialization refused a model in training mode with
+    Dropout; they are taken in eval mode (`tests/diagnosis/test_diagnose.py` checks the
+    numbers)."""
+    result = invoke(f"{models_file}:with_dropout", "--out", str(tmp_path), *FAST)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"verdict: (kernel regime|partly|feature learning)", result.output)
+    assert "distance to the infinite NTK at init: one seed" in result.output
 
 
 def test_divergence_is_reported_with_exit_1(models_file, tmp_path):

@@ -125,11 +125,26 @@ def default_output(out: Any) -> torch.Tensor:
         return logits
     first = _first_tensor(out) if isinstance(out, (tuple, list, Mapping)) else None
     if first is None:
-        raise TypeError(
-            f"output: the model returns {type(out).__name__}, which is not a tensor and holds "
-            "no logits or tensor; pass output=callable giving the (N, ...) tensor to use"
-        )
+        raise _no_default_output(out)
     return first
+
+
+def _no_default_output(out: Any) -> TypeError:
+    """The error for a return value in which `default_output` finds nothing; it shows a
+    mapping's keys, or an object's attributes holding tensors, to choose from."""
+    held = [k for k, v in getattr(out, "__dict__", {}).items() if isinstance(v, torch.Tensor)]
+    if isinstance(out, Mapping):
+        keys = [repr(k) for k in out]
+        shown = f" (keys: {', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''})"
+    else:
+        shown = f" (tensor attributes: {', '.join(held)})" if held else ""
+    return TypeError(
+        f"output: the model returns {type(out).__name__}{shown}; without output=, ntkscope "
+        "differentiates a tensor as it is, else a 'logits' attribute or key holding a "
+        "tensor, else the first tensor of a tuple, list or mapping, and found none; pass "
+        "output=callable giving the (N, ...) tensor to differentiate"
+        + (f", e.g. output=lambda out: out.{held[0]}" if held else "")
+    )
 
 
 def check(batch: object, argument: str, dtype: torch.dtype, device: torch.device) -> Batch:

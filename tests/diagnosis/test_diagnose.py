@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import ntkscope as ns
-from ntkscope.diagnosis import load_factory
+from ntkscope.diagnosis import load_factory, run
 from ntkscope.diagnosis.inputs import split
 from ntkscope.report.diagnosis import write_report
 
@@ -97,6 +97,39 @@ def test_the_default_sgd_learning_rate_is_stable_for_many_outputs():
     for name in ("predicted_train_loss", "linear_gap"):
         assert np.isfinite(diagnosis.numbers[name]), name
     assert diagnosis.verdict is not ns.Verdict.INCOMPLETE
+
+
+def test_a_factory_in_training_mode_is_measured_in_eval_mode_and_trained_as_given(monkeypatch):
+    """Regression (u3): a factory's model in training mode with Dropout (every new module,
+    every Hugging Face model built from a config) was refused by the kernels at
+    initialization. They are now taken in eval mode: the same numbers as the same model
+    given in eval mode (the same float32 operations on the same weights; rel 1e-6 allows
+    for a reduction order), every module's mode restored after, training in training mode.
+    """
+    built, kernel_modes, dropout_modes = [], [], []
+
+    def factory(seed: int, training: bool = True) -> nn.Module:
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10))
+        model[2].register_forward_pre_hook(lambda m, _: dropout_modes.append(m.training))
+        built.append(model)
+        return model.train(training)
+
+    def spied(model, *args, **kwargs):
+        kernel_modes.append({m.training for m in model.modules()})
+        return ns.empirical_ntk(model, *args, **kwargs)
+
+    monkeypatch.setattr(run, "empirical_ntk", spied)
+    given = ns.diagnose(factory, "digits", **SMALL)
+    assert kernel_modes and all(modes == {False} for modes in kernel_modes)
+    assert all(m.training for model in built for m in model.modules())
+    assert True in dropout_modes  # the training steps ran with dropout on
+    evaluated = ns.diagnose(lambda s: factory(s, training=False), "digits", **SMALL)
+    for name in ("init_dispersion", "infinite_distance_single", "infinite_distance_mean"):
+        assert given.numbers[name] == pytest.approx(evaluated.numbers[name], rel=1e-6), name
+    assert given.settings["lr"] == pytest.approx(evaluated.settings["lr"], rel=1e-6)
+    torch.testing.assert_close(given.spectra["init"], evaluated.spectra["init"], rtol=1e-6, atol=0)
+    assert given.settings["method"] == evaluated.settings["method"]
 
 
 @pytest.mark.parametrize(

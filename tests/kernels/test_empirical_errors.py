@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -99,6 +101,33 @@ def test_non_finite_kernel_is_refused():
     model = ns.models.mlp(4, 8, 1, 2, activation=torch.sqrt, seed=0)  # sqrt of negatives: NaN
     with pytest.raises(ValueError, match="NaN or infinite entries"):
         ns.empirical_ntk(model, torch.randn(5, 4), method="jacobian")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "top"),
+    [(torch.float16, 80.0, "65504"), (torch.bfloat16, 1e19, "3.38953e+38")],
+    ids=["float16", "bfloat16"],
+)
+@pytest.mark.parametrize("method", ["auto", "structured", "ntvp", "autograd"])
+def test_a_half_precision_kernel_that_overflows_says_so(dtype, scale, top, method):
+    """Regression (u3): finite outputs and gradients, kernel entries beyond the dtype's
+    largest value; the error blamed the model's outputs or gradients."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 2)).double()
+    x = scale * torch.randn(4, 64, dtype=torch.float64)
+    exact = ns.empirical_ntk(model, x, mode="full", method="autograd")
+    assert exact.abs().max() > 2 * torch.finfo(dtype).max  # the premise: it overflows
+    model, x = model.to(dtype), x.to(dtype)
+    assert torch.isfinite(model(x)).all()
+    message = "x1: .*outputs are finite, .*" + re.escape(f"range of {dtype} (max {top}); ")
+    with pytest.raises(ValueError, match=message + "compute it in float32"):
+        ns.empirical_ntk(model, x, mode="full", method=method)
+
+
+def test_a_half_precision_kernel_of_non_finite_outputs_blames_them():
+    model = ns.models.mlp(4, 8, 1, 2, activation=torch.sqrt, seed=0).half()  # NaN outputs
+    with pytest.raises(ValueError, match="the model's outputs or gradients are not finite"):
+        ns.empirical_ntk(model, torch.randn(5, 4).half(), method="autograd")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,10 @@ Three measurements (thresholds and verdict in `ntkscope.diagnosis.verdict`):
    (Lee et al. 2019) and, for MSE trained by SGD, the NTK-predicted loss curve;
 3. for every network `ntkscope.infinite_width` supports, the distance of the eNTK to the
    infinite NTK of its architecture (`ntkscope.diagnosis.infinite`).
+
+Every kernel and every forward at initialization is taken in eval mode (dropout off,
+BatchNorm on its running statistics), as the recorders take theirs (`measuring`), each
+module's mode restored after; the model trains in the mode the factory gave it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ntkscope.dynamics import (
     stability_limit,
     train,
 )
+from ntkscope.dynamics.monitor import measuring
 from ntkscope.dynamics.train import Loss, Optimizer
 from ntkscope.kernels import empirical_ntk, resolve_method
 
@@ -125,11 +130,17 @@ def _sgd_lr(model, x: torch.Tensor) -> float:
     MSE ``½‖f − Y‖²/N`` of the linearized network, which is stable below 2N/λ_max with
     Θ̂_0 the *full* (N·O × N·O) kernel ``J Jᵀ`` (docs/conventions.md, "Training dynamics"). The
     trace kernel's λ_max can be several times smaller when O > 1, so it is not used."""
-    return stability_limit(empirical_ntk(model, x, mode="full")) / 2
+    return stability_limit(_kernel(model, x, "full")) / 2
+
+
+def _kernel(model, x: torch.Tensor, mode: str = "trace") -> torch.Tensor:
+    """The eNTK of ``model`` on ``x`` in eval mode, as the recorders take it (`measuring`)."""
+    with measuring(model):
+        return empirical_ntk(model, x, mode=mode)
 
 
 def _dispersion(factory: Factory, seeds: int, probe: torch.Tensor, shape) -> tuple[float, list]:
-    kernels = [empirical_ntk(build(factory, s), shape(probe)).double() for s in range(seeds)]
+    kernels = [_kernel(build(factory, s), shape(probe)).double() for s in range(seeds)]
     return metrics.seed_dispersion(kernels), kernels
 
 
@@ -155,7 +166,8 @@ def diagnose(
 
     Args:
         model_factory: callable returning a fresh model, given the seed or not (see
-            `ntkscope.diagnosis.inputs`).
+            `ntkscope.diagnosis.inputs`). Its kernels are taken in eval mode, every
+            module's mode restored after; it trains in the mode it was returned in.
         data: a built-in name, a `Dataset` or a ``.npz`` path.
         loss, optimizer, lr, steps, batch_size, momentum: the training run (see
             `ntkscope.train`); ``lr`` > 0, checked before anything runs. ``lr=None``
@@ -183,7 +195,8 @@ def diagnose(
         raise ValueError(f"seeds: expected at least 2 initializations, got {seeds}")
     train_set, test_set = split(data, n_train, n_test, seed)
     model = build(model_factory, seed)
-    shape = fit_inputs(model, train_set)
+    with measuring(model):  # no random forward, no running statistics updated
+        shape = fit_inputs(model, train_set)
     like = next(iter(model.parameters()))
     x_train, x_test = (
         shape(_batch.to(d.x, like.device, like.dtype)) for d in (train_set, test_set)
@@ -192,7 +205,8 @@ def diagnose(
     report("dispersion at initialization", 0, 1)
     probe_x = _batch.to(train_set.x[: min(probe, n_train)], like.device, like.dtype)
     dispersion, kernels = _dispersion(model_factory, seeds, probe_x, shape)
-    infinite, program = infinite_reference(model, shape(probe_x))
+    with measuring(model):
+        infinite, program = infinite_reference(model, shape(probe_x))
     if lr is None:
         lr = ADAM_LR if optimizer is Optimizer.ADAM else _sgd_lr(model, x_train)
     every = max(steps // positive_int(records, "records"), 1)
@@ -218,6 +232,8 @@ def diagnose(
         seed=seed,
         progress=lambda done, total: report("training", done, total),
     )
+    with measuring(model):
+        method = resolve_method(model, shape(probe_x)).value
     return _conclude(
         trajectory,
         recorders[1],
@@ -225,7 +241,7 @@ def diagnose(
         kernels,
         infinite,
         {
-            "method": resolve_method(model, shape(probe_x)).value,
+            "method": method,
             "data": train_set.name,
             "n_train": n_train,
             "n_test": n_test,

@@ -281,11 +281,28 @@ class _Plan:
         if not self.full:
             out /= self.n_out
         if not _all_finite(out):
-            raise ValueError(
-                "x1: the eNTK has NaN or infinite entries; the model's outputs or gradients "
-                "are not finite on these inputs"
-            )
+            raise ValueError("x1: the eNTK has NaN or infinite entries; " + self._why_not_finite())
         return out
+
+    def _why_not_finite(self) -> str:
+        """Why the kernel is not finite: in float16 or bfloat16, with finite outputs, its
+        entries (sums of P products of gradients) most likely overflowed the dtype."""
+        dtype = self.fm.dtype
+        if dtype in (torch.float16, torch.bfloat16):
+            batches = [self.x1] if self.x2 is None else [self.x1, self.x2]
+            with torch.no_grad():
+                finite = all(
+                    bool(torch.isfinite(self.fm(self.fm.theta, _batch.take(x, rows))).all())
+                    for x in batches
+                    for rows in (slice(i, i + 256) for i in range(0, _batch.size(x), 256))
+                )
+            if finite:
+                return (
+                    "the model's outputs are finite, so the kernel's entries most likely "
+                    f"exceed the range of {dtype} (max {torch.finfo(dtype).max:.6g}); compute "
+                    "it in float32 (model.float() and float32 inputs)"
+                )
+        return "the model's outputs or gradients are not finite on these inputs"
 
 
 def _second_batch(fm: FunctionalModel, x1: Batch, x2: object, n_out: int) -> Batch:
@@ -490,7 +507,8 @@ def empirical_ntk(
 
     Raises:
         ValueError, TypeError: for bad arguments, naming the argument; ValueError if the
-        model's outputs or gradients are not finite on these inputs.
+        model's outputs or gradients are not finite on these inputs, or if a float16 or
+        bfloat16 kernel exceeds the range of its dtype.
     """
     options = dict(memory_budget=memory_budget, params=params, output=output)
     return PreparedNTK(model, x1, x2, mode=mode, diagonal=diagonal, method=method, **options)(
