@@ -108,7 +108,7 @@ def test_non_finite_kernel_is_refused():
     [(torch.float16, 80.0, "65504"), (torch.bfloat16, 1e19, "3.38953e+38")],
     ids=["float16", "bfloat16"],
 )
-@pytest.mark.parametrize("method", ["auto", "structured", "ntvp", "autograd"])
+@pytest.mark.parametrize("method", ["auto", "structured", "jacobian", "ntvp", "autograd"])
 def test_a_half_precision_kernel_that_overflows_says_so(dtype, scale, top, method):
     """Regression (u3): finite outputs and gradients, kernel entries beyond the dtype's
     largest value; the error blamed the model's outputs or gradients."""
@@ -122,6 +122,18 @@ def test_a_half_precision_kernel_that_overflows_says_so(dtype, scale, top, metho
     message = "x1: .*outputs are finite, .*" + re.escape(f"range of {dtype} (max {top}); ")
     with pytest.raises(ValueError, match=message + "compute it in float32"):
         ns.empirical_ntk(model, x, mode="full", method=method)
+
+
+def test_a_half_precision_kernel_that_overflows_on_the_probe_says_so():
+    """u3's case: jacobian's kernel of the probe examples overflows float16 where autograd's
+    reaches 108,291; the probe refused it with "inf vs 108291 from autograd"."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 2)).half()
+    x = (40 * torch.randn(4, 64)).half()
+    assert torch.isfinite(model(x)).all()
+    message = r"method='jacobian': the kernel disagrees with autograd \(its entries exceed the"
+    with pytest.raises(ValueError, match=message + r" range of torch\.float16 \(max 65504\)"):
+        ns.empirical_ntk(model, x, mode="full", method="jacobian")
 
 
 def test_a_half_precision_kernel_of_non_finite_outputs_blames_them():

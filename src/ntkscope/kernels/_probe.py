@@ -51,11 +51,18 @@ def gram_disagreement(
     fm: FunctionalModel, values: torch.Tensor, reference: torch.Tensor
 ) -> str | None:
     """None if the method's ``vᵀ Θ̂(x_i, x_j) v`` (``values``) agree with autograd's
-    (``reference``, `autograd_gram`) to `TOLERANCE` of the largest; otherwise the worst pair."""
+    (``reference``, `autograd_gram`) to `TOLERANCE` of the largest; otherwise the worst pair,
+    or, in float16 or bfloat16, that the method's values overflowed the dtype."""
     reference = reference.to(torch.float64)
     if not bool(torch.isfinite(reference).all()):  # the gradients themselves: on the kernel
         return None
     scale = max(float(reference.abs().max()), 1e-30)
+    if fm.dtype in (torch.float16, torch.bfloat16) and not bool(torch.isfinite(values).all()):
+        return (
+            f"its entries exceed the range of {fm.dtype} (max {torch.finfo(fm.dtype).max:.6g}) "
+            f"on the probe examples, where autograd's reach {scale:.6g}; compute it in float32 "
+            "(model.float() and float32 inputs)"
+        )
     gaps = (values.to(torch.float64).cpu() - reference).abs()
     worst = divmod(int(gaps.argmax()), gaps.shape[1])
     if float(gaps[worst]) <= TOLERANCE.get(fm.dtype, 1e-2) * scale:
