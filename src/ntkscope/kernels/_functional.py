@@ -103,10 +103,13 @@ class FunctionalModel:
 
     def __call__(self, theta: Params, x: Batch) -> torch.Tensor:
         """f(θ, x) as an (N, O) tensor: the selected output of the model on batch ``x``."""
+        return self.output(self._apply(theta, x)).reshape(_batch.size(x), -1)
+
+    def _apply(self, theta: Params, x: Batch) -> object:
+        """What the model returns on batch ``x`` at parameters ``theta``."""
         args, kwargs = _batch.arguments(x)
         with DenseGradients() if self._sparse else contextlib.nullcontext():
-            out = functional_call(self.module, {**self.fixed, **theta}, args, kwargs)
-        return self.output(out).reshape(_batch.size(x), -1)
+            return functional_call(self.module, {**self.fixed, **theta}, args, kwargs)
 
     def batch(self, x: object, argument: str) -> Batch:
         """``x`` validated as a batch for this model (`_batch.check`)."""
@@ -128,13 +131,11 @@ class FunctionalModel:
         iteration).
         """
         one = _batch.take(x, slice(0, 1))
-        args, kwargs = _batch.arguments(one)
-        values = {**self.fixed, **self.theta}
         versions = {name: b._version for name, b in self.module.named_buffers()}
         state = _generator_state(self.device)
         try:
             with torch.no_grad():
-                out = functional_call(self.module, values, args, kwargs)
+                out = self._apply(self.theta, one)
         except Exception as error:  # the model's own error, re-raised with the argument named
             shapes = [tuple(t.shape) for t in _batch.tensors(x)]
             raise ValueError(
@@ -142,7 +143,7 @@ class FunctionalModel:
                 f"{shapes[0] if len(shapes) == 1 else shapes}: {error}"
             ) from error
         if not torch.equal(state, _generator_state(self.device)):
-            refuse_random(self.module, lambda: functional_call(self.module, values, args, kwargs))
+            refuse_random(self.module, self.device, lambda: self._apply(self.theta, one))
         refuse_changed_buffers(self.module, versions)
         out = self.output(out)
         if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != 1:
@@ -205,15 +206,14 @@ def _generator_state(device: torch.device) -> torch.Tensor:
     return torch.random.get_rng_state()
 
 
-def refuse_random(model: nn.Module, forward) -> None:
+def refuse_random(model: nn.Module, device: torch.device, forward) -> None:
     """Refuse a model whose forward pass (``forward()``, which just advanced the default
-    random generator) draws random numbers, naming the innermost layer that draws them
-    (the first whose forward pass ends with the generator moved).
+    random generator of ``device``) draws random numbers, naming the innermost layer that
+    draws them (the first whose forward pass ends with the generator moved).
 
     Raises:
         ValueError: naming ``model`` and the layer.
     """
-    device = next(model.parameters()).device
     before: dict[int, torch.Tensor] = {}
     drawn: list[str] = []
 

@@ -24,6 +24,20 @@ while what the probe is for (a term missing, examples mixed up) changes the valu
 orders of magnitude more."""
 
 
+HALF = (torch.float16, torch.bfloat16)
+"""The half-precision dtypes, whose range (float16: 65,504) a kernel's entries can exceed
+while the model's outputs and gradients are finite."""
+
+
+def beyond_range(dtype: torch.dtype, where: str = "") -> str:
+    """The end of a message for a kernel whose entries exceed ``dtype``'s range (``where``
+    said after the range)."""
+    return (
+        f"exceed the range of {dtype} (max {torch.finfo(dtype).max:.6g}){where}; compute it "
+        "in float32 (model.float() and float32 inputs)"
+    )
+
+
 def probe_direction(fm: FunctionalModel, n_out: int) -> torch.Tensor:
     """The fixed random direction v (seed 0), in the model's dtype and device."""
     generator = torch.Generator().manual_seed(0)
@@ -57,12 +71,9 @@ def gram_disagreement(
     if not bool(torch.isfinite(reference).all()):  # the gradients themselves: on the kernel
         return None
     scale = max(float(reference.abs().max()), 1e-30)
-    if fm.dtype in (torch.float16, torch.bfloat16) and not bool(torch.isfinite(values).all()):
-        return (
-            f"its entries exceed the range of {fm.dtype} (max {torch.finfo(fm.dtype).max:.6g}) "
-            f"on the probe examples, where autograd's reach {scale:.6g}; compute it in float32 "
-            "(model.float() and float32 inputs)"
-        )
+    if fm.dtype in HALF and not bool(torch.isfinite(values).all()):
+        where = f" on the probe examples, where autograd's reach {scale:.6g}"
+        return "its entries " + beyond_range(fm.dtype, where)
     gaps = (values.to(torch.float64).cpu() - reference).abs()
     worst = divmod(int(gaps.argmax()), gaps.shape[1])
     if float(gaps[worst]) <= TOLERANCE.get(fm.dtype, 1e-2) * scale:

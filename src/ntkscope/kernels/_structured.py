@@ -283,7 +283,8 @@ class StructuredStrategy:
 
         The probe records the scalar output v·f (`_record`: one backward pass, one column
         where a kernel's features have O; planning the ResNet row of ``benchmarks/entk.py``
-        took 28 ms with O copies of each probe example, measured), a chain every output (it
+        took ~36 ms of CPU time with O copies of each probe example, ~21 ms so, measured
+        alternating), a chain every output (it
         has no backward pass); sizes and costs are those of O columns. The transient memory
         of `features` per example, ``extract_bytes``, is measured: the autograd graph (the
         storages it saves, less the model's parameters and buffers and the storages of

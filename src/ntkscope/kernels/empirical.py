@@ -21,7 +21,7 @@ from ntkscope._batch import Batch, OutputSelector
 from ntkscope._checks import boolean, choice
 from ntkscope.kernels._functional import FunctionalModel, refuse_training_mode
 from ntkscope.kernels._generic import AutogradStrategy, JacobianStrategy, NTVPStrategy
-from ntkscope.kernels._probe import check_independent, disagreement
+from ntkscope.kernels._probe import HALF, beyond_range, check_independent, disagreement
 from ntkscope.kernels._structured import (
     StructuredStrategy,
     UnsupportedModel,
@@ -288,7 +288,7 @@ class _Plan:
         """Why the kernel is not finite: in float16 or bfloat16, with finite outputs, its
         entries (sums of P products of gradients) most likely overflowed the dtype."""
         dtype = self.fm.dtype
-        if dtype in (torch.float16, torch.bfloat16):
+        if dtype in HALF:
             batches = [self.x1] if self.x2 is None else [self.x1, self.x2]
             with torch.no_grad():
                 finite = all(
@@ -299,8 +299,7 @@ class _Plan:
             if finite:
                 return (
                     "the model's outputs are finite, so the kernel's entries most likely "
-                    f"exceed the range of {dtype} (max {torch.finfo(dtype).max:.6g}); compute "
-                    "it in float32 (model.float() and float32 inputs)"
+                    + beyond_range(dtype)
                 )
         return "the model's outputs or gradients are not finite on these inputs"
 
