@@ -190,7 +190,12 @@ def test_psd_and_tiling_invariant(case, budget):
     whole = infinite_cnn_kernels(x, memory_budget="1GB", **case)
     tiled = infinite_cnn_kernels(x, memory_budget=budget, **case)
     for kernel, t in zip(whole, tiled, strict=True):
-        torch.testing.assert_close(t, kernel, rtol=EXACT, atol=0)
+        # Tiles sum the same terms in another order: each entry within EXACT of its own size
+        # plus the kernel's scale there, √(K_ii K_jj) ≥ |K_ij| (an entry that cancels to
+        # ~1e-17, an erf network without bias under GAP, rounded 2e-12 apart relative to it).
+        scale = kernel.diagonal().clamp_min(0).sqrt()
+        bound = EXACT * (kernel.abs() + scale[:, None] * scale[None, :])
+        assert ((t - kernel).abs() <= bound).all(), float(((t - kernel).abs() - bound).max())
         # Exact duals give PSD kernels; rounding moves eigenvalues by ~1e-15 relative.
         eigenvalues = torch.linalg.eigvalsh(kernel)
         assert eigenvalues.min() >= -1e-10 * max(eigenvalues.max().item(), 1e-300)
