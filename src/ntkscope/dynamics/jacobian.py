@@ -30,6 +30,7 @@ from ntkscope.dynamics.state import Recorder, TrainState
 from ntkscope.kernels import Method
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._generic import JacobianStrategy
+from ntkscope.kernels._structured import StructuredStrategy
 from ntkscope.kernels.empirical import _strategy
 
 DEFAULT_BUDGET = 2**28
@@ -59,6 +60,8 @@ def _strategies(model: nn.Module, x: torch.Tensor, reference: Mapping[str, torch
     method, strategy = _strategy(Method.AUTO, now, x, n, n, n_out, False, DEFAULT_BUDGET, False)
     if method is Method.NTVP:  # its features are the inputs: per-example Jacobians instead
         strategy = JacobianStrategy(now, n_out, False)
+    if isinstance(strategy, StructuredStrategy):  # the same plan: features that pair
+        return strategy, strategy.twin(before)
     return strategy, type(strategy)(before, n_out, False)
 
 

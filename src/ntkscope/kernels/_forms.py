@@ -16,6 +16,9 @@ weighted by its slower products in full mode (`POSITIONAL_SLOWDOWN`):
 - *Jacobian*: the per-example Jacobian formed once, then ``J Jᵀ`` — O²·d_a·d_g, cheapest
   when positions are many and the layer small (the first layers of a CNN).
 
+A layer whose output gradients separate over the outputs (`_separable`) has a fourth,
+*separable*: d_a·d_g + O²·d_g, taken where it is the cheapest.
+
 In full mode the positional form runs per row example with 16 or more positions (a batch
 of GEMMs over the columns, then one GEMM with the row's gradients) and per column example
 below (the faster order of the two, measured).
@@ -30,6 +33,7 @@ import torch
 
 from ntkscope.kernels._gram import product
 from ntkscope.kernels._rules import Factors
+from ntkscope.kernels._separable import multiply_adds
 
 
 def costs(term: Factors, full: bool, n_out: int | None = None) -> dict[str, int]:
@@ -40,7 +44,12 @@ def costs(term: Factors, full: bool, n_out: int | None = None) -> dict[str, int]
     outputs = n_out**2 if full else n_out
     inner = 1 if term.vocab is not None else d_a  # ids are compared, not multiplied
     pairs = p * p * (inner + n_out * d_g) + (p * d_g * outputs if full else p * p)
-    return {"jacobian": outputs * d_a * d_g, "positional": pairs, "outer": inner + outputs * d_g}
+    return {
+        "jacobian": outputs * d_a * d_g,
+        "positional": pairs,
+        "outer": inner + outputs * d_g,
+        "separable": multiply_adds(d_a, d_g, outputs, full),
+    }
 
 
 POSITIONAL_SLOWDOWN = 3

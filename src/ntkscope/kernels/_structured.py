@@ -26,6 +26,7 @@ direction of the outputs.
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass, field
 
@@ -43,9 +44,12 @@ from ntkscope.kernels._forms import (
 )
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.kernels._gram import OUTPUT_BLOCKS_MIN, gram, gram_diagonal, symmetric_sum
-from ntkscope.kernels._probe import autograd_gram, gram_disagreement, probe_direction
-from ntkscope.kernels._rules import Factors, Jacobian, Rule, UnsupportedModel, rule_type
+from ntkscope.kernels._probe import HALF, autograd_gram, gram_disagreement, probe_direction
+from ntkscope.kernels._rules import Factors, Jacobian, Rule, Term, UnsupportedModel, rule_type
 from ntkscope.kernels._rules.linear import LinearRule
+from ntkscope.kernels._separable import Separable, separate
+from ntkscope.kernels._separable import diagonal as separable_diagonal
+from ntkscope.kernels._separable import pair as separable_pair
 from ntkscope.kernels._threads import run_jobs
 from ntkscope.kernels._tiling import symmetric_tile
 
@@ -102,13 +106,15 @@ class Features:
     smaller ones and the `Jacobian` terms side by side in one (one GEMM, not many thin ones).
     ``directional``: the features of the scalar output v·f along a direction v of the
     outputs (one column where the others have O: `StructuredStrategy._record`), each layer
-    in the form it takes for all O outputs.
+    in the form it takes for all O outputs. ``separable``: the layers whose output
+    gradients separate over the outputs (`_separable`), where that form is the cheapest.
     """
 
     outer: list[Factors] = field(default_factory=list)
     positional: list[Factors] = field(default_factory=list)
     jacobians: list[torch.Tensor] = field(default_factory=list)
     directional: bool = False
+    separable: list[Separable] = field(default_factory=list)
 
     def take(self, rows: slice) -> Features:
         """The features of the examples ``rows`` (views)."""
@@ -117,7 +123,12 @@ class Features:
             [t.take(rows) for t in self.positional],
             [j[rows] for j in self.jacobians],
             self.directional,
+            [t.take(rows) for t in self.separable],
         )
+
+    def any(self) -> bool:
+        """Whether any layer holding θ was called."""
+        return bool(self.outer or self.positional or self.jacobians or self.separable)
 
 
 def _along(f: Features, v: torch.Tensor) -> Features:
@@ -131,7 +142,11 @@ def _along(f: Features, v: torch.Tensor) -> Features:
         return [Factors(t.a, project(t.g), t.vocab) for t in terms]
 
     return Features(
-        factors(f.outer), factors(f.positional), [project(j) for j in f.jacobians], True
+        factors(f.outer),
+        factors(f.positional),
+        [project(j) for j in f.jacobians],
+        True,
+        [t.along(v) for t in f.separable],
     )
 
 
@@ -155,6 +170,8 @@ def _size(f: Features) -> int:
     """Number of examples (0 for a model with no layer holding θ called)."""
     if f.outer or f.positional:
         return (f.outer + f.positional)[0].a.shape[0]
+    if f.separable:
+        return f.separable[0].examples
     return f.jacobians[0].shape[0] if f.jacobians else 0
 
 
@@ -173,6 +190,8 @@ def _diagonal(f: Features, full: bool) -> torch.Tensor:
         total = total + positional_diagonal(term, full)
     for j in f.jacobians:
         total = total + gram_diagonal(j, full)
+    for term in f.separable:
+        total = total + separable_diagonal(term, full)
     return total
 
 
@@ -229,8 +248,8 @@ def _one_pass_gradients(
     total: torch.Tensor, probes: list[torch.Tensor], n: int, columns: int
 ) -> list[torch.Tensor]:
     """∂total/∂probe as (n, columns, *probe.shape[1:]) for each probe (n·columns rows), from
-    one backward pass: ``total`` is Σ_o f_o of copy o of each example (O copies, columns O),
-    or v·f summed over the examples (a direction v, one column)."""
+    one backward pass: ``total`` is Σ_c d_c·f of copy c of each example along directions
+    d_c, summed over the examples."""
     grads = torch.autograd.grad(total, probes, allow_unused=True)
     return [
         (torch.zeros_like(p) if g is None else g).view(n, columns, *p.shape[1:])
@@ -254,6 +273,22 @@ def _saved_bytes(run, shared: set[int]) -> int:
     return sum(storages.values())
 
 
+def _terms(records) -> list[tuple[tuple[str, int], Term]]:
+    """Each layer's terms (`Rule.terms`) keyed by (layer label, index among its terms)."""
+    return [
+        ((rule.label, index), term)
+        for rule, a, g in records
+        for index, term in enumerate(rule.terms(a, g))
+    ]
+
+
+def _first_column(term: Term) -> Term:
+    """The term of the first direction recorded (column 0 of g or of the Jacobian)."""
+    if isinstance(term, Jacobian):
+        return Jacobian(term.j[:, :1])
+    return Factors(term.a, term.g[:, :1], term.vocab)
+
+
 class StructuredStrategy:
     """Tiling strategy (see `_tiling.Strategy`) for models made of supported layers.
 
@@ -275,6 +310,8 @@ class StructuredStrategy:
         self.feature_bytes, self.pair_bytes = 0, item * (3 * n_out**2 if full else 3)
         self.extract_bytes = 0
         self.pair_cost = 0.0
+        self.separable_terms: frozenset[tuple[str, int]] = frozenset()
+        self._separating_bytes = 0  # `_separable_terms`
 
     def measure(self, x: Batch) -> Features:
         """Set the memory and cost estimates from the probe batch of ``x`` (`probe_examples`);
@@ -299,18 +336,29 @@ class StructuredStrategy:
         shared = {t.untyped_storage().data_ptr() for t in held + _batch.tensors(x)}
         order, v = probe_examples(x), probe_direction(self.fm, self.n_out)
         probe = _batch.take(x, torch.tensor(order))
-        graph = _saved_bytes(lambda: made.append(self.features(probe, direction=v)), shared)
-        graph //= len(order)
-        f = made[0]
+        directions = v[None]
+        if self.n_out > 1 and self.fm.dtype not in HALF:  # too coarse to tell separability
+            generator = torch.Generator().manual_seed(1)
+            second = torch.randn(self.n_out, generator=generator, dtype=torch.float64)
+            directions = torch.stack([v, second.to(v)])
+        run = lambda: made.append(self._record(probe, self.full, directions))  # noqa: E731
+        graph = _saved_bytes(run, shared) // (len(order) * len(directions))
+        records, directional = made[0]
+        terms = _terms(records)
+        self.separable_terms = self._separable_terms(terms)
+        if directional:  # the features along v
+            terms = [(key, _first_column(term)) for key, term in terms]
+        f = self._features(terms, directional)
         columns = self.n_out if f.directional else 1  # a kernel's columns per recorded one
         item = torch.empty((), dtype=self.fm.dtype).element_size()
         sizes = [t.a.numel() + columns * t.g.numel() for t in f.outer + f.positional]
         sizes += [columns * j.numel() for j in f.jacobians]
+        sizes += [t.numel() for t in f.separable]  # the moments: as many for O outputs
         self.feature_bytes = sum(sizes) * item // len(order)
         transient = 2 * graph  # a chain's record has no graph: its own count
         if self.chain is not None:
             transient = max(transient, self.chain.transient_bytes(self.n_out, item))
-        self.extract_bytes = transient + self.feature_bytes
+        self.extract_bytes = transient + self.feature_bytes + self._separating_bytes
         # positional temporaries per pair: a·a' (P²) and g·g' (P²); in full mode, per
         # column example, b and a copy of g in a conv's layout (2·P·O·d_out)
         for term in f.positional:
@@ -325,11 +373,19 @@ class StructuredStrategy:
         self.pair_cost = sum(cost(term, "outer") for term in f.outer)
         self.pair_cost += sum(cost(term, "positional") for term in f.positional)
         self.pair_cost += sum(outputs * j.shape[2] for j in f.jacobians)
+        self.pair_cost += sum(t.multiply_adds(outputs, self.full) for t in f.separable)
         if f.directional:
             return f
         if not self.full and self.one_theta:  # `Chain.record`'s trace column
             f = self.features(probe, full=True)
         return _along(f, v)
+
+    def twin(self, fm: FunctionalModel) -> StructuredStrategy:
+        """This plan (rules, forms, separable layers) for ``fm``, the same model at other
+        parameter values: the features of the two pair (`pair`)."""
+        other = copy.copy(self)
+        other.fm = fm
+        return other
 
     def _hooks(self, n: int, records: dict[str, tuple]) -> list:
         """Forward hooks: a zero probe added to each rule's layer output (batch dim n), and a
@@ -378,16 +434,17 @@ class StructuredStrategy:
         return self.n_out if n == 1 and not self.dense_only and self.chain is None else 1
 
     def _record(
-        self, x: torch.Tensor, full: bool, direction: torch.Tensor | None = None
+        self, x: torch.Tensor, full: bool, directions: torch.Tensor | None = None
     ) -> tuple[list[tuple[Rule, torch.Tensor, torch.Tensor]], bool]:
         """(rule, input a, output gradients g (n, O, *h.shape[1:])) of each layer called, and
-        whether they are along ``direction``.
+        whether they are along ``directions``.
 
-        A chain records every output (it has no backward pass). Otherwise, given a
-        ``direction`` v (the probe of `measure`), g are those of the scalar output v·f,
-        (n, 1, ...), from one backward pass. A lone example (a last chunk of one) runs as O
-        copies, copy o differentiated for output o: one backward pass instead of O, which
-        cost ~0.5 ms each for the ResNet row's 20 layers however small the batch (measured).
+        A chain records every output (it has no backward pass). Otherwise, given
+        ``directions`` (k, O), each example runs as k copies, copy c differentiated along
+        directions[c]: g (n, k, ...) from one backward pass (the probe of `measure`: v
+        alone; `_separable_terms`: two). A lone example (a last chunk of one) runs as O
+        copies along the outputs' unit vectors: one backward pass instead of O, which cost
+        ~0.5 ms each for the ResNet row's 20 layers however small the batch (measured).
         Other batches do not: their memory is planned for one copy of each example.
         """
         if self.chain is not None and isinstance(x, torch.Tensor):
@@ -396,7 +453,10 @@ class StructuredStrategy:
                 return chained, False
         records: dict[str, tuple] = {}
         n = _batch.size(x)
-        copies = 1 if direction is not None else self._copies(n)
+        along = directions
+        if along is None and self._copies(n) > 1:
+            along = torch.eye(self.n_out, dtype=self.fm.dtype, device=self.fm.device)
+        copies = 1 if along is None else along.shape[0]
         if copies > 1:
             x = _batch.take(x, torch.arange(n).repeat_interleave(copies))
         handles = self._hooks(_batch.size(x), records)
@@ -406,20 +466,17 @@ class StructuredStrategy:
         finally:
             for handle in handles:
                 handle.remove()
-        directional = direction is not None
+        directional = directions is not None
         if not records:
             return [], directional
         probes = [probe for _, probe in records.values()]
-        kept = slice(None, None, copies)
-        if directional:
-            grads = _one_pass_gradients((out @ direction).sum(), probes, n, 1)
-        elif copies > 1:
-            diagonal = out.view(n, copies, copies).diagonal(dim1=1, dim2=2)
-            grads = _one_pass_gradients(diagonal.sum(), probes, n, copies)
+        if along is not None:
+            total = (out.view(n, copies, -1) * along).sum()
+            grads = _one_pass_gradients(total, probes, n, copies)
         else:
             grads = _output_gradients(out, probes, self.dense_only)
         records = [
-            (self.rules[name], a[kept], g)
+            (self.rules[name], a[::copies], g)
             for (name, (a, _)), g in zip(records.items(), grads, strict=True)
         ]
         return records, directional
@@ -429,34 +486,67 @@ class StructuredStrategy:
     ) -> Features:
         """The features of the examples ``x``, for the strategy's mode or, given, ``full``;
         along ``direction`` as in `_record` (`Features.directional`)."""
-        f, small = Features(), []
-        records, f.directional = self._record(x, self.full if full is None else full, direction)
-        columns = self.n_out if f.directional else 1  # forms of all O outputs
-        for rule, a, g in records:
-            for term in rule.terms(a, g):
-                if isinstance(term, Jacobian):
-                    kind = "jacobian"
-                else:
-                    kind = form(term, self.full, columns * term.g.shape[1])
-                if kind == "positional" and term.vocab is None:
-                    # patches are transposed views: flattened by `Factors.inner` at every
-                    # pair, copied once here instead (ResNet row: ~5 ms of 0.34 s)
-                    term = Factors(term.a.contiguous(), term.g)
-                if kind != "jacobian":
-                    getattr(f, kind).append(term)
-                    continue
-                j = term.j if isinstance(term, Jacobian) else term.jacobian()
-                (f.jacobians if j.shape[2] >= _OWN_BLOCK else small).append(j)
+        directions = None if direction is None else direction[None]
+        records, directional = self._record(x, self.full if full is None else full, directions)
+        return self._features(_terms(records), directional)
+
+    def _features(self, terms: list[tuple[tuple[str, int], Term]], directional: bool) -> Features:
+        """Features of the terms of `_terms`, each in its form."""
+        f, small = Features(directional=directional), []
+        columns = self.n_out if directional else 1  # forms of all O outputs
+        for key, term in terms:
+            if isinstance(term, Jacobian):
+                kind = "jacobian"
+            else:
+                kind = self._form(term, key, columns * term.g.shape[1])
+            if kind == "separable":
+                f.separable.append(Separable.of(term))
+                continue
+            if kind == "positional" and term.vocab is None:
+                # patches are transposed views: flattened by `Factors.inner` at every
+                # pair, copied once here instead (ResNet row: ~5 ms of 0.34 s)
+                term = Factors(term.a.contiguous(), term.g)
+            if kind != "jacobian":
+                getattr(f, kind).append(term)
+                continue
+            j = term.j if isinstance(term, Jacobian) else term.jacobian()
+            (f.jacobians if j.shape[2] >= _OWN_BLOCK else small).append(j)
         if small:
             f.jacobians.append(torch.cat(small, dim=2))
         return f
 
+    def _form(self, term: Factors, key: tuple[str, int], n_out: int) -> str:
+        """`_forms.form` of ``term`` for ``n_out`` outputs, or "separable" for a term found
+        separable by `_separable_terms` (``key``: its layer's label and index) where that
+        is cheaper."""
+        kind = form(term, self.full, n_out)
+        if key in self.separable_terms:
+            cost = {k: weighted(term, self.full, k, n_out) for k in (kind, "separable")}
+            return min(cost, key=cost.get)
+        return kind
+
+    def _separable_terms(self, terms: list[tuple[tuple[str, int], Term]]) -> frozenset:
+        """The keys (layer label, term index) of the `Factors` terms with several positions
+        whose output gradients separate (`_separable.separate`) over the columns recorded:
+        two random directions of the outputs in `measure` (gradients of rank ≥ 2 over the
+        outputs give two directions that are not proportional, almost surely), or every
+        output (a chain)."""
+        found = set()
+        for key, term in terms:
+            several = isinstance(term, Factors) and term.positions > 1
+            if several and term.vocab is None and separate(term.g) is not None:
+                found.add(key)
+                # `separate`'s copies of g, s and the residual, per example, for O outputs
+                size = 3 * self.n_out * term.g[0, 0].numel() * term.g.element_size()
+                self._separating_bytes = max(self._separating_bytes, size)
+        return frozenset(found)
+
     def symmetric(self, f: Features) -> torch.Tensor:
         """Θ̂ of a block with itself, exactly symmetric (Θ(x', x) = Θ(x, x')ᵀ).
 
-        Full mode, at least `OUTPUT_BLOCKS_MIN` outputs and no positional layer: by output
-        (`_gram.symmetric_sum`). Otherwise, from `_SYMMETRIC_MIN_MACS` on, by row blocks of
-        examples, each against the columns from its own first on, the rest mirrored:
+        Full mode, at least `OUTPUT_BLOCKS_MIN` outputs and no positional or separable layer:
+        by output (`_gram.symmetric_sum`). Otherwise, from `_SYMMETRIC_MIN_MACS` on, by row
+        blocks of examples, each against the columns from its own first on, the rest mirrored:
         (k + 1)/2k of the work for k row blocks; in full mode the Jacobian blocks' Gram by
         `upper_gram`, the other forms by `pair`, one row block per thread on CPU, each
         thread with one torch thread (`_threads.run_jobs`: the positional form's per-example
@@ -464,7 +554,8 @@ class StructuredStrategy:
         the ResNet and Myrtle rows of ``benchmarks/entk.py``, measured).
         """
         n = _size(f)
-        if self.full and self.n_out >= OUTPUT_BLOCKS_MIN and not f.positional and n:
+        by_output = not (f.positional or f.separable)
+        if self.full and self.n_out >= OUTPUT_BLOCKS_MIN and by_output and n:
             terms = [(t.inner(t)[:, 0, :, 0], _outer(t)[1]) for t in f.outer]
             return symmetric_sum(terms + [(None, j) for j in f.jacobians])
         if n < 2 * _SYMMETRIC_BLOCK or self.pair_cost * n * n < _SYMMETRIC_MIN_MACS:
@@ -472,17 +563,16 @@ class StructuredStrategy:
         step = max(_SYMMETRIC_BLOCK, -(-n // _SYMMETRIC_SPLITS))
         if self.full and f.jacobians:
             out = upper_gram(f.jacobians, step)
-            f = Features(f.outer, f.positional)
+            f = Features(f.outer, f.positional, separable=f.separable)
         else:
-            like = (f.outer + f.positional + f.jacobians)[0]
-            like = like if isinstance(like, torch.Tensor) else like.g
-            out = like.new_zeros((n, n, self.n_out, self.n_out) if self.full else (n, n))
+            shape = (n, n, self.n_out, self.n_out) if self.full else (n, n)
+            out = torch.zeros(shape, dtype=self.fm.dtype, device=self.fm.device)
 
         def row_block(start: int) -> None:
             rows = slice(start, min(start + step, n))
             out[rows, start:] += self.pair(f.take(rows), f.take(slice(start, n)), upper=True)
 
-        if f.outer or f.positional or f.jacobians:
+        if f.any():
             blocks = [functools.partial(row_block, start) for start in range(0, n, step)]
             threads = torch.get_num_threads() if out.device.type == "cpu" else 1
             run_jobs(blocks, min(threads, len(blocks)))
@@ -504,6 +594,8 @@ class StructuredStrategy:
             total = total + positional_pair(t1, t2, full, upper)
         for j1, j2 in zip(f1.jacobians, f2.jacobians, strict=True):
             total = total + gram(j1, j2, full)
+        for s1, s2 in zip(f1.separable, f2.separable, strict=True):
+            total = total + separable_pair(s1, s2, full)
         return total
 
     def diagonal(self, f: Features) -> torch.Tensor:
@@ -534,7 +626,7 @@ def check_against_autograd(strategy: StructuredStrategy, f: Features, x) -> None
     fm, order = strategy.fm, probe_examples(x)
     v = probe_direction(fm, strategy.n_out)
     reference = autograd_gram(fm, x, v, max(order) + 1)
-    if f.outer or f.positional or f.jacobians:
+    if f.any():
         values = strategy.pair(f, f, full=True)[:, :, 0, 0]
     else:  # no layer holding θ was called
         values = torch.zeros(len(order), len(order), dtype=torch.float64)
@@ -550,7 +642,8 @@ def _layout(f: Features) -> tuple:
     """What must match between the features of two batches to pair them: the terms of each
     form in order (positions may differ: the positional form pairs any two counts)."""
     widths = [(t.width, t.g.shape[3], t.vocab) for t in f.outer + f.positional]
-    return len(f.outer), widths, [j.shape[2] for j in f.jacobians]
+    separable = [t.jacobian().shape[2] for t in f.separable]
+    return len(f.outer), widths, [j.shape[2] for j in f.jacobians], separable
 
 
 def check_second_batch(strategy: StructuredStrategy, x1, f1: Features, x2) -> None:

@@ -68,18 +68,20 @@ def _heap_thresholds(explicit_budget: bool) -> None:
       the heap: at 2 MiB every tile faulted its arrays in again (1.1–1.2× the CPU time of
       the default budget; 1.0× at 8 MiB, measured), and the eNTK's working memory under a
       small budget grew by ~2 MiB (the tests' allowance is 12 MiB).
-    - The default budget fixes them at 32 MiB (glibc's own largest) and 64 MiB, so that a
+    - The default budget fixes them at 32 MiB (glibc's own largest) and 256 MiB, so that a
       kernel computed again (`PreparedNTK`, a recorder during training) finds its blocks
       resident: with glibc's rule the heap was trimmed below each call's blocks and an MLP
-      eNTK (N = 128, full) took ~2,300 page faults per call, ~50 with these thresholds
-      (measured); the heap then keeps up to 64 MiB free.
+      eNTK (N = 128, full) took ~2,300 page faults per call, ~50 with a 64 MiB trim
+      threshold; the ResNet row of ``benchmarks/entk.py`` (~90 MB of blocks freed at the
+      heap's top per call) took ~20,000 at 64 MiB and ~0 at 256 MiB, 0.37 against 0.34 s
+      of CPU time (measured); the heap then keeps up to 256 MiB free.
 
     Set at every call, since the last kernel's budget decides. No effect where the C
     library is not glibc.
     """
     if sys.platform != "linux":
         return
-    mmap, trim = (2**20, 8 * 2**20) if explicit_budget else (32 * 2**20, 64 * 2**20)
+    mmap, trim = (2**20, 8 * 2**20) if explicit_budget else (32 * 2**20, 256 * 2**20)
     with contextlib.suppress(OSError, AttributeError):  # another C library: nothing to fix
         libc = _libc()
         libc.mallopt(_M_TRIM_THRESHOLD, trim)

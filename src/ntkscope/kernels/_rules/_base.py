@@ -66,9 +66,10 @@ class Factors:
 
     def jacobian(self) -> torch.Tensor:
         """The per-example Jacobian ``Σ_p g_{o,p} ⊗ a_p`` flattened: (n, O, d_g·d_a)."""
-        if self.vocab is None:
-            return torch.einsum("nopd,npe->node", self.g, self.a).flatten(2)
-        n, n_out, _, d_g = self.g.shape
+        n, n_out, p, d_g = self.g.shape
+        if self.vocab is None:  # one GEMM per example, g as (O·d_g, P): a conv's own layout
+            rows = self.g.transpose(2, 3).reshape(n, n_out * d_g, p)
+            return torch.bmm(rows, self.a).view(n, n_out, -1)
         rows = self.g.new_zeros(n, n_out, self.vocab, d_g)  # scatter of g by id
         index = self.a[:, None, :, None].expand_as(self.g)
         return rows.scatter_add_(2, index, self.g).flatten(2)
