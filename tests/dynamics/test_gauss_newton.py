@@ -179,3 +179,35 @@ def test_inputs_with_the_wrong_feature_count_name_x():
     model, _, y = problem(3, 2, 4, 1, 1)
     with pytest.raises(ValueError, match=r"x: the model cannot be applied to inputs of shape"):
         gauss_newton_step(model, torch.zeros(3, 5, dtype=torch.float64), y, damping=0.1)
+
+
+class _TokenModel(torch.nn.Module):
+    """Embedding, mean over positions, Linear: a model of token ids, called as model(ids)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(7, 3)
+        self.head = torch.nn.Linear(3, 2)
+
+    def forward(self, ids):
+        return self.head(self.embedding(ids).mean(1))
+
+
+@pytest.mark.parametrize("kind", ["ids", "dict"])
+def test_step_of_a_token_model_is_the_explicit_formula(kind):
+    """Token ids (a tensor, and a mapping called as model(**x)) flow through the step like
+    float inputs: the same formula from the brute-force Jacobian (one backward pass per
+    example and output, float64)."""
+    from reference import brute_force_jacobian
+
+    torch.manual_seed(0)
+    model = _TokenModel().double()
+    ids = torch.randint(0, 7, (4, 5), generator=torch.Generator().manual_seed(1))
+    x = ids if kind == "ids" else {"ids": ids}
+    y = torch.randn(4, 2, dtype=torch.float64)
+    j = brute_force_jacobian(model, x).reshape(8, -1)
+    with torch.no_grad():
+        r = (model(ids) - y).reshape(-1)
+    expected = -0.5 * j.T @ torch.linalg.solve(j @ j.T + 0.1 * torch.eye(8).double(), r)
+    step = gauss_newton_step(model, x, y, damping=0.1, lr=0.5)
+    assert torch.allclose(flat(step.delta, model), expected, rtol=0, atol=TOL)

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 import ntkscope as ns
 from ntkscope.dynamics import Recorder
@@ -127,3 +128,13 @@ def test_non_finite_outputs_at_initialization_are_an_error():
         model[0].weight.fill_(float("inf"))
     with pytest.raises(ValueError, match="model: the loss at initialization is"):
         ns.train(model, (x, y), lr=0.1, steps=1)
+
+
+def test_adam_with_a_sparse_embedding_is_refused_naming_optimizer():
+    """torch's Adam takes dense gradients only: refused before training, naming the
+    argument and the layer; SGD trains the same model."""
+    model = nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Flatten(), nn.Linear(12, 2))
+    ids, y = torch.randint(0, 10, (6, 3)), torch.randn(6, 2)
+    with pytest.raises(ValueError, match="optimizer: 'adam' takes dense gradients, and '0'"):
+        ns.train(model, (ids, y), optimizer="adam", lr=0.01, steps=2)
+    assert ns.train(model, (ids, y), optimizer="sgd", lr=0.01, steps=2).stopped is None

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 from torch.func import vjp
 
-from ntkscope._checks import finite, finite_batch, positive_real, tensor
+from ntkscope._batch import Batch
+from ntkscope._checks import finite, positive_real, tensor
 from ntkscope.kernels import empirical_ntk
 from ntkscope.kernels._functional import FunctionalModel
 from ntkscope.metrics import flat_kernel
@@ -53,14 +54,16 @@ class GaussNewtonStep(NamedTuple):
 
 
 def gauss_newton_step(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, damping: float, lr: float = 1.0
+    model: nn.Module, x: Batch, y: torch.Tensor, *, damping: float, lr: float = 1.0
 ) -> GaussNewtonStep:
     """The damped Gauss–Newton step Δθ = −η Jᵀ (J Jᵀ + λ I)⁻¹ r (module docstring).
 
     Args:
         model: any module mapping (N, ...) inputs to (N, O) outputs; θ are its trainable
             parameters. It is not changed.
-        x: the full training batch (N, ...), in the model's dtype and device.
+        x: the full training batch of N examples, in the model's dtype and device: a
+            tensor (N, ...), a tuple or a mapping of tensors (`ntkscope.empirical_ntk`; token
+            ids included).
         y: targets (N, O) (or (N,) for O = 1).
         damping: λ > 0, in the units of the kernel Θ̂ (λ/N on the mean loss).
         lr: step size η > 0; η = 1 is the full Gauss–Newton step.
@@ -73,8 +76,8 @@ def gauss_newton_step(
             shape than the outputs, or a damping too small to factorize J Jᵀ + λ I.
     """
     damping, lr = positive_real(damping, "damping"), positive_real(lr, "lr")
-    x = finite_batch(x, "x")
     fm = FunctionalModel(model)
+    x = fm.batch(x, "x")
     fm.check_inputs(x, "x")
     outputs, pullback = vjp(lambda theta: fm(theta, x), fm.theta)
     y = finite(tensor(y, "y"), "y").to(outputs)
@@ -116,7 +119,7 @@ class GaussNewton(torch.optim.Optimizer):
     """
 
     def __init__(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, damping: float, lr: float
+        self, model: nn.Module, x: Batch, y: torch.Tensor, *, damping: float, lr: float
     ) -> None:
         defaults = {"damping": positive_real(damping, "damping"), "lr": positive_real(lr, "lr")}
         self.model, self.x, self.y = model, x, y

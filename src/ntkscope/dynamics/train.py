@@ -154,6 +154,7 @@ def train(
     total = _schedule(len(train_split), batch_size, steps, epochs)
     full_batch = batch_size is None or batch_size >= len(train_split)
     _check_gauss_newton(optimizer, loss, full_batch, momentum, damping)
+    _check_sparse_gradients(model, optimizer)
     state = TrainState(
         model, train_split, test_split, loss, optimizer, float(lr), float(momentum), total,
         full_batch, damping,
@@ -174,6 +175,21 @@ def _check_gauss_newton(optimizer, loss, full_batch, momentum, damping) -> None:
     if damping is None:
         raise ValueError("damping: expected > 0 for optimizer='gauss_newton', got None")
     positive_real(damping, "damping")
+
+
+def _check_sparse_gradients(model: nn.Module, optimizer: Optimizer) -> None:
+    """Refuse Adam for a model with a sparse embedding (``nn.Embedding(sparse=True)``):
+    torch's Adam takes dense gradients only (SGD takes both; Gauss–Newton forms none)."""
+    if optimizer is not Optimizer.ADAM:
+        return
+    for name, module in model.named_modules():
+        sparse = isinstance(module, nn.Embedding | nn.EmbeddingBag) and module.sparse
+        if sparse and any(p.requires_grad for p in module.parameters()):
+            raise ValueError(
+                f"optimizer: 'adam' takes dense gradients, and {name or '(root)'!r} is an "
+                f"{type(module).__name__} with sparse=True; use optimizer='sgd' or build the "
+                "embedding with sparse=False"
+            )
 
 
 def _run(state: TrainState, monitor: Monitor, batch_size, seed, progress) -> None:
