@@ -27,7 +27,7 @@ room for ρ near ±1, where the two forms' sin θ round differently."""
 
 def out_of_place(name: str):
     """The dual of ``name`` without its in-place layer: `Dual.given` everywhere."""
-    return dataclasses.replace(for_activation(name), layer=None)
+    return dataclasses.replace(for_activation(name), layer=None, block=None)
 
 
 @st.composite

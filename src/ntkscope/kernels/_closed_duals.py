@@ -104,6 +104,51 @@ def piecewise_linear_layer(
     ntk.mul_(e_dd).add_(e_ff)
 
 
+def piecewise_linear_block(
+    slope: float,
+    sigma: torch.Tensor,
+    ntk: torch.Tensor | None,
+    rows: tuple[torch.Tensor, torch.Tensor],
+    cols: tuple[torch.Tensor, torch.Tensor],
+    scale: float,
+    theta: torch.Tensor,
+) -> Pair:
+    """A CNN block's activation for `piecewise_linear`'s φ in place, with one array more:
+    (s K, s (K + T)), K = E[φ(u) φ(v)], T = Θ E[φ'(u) φ'(v)], s = ``scale``. With
+    g = (1 + a²)π − (1 − a)² θ (a = ``slope``) both expectations share a factor,
+
+        E[φ(u) φ(v)] = √(q1 q2)/(2π) · ((1 − a)² sin θ + ρ g),   E[φ'(u) φ'(v)] = g / (2π),
+
+    θ snapped as in `piecewise_linear_layer` (`THETA_SNAP`) in both: with ρ = cos θ kept,
+    the snap moves E[φ(u) φ(v)] by √(q1 q2)/(2π) (1 − a)² θ³/3 < 1e-21 √(q1 q2) (at θ = 0;
+    likewise at π), since ∂/∂θ (sin θ − θ cos θ) = θ sin θ. The arrays: Σ (``sigma``, which
+    takes ρ, then K), Θ (``ntk``, then K + T) and ``theta`` (scratch); ``ntk`` None: Θ = Σ
+    (a CNN's first block, Θ⁰ = 0), then s T = √(s/2π)√q1 √(s/2π)√q2 · ρ g and the results
+    are (``theta``, ``sigma``): two arrays in all. Values: those of `piecewise_linear` to a
+    few ulps of √(q1 q2) + Θ (tests/kernels/test_infinite_cnn_in_place.py).
+
+    Args:
+        rows, cols: (1/√q, √(s/2π) √q) of the rows' and the columns' variances, shaped to
+            broadcast against the entries, 1/√q = 0 where q = 0 (`_cnn_layers.Side`).
+    """
+    g0, b = (1 + slope * slope) * math.pi, (1 - slope) ** 2
+    rho = sigma.mul_(rows[0]).mul_(cols[0]).clamp_(-1.0, 1.0)
+    torch.acos(rho, out=theta)
+    F.threshold_(theta, _SNAP_LOW, 0.0)
+    minus = F.threshold_(theta.neg_(), _SNAP_HIGH, -math.pi)  # −θ, snapped
+    if ntk is not None:
+        ntk.addcmul_(ntk, minus, value=b / g0)  # Θ g / g0
+    rho.addcmul_(rho, minus, value=b / g0)  # ρ g / g0
+    minus.sin_()  # −sin θ
+    root = rows[1] * g0  # a side's terms: small
+    if ntk is None:
+        e_ff = torch.add(rho, minus, alpha=-b / g0, out=minus)  # K / (r g0), r = √(s/2π)²√q1q2
+        both = rho.add_(e_ff).mul_(root).mul_(cols[1])  # (K + T) / r g0, then s (K + T)
+        return e_ff.mul_(root).mul_(cols[1]), both
+    e_ff = rho.sub_(minus, alpha=b / g0).mul_(root).mul_(cols[1])
+    return e_ff, torch.add(e_ff, ntk, alpha=g0 * scale / (2 * math.pi), out=ntk)
+
+
 def identity(q1: torch.Tensor, q2: torch.Tensor, rho: torch.Tensor) -> Pair:
     """φ(x) = x: E[u v] = c and E[1] = 1."""
     c = rho * (q1 * q2).sqrt()

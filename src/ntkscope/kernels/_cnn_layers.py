@@ -4,7 +4,7 @@ function of the kernels of a batch of image pairs over pairs of positions (`Kern
 After φ both kernels are kept as K and K + T (K = E[φ(u) φ(v)], T = Θ · E[φ'(u) φ'(v)]),
 scaled by the constant factors of the linear maps that follow (`activated`): every linear
 map (convolution, pooling, readout) is then the same on both, with no multiplications.
-The piecewise-linear φ (ReLU, leaky ReLU, abs) run in place (`Dual.layer`).
+The piecewise-linear φ (ReLU, leaky ReLU, abs) run in place (`Dual.block`).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def conv(kernel: Kernel, k: int, bias_var: float) -> Kernel:
 
 class Side(NamedTuple):
     """The per-input terms of one side (x or x') of an activation, computed once per input:
-    the variances q = Σ(x, x)[p, p], 1/√q (0 where q = 0) and √(s/2π) √q (`Dual.layer`'s),
+    the variances q = Σ(x, x)[p, p], 1/√q (0 where q = 0) and √(s/2π) √q (`Dual.block`'s),
     s the activation's scale (`activated`)."""
 
     q: torch.Tensor
@@ -108,11 +108,11 @@ def side(q: torch.Tensor, scale: float) -> Side:
 def activated(
     dual: Dual,
     sigma: torch.Tensor,
-    ntk: torch.Tensor,
+    ntk: torch.Tensor | None,
     a: Side,
     b: Side,
     scale: float,
-    spare: Pair | None = None,
+    spare: torch.Tensor | None = None,
 ) -> Pair:
     """(s K, s (K + T)) from the NNGP Σ and NTK Θ of a layer's inputs, K = E[φ(u) φ(v)] and
     T = Θ · E[φ'(u) φ'(v)] (the module docstring's activation), s = ``scale``.
@@ -120,15 +120,14 @@ def activated(
     Both kernels after φ are kept as K and K + T: every linear map after φ (convolution,
     pooling, readout) is then the same on both, Θ_next = σ_w²/k² Σ_δ (K + T) + σ_b², and the
     scale s carries the next layers' constant factors (σ_w²/k² or σ_w², 1/16 for a pooling).
-    ``sigma`` and ``ntk`` (of the entries' shape) are overwritten. With `Dual.layer` (the
-    MLP layer with σ_w² = s, σ_b² = 0, in place) the result is (``spare[0]``, ``ntk``),
-    ``spare[1]`` the layer's scratch (θ); two new arrays when ``spare`` is None. Else
-    `Dual.given` makes its arrays (`Dual.arrays`)."""
-    if dual.layer is not None:
-        out, angles = (torch.empty_like(sigma), torch.empty_like(sigma)) if spare is None else spare
-        rows, cols = (a.spread.inv_sqrt, a.root), (b.spread.inv_sqrt, b.root)
-        dual.layer(sigma, ntk, rows, cols, scale, 0.0, out, angles)
-        return out, ntk
+    ``sigma`` and ``ntk`` (of the entries' shape) are overwritten. With `Dual.block` the
+    results are in ``sigma`` and ``ntk``, ``spare`` (a new array when None) the scratch, or,
+    for ``ntk`` None (Θ = Σ, block 0), in ``spare`` and ``sigma``. Else `Dual.given` makes
+    its arrays (`Dual.arrays`)."""
+    if dual.block is not None:
+        theta = torch.empty_like(sigma) if spare is None else spare
+        rows, cols = (a.inv_sqrt, a.root), (b.inv_sqrt, b.root)
+        return dual.block(sigma, ntk, rows, cols, scale, theta)
     e_ff, e_dd = dual.given(a.spread, b.spread, sigma, overwrite=True)
     e_dd = e_dd.mul_(ntk).add_(e_ff)
     return (e_ff, e_dd) if scale == 1 else (e_ff.mul_(scale), e_dd.mul_(scale))

@@ -81,19 +81,24 @@ _Moments = Callable[[torch.Tensor], Pair]
 """q -> (E[φ(√q z)], E[φ'(√q z)]), z ~ N(0, 1), elementwise."""
 _Layer = Callable[..., None]
 """An MLP layer in place on a tile (`_closed_duals.piecewise_linear_layer` less its slope)."""
+_Block = Callable[..., Pair]
+"""A CNN block's activation in place (`_closed_duals.piecewise_linear_block` less its slope)."""
 
 
-def _piecewise(slope: float) -> tuple[_Formula, _Moments, _Layer]:
-    """The dual, the first moments and the in-place MLP layer of φ(x) = x for x > 0,
-    ``slope``·x below."""
+def _piecewise(slope: float) -> tuple[_Formula, _Moments, _Layer, _Block]:
+    """The dual, the first moments, the in-place MLP layer and CNN activation of φ(x) = x
+    for x > 0, ``slope``·x below."""
     return (
         functools.partial(closed.piecewise_linear, slope),
         functools.partial(closed.piecewise_linear_moments, slope),
         functools.partial(closed.piecewise_linear_layer, slope),
+        functools.partial(closed.piecewise_linear_block, slope),
     )
 
 
-_CLOSED: dict[ActivationName, tuple[_Formula, _Moments] | tuple[_Formula, _Moments, _Layer]] = {
+_CLOSED: dict[
+    ActivationName, tuple[_Formula, _Moments] | tuple[_Formula, _Moments, _Layer, _Block]
+] = {
     ActivationName.RELU: _piecewise(0.0),
     ActivationName.LEAKY_RELU: _piecewise(LEAKY_RELU_SLOPE),
     ActivationName.ABS: _piecewise(-1.0),
@@ -144,6 +149,9 @@ class Dual:
         layer: for the piecewise-linear φ, the MLP layer in place on a tile
             (`_closed_duals.piecewise_linear_layer`: `LAYER_ARRAYS` values per entry, the
             layer's input and output kernels included), else None.
+        block: for the piecewise-linear φ, a CNN block's activation in place
+            (`_closed_duals.piecewise_linear_block`: one array more than its input
+            kernels), else None.
     """
 
     name: str
@@ -152,6 +160,7 @@ class Dual:
     formula: _Formula
     moments: _Moments | None = None
     layer: _Layer | None = None
+    block: _Block | None = None
 
     def __call__(self, q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor) -> Pair:
         """(E[φ(u) φ(v)], E[φ'(u) φ'(v)]) for (u, v) ~ N(0, [[q1, c], [c, q2]]).

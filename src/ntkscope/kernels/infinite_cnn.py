@@ -85,7 +85,6 @@ from ntkscope.kernels._infinite_tiles import (
 )
 from ntkscope.kernels._tiling import resolve_budget
 from ntkscope.kernels.dual import (
-    LAYER_ARRAYS,
     ActivationLike,
     Dual,
     Pair,
@@ -100,10 +99,14 @@ peaked at 1.4 (erf), 0.1 (GELU) and 3.2 (step) more (measured before the layers 
 K + T, tests/kernels/test_memory_budget.py, which still pass)."""
 
 
-_LAYER_BLOCK_ARRAYS = 1
-"""float64 values per position pair that a block holds beyond `Dual.layer`'s `LAYER_ARRAYS`
-(Σ then ρ, Θ then K + T, K, θ): the quarter arrays of block 0's window sums, and the
-convolution's one array (`conv`, before the layer)."""
+_IN_PLACE_ARRAYS = 3.5
+"""float64 values per position pair of a block under `Dual.block`: its NNGP and NTK and one
+array more, θ in the activation (`_closed_duals.piecewise_linear_block`) or the
+convolution's copy (`conv`), and a half for what the heap keeps of block 0 (its patches and
+chunks, below the 1 MiB mmap threshold, stay resident beside the later blocks' mapped
+arrays): a 48×48 tile of 8×8 images (tests/kernels/test_memory_budget.py) peaked at
+3.07–3.31 beyond its chunks' room (ReLU, leaky ReLU, abs; 3.125 failed there). Block 0's
+chunks hold two (`_Recursion._chunk_arrays`) and the quarter arrays of their window sums."""
 
 
 _CHUNK_ENTRIES = 2**14
@@ -199,7 +202,8 @@ class _Recursion:
         out = a1.new_empty(2, n1, oh, ow, n2, oh, ow)
         rows, images = self._chunk_shape(chunk, n2)
         entries = out.view(2, 1, n1 * oh * ow, n2 * oh * ow)
-        room = a1.new_empty(4 * min(rows, n1 * oh * ow) * min(images, n2) * self._smallest_chunk())
+        size = min(rows, n1 * oh * ow) * min(images, n2) * self._smallest_chunk()
+        room = a1.new_empty(self._chunk_arrays * size)
         for c in range(0, n2 * oh * ow, images * oh * ow):
             cs = slice(c, c + images * oh * ow)
             cols = a2[:, cs].reshape(1, -1, k)
@@ -222,15 +226,17 @@ class _Recursion:
     ) -> None:
         """One chunk of block 0: Σ¹ of rows a (B, g·R, K) against columns (B, g·C, K), B = 1
         or one per image paired with itself, activated and pooled into ``out`` (2, B, R, C)
-        (`window_sums_into`), in ``room`` (4 arrays of the chunk's entries at least, the
+        (`window_sums_into`), in ``room`` (`_chunk_arrays` of the chunk's entries at least, the
         same for all the chunks of a block: fewer sizes of blocks for the heap)."""
-        shape = (4, len(a), a.shape[1], cols.shape[1])  # K, K + T, Σ (then ρ), θ
+        shape = (self._chunk_arrays, len(a), a.shape[1], cols.shape[1])
         buffers = room[: math.prod(shape)].view(shape)
-        sigma = torch.bmm(a, cols.transpose(1, 2), out=buffers[2])
-        ntk = buffers[1].copy_(sigma)
-        scale, spare = self.scale(0), (buffers[0], buffers[3])
-        kernels = activated(self.dual, sigma, ntk, qa, qc, scale, spare)
-        if self.dual.layer is None:
+        if self.dual.block is not None:  # θ then K, Σ then K + T
+            sigma = torch.bmm(a, cols.transpose(1, 2), out=buffers[1])
+            activated(self.dual, sigma, None, qa, qc, self.scale(0), buffers[0])
+        else:  # K, K + T, Σ (then ρ), Θ
+            sigma = torch.bmm(a, cols.transpose(1, 2), out=buffers[2])
+            ntk = buffers[3].copy_(sigma)
+            kernels = activated(self.dual, sigma, ntk, qa, qc, self.scale(0))
             buffers[0].copy_(kernels[0])
             buffers[1].copy_(kernels[1])
         window_sums_into(buffers[:2], out, self._window)
@@ -246,7 +252,7 @@ class _Recursion:
         per = max(1, self.chunk_entries(n, n, p.device) // (g * oh * ow) ** 2)
         out = p.new_empty(2, n, oh, ow, 1, oh, ow)
         entries = out.view(2, n, oh * ow, oh * ow)
-        room = p.new_empty(4 * min(per, n) * (g * oh * ow) ** 2)
+        room = p.new_empty(self._chunk_arrays * min(per, n) * (g * oh * ow) ** 2)
         for i in range(0, n, per):
             pi = p[:, i : i + per].transpose(0, 1).flatten(1, 2)
             vi = v.part(slice(i, i + per)).map(lambda t: t.flatten(1))
@@ -329,7 +335,7 @@ class _Recursion:
         workers = concurrent_tiles(self.budget, device, entry, tile)
         room = tile_memory(self.budget, device, workers) - pairs * 16 * self._pair_entries()[1]
         room -= images * self._patch_bytes()
-        return max(room // self._per_position_pair(), self._smallest_chunk())
+        return max(room // self._chunk_entry_bytes(), self._smallest_chunk())
 
     def _patch_bytes(self) -> int:
         """Bytes of one image's patches (`patches`): H·W positions × (C·k² + 1)."""
@@ -352,15 +358,29 @@ class _Recursion:
         its pairs."""
         if self.same_position:
             return 0
-        per = self._per_position_pair()
+        per = self._chunk_entry_bytes()
         return per * max(min(_CHUNK_ENTRIES, self.budget // (2 * per)), self._smallest_chunk())
 
+    @property
+    def _chunk_arrays(self) -> int:
+        """Arrays of a chunk of block 0 (`_chunk`): K and K + T with `Dual.block` (θ, then
+        K, and Σ, then K + T), else those and Σ, Θ (the dual makes its own arrays)."""
+        return 2 if self.dual.block is not None else 4
+
+    def _chunk_entry_bytes(self) -> int:
+        """Working memory per entry of a chunk of block 0: with `Dual.block` its
+        `_chunk_arrays` and the quarter arrays of their window sums (`window_sums_into`),
+        else `_per_position_pair`."""
+        if self.dual.block is not None:
+            return 10 * self._chunk_arrays
+        return self._per_position_pair()
+
     def _per_position_pair(self) -> int:
-        """Working memory per position pair of a block: with `Dual.layer`, its
-        `LAYER_ARRAYS` and `_BLOCK_ARRAYS`; else the dual's arrays (measured for an MLP
-        layer, `Dual.arrays`) and `_BLOCK_ARRAYS`."""
-        if self.dual.layer is not None:
-            return 8 * (LAYER_ARRAYS + _LAYER_BLOCK_ARRAYS)
+        """Working memory per position pair of a block: with `Dual.block`,
+        `_IN_PLACE_ARRAYS`; else the dual's arrays (measured for an MLP layer,
+        `Dual.arrays`) and `_BLOCK_ARRAYS`."""
+        if self.dual.block is not None:
+            return int(8 * _IN_PLACE_ARRAYS)
         return entry_bytes(self.dual) + 8 * _BLOCK_ARRAYS
 
 
