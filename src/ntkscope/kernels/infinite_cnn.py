@@ -40,11 +40,11 @@ so that a chunk's pooling sums whole blocks of it (two torch calls). The later b
 Cost: O(N1 N2 (HW)² (C k² + depth)) time (the later blocks' k² offsets separate into rows
 and columns). Memory per pair of a tile (`_Recursion.entry_bytes`): block 0's outputs, or
 the later blocks' position pairs × `_Recursion._per_position_pair` (ReLU, leaky ReLU, abs:
-`LAYER_ARRAYS` + `_LAYER_BLOCK_ARRAYS` = 5 float64 values; the other closed forms:
+`_IN_PLACE_ARRAYS` = 3.5 float64 values; the other closed forms:
 `Dual.arrays` + `_BLOCK_ARRAYS`, 10–24; the series 28), whichever is larger; per tile
 (`_Recursion.tile_bytes`) room for a chunk of block 0 of `_CHUNK_ENTRIES` entries (at most
 half the budget), which also holds the tile's images' patches (8·HW·(C k² + 1) bytes per
-image). ReLU, 8×8 images pooled after blocks 0 and 1: 10 kB per pair, 0.66 MB per tile
+image). ReLU, 8×8 images pooled after blocks 0 and 1: 7.2 kB per pair, 0.33 MB per tile
 (at most half the budget), 14 kB per image; 32×32: 2.6 MB per pair. Without pooling after
 block 0 the (HW)² pairs of block 1 count: 25 MB per pair for 28×28 (ReLU). With no pooling
 and the flatten readout only the diagonal p = p' is ever needed (a convolution moves p and
@@ -437,8 +437,8 @@ def infinite_cnn_kernels(
             x1's device. On CPU, tiles are also capped at 4 MiB, and the kind of budget sets
             glibc's heap thresholds (as in `ntkscope.empirical_ntk`). Not counted: the
             coefficients that the series duals keep per distinct variance (≤ 64 MB). Per
-            pair of a tile: see the module docstring (10 kB per pair and 0.66 MB or half
-            the budget per tile for 8×8 images, ReLU; ~5× that per pair for the series).
+            pair of a tile: see the module docstring (7.2 kB per pair and 0.33 MB or half
+            the budget per tile for 8×8 images, ReLU; ~8× that per pair for the series).
 
     Returns:
         (nngp, ntk): float64 tensors of shape (N1, N2), or (N1,) when ``diagonal``.
