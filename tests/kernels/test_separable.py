@@ -125,3 +125,31 @@ def test_a_batch_that_does_not_separate_keeps_its_jacobian():
     assert strategy.separable_terms == {("layer 'conv' (Conv2d)", 0)}
     assert not strategy.features(x1).separable[0].split
     assert_structured_matches(model, x1, x2)
+
+
+class _PooledTokens(nn.Module):
+    """A per-position Linear on (N, L, E), ReLU, mean over positions, a readout: the
+    per-position layer separates (its gradients are ReLU′ ⊙ W_out[o] / L)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(4, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.inner(x)).mean(1))
+
+
+def test_half_precision_finds_no_separable_layer():
+    """In float32 the per-position layer separates; in bfloat16 none is looked for (its
+    rounding, 2⁻⁸, would let `separate` accept gradients that do not factor)."""
+    x = torch.randn(3, 5, 4)
+    found = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.manual_seed(0)
+        model = _PooledTokens().to(dtype)
+        strategy = StructuredStrategy(FunctionalModel(model), 3, full=True)
+        strategy.measure(x.to(dtype))
+        found[dtype] = strategy.separable_terms
+    assert found[torch.float32] == {("layer 'inner' (Linear)", 0)}
+    assert found[torch.bfloat16] == frozenset()

@@ -337,7 +337,9 @@ class StructuredStrategy:
         order, v = probe_examples(x), probe_direction(self.fm, self.n_out)
         probe = _batch.take(x, torch.tensor(order))
         directions = v[None]
-        if self.n_out > 1 and self.fm.dtype not in HALF:  # too coarse to tell separability
+        # separability needs two outputs; half precision is too coarse to tell it
+        detect = self.n_out > 1 and self.fm.dtype not in HALF
+        if detect:
             generator = torch.Generator().manual_seed(1)
             second = torch.randn(self.n_out, generator=generator, dtype=torch.float64)
             directions = torch.stack([v, second.to(v)])
@@ -345,7 +347,7 @@ class StructuredStrategy:
         graph = _saved_bytes(run, shared) // (len(order) * len(directions))
         records, directional = made[0]
         terms = _terms(records)
-        self.separable_terms = self._separable_terms(terms)
+        self.separable_terms = self._separable_terms(terms) if detect else frozenset()
         if directional:  # the features along v
             terms = [(key, _first_column(term)) for key, term in terms]
         f = self._features(terms, directional)
@@ -441,10 +443,11 @@ class StructuredStrategy:
 
         A chain records every output (it has no backward pass). Otherwise, given
         ``directions`` (k, O), each example runs as k copies, copy c differentiated along
-        directions[c]: g (n, k, ...) from one backward pass (the probe of `measure`: v
-        alone; `_separable_terms`: two). A lone example (a last chunk of one) runs as O
-        copies along the outputs' unit vectors: one backward pass instead of O, which cost
-        ~0.5 ms each for the ResNet row's 20 layers however small the batch (measured).
+        directions[c]: g (n, k, ...) from one backward pass (`features` along v: one copy;
+        the probe of `measure`: v and a second direction for `_separable_terms`). A lone
+        example (a last chunk of one) runs as O copies along the outputs' unit vectors: one
+        backward pass instead of O, which cost ~0.5 ms each for the ResNet row's 20 layers
+        however small the batch (measured).
         Other batches do not: their memory is planned for one copy of each example.
         """
         if self.chain is not None and isinstance(x, torch.Tensor):
